@@ -1,0 +1,48 @@
+# `make demo` and `make test` work on a fresh machine with only Python 3.11+ and pip:
+# they create .venv from the lock file when it is missing or stale.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PG15_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
+
+.PHONY: demo test lint typecheck check up lock clean
+
+$(BIN)/relaybook: requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	@touch $@
+
+$(VENV): $(BIN)/relaybook
+
+demo: $(BIN)/relaybook
+	$(BIN)/relaybook demo
+
+up: $(BIN)/relaybook
+	$(BIN)/relaybook up
+
+lint: $(BIN)/relaybook
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(BIN)/relaybook
+	$(BIN)/mypy
+
+# The whole suite on the embedded PostgreSQL; set RELAYBOOK_DATABASE_URL to run it on
+# another server too (CI also runs it on the machine's PostgreSQL 15: `make test-pg15`).
+test: $(BIN)/relaybook
+	$(BIN)/python -m pytest
+
+test-pg15: $(BIN)/relaybook
+	RELAYBOOK_DATABASE_URL=$(PG15_URL) $(BIN)/python -m pytest
+
+check: lint typecheck test
+
+# Re-pin every dependency (needs network access to the package index).
+lock: $(BIN)/relaybook
+	$(BIN)/uv pip compile pyproject.toml --extra dev -o requirements.lock --python-version 3.11
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

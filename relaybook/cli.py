@@ -1,0 +1,213 @@
+"""The ``relaybook`` command: ``up``, ``demo``, ``migrate`` and one command per deployable.
+
+Settings come from ``RELAYBOOK_*`` variables (``relaybook settings`` lists them). Any
+start-up problem is one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+from relaybook import database, logs
+from relaybook import settings as settings_module
+from relaybook.embedded import EmbeddedError, EmbeddedPostgres
+from relaybook.http import PortInUseError
+from relaybook.kafka import BrokerError
+from relaybook.runtime import require_configured
+from relaybook.settings import Settings, SettingsError
+
+EXIT_BAD_SETTING = 2
+EXIT_FAILED = 1
+
+#: deployables whose issue has not landed yet, with what they will do
+_NOT_YET = {
+    "tracker": "the journal tracker is not built yet",
+    "bounce-policy": "the bounce-policy consumer is not built yet",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="relaybook",
+        description="Notification delivery: notices out by email and SMS, "
+        "signed provider webhooks in, a log book of every message.",
+        epilog="Settings are RELAYBOOK_* environment variables: `relaybook settings` lists them.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser(
+        "up", help="the whole system in the foreground, on the embedded defaults where unset"
+    )
+    demo = commands.add_parser("demo", help="a self-checking tour on the embedded defaults")
+    demo.add_argument("--data-dir", help="keep the demo's data here (default: a temporary dir)")
+    demo.add_argument("--json", action="store_true", help="print a machine-readable report")
+    commands.add_parser("migrate", help="apply database migrations (idempotent)")
+    commands.add_parser("settings", help="list the settings, their defaults and current values")
+    commands.add_parser("dispatcher", help="the dispatcher API alone (configured servers)")
+    commands.add_parser("ingest", help="webhook ingest alone (configured servers)")
+    commands.add_parser("sandbox", help="the provider sandbox alone (a local SendGrid and Twilio)")
+    commands.add_parser("worker", help="a send worker alone (configured servers)")
+    token = commands.add_parser("token", help="manage API tokens")
+    token_commands = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    create = token_commands.add_parser("create", help="create a token and print it (once)")
+    create.add_argument("--name", required=True, help="who uses it, e.g. accounting")
+    create.add_argument(
+        "--scopes",
+        required=True,
+        help="comma-separated: notices:write, journal:read, preferences:write",
+    )
+    for name, what in _NOT_YET.items():
+        commands.add_parser(name, help=f"not available yet: {what}")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = settings_module.load()
+    except SettingsError as problem:
+        print(f"relaybook: {problem}", file=sys.stderr)
+        return EXIT_BAD_SETTING
+    logs.configure(settings.log_level, settings.log_format)
+    command: Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
+    if args.command in _NOT_YET:
+        print(
+            f"relaybook {args.command}: not available yet: {_NOT_YET[args.command]}",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_SETTING
+    command = _COMMANDS[args.command]
+    try:
+        return asyncio.run(command(settings, args))
+    except SettingsError as problem:
+        print(f"relaybook: {problem}", file=sys.stderr)
+        return EXIT_BAD_SETTING
+    except (
+        database.DatabaseError,
+        BrokerError,
+        EmbeddedError,
+        PortInUseError,
+    ) as problem:
+        print(f"relaybook: {problem}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM: the process then stops cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    return stop
+
+
+async def _up(settings: Settings, _args: argparse.Namespace) -> int:
+    from relaybook.system import System  # noqa: PLC0415 - imports every deployable
+
+    stop = stop_on_signals()
+    async with System(settings) as system:
+        print(system.banner(), flush=True)
+        await stop.wait()
+        print("relaybook: stopping", flush=True)
+    return 0
+
+
+async def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    from relaybook.demo import run_demo  # noqa: PLC0415
+
+    # The tour's own lines are its output; only warnings and errors join them.
+    if settings.log_level == "INFO":
+        logs.configure("WARNING", settings.log_format)
+
+    return await run_demo(settings, data_dir=args.data_dir, as_json=args.json)
+
+
+@contextlib.asynccontextmanager
+async def _database(settings: Settings) -> AsyncIterator[str]:
+    """The configured database, or the embedded one started for the command's duration."""
+    if settings.database_url is not None:
+        yield settings.database_url
+        return
+    postgres = EmbeddedPostgres(settings.data_dir)
+    url = await asyncio.to_thread(postgres.start)
+    try:
+        yield url
+    finally:
+        await asyncio.to_thread(postgres.stop)
+
+
+async def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    async with _database(settings) as url:
+        applied = await database.migrate(url)
+    if applied:
+        for migration in applied:
+            print(f"applied {migration.version:04d}_{migration.name}")
+    else:
+        print(f"the database is current (migration {database.migrations()[-1].version})")
+    return 0
+
+
+async def _token(settings: Settings, args: argparse.Namespace) -> int:
+    from dispatcher.auth import create_token  # noqa: PLC0415
+
+    scopes = [scope.strip() for scope in args.scopes.split(",") if scope.strip()]
+    async with _database(settings) as url:
+        await database.migrate(url)
+        pool = await database.create_pool(url, max_size=1)
+        try:
+            token = await create_token(pool, args.name, scopes)
+        except ValueError as problem:
+            print(f"relaybook token create: {problem}", file=sys.stderr)
+            return EXIT_BAD_SETTING
+        finally:
+            await pool.close()
+    print(token)
+    print(
+        f"token {args.name!r} created with {', '.join(sorted(scopes))}; it is shown only once",
+        file=sys.stderr,
+    )
+    return 0
+
+
+async def _settings(settings: Settings, _args: argparse.Namespace) -> int:
+    current = settings.describe()
+    for variable, default, meaning in settings_module.documented():
+        print(f"{variable:40} {current[variable]:24} default {default or '-':12} {meaning}")
+    return 0
+
+
+async def _single(settings: Settings, args: argparse.Namespace) -> int:
+    from relaybook.system import System  # noqa: PLC0415
+
+    if args.command != "sandbox":  # the sandbox needs neither database nor broker
+        require_configured(settings, args.command)
+    stop = stop_on_signals()
+    async with System(settings, only={args.command}) as system:
+        print(system.banner(), flush=True)
+        await stop.wait()
+    return 0
+
+
+_COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]] = {
+    "up": _up,
+    "demo": _demo,
+    "migrate": _migrate,
+    "settings": _settings,
+    "dispatcher": _single,
+    "ingest": _single,
+    "sandbox": _single,
+    "worker": _single,
+    "token": _token,
+}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())

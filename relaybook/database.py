@@ -1,0 +1,160 @@
+"""PostgreSQL: connection pools and the migrations that build the schema.
+
+Migrations are the ordered SQL files in ``relaybook/migrations`` (``NNNN_name.sql``), each
+applied once in its own transaction and recorded in ``schema_migrations`` with a
+checksum. An advisory lock makes concurrent ``migrate`` runs (several replicas starting
+at once) wait for each other instead of racing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import re
+from importlib import resources
+from typing import Any
+
+import asyncpg
+
+from relaybook.logs import get_logger
+
+log = get_logger(__name__)
+
+# pg_advisory_lock key: "relaybook" in ASCII, truncated to fit a bigint
+MIGRATION_LOCK_KEY = 0x72656C6179626F6F
+_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+_BOOKKEEPING = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version     integer PRIMARY KEY,
+    name        text NOT NULL,
+    checksum    text NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+#: what a pool hands out and what ``connect`` returns: both run queries the same way
+Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+
+
+class DatabaseError(RuntimeError):
+    """The database cannot be reached or is not in the state this code expects."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+@functools.cache
+def migrations() -> list[Migration]:
+    """Every migration shipped with this code, in order (read once per process)."""
+    found = []
+    for entry in resources.files("relaybook.migrations").iterdir():
+        match = _NAME.match(entry.name)
+        if match:
+            found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
+    found.sort(key=lambda migration: migration.version)
+    versions = [migration.version for migration in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise DatabaseError(f"migration files are not numbered 1..n without gaps: {versions}")
+    return found
+
+
+async def migrate(dsn: str) -> list[Migration]:
+    """Applies the migrations this database lacks; returns those it applied.
+
+    Idempotent, and safe when several processes run it at once. Refuses to run when an
+    applied migration's file has changed since, or when the database is newer than the
+    code (a rollback would otherwise run old code on a schema it does not know).
+    """
+    connection = await connect(dsn)
+    try:
+        await connection.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+        try:
+            await connection.execute(_BOOKKEEPING)
+            return await _apply_missing(connection)
+        finally:
+            await connection.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
+    finally:
+        await connection.close()
+
+
+async def _apply_missing(connection: asyncpg.Connection) -> list[Migration]:
+    applied = {
+        row["version"]: row["checksum"]
+        for row in await connection.fetch("SELECT version, checksum FROM schema_migrations")
+    }
+    known = migrations()
+    newest_known = known[-1].version if known else 0
+    if applied and max(applied) > newest_known:
+        raise DatabaseError(
+            f"the database is at migration {max(applied)}, newer than this code "
+            f"({newest_known}): upgrade relaybook"
+        )
+    done = []
+    for migration in known:
+        if migration.version in applied:
+            if applied[migration.version] != migration.checksum:
+                raise DatabaseError(
+                    f"migration {migration.version:04d}_{migration.name} was changed after "
+                    "it was applied: add a new migration instead"
+                )
+            continue
+        async with connection.transaction():
+            await connection.execute(migration.sql)
+            await connection.execute(
+                "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                migration.version,
+                migration.name,
+                migration.checksum,
+            )
+        log.info("migration applied", version=migration.version, name=migration.name)
+        done.append(migration)
+    return done
+
+
+async def connect(dsn: str, **kwargs: Any) -> asyncpg.Connection:
+    """One connection, with driver errors translated into :class:`DatabaseError`."""
+    try:
+        return await asyncpg.connect(dsn, timeout=10, **kwargs)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as error:
+        raise DatabaseError(f"cannot connect to PostgreSQL: {error}") from error
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    """A connection pool; fails fast with :class:`DatabaseError` when the server is away."""
+    try:
+        pool = await asyncpg.create_pool(
+            dsn, min_size=min_size, max_size=max_size, timeout=10, command_timeout=60
+        )
+    except (OSError, asyncpg.PostgresError, TimeoutError) as error:
+        raise DatabaseError(f"cannot connect to PostgreSQL: {error}") from error
+    assert pool is not None
+    return pool
+
+
+async def pending(dsn: str) -> list[Migration]:
+    """The migrations this database has not applied yet (empty when it is current)."""
+    connection = await connect(dsn)
+    try:
+        exists = await connection.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+        applied = (
+            {
+                row["version"]
+                for row in await connection.fetch("SELECT version FROM schema_migrations")
+            }
+            if exists
+            else set()
+        )
+    finally:
+        await connection.close()
+    return [migration for migration in migrations() if migration.version not in applied]

@@ -1,0 +1,220 @@
+"""What every relaybook HTTP service shares: ``/healthz``, ``/readyz``, ``/metrics``, JSON
+errors (``{"error": "<code>", "detail": "..."}``, never a traceback), a request id bound
+to the logs, and serving several apps in one process without uvicorn's signal handling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import structlog
+import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from relaybook.logs import get_logger
+
+log = get_logger(__name__)
+
+#: a readiness check: returns when the dependency is usable, raises otherwise
+Check = Callable[[], Awaitable[None]]
+
+REQUEST_SECONDS = Histogram(
+    "relaybook_http_request_seconds",
+    "HTTP request latency",
+    ["service", "route", "status"],
+)
+
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    429: "too_many_requests",
+    503: "unavailable",
+}
+
+
+def error(
+    status: int, code: str, detail: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    """The contract's error answer."""
+    return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
+
+
+async def _http_exception(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return error(
+        exc.status_code, _CODES.get(exc.status_code, "error"), str(exc.detail), exc.headers
+    )
+
+
+async def _unexpected(_request: Request, exc: Exception) -> Response:
+    log.error("unhandled error", exc_info=exc)
+    return error(500, "internal_error", "an unexpected error occurred; it has been logged")
+
+
+def service_routes(checks: Mapping[str, Check]) -> list[BaseRoute]:
+    """``/healthz`` (the process is alive), ``/readyz`` (every check passes) and ``/metrics``."""
+
+    async def healthz(_request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(_request: Request) -> Response:
+        results = await asyncio.gather(*(_run_check(check) for check in checks.values()))
+        report = dict(zip(checks, results, strict=True))
+        if all(result == "ok" for result in results):
+            return JSONResponse({"status": "ready", "checks": report})
+        failing = ", ".join(name for name, result in report.items() if result != "ok")
+        return JSONResponse(
+            {"error": "not_ready", "detail": f"not ready: {failing}", "checks": report},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+
+    async def metrics(_request: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
+
+
+async def _run_check(check: Check) -> str:
+    try:
+        await asyncio.wait_for(check(), timeout=5)
+    except Exception as problem:  # noqa: BLE001 - any failure means "not ready", with its text
+        return str(problem) or type(problem).__name__
+    return "ok"
+
+
+def create_app(
+    service: str, routes: Sequence[BaseRoute], checks: Mapping[str, Check], **kwargs: Any
+) -> Starlette:
+    """A Starlette app with the shared routes, JSON errors and request logging."""
+    return Starlette(
+        routes=[*service_routes(checks), *routes],
+        exception_handlers={HTTPException: _http_exception, Exception: _unexpected},
+        middleware=[Middleware(_RequestContext, service=service)],
+        **kwargs,
+    )
+
+
+class _RequestContext:
+    """Binds a request id to the logs and times every request (pure ASGI: no buffering)."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _header(scope, b"x-request-id") or uuid.uuid4().hex
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                route = scope.get("route")
+                path = getattr(route, "path", "unmatched")
+                REQUEST_SECONDS.labels(self.service, path, str(status)).observe(
+                    time.perf_counter() - started
+                )
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            text: str = value.decode("latin-1")[:100]
+            return text
+    return None
+
+
+class PortInUseError(OSError):
+    """A configured port is taken; the message names the setting."""
+
+
+def bind(port: int, setting: str, host: str = "127.0.0.1") -> socket.socket:
+    """Binds ``host:port`` now, so a taken port is one clear error before anything starts."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as problem:
+        sock.close()
+        raise PortInUseError(
+            f"{setting}={port}: cannot listen there ({problem.strerror})"
+        ) from None
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handlers: the process's supervisor owns SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class HttpServer:
+    """One ASGI app on an already bound socket, started and stopped by the supervisor."""
+
+    def __init__(self, name: str, app: ASGIApp, sock: socket.socket) -> None:
+        self.name = name
+        self.sock = sock
+        config = uvicorn.Config(
+            app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5
+        )
+        self._server = _Server(config)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.sock.getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._server.serve(sockets=[self.sock]), name=self.name)
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()
+                raise RuntimeError(f"{self.name} stopped at start")
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        self._server.should_exit = True
+        if self._task is not None:
+            await self._task
+        self.sock.close()

@@ -1,0 +1,372 @@
+"""Kafka plumbing over aiokafka: topics, a JSON producer that waits for every replica
+(``acks=all``) and a consumer that commits offsets only after the work is durable.
+
+Every message is checked against its JSON Schema (``schemas/``) on both sides. A message
+that does not follow its contract is not dropped: it goes to the ``dead-letters`` topic
+with where it came from, and the consumer moves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaError,
+    TopicAlreadyExistsError,
+)
+from prometheus_client import Counter, Gauge, Histogram
+
+import schemas
+from relaybook.logs import get_logger
+from relaybook.settings import Settings
+
+log = get_logger(__name__)
+
+#: relaybook's topics, without the configured prefix
+TOPICS = ("send-jobs", "delivery-events", "dead-letters")
+
+PRODUCED = Counter(
+    "relaybook_kafka_messages_produced_total", "Messages acknowledged by the broker", ["topic"]
+)
+CONSUMED = Counter(
+    "relaybook_kafka_messages_consumed_total",
+    "Messages consumed and committed",
+    ["topic", "group"],
+)
+DEAD_LETTERED = Counter(
+    "relaybook_kafka_messages_dead_lettered_total",
+    "Messages that broke their contract, moved to the dead-letters topic",
+    ["topic", "group"],
+)
+BATCH_SECONDS = Histogram(
+    "relaybook_kafka_batch_seconds", "Time to handle and commit one consumed batch", ["group"]
+)
+LAG = Gauge(
+    "relaybook_kafka_consumer_lag",
+    "Messages not yet consumed, per partition (high watermark minus position)",
+    ["topic", "partition", "group"],
+)
+
+
+class BrokerError(RuntimeError):
+    """The broker cannot be reached or refused a request."""
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+async def ensure_topics(settings: Settings, names: Iterable[str] = TOPICS) -> None:
+    """Creates relaybook's topics with the configured partition count when they are missing."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=10_000
+    )
+    try:
+        await admin.start()
+    except KafkaError as error:
+        raise BrokerError(
+            f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: {error}"
+        ) from error
+    try:
+        existing = set(await admin.list_topics())
+        missing = [settings.topic(name) for name in names if settings.topic(name) not in existing]
+        if missing:
+            # another replica may create them meanwhile
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(
+                    [
+                        NewTopic(
+                            topic,
+                            settings.kafka_partitions,
+                            settings.kafka_replication_factor,
+                        )
+                        for topic in missing
+                    ]
+                )
+            log.info("topics created", topics=missing, partitions=settings.kafka_partitions)
+    finally:
+        await admin.close()
+
+
+class Producer:
+    """JSON producer: every message is validated, then sent with ``acks=all``."""
+
+    def __init__(self, settings: Settings, *, client_id: str = "relaybook") -> None:
+        self._settings = settings
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            client_id=client_id,
+            acks="all",
+            enable_idempotence=settings.kafka_enable_idempotence,
+            linger_ms=5,
+            request_timeout_ms=15_000,
+        )
+
+    async def start(self) -> None:
+        try:
+            await self._producer.start()
+        except KafkaError as error:
+            raise BrokerError(
+                f"cannot reach Kafka at {self._settings.kafka_bootstrap_servers}: {error}"
+            ) from error
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def send_many(
+        self, topic: str, messages: Sequence[tuple[str | None, dict[str, Any]]]
+    ) -> None:
+        """Publishes ``(key, message)`` pairs to one of relaybook's topics (unprefixed name)
+        and returns once the broker acknowledged every one of them.
+
+        Raises :class:`schemas.MessageError` before sending anything if one message breaks
+        its contract, and :class:`BrokerError` if the broker did not acknowledge them all.
+        """
+        for _, message in messages:
+            schemas.validate(message)
+        full_topic = self._settings.topic(topic)
+        try:
+            pending = [
+                await self._producer.send(
+                    full_topic, encode(message), key=key.encode() if key is not None else None
+                )
+                for key, message in messages
+            ]
+            await asyncio.gather(*pending)
+        except KafkaError as error:
+            raise BrokerError(f"Kafka did not acknowledge {full_topic}: {error}") from error
+        PRODUCED.labels(full_topic).inc(len(messages))
+
+    async def send(self, topic: str, message: dict[str, Any], *, key: str | None = None) -> None:
+        """Publishes one message and waits for its acknowledgement."""
+        await self.send_many(topic, [(key, message)])
+
+    async def send_raw(
+        self, full_topic: str, value: bytes, *, key: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> None:
+        """Publishes bytes as they are (dead letters keep the original bytes)."""
+        try:
+            await self._producer.send_and_wait(full_topic, value, key=key, headers=headers)
+        except KafkaError as error:
+            raise BrokerError(f"Kafka did not acknowledge {full_topic}: {error}") from error
+        PRODUCED.labels(full_topic).inc()
+
+    async def ping(self) -> None:
+        """Raises :class:`BrokerError` unless the cluster answers a metadata request."""
+        try:
+            await asyncio.wait_for(self._producer.client.fetch_all_metadata(), timeout=5)
+        except (KafkaError, TimeoutError) as error:
+            raise BrokerError(f"Kafka does not answer: {error!r}") from error
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    """One consumed message that follows its contract."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    value: dict[str, Any]
+
+
+Handler = Callable[[list[Record]], Awaitable[None]]
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Lets an in-flight batch finish (and commit) before partitions are handed over."""
+
+    def __init__(self, lock: asyncio.Lock, group: str) -> None:
+        self._lock = lock
+        self._group = group
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        async with self._lock:
+            log.info("partitions revoked", group=self._group, partitions=_names(revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        log.info("partitions assigned", group=self._group, partitions=_names(assigned))
+
+
+def _names(partitions: Iterable[TopicPartition]) -> list[str]:
+    return sorted(f"{tp.topic}[{tp.partition}]" for tp in partitions)
+
+
+class Consumer:
+    """A member of consumer group ``group`` on some of relaybook's topics.
+
+    :meth:`run` hands each batch of valid messages to ``handler`` and commits their offsets
+    only after it returns: the handler makes its work durable (a database commit) first,
+    so a crash at any point means the batch is consumed again, never lost. Handlers must
+    therefore be idempotent (dedupe on event or job ids).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        topics: Sequence[str],
+        group: str,
+        *,
+        producer: Producer,
+        max_batch: int = 500,
+        gather_ms: int = 0,
+    ) -> None:
+        """``gather_ms``: how long the broker may wait to fill a fetch (up to 1 MiB) so that
+        batches are large; 0 answers with whatever is there at once (lowest latency)."""
+        self._settings = settings
+        self._topics = [settings.topic(topic) for topic in topics]
+        self._group = group
+        self._producer = producer
+        self._max_batch = max_batch
+        self._lock = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            group_id=group,
+            client_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            max_poll_records=max_batch,
+            fetch_min_bytes=1024 * 1024 if gather_ms else 1,
+            fetch_max_wait_ms=gather_ms or 500,
+            session_timeout_ms=settings.session_timeout_ms,
+            rebalance_timeout_ms=settings.session_timeout_ms,
+            heartbeat_interval_ms=max(100, settings.session_timeout_ms // 10),
+        )
+        self._last_lag_update = 0.0
+        #: first offset of each partition in the batch being handled, to go back to
+        self._inflight: dict[TopicPartition, int] = {}
+
+    async def start(self) -> None:
+        try:
+            await self._consumer.start()
+        except KafkaError as error:
+            raise BrokerError(
+                f"cannot reach Kafka at {self._settings.kafka_bootstrap_servers}: {error}"
+            ) from error
+        self._consumer.subscribe(self._topics, listener=_Rebalance(self._lock, self._group))
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        async with self._lock:
+            await self._consumer.stop()
+
+    async def run(self, handler: Handler) -> None:
+        """Consumes until :meth:`stop` is called. When the handler fails (the database is
+        away, say), nothing is committed: the consumer goes back to the committed offsets
+        and tries the batch again after a growing pause, so nothing is skipped."""
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                await self._poll_once(handler)
+                failures = 0
+            except Exception as problem:  # any handler failure: go back and retry later
+                failures += 1
+                log.exception(
+                    "batch failed; it will be consumed again",
+                    group=self._group,
+                    error=str(problem)[:300],
+                    failures=failures,
+                )
+                async with self._lock:
+                    if self._stopping.is_set():
+                        return
+                    owned = self._consumer.assignment()
+                    for tp, offset in self._inflight.items():
+                        if tp in owned:
+                            self._consumer.seek(tp, offset)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._stopping.wait(), min(30.0, 0.5 * 2 ** min(failures, 6))
+                    )
+
+    async def _poll_once(self, handler: Handler) -> None:
+        batches = await self._consumer.getmany(timeout_ms=500, max_records=self._max_batch)
+        if batches:
+            async with self._lock:
+                if self._stopping.is_set():
+                    return
+                # A rebalance may have taken partitions away since getmany returned: their
+                # messages now belong to another member, which will consume them.
+                owned = self._consumer.assignment()
+                batches = {tp: messages for tp, messages in batches.items() if tp in owned}
+                if batches:
+                    self._inflight = {tp: messages[0].offset for tp, messages in batches.items()}
+                    await self._handle(batches, handler)
+        await self._update_lag()
+
+    async def _handle(self, batches: dict[TopicPartition, list[Any]], handler: Handler) -> None:
+        started = time.monotonic()
+        records = [
+            record
+            for messages in batches.values()
+            for message in messages
+            if (record := await self._decode(message)) is not None
+        ]
+        if records:
+            await handler(records)
+        try:
+            await self._consumer.commit(
+                {tp: messages[-1].offset + 1 for tp, messages in batches.items()}
+            )
+        except (CommitFailedError, IllegalStateError) as problem:
+            # The group moved on while we worked: the work is durable and idempotent, so
+            # the new owner's redelivery is harmless. Not committing is the safe side.
+            log.warning("commit refused after a rebalance", group=self._group, error=str(problem))
+            return
+        for tp, messages in batches.items():
+            CONSUMED.labels(tp.topic, self._group).inc(len(messages))
+        BATCH_SECONDS.labels(self._group).observe(time.monotonic() - started)
+
+    async def _decode(self, message: Any) -> Record | None:
+        try:
+            value = json.loads(message.value)
+            schemas.validate(value)
+        except (ValueError, schemas.MessageError) as error:
+            await self._dead_letter(message, str(error))
+            return None
+        key = message.key.decode(errors="replace") if message.key is not None else None
+        return Record(message.topic, message.partition, message.offset, key, value)
+
+    async def _dead_letter(self, message: Any, error: str) -> None:
+        log.warning(
+            "message breaks its contract, moved to dead letters",
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            error=error[:300],
+        )
+        headers = [
+            ("source_topic", message.topic.encode()),
+            ("source_partition", str(message.partition).encode()),
+            ("source_offset", str(message.offset).encode()),
+            ("consumer_group", self._group.encode()),
+            ("error", error[:1000].encode()),
+        ]
+        await self._producer.send_raw(
+            self._settings.topic("dead-letters"), message.value, key=message.key, headers=headers
+        )
+        DEAD_LETTERED.labels(message.topic, self._group).inc()
+
+    async def _update_lag(self) -> None:
+        now = time.monotonic()
+        if now - self._last_lag_update < 5:
+            return
+        self._last_lag_update = now
+        for tp in self._consumer.assignment():
+            highwater = self._consumer.highwater(tp)
+            if highwater is None:
+                continue
+            position = await self._consumer.position(tp)
+            LAG.labels(tp.topic, str(tp.partition), self._group).set(max(0, highwater - position))

@@ -1,0 +1,86 @@
+"""The transactional outbox for events: rows written in the same transaction as the state
+they announce, published to Kafka afterwards, then stamped. Whoever writes rows publishes
+them at once (:meth:`Outbox.flush`); a background loop catches up with any left behind
+by a crash or a broker outage. Publishing is at-least-once: consumers dedupe on ids."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from relaybook.database import Connection
+from relaybook.kafka import BrokerError, Producer
+from relaybook.logs import get_logger
+
+log = get_logger(__name__)
+
+_CLAIM = """
+SELECT id, topic, key, payload FROM outbox
+WHERE published_at IS NULL
+ORDER BY id
+LIMIT $1
+FOR UPDATE SKIP LOCKED
+"""
+_STAMP = "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])"
+_INSERT = """
+INSERT INTO outbox (topic, key, payload)
+SELECT $1, key, payload::jsonb FROM unnest($2::text[], $3::text[]) AS m (key, payload)
+"""
+
+
+async def add(
+    connection: Connection, topic: str, messages: Sequence[tuple[str | None, dict[str, Any]]]
+) -> None:
+    """Adds messages for ``topic`` (unprefixed) inside the caller's transaction."""
+    if messages:
+        await connection.execute(
+            _INSERT, topic, [key for key, _ in messages], [json.dumps(m) for _, m in messages]
+        )
+
+
+class Outbox:
+    def __init__(self, pool: asyncpg.Pool, producer: Producer, page: int = 1000) -> None:
+        self._pool = pool
+        self._producer = producer
+        self._page = page
+        self._task: asyncio.Task[None] | None = None
+
+    async def flush(self) -> int:
+        """Publishes what is pending, page by page; returns how many were published."""
+        total = 0
+        while True:
+            async with self._pool.acquire() as connection, connection.transaction():
+                rows = await connection.fetch(_CLAIM, self._page)
+                if not rows:
+                    return total
+                by_topic: dict[str, list[tuple[str | None, dict[str, Any]]]] = {}
+                for row in rows:
+                    by_topic.setdefault(row["topic"], []).append(
+                        (row["key"], json.loads(row["payload"]))
+                    )
+                for topic, messages in by_topic.items():
+                    await self._producer.send_many(topic, messages)
+                await connection.execute(_STAMP, [row["id"] for row in rows])
+            total += len(rows)
+
+    async def start(self, every_s: float = 2.0) -> None:
+        async def catch_up() -> None:
+            while True:
+                await asyncio.sleep(every_s)
+                try:
+                    await self.flush()
+                except (BrokerError, asyncpg.PostgresError, OSError) as problem:
+                    log.warning("outbox catch-up failed; retrying", error=str(problem))
+
+        self._task = asyncio.create_task(catch_up(), name="outbox")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

@@ -1,0 +1,117 @@
+"""Starting and stopping what a relaybook process stands on: the database (embedded or
+configured), the broker (embedded or configured), migrations, topics, a connection pool
+and a producer; and the admin token kept in the data dir.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+
+from relaybook import database
+from relaybook.embedded import EmbeddedBroker, EmbeddedPostgres
+from relaybook.kafka import Producer, ensure_topics
+from relaybook.logs import get_logger
+from relaybook.settings import Settings, SettingsError
+
+log = get_logger(__name__)
+
+
+@dataclasses.dataclass
+class Infrastructure:
+    """What the services of one process share. ``settings`` has the embedded servers' URLs
+    filled in, so services never need to know whether they are embedded."""
+
+    settings: Settings
+    pool: asyncpg.Pool
+    producer: Producer
+    embedded: list[str]
+
+    async def check_database(self) -> None:
+        """Ready when the database answers and its schema is the one this code expects."""
+        version = await self.pool.fetchval("SELECT max(version) FROM schema_migrations")
+        expected = database.migrations()[-1].version
+        if version != expected:
+            raise database.DatabaseError(f"schema at migration {version}, expected {expected}")
+
+    async def check_broker(self) -> None:
+        await self.producer.ping()
+
+
+def require_configured(settings: Settings, command: str) -> None:
+    """A single deployable runs against configured servers; only ``up`` embeds them."""
+    missing = [
+        variable
+        for variable, value in (
+            ("RELAYBOOK_DATABASE_URL", settings.database_url),
+            ("RELAYBOOK_KAFKA_BOOTSTRAP_SERVERS", settings.kafka_bootstrap_servers),
+        )
+        if value is None
+    ]
+    if missing:
+        raise SettingsError(
+            f"relaybook {command} needs {' and '.join(missing)} "
+            "(only `relaybook up` and `relaybook demo` start embedded servers)"
+        )
+
+
+@contextlib.asynccontextmanager
+async def infrastructure(
+    settings: Settings, *, pool_size: int = 10
+) -> AsyncIterator[Infrastructure]:
+    """Starts the embedded servers that are not configured, applies migrations, creates the
+    topics, opens a pool and a producer; stops all of it, in reverse, on exit."""
+    embedded: list[str] = []
+    async with contextlib.AsyncExitStack() as stack:
+        if settings.uses_embedded_postgres:
+            postgres = EmbeddedPostgres(settings.data_dir)
+            url = await asyncio.to_thread(postgres.start)
+            stack.push_async_callback(asyncio.to_thread, postgres.stop)
+            settings = dataclasses.replace(settings, database_url=url)
+            embedded.append("postgres")
+        if settings.uses_embedded_broker:
+            broker = EmbeddedBroker(settings.broker_port)
+            # Started from this thread, not a worker thread: the broker is tied to the
+            # lifetime of the thread that spawned it (see EmbeddedBroker).
+            servers = broker.start()
+            stack.callback(broker.stop)
+            settings = dataclasses.replace(
+                settings,
+                kafka_bootstrap_servers=servers,
+                kafka_session_timeout_ms=settings.session_timeout_ms,
+            )
+            embedded.append("broker")
+        assert settings.database_url is not None
+        await database.migrate(settings.database_url)
+        await ensure_topics(settings)
+        pool = await database.create_pool(settings.database_url, max_size=pool_size)
+        stack.push_async_callback(pool.close)
+        producer = Producer(settings)
+        await producer.start()
+        stack.push_async_callback(producer.stop)
+        yield Infrastructure(settings, pool, producer, embedded)
+
+
+def admin_token(settings: Settings) -> str:
+    """The configured admin token, else the one generated on first start and kept in the
+    data dir (readable by its owner only)."""
+    if settings.admin_token:
+        return settings.admin_token
+    path = Path(settings.data_dir) / "admin-token"
+    with contextlib.suppress(FileNotFoundError):
+        token = path.read_text().strip()
+        if token:
+            return token
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(token + "\n")
+    return token

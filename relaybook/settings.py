@@ -1,0 +1,374 @@
+"""One typed settings object per process, read from ``RELAYBOOK_*`` environment variables.
+
+Every value is validated when :func:`load` runs, so a bad setting stops start-up with a
+single line naming the variable (:class:`SettingsError`), never later with a traceback.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import difflib
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import (
+    load_der_private_key,
+    load_der_public_key,
+)
+
+PREFIX = "RELAYBOOK_"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message is one line naming the variable."""
+
+
+def _port(raw: str) -> int:
+    value = _int(raw)
+    if not 1 <= value <= 65535:
+        raise ValueError("must be a TCP port between 1 and 65535")
+    return value
+
+
+def _port_or_zero(raw: str) -> int:
+    value = _int(raw)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be a TCP port between 1 and 65535, or 0 for a free one")
+    return value
+
+
+def _int(raw: str) -> int:
+    try:
+        return int(raw.strip())
+    except ValueError:
+        raise ValueError("must be an integer") from None
+
+
+def _count(raw: str) -> int:
+    value = _int(raw)
+    if value < 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
+def _positive_int(raw: str) -> int:
+    value = _int(raw)
+    if value < 1:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("must be true or false")
+
+
+def _http_url(raw: str) -> str:
+    parts = urlsplit(raw.strip())
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        raise ValueError("must be an http:// or https:// URL")
+    return raw.strip().rstrip("/")
+
+
+def _postgres_url(raw: str) -> str:
+    if urlsplit(raw.strip()).scheme not in {"postgres", "postgresql"}:
+        raise ValueError("must be a postgresql:// URL")
+    return raw.strip()
+
+
+def _bootstrap_servers(raw: str) -> str:
+    servers = [part.strip() for part in raw.split(",") if part.strip()]
+    if not servers:
+        raise ValueError("must list at least one host:port")
+    for server in servers:
+        host, _, port = server.rpartition(":")
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f"{server!r} is not host:port")
+    return ",".join(servers)
+
+
+def _text(raw: str) -> str:
+    if not raw.strip():
+        raise ValueError("must not be empty")
+    return raw.strip()
+
+
+def _log_format(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in {"auto", "json", "console"}:
+        raise ValueError("must be auto, json or console")
+    return value
+
+
+def _log_level(raw: str) -> str:
+    value = raw.strip().upper()
+    if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+    return value
+
+
+def _public_keys(raw: str) -> tuple[str, ...]:
+    """Base64 DER SubjectPublicKeyInfo keys, as SendGrid shows them; each must be P-256."""
+    keys = tuple(part.strip() for part in raw.split(",") if part.strip())
+    for index, key in enumerate(keys, start=1):
+        try:
+            loaded = load_der_public_key(base64.b64decode(key, validate=True))
+        except (binascii.Error, ValueError):
+            raise ValueError(f"key {index} is not a base64 DER public key") from None
+        if not isinstance(loaded, ec.EllipticCurvePublicKey) or loaded.curve.name != "secp256r1":
+            raise ValueError(f"key {index} is not an ECDSA P-256 public key")
+    return keys
+
+
+def _number(raw: str, low: float, high: float, meaning: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError(f"must be {meaning}") from None
+    if not low <= value <= high:
+        raise ValueError(f"must be {meaning}")
+    return value
+
+
+def _rate(raw: str) -> float:
+    return _number(raw, 0, 1, "a number between 0 and 1")
+
+
+def _non_negative(raw: str) -> float:
+    return _number(raw, 0, float("inf"), "a number, 0 or more")
+
+
+def _float_seconds(raw: str) -> float:
+    value = _number(raw, 0, float("inf"), "a positive number of seconds")
+    if value == 0:
+        raise ValueError("must be a positive number of seconds")
+    return value
+
+
+def _private_key(raw: str) -> str:
+    try:
+        loaded = load_der_private_key(base64.b64decode(raw.strip(), validate=True), password=None)
+    except (binascii.Error, ValueError, TypeError):
+        raise ValueError("is not a base64 DER private key") from None
+    if not isinstance(loaded, ec.EllipticCurvePrivateKey) or loaded.curve.name != "secp256r1":
+        raise ValueError("is not an ECDSA P-256 private key")
+    return raw.strip()
+
+
+def _setting(
+    parse: Callable[[str], Any], default: Any = None, *, secret: bool = False, doc: str = ""
+) -> Any:
+    return dataclasses.field(
+        default=default, metadata={"parse": parse, "secret": secret, "doc": doc}
+    )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything a relaybook process is configured with. ``None`` means "not configured":
+    for the database, the broker and the providers that selects the embedded defaults."""
+
+    database_url: str | None = _setting(
+        _postgres_url, secret=True, doc="PostgreSQL URL; unset: embedded PostgreSQL"
+    )
+    kafka_bootstrap_servers: str | None = _setting(
+        _bootstrap_servers, doc="host:port,...; unset: embedded broker"
+    )
+    data_dir: Path = _setting(Path, Path(".relaybook"), doc="embedded data, keys, admin token")
+    api_port: int = _setting(_port, 8000, doc="dispatcher API and dashboard")
+    ingest_port: int = _setting(_port, 8001, doc="webhook ingest")
+    sandbox_port: int = _setting(_port, 8025, doc="provider sandbox")
+    broker_port: int = _setting(_port_or_zero, 0, doc="embedded broker port; 0 picks a free one")
+    admin_token: str | None = _setting(
+        _text, secret=True, doc="API admin token; unset: generated and kept in the data dir"
+    )
+    topic_prefix: str = _setting(_text, "relaybook.", doc="prefix of every Kafka topic")
+    kafka_partitions: int = _setting(
+        _positive_int, 6, doc="partitions of topics created at start-up"
+    )
+    kafka_replication_factor: int = _setting(
+        _positive_int, 1, doc="replication factor of topics created at start-up"
+    )
+    kafka_enable_idempotence: bool = _setting(
+        _bool, False, doc="idempotent producer; on for a real Kafka cluster"
+    )
+    kafka_session_timeout_ms: int | None = _setting(
+        _positive_int,
+        doc="consumer group session timeout; default 10000, 2000 on the embedded broker",
+    )
+    sendgrid_api_key: str | None = _setting(_text, secret=True, doc="SendGrid API key")
+    sendgrid_base_url: str | None = _setting(_http_url, doc="SendGrid API base URL")
+    sendgrid_webhook_public_keys: tuple[str, ...] = _setting(
+        _public_keys, (), doc="base64 DER ECDSA keys, comma-separated (rotation)"
+    )
+    sendgrid_webhook_tolerance_s: float = _setting(
+        _float_seconds, 300.0, doc="max age of a signed SendGrid webhook"
+    )
+    twilio_account_sid: str | None = _setting(_text, doc="Twilio account SID")
+    twilio_auth_token: str | None = _setting(
+        _text, secret=True, doc="Twilio auth token (signs webhooks too)"
+    )
+    twilio_base_url: str | None = _setting(_http_url, doc="Twilio API base URL")
+    twilio_from: str | None = _setting(_text, doc="sender number or messaging service SID")
+    public_webhook_base_url: str | None = _setting(
+        _http_url, doc="URL providers call; default http://127.0.0.1:<INGEST_PORT>"
+    )
+    email_from: str = _setting(_text, "notices@relaybook.test", doc="sender address of emails")
+    email_from_name: str | None = _setting(_text, doc="sender name of emails")
+    provider_timeout_s: float = _setting(
+        _float_seconds, 10.0, doc="timeout of every call to SendGrid or Twilio"
+    )
+    sendgrid_concurrency: int = _setting(
+        _positive_int, 4, doc="mail-send requests in flight per worker (1000 emails each)"
+    )
+    twilio_concurrency: int = _setting(_positive_int, 20, doc="SMS requests in flight per worker")
+    sendgrid_rate_limit: float = _setting(
+        _non_negative, 0.0, doc="mail-send requests per second per worker; 0: no limit"
+    )
+    twilio_rate_limit: float = _setting(
+        _non_negative, 0.0, doc="SMS per second per worker; 0: no limit"
+    )
+    send_max_attempts: int = _setting(
+        _positive_int, 8, doc="tries of a send that meets transient errors before it fails"
+    )
+    sandbox_seed: int = _setting(
+        _int, 1, doc="sandbox: seed of its random choices (same seed, same choices)"
+    )
+    sandbox_duplicate_rate: float = _setting(
+        _rate, 0.05, doc="sandbox: share of webhook events posted twice"
+    )
+    sandbox_reorder_rate: float = _setting(
+        _rate, 0.1, doc="sandbox: share of webhook events held back behind later ones"
+    )
+    sandbox_open_rate: float = _setting(_rate, 0.6, doc="sandbox: share of delivered emails opened")
+    sandbox_click_rate: float = _setting(_rate, 0.3, doc="sandbox: share of opened emails clicked")
+    sandbox_machine_open_rate: float = _setting(
+        _rate, 0.1, doc="sandbox: share of delivered emails opened by a machine (Apple MPP)"
+    )
+    sandbox_async_bounce_rate: float = _setting(
+        _rate, 0.3, doc="sandbox: share of bounces without sg_message_id and custom args"
+    )
+    sandbox_batch_interval_s: float = _setting(
+        _float_seconds, 0.25, doc="sandbox: how often event batches are posted (SendGrid: ~30 s)"
+    )
+    sandbox_rate_limit: int = _setting(
+        _count, 0, doc="sandbox: mail-send requests per second before 429; 0: no limit"
+    )
+    sandbox_signing_key: str | None = _setting(
+        _private_key,
+        secret=True,
+        doc="sandbox: base64 DER P-256 private key; unset: generated, kept in the data dir",
+    )
+    log_level: str = _setting(_log_level, "INFO", doc="DEBUG, INFO, WARNING or ERROR")
+    log_format: str = _setting(
+        _log_format, "auto", doc="json, console, or auto (console on a terminal)"
+    )
+
+    @property
+    def webhook_base_url(self) -> str:
+        """The URL the providers call; Twilio signatures are computed over it."""
+        return self.public_webhook_base_url or f"http://127.0.0.1:{self.ingest_port}"
+
+    @property
+    def uses_embedded_postgres(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def uses_embedded_broker(self) -> bool:
+        return self.kafka_bootstrap_servers is None
+
+    @property
+    def session_timeout_ms(self) -> int:
+        """How long a silent consumer keeps its partitions. The embedded broker waits this
+        long before handing a departed member's partitions over, so it gets a short one."""
+        if self.kafka_session_timeout_ms is not None:
+            return self.kafka_session_timeout_ms
+        return 2000 if self.uses_embedded_broker else 10_000
+
+    def topic(self, name: str) -> str:
+        """The full name of one of relaybook's topics (``send-jobs``, ``delivery-events``...)."""
+        return f"{self.topic_prefix}{name}"
+
+    def describe(self) -> dict[str, str]:
+        """The settings as text, secrets masked: safe to print or log."""
+        shown: dict[str, str] = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value is None or value == ():
+                text = "(unset)"
+            elif field.metadata["secret"]:
+                text = "(set)"
+            elif isinstance(value, tuple):
+                text = f"{len(value)} key(s)"
+            else:
+                text = str(value)
+            shown[env_name(field.name)] = text
+        return shown
+
+
+def env_name(field_name: str) -> str:
+    return PREFIX + field_name.upper()
+
+
+def documented() -> list[tuple[str, str, str]]:
+    """(variable, default, meaning) for every setting, for the README and ``--help``."""
+    rows = []
+    for field in dataclasses.fields(Settings):
+        default = field.default
+        shown = "" if default is None or default == () else str(default)
+        rows.append((env_name(field.name), shown, field.metadata["doc"]))
+    return rows
+
+
+def load(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build the settings from ``environ`` (default: the process environment).
+
+    An empty variable counts as unset. A variable with our prefix that names no setting is
+    an error too: a typo must not silently fall back to a default.
+    """
+    environ = os.environ if environ is None else environ
+    fields = {field.name: field for field in dataclasses.fields(Settings)}
+    known = {env_name(name) for name in fields}
+    for variable in sorted(environ):
+        if variable.startswith(PREFIX) and variable not in known:
+            close = difflib.get_close_matches(variable, sorted(known), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise SettingsError(f"{variable} is not a relaybook setting{hint}")
+
+    values: dict[str, Any] = {}
+    for name, field in fields.items():
+        raw = environ.get(env_name(name), "")
+        if not raw.strip():
+            continue
+        try:
+            values[name] = field.metadata["parse"](raw)
+        except ValueError as error:
+            shown = "(hidden)" if field.metadata["secret"] else repr(raw)
+            raise SettingsError(f"{env_name(name)}={shown}: {error}") from None
+    values.update(overrides)
+    settings = Settings(**values)
+    _check_together(settings)
+    return settings
+
+
+def _check_together(settings: Settings) -> None:
+    ports = {
+        "RELAYBOOK_API_PORT": settings.api_port,
+        "RELAYBOOK_INGEST_PORT": settings.ingest_port,
+        "RELAYBOOK_SANDBOX_PORT": settings.sandbox_port,
+    }
+    seen: dict[int, str] = {}
+    for variable, port in ports.items():
+        if port in seen:
+            raise SettingsError(f"{variable}={port}: the same port as {seen[port]}")
+        seen[port] = variable

@@ -1,0 +1,181 @@
+"""Real servers for every test: one PostgreSQL and one Kafka-protocol broker per session.
+
+PostgreSQL is the embedded server, or the one ``RELAYBOOK_DATABASE_URL`` names (CI runs
+the suite on both). Each test gets its own database, cloned from a migrated template,
+and its own topic prefix, so tests never see each other's rows or messages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import pytest
+
+from relaybook import database
+from relaybook.embedded import EmbeddedBroker, EmbeddedPostgres, free_ports
+from relaybook.kafka import ensure_topics
+from relaybook.settings import Settings
+from relaybook.system import System
+from tests.support import ADMIN
+
+
+def with_database(url: str, name: str) -> str:
+    """``url`` pointing at database ``name`` instead (works for socket URLs too)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    configured = os.environ.get("RELAYBOOK_DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    scratch = Path(tempfile.mkdtemp(prefix="relaybook-test-pg-"))
+    server = EmbeddedPostgres(scratch)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+async def _admin(postgres_url: str) -> asyncpg.Connection:
+    return await asyncpg.connect(postgres_url)
+
+
+@pytest.fixture(scope="session")
+async def template_database(postgres_url: str) -> AsyncIterator[str]:
+    """A database built by the migrations once, cloned for each test."""
+    name = f"relaybook_template_{uuid.uuid4().hex[:8]}"
+    admin = await _admin(postgres_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        await database.migrate(with_database(postgres_url, name))
+        yield name
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest.fixture
+async def empty_database_url(postgres_url: str) -> AsyncIterator[str]:
+    """A database with nothing in it, not even the migrations."""
+    async with _scratch_database(postgres_url, template="template0") as url:
+        yield url
+
+
+@pytest.fixture
+async def database_url(postgres_url: str, template_database: str) -> AsyncIterator[str]:
+    """A migrated database of this test's own."""
+    async with _scratch_database(postgres_url, template=template_database) as url:
+        yield url
+
+
+class _scratch_database:  # noqa: N801 - used like a function
+    def __init__(self, postgres_url: str, template: str) -> None:
+        self.postgres_url = postgres_url
+        self.template = template
+        self.name = f"relaybook_test_{uuid.uuid4().hex[:12]}"
+
+    async def __aenter__(self) -> str:
+        admin = await _admin(self.postgres_url)
+        try:
+            await admin.execute(f'CREATE DATABASE "{self.name}" TEMPLATE "{self.template}"')
+        finally:
+            await admin.close()
+        return with_database(self.postgres_url, self.name)
+
+    async def __aexit__(self, *_exc: object) -> None:
+        admin = await _admin(self.postgres_url)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[EmbeddedBroker]:
+    server = EmbeddedBroker()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def settings(database_url: str, broker: EmbeddedBroker, tmp_path: Path) -> Settings:
+    """Settings for one test: its own database, its own topics (fresh prefix), its own
+    data dir."""
+    test_settings = Settings(
+        database_url=database_url,
+        kafka_bootstrap_servers=broker.bootstrap_servers,
+        data_dir=tmp_path,
+        topic_prefix=f"t{uuid.uuid4().hex[:10]}.",
+        kafka_partitions=3,
+        # the embedded broker hands a departed member's partitions over only after this
+        kafka_session_timeout_ms=1000,
+    )
+    await ensure_topics(test_settings)
+    return test_settings
+
+
+# --- the system as `relaybook up` runs it, in-process, on the test's database and topics
+
+
+@pytest.fixture
+def system_options() -> dict[str, Any]:
+    return {}
+
+
+@pytest.fixture
+async def system(settings: Settings, system_options: dict[str, Any]) -> AsyncIterator[System]:
+    """``system_options``: settings to change, and ``only`` (which deployables run)."""
+    options = dict(system_options)
+    only = options.pop("only", None)
+    api_port, ingest_port, sandbox_port = free_ports(3)
+    configured = dataclasses.replace(
+        settings,
+        api_port=api_port,
+        ingest_port=ingest_port,
+        sandbox_port=sandbox_port,
+        admin_token=ADMIN,
+        sandbox_batch_interval_s=0.05,
+        **options,
+    )
+    async with System(configured, only=only) as running:
+        yield running
+
+
+@pytest.fixture
+async def api(system: System) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(
+        base_url=system.servers["dispatcher"].url,
+        headers={"Authorization": f"Bearer {ADMIN}"},
+        timeout=30,
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+async def sandbox(system: System) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=system.servers["sandbox"].url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(database_url)
+    yield connection
+    await connection.close()

@@ -1,0 +1,271 @@
+"""The real `relaybook` command as a subprocess: `up` becomes ready on the embedded
+defaults, stops cleanly on SIGTERM leaving no process behind, and finds its data again;
+`migrate` is idempotent; `demo` checks itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from relaybook.embedded import free_ports, running_postgres_pid
+
+RELAYBOOK = [sys.executable, "-m", "relaybook.cli"]
+
+
+def environment(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYBOOK_")}
+    if "RELAYBOOK_DATABASE_URL" in os.environ:  # the suite's second PostgreSQL
+        env["RELAYBOOK_DATABASE_URL"] = os.environ["RELAYBOOK_DATABASE_URL"]
+    api, ingest, sandbox = free_ports(3)
+    env.update(
+        RELAYBOOK_DATA_DIR=str(data_dir),
+        RELAYBOOK_API_PORT=str(api),
+        RELAYBOOK_INGEST_PORT=str(ingest),
+        RELAYBOOK_SANDBOX_PORT=str(sandbox),
+        RELAYBOOK_LOG_FORMAT="json",
+    )
+    env.update(extra)
+    return env
+
+
+class Up:
+    """`relaybook up` in the background, with its output kept for the assertions."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
+        self.api = f"http://127.0.0.1:{env['RELAYBOOK_API_PORT']}"
+        self.ingest = f"http://127.0.0.1:{env['RELAYBOOK_INGEST_PORT']}"
+        self._stdout = log_path.with_suffix(".out")
+        self._stderr = log_path.with_suffix(".err")
+        with self._stdout.open("w") as out, self._stderr.open("w") as err:
+            self.process = subprocess.Popen([*RELAYBOOK, "up"], env=env, stdout=out, stderr=err)
+
+    def wait_ready(self, timeout: float = 30) -> float:
+        started = time.monotonic()
+        deadline = started + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"up exited early:\n{self.stderr()}"
+            try:
+                if all(
+                    httpx.get(f"{url}/readyz", timeout=1).status_code == 200
+                    for url in (self.api, self.ingest)
+                ):
+                    return time.monotonic() - started
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"not ready after {timeout}s:\n{self.stderr()}")
+
+    def terminate(self, timeout: float = 30) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def children(self) -> list[psutil.Process]:
+        return psutil.Process(self.process.pid).children(recursive=True)
+
+    def stdout(self) -> str:
+        return self._stdout.read_text()
+
+    def stderr(self) -> str:
+        return self._stderr.read_text()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "data"
+    yield path
+    pid = running_postgres_pid(path)
+    if pid is not None:  # never leave a server behind, even when a test failed
+        psutil.Process(pid).terminate()
+
+
+def test_up_is_ready_serves_health_and_stops_on_sigterm_leaving_nothing_behind(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    up = Up(environment(data_dir), tmp_path / "first")
+    seconds = up.wait_ready()
+    assert seconds < 15, f"start-up to ready took {seconds:.1f}s"
+    banner = up.stdout()
+    assert "relaybook is up" in banner
+    assert f"dispatcher API   {up.api}" in banner
+    assert f"webhook ingest   {up.ingest}" in banner
+    sandbox = f"http://127.0.0.1:{up.env['RELAYBOOK_SANDBOX_PORT']}"
+    assert f"provider sandbox {sandbox}" in banner
+    assert "the sandbox stands in for SendGrid and Twilio" in banner
+    described = httpx.get(f"{sandbox}/_sandbox").json()
+    assert described["sendgrid_webhook_url"] == f"{up.ingest}/webhooks/sendgrid"
+    key = (data_dir / "sandbox" / "sendgrid-webhook-key").read_text().strip()
+    assert key not in banner, "the private key stays in the data dir"
+    token = (data_dir / "admin-token").read_text().strip()
+    assert f"admin token      {token}" in banner
+    assert oct((data_dir / "admin-token").stat().st_mode & 0o777) == "0o600"
+    assert httpx.get(f"{up.api}/healthz").json() == {"status": "ok"}
+    assert httpx.get(f"{up.ingest}/healthz").json() == {"status": "ok"}
+    assert "relaybook_http_request_seconds" in httpx.get(f"{up.api}/metrics").text
+    started = up.children()
+    assert any("tansu" in child.name() for child in started), "the embedded broker runs"
+
+    assert up.terminate() == 0
+    psutil.wait_procs(started, timeout=10)
+    assert not [child for child in started if child.is_running()]
+    assert running_postgres_pid(data_dir) is None
+    logged = [json.loads(line) for line in up.stderr().splitlines() if line.startswith("{")]
+    assert any(entry["event"] == "relaybook stopped" for entry in logged)
+    assert "Traceback" not in up.stderr()
+
+
+def test_a_second_up_on_the_same_data_dir_finds_its_data_again(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    first = Up(environment(data_dir), tmp_path / "first")
+    first.wait_ready()
+    assert first.terminate() == 0
+    second = Up(environment(data_dir), tmp_path / "second")
+    second.wait_ready()
+    assert second.terminate() == 0
+    token = (data_dir / "admin-token").read_text().strip()
+    assert f"admin token      {token}" in first.stdout()
+    assert f"admin token      {token}" in second.stdout()
+    if "RELAYBOOK_DATABASE_URL" not in os.environ:
+        assert '"migration applied"' in first.stderr()
+        assert '"migration applied"' not in second.stderr(), "the database was kept"
+
+
+def test_up_names_a_taken_port_and_starts_nothing(data_dir: Path) -> None:
+    env = environment(data_dir)
+    with __import__("socket").socket() as taken:
+        taken.bind(("127.0.0.1", int(env["RELAYBOOK_INGEST_PORT"])))
+        taken.listen()
+        result = subprocess.run(
+            [*RELAYBOOK, "up"], env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+    assert result.returncode == 1
+    assert result.stderr.strip().endswith(
+        f"relaybook: RELAYBOOK_INGEST_PORT={env['RELAYBOOK_INGEST_PORT']}: cannot listen there "
+        "(Address already in use)"
+    )
+    assert not (data_dir / "postgres").exists()
+
+
+def test_migrate_applies_once_then_reports_current(data_dir: Path) -> None:
+    env = environment(data_dir)
+    runs = [
+        subprocess.run(
+            [*RELAYBOOK, "migrate"], env=env, capture_output=True, text=True, timeout=60, check=True
+        )
+        for _ in range(2)
+    ]
+    if "RELAYBOOK_DATABASE_URL" not in os.environ:
+        assert runs[0].stdout.splitlines() == ["applied 0001_core", "applied 0002_dispatch"]
+    assert runs[1].stdout.strip() == "the database is current (migration 2)"
+    assert running_postgres_pid(data_dir) is None, "migrate stops the server it started"
+
+
+def test_a_single_deployable_refuses_to_start_without_configured_servers(data_dir: Path) -> None:
+    env = environment(data_dir)
+    env.pop("RELAYBOOK_DATABASE_URL", None)
+    result = subprocess.run(
+        [*RELAYBOOK, "dispatcher"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "relaybook: relaybook dispatcher needs RELAYBOOK_DATABASE_URL and "
+        "RELAYBOOK_KAFKA_BOOTSTRAP_SERVERS (only `relaybook up` and `relaybook demo` start "
+        "embedded servers)"
+    )
+
+
+def test_demo_reports_every_step_as_json_and_exits_0(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*RELAYBOOK, "demo", "--json"],
+        env=environment(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["ok"] is True
+    assert report["error"] is None
+    names = [step["name"] for step in report["steps"]]
+    assert names == [
+        "start the system",
+        "sandbox is ready",
+        "dispatcher is ready",
+        "ingest is ready",
+        "start-up to ready",
+        "publish a notice",
+        "send workers hand it to the providers",
+        "stop cleanly",
+    ]
+    assert all(step["ok"] for step in report["steps"])
+
+
+def test_after_up_is_killed_the_broker_dies_with_it_and_the_next_up_recovers(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """SIGKILL leaves no time to clean up: the broker is tied to its parent by the kernel;
+    the PostgreSQL server outlives it and is found and reused by the next `up`."""
+    killed = Up(environment(data_dir), tmp_path / "killed")
+    killed.wait_ready()
+    brokers = [child for child in killed.children() if "tansu" in child.name()]
+    assert brokers
+    killed.process.kill()
+    killed.process.wait(10)
+    psutil.wait_procs(brokers, timeout=10)
+    assert not [broker for broker in brokers if broker.is_running()]
+
+    again = Up(environment(data_dir), tmp_path / "again")
+    again.wait_ready()
+    assert again.terminate() == 0
+    assert running_postgres_pid(data_dir) is None
+
+
+def test_with_provider_credentials_up_runs_no_sandbox(data_dir: Path, tmp_path: Path) -> None:
+    env = environment(
+        data_dir,
+        RELAYBOOK_SENDGRID_API_KEY="SG.real",
+        RELAYBOOK_TWILIO_ACCOUNT_SID="AC" + "0" * 32,
+        RELAYBOOK_TWILIO_AUTH_TOKEN="real-token",
+        RELAYBOOK_TWILIO_FROM="+15005550006",
+    )
+    up = Up(env, tmp_path / "real")
+    up.wait_ready()
+    assert up.terminate() == 0
+    assert "provider sandbox" not in up.stdout()
+    assert not (data_dir / "sandbox").exists()
+
+
+def test_the_sandbox_runs_alone_without_database_or_broker(data_dir: Path, tmp_path: Path) -> None:
+    env = environment(data_dir)
+    env.pop("RELAYBOOK_DATABASE_URL", None)
+    port = env["RELAYBOOK_SANDBOX_PORT"]
+    with (tmp_path / "sandbox.out").open("w") as out:
+        process = subprocess.Popen(
+            [*RELAYBOOK, "sandbox"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                described = httpx.get(f"http://127.0.0.1:{port}/_sandbox", timeout=1).json()
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, (tmp_path / "sandbox.out").read_text()
+                time.sleep(0.1)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    assert described["sendgrid_webhook_public_key"]
+    assert not (data_dir / "postgres").exists()

@@ -1,0 +1,231 @@
+"""Kafka plumbing against the real broker: acks=all JSON messages checked against their
+schemas, consumer groups that commit only after the handler returns, restarts that resume
+at the committed offset, and dead letters for messages that break their contract."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+import schemas
+from relaybook.kafka import Consumer, Producer, Record
+from relaybook.settings import Settings
+
+
+def send_job(**changes: Any) -> dict[str, Any]:
+    job = schemas.example("send-job.v1.json") | {"job_id": str(uuid.uuid4())}
+    return job | changes
+
+
+@pytest.fixture
+async def producer(settings: Settings) -> AsyncIterator[Producer]:
+    instance = Producer(settings)
+    await instance.start()
+    yield instance
+    await instance.stop()
+
+
+async def until(condition: Callable[[], bool], within: float = 20) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+async def consume(
+    settings: Settings,
+    producer: Producer,
+    handler: Callable[[list[Record]], Awaitable[None]],
+    done: Callable[[], bool],
+    group: str = "test-group",
+) -> None:
+    """Runs a consumer in the group until ``done()``, then stops it."""
+    consumer = Consumer(settings, ["send-jobs"], group, producer=producer)
+    await consumer.start()
+    task = asyncio.create_task(consumer.run(handler))
+    try:
+        await until(lambda: done() or task.done())
+        if task.done():
+            task.result()
+    finally:
+        await consumer.stop()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_messages_round_trip_through_a_group_and_a_restart_resumes_at_the_commit(
+    settings: Settings, producer: Producer
+) -> None:
+    first = [send_job(recipient_id=f"r{i}") for i in range(10)]
+    await producer.send_many("send-jobs", [(job["recipient_id"], job) for job in first])
+    seen: list[Record] = []
+
+    async def handler(records: list[Record]) -> None:
+        seen.extend(records)
+
+    await consume(settings, producer, handler, lambda: len(seen) >= 10)
+    assert sorted(r.value["job_id"] for r in seen) == sorted(j["job_id"] for j in first)
+    assert all(r.key == r.value["recipient_id"] for r in seen)
+
+    second = [send_job(recipient_id=f"s{i}") for i in range(5)]
+    await producer.send_many("send-jobs", [(job["recipient_id"], job) for job in second])
+    resumed: list[Record] = []
+
+    async def handler_after_restart(records: list[Record]) -> None:
+        resumed.extend(records)
+
+    await consume(settings, producer, handler_after_restart, lambda: len(resumed) >= 5)
+    await asyncio.sleep(1)  # anything already committed would have arrived by now
+    assert sorted(r.value["job_id"] for r in resumed) == sorted(j["job_id"] for j in second)
+
+
+async def test_a_batch_whose_handler_fails_is_consumed_again_until_it_succeeds(
+    settings: Settings, producer: Producer
+) -> None:
+    """Nothing is committed for a failing batch: the consumer goes back to the committed
+    offset and tries again, and the messages after it are not skipped."""
+    first, second = send_job(), send_job()
+    await producer.send("send-jobs", first, key="r1")
+    calls: list[list[str]] = []
+
+    async def flaky(records: list[Record]) -> None:
+        calls.append([r.value["job_id"] for r in records])
+        if len(calls) <= 2:
+            if len(calls) == 1:
+                await producer.send("send-jobs", second, key="r1")
+            raise RuntimeError("database down")
+
+    await consume(
+        settings, producer, flaky, lambda: second["job_id"] in {j for c in calls[2:] for j in c}
+    )
+    assert calls[0] == [first["job_id"]]
+    handled = [job for call in calls[2:] for job in call]
+    assert handled[0] == first["job_id"], "the failed message comes back first"
+    assert second["job_id"] in handled
+
+
+async def test_an_invalid_message_is_refused_before_anything_is_sent(
+    settings: Settings, producer: Producer
+) -> None:
+    valid = send_job()
+    with pytest.raises(schemas.MessageError, match="channel"):
+        await producer.send_many("send-jobs", [("a", valid), ("b", send_job(channel="fax"))])
+    consumer = AIOKafkaConsumer(
+        settings.topic("send-jobs"),
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        partitions = consumer.assignment() or await _partitions(consumer, settings)
+        ends = await consumer.end_offsets(list(partitions))
+    finally:
+        await consumer.stop()
+    assert sum(ends.values()) == 0
+
+
+async def _partitions(consumer: AIOKafkaConsumer, settings: Settings) -> set[Any]:
+    from aiokafka import TopicPartition  # noqa: PLC0415
+
+    ids = await consumer._client.fetch_all_metadata()
+    return {
+        TopicPartition(settings.topic("send-jobs"), p)
+        for p in ids.partitions_for_topic(settings.topic("send-jobs"))
+    }
+
+
+async def test_a_message_that_breaks_its_contract_goes_to_dead_letters_and_the_rest_flows(
+    settings: Settings, producer: Producer
+) -> None:
+    raw = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
+    await raw.start()
+    try:
+        await raw.send_and_wait(settings.topic("send-jobs"), b"{not json", key=b"k", partition=0)
+        await raw.send_and_wait(
+            settings.topic("send-jobs"),
+            json.dumps({"schema": "send-job/v1", "job_id": "nope"}).encode(),
+            key=b"k",
+            partition=0,
+        )
+    finally:
+        await raw.stop()
+    good = send_job()
+    await producer.send("send-jobs", good, key="k")
+    seen: list[Record] = []
+
+    async def handler(records: list[Record]) -> None:
+        seen.extend(records)
+
+    await consume(settings, producer, handler, lambda: bool(seen))
+    assert [r.value["job_id"] for r in seen] == [good["job_id"]]
+
+    dead = AIOKafkaConsumer(
+        settings.topic("dead-letters"),
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        auto_offset_reset="earliest",
+    )
+    await dead.start()
+    letters: list[Any] = []
+    try:
+        deadline = time.monotonic() + 10
+        while len(letters) < 2 and time.monotonic() < deadline:
+            for messages in (await dead.getmany(timeout_ms=500)).values():
+                letters.extend(messages)
+    finally:
+        await dead.stop()
+    assert sorted(m.value for m in letters) == sorted(
+        [b"{not json", json.dumps({"schema": "send-job/v1", "job_id": "nope"}).encode()]
+    )
+    headers = dict(letters[0].headers)
+    assert headers["source_topic"] == settings.topic("send-jobs").encode()
+    assert headers["consumer_group"] == b"test-group"
+    assert headers["error"]
+
+
+async def test_members_joining_and_leaving_a_group_lose_no_message(
+    settings: Settings, producer: Producer
+) -> None:
+    """Partitions move between members as they come and go; every message is handled by
+    someone, and a batch is committed by the member that handled it or handled again."""
+    seen: dict[str, list[str]] = {"a": [], "b": []}
+    produced: list[str] = []
+
+    async def publish(count: int) -> None:
+        jobs = [send_job(recipient_id=f"r{len(produced) + i}") for i in range(count)]
+        await producer.send_many("send-jobs", [(j["recipient_id"], j) for j in jobs])
+        produced.extend(j["job_id"] for j in jobs)
+
+    def handler_for(member: str) -> Callable[[list[Record]], Awaitable[None]]:
+        async def handler(records: list[Record]) -> None:
+            seen[member].extend(r.value["job_id"] for r in records)
+
+        return handler
+
+    def handled() -> set[str]:
+        return set(seen["a"]) | set(seen["b"])
+
+    a = Consumer(settings, ["send-jobs"], "shared", producer=producer)
+    b = Consumer(settings, ["send-jobs"], "shared", producer=producer)
+    await a.start()
+    task_a = asyncio.create_task(a.run(handler_for("a")))
+    await publish(30)
+    await until(lambda: len(handled()) >= 30)
+    await b.start()
+    task_b = asyncio.create_task(b.run(handler_for("b")))
+    await publish(30)
+    await until(lambda: len(handled()) >= 60)
+    await a.stop()
+    await task_a
+    await publish(30)
+    await until(lambda: set(produced) <= set(seen["b"]) | set(seen["a"]))
+    await b.stop()
+    await task_b
+    assert handled() == set(produced)
+    assert seen["b"], "the second member got partitions"

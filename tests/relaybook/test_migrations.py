@@ -1,0 +1,143 @@
+"""Migrations: a fresh database built from them is exactly the schema the code expects;
+applying them is idempotent, concurrent-safe and refuses edited or unknown history."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from relaybook import database
+
+SNAPSHOT = Path(__file__).with_name("schema.snapshot")
+
+
+async def describe_schema(url: str) -> str:
+    """Tables, columns, constraints and indexes of the public schema, in a stable text form."""
+    connection = await asyncpg.connect(url)
+    try:
+        columns = await connection.fetch(
+            """
+            SELECT table_name, column_name, data_type, is_nullable, column_default
+            FROM information_schema.columns WHERE table_schema = 'public'
+            ORDER BY table_name, ordinal_position
+            """
+        )
+        constraints = await connection.fetch(
+            """
+            SELECT conrelid::regclass::text AS table_name, contype::text AS contype,
+                   pg_get_constraintdef(oid) AS definition
+            FROM pg_constraint
+            -- PostgreSQL 18 lists NOT NULL as constraints too; the columns already say it
+            WHERE connamespace = 'public'::regnamespace AND contype <> 'n'
+            ORDER BY 1, 2, 3
+            """
+        )
+        indexes = await connection.fetch(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY indexname"
+        )
+    finally:
+        await connection.close()
+    lines = [
+        f"column {row['table_name']}.{row['column_name']} {row['data_type']}"
+        f"{' NOT NULL' if row['is_nullable'] == 'NO' else ''}"
+        f"{' DEFAULT ' + row['column_default'] if row['column_default'] else ''}"
+        for row in columns
+    ]
+    lines += [
+        f"constraint {row['table_name']} {row['contype']} {row['definition']}"
+        for row in constraints
+    ]
+    lines += [f"index {row['indexdef']}" for row in indexes]
+    return "\n".join(lines) + "\n"
+
+
+async def test_a_fresh_database_built_from_migrations_matches_the_expected_schema(
+    empty_database_url: str,
+) -> None:
+    """The snapshot is what later code is written against; regenerate it on purpose with
+    RELAYBOOK_UPDATE_SNAPSHOT=1 when a migration is added."""
+    applied = await database.migrate(empty_database_url)
+    assert [m.version for m in applied] == [m.version for m in database.migrations()]
+    actual = await describe_schema(empty_database_url)
+    if os.environ.get("RELAYBOOK_UPDATE_SNAPSHOT"):
+        SNAPSHOT.write_text(actual)
+    assert actual == SNAPSHOT.read_text()
+
+
+async def test_migrating_twice_applies_nothing_the_second_time(empty_database_url: str) -> None:
+    await database.migrate(empty_database_url)
+    assert await database.migrate(empty_database_url) == []
+    assert await database.pending(empty_database_url) == []
+
+
+async def test_concurrent_migrations_apply_each_file_once(empty_database_url: str) -> None:
+    results = await asyncio.gather(*(database.migrate(empty_database_url) for _ in range(5)))
+    assert sorted(len(applied) for applied in results) == [0, 0, 0, 0, len(database.migrations())]
+    connection = await asyncpg.connect(empty_database_url)
+    try:
+        rows = await connection.fetch("SELECT version FROM schema_migrations ORDER BY version")
+    finally:
+        await connection.close()
+    assert [row["version"] for row in rows] == [m.version for m in database.migrations()]
+
+
+async def test_an_applied_migration_that_was_edited_is_refused(database_url: str) -> None:
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute(
+            "UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1"
+        )
+    finally:
+        await connection.close()
+    with pytest.raises(database.DatabaseError, match="0001_core was changed after it was applied"):
+        await database.migrate(database_url)
+
+
+async def test_a_database_newer_than_the_code_is_refused(database_url: str) -> None:
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute(
+            "INSERT INTO schema_migrations (version, name, checksum) VALUES (999, 'future', 'x')"
+        )
+    finally:
+        await connection.close()
+    with pytest.raises(database.DatabaseError, match="newer than this code"):
+        await database.migrate(database_url)
+
+
+async def test_an_unreachable_database_is_one_clear_error() -> None:
+    with pytest.raises(database.DatabaseError, match="cannot connect to PostgreSQL"):
+        await database.migrate("postgresql://nobody@127.0.0.1:1/none")
+
+
+async def test_the_core_tables_enforce_their_invariants(database_url: str) -> None:
+    """A skipped delivery says why; one current attempt per notice, recipient and channel;
+    a provider event is stored once."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute("INSERT INTO recipients (id, email) VALUES ('r1', 'a@b.test')")
+        notice = await connection.fetchval(
+            """INSERT INTO notices (id, source_service, source_kind, source_reference, title,
+                   email_subject, email_text, status, created_by)
+               VALUES (gen_random_uuid(), 'accounting', 'deposit_call', 'DC-1', 't', 's', 'x',
+                   'sending', 'test') RETURNING id"""
+        )
+        insert = """INSERT INTO deliveries (id, notice_id, recipient_id, channel, status, reason)
+                    VALUES (gen_random_uuid(), $1, 'r1', 'email', $2, $3)"""
+        with pytest.raises(asyncpg.CheckViolationError):
+            await connection.execute(insert, notice, "skipped", None)
+        await connection.execute(insert, notice, "queued", None)
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await connection.execute(insert, notice, "queued", None)
+        event = """INSERT INTO delivery_events (event_id, channel, provider, type, occurred_at,
+                       received_at, payload)
+                   VALUES ('sendgrid:e1', 'email', 'sendgrid', 'delivered', now(), now(), '{}')
+                   ON CONFLICT (event_id) DO NOTHING"""
+        assert await connection.execute(event) == "INSERT 0 1"
+        assert await connection.execute(event) == "INSERT 0 0"
+    finally:
+        await connection.close()

@@ -1,0 +1,181 @@
+"""Settings: typed, validated at start-up, one clear line naming the variable at fault."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from relaybook import settings as settings_module
+from relaybook.settings import Settings, SettingsError, load
+
+
+def p256_public_key() -> str:
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    return base64.b64encode(
+        key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    ).decode()
+
+
+def test_defaults_are_the_contracts_when_nothing_is_set() -> None:
+    settings = load({})
+    assert (settings.api_port, settings.ingest_port, settings.sandbox_port) == (8000, 8001, 8025)
+    assert settings.data_dir == Path(".relaybook")
+    assert settings.sendgrid_webhook_tolerance_s == 300
+    assert settings.topic_prefix == "relaybook."
+    assert settings.kafka_enable_idempotence is False
+    assert settings.uses_embedded_postgres
+    assert settings.uses_embedded_broker
+    assert settings.webhook_base_url == "http://127.0.0.1:8001"
+    assert settings.topic("send-jobs") == "relaybook.send-jobs"
+
+
+def test_values_are_parsed_into_their_types() -> None:
+    keys = [p256_public_key(), p256_public_key()]
+    settings = load(
+        {
+            "RELAYBOOK_DATABASE_URL": "postgresql://u:p@db:5432/relaybook",
+            "RELAYBOOK_KAFKA_BOOTSTRAP_SERVERS": "k1:9092, k2:9092",
+            "RELAYBOOK_API_PORT": "9000",
+            "RELAYBOOK_INGEST_PORT": "9001",
+            "RELAYBOOK_KAFKA_ENABLE_IDEMPOTENCE": "true",
+            "RELAYBOOK_SENDGRID_WEBHOOK_PUBLIC_KEYS": ",".join(keys),
+            "RELAYBOOK_SENDGRID_WEBHOOK_TOLERANCE_S": "60",
+            "RELAYBOOK_PUBLIC_WEBHOOK_BASE_URL": "https://hooks.example.org/relay/",
+            "RELAYBOOK_DATA_DIR": "/var/lib/relaybook",
+        }
+    )
+    assert settings.kafka_bootstrap_servers == "k1:9092,k2:9092"
+    assert settings.api_port == 9000
+    assert settings.kafka_enable_idempotence is True
+    assert settings.sendgrid_webhook_public_keys == tuple(keys)
+    assert settings.sendgrid_webhook_tolerance_s == 60.0
+    assert settings.webhook_base_url == "https://hooks.example.org/relay"
+    assert settings.data_dir == Path("/var/lib/relaybook")
+    assert not settings.uses_embedded_postgres
+
+
+def test_an_empty_variable_counts_as_unset() -> None:
+    assert load({"RELAYBOOK_API_PORT": "", "RELAYBOOK_DATABASE_URL": "  "}) == load({})
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("RELAYBOOK_API_PORT", "eighty", "RELAYBOOK_API_PORT='eighty': must be an integer"),
+        ("RELAYBOOK_INGEST_PORT", "70000", "RELAYBOOK_INGEST_PORT='70000': must be a TCP port"),
+        (
+            "RELAYBOOK_DATABASE_URL",
+            "mysql://x",
+            "RELAYBOOK_DATABASE_URL=(hidden): must be a postgresql",
+        ),
+        (
+            "RELAYBOOK_KAFKA_BOOTSTRAP_SERVERS",
+            "kafka",
+            "RELAYBOOK_KAFKA_BOOTSTRAP_SERVERS='kafka': 'kafka' is not host:port",
+        ),
+        ("RELAYBOOK_KAFKA_ENABLE_IDEMPOTENCE", "maybe", "must be true or false"),
+        (
+            "RELAYBOOK_KAFKA_PARTITIONS",
+            "0",
+            "RELAYBOOK_KAFKA_PARTITIONS='0': must be a positive integer",
+        ),
+        ("RELAYBOOK_SENDGRID_BASE_URL", "api.sendgrid.com", "must be an http:// or https:// URL"),
+        (
+            "RELAYBOOK_SENDGRID_WEBHOOK_PUBLIC_KEYS",
+            "bm90IGEga2V5",
+            "key 1 is not a base64 DER public key",
+        ),
+        ("RELAYBOOK_SENDGRID_WEBHOOK_PUBLIC_KEYS", "%%%", "key 1 is not a base64 DER public key"),
+        ("RELAYBOOK_SENDGRID_WEBHOOK_TOLERANCE_S", "-5", "must be a positive number of seconds"),
+        ("RELAYBOOK_LOG_FORMAT", "xml", "must be auto, json or console"),
+        ("RELAYBOOK_SANDBOX_DUPLICATE_RATE", "1.5", "must be a number between 0 and 1"),
+        ("RELAYBOOK_SANDBOX_RATE_LIMIT", "-1", "must be 0 or more"),
+        ("RELAYBOOK_TWILIO_RATE_LIMIT", "fast", "must be a number, 0 or more"),
+        ("RELAYBOOK_PROVIDER_TIMEOUT_S", "0", "must be a positive number of seconds"),
+        ("RELAYBOOK_SANDBOX_SIGNING_KEY", "bm9wZQ==", "is not a base64 DER private key"),
+    ],
+)
+def test_a_bad_value_is_one_line_naming_the_variable(
+    variable: str, value: str, expected: str
+) -> None:
+    with pytest.raises(SettingsError) as raised:
+        load({variable: value})
+    message = str(raised.value)
+    assert expected in message
+    assert message.startswith(variable)
+    assert "\n" not in message
+
+
+def test_a_key_on_another_curve_is_refused() -> None:
+    key = ec.generate_private_key(ec.SECP384R1()).public_key()
+    der = base64.b64encode(key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo))
+    with pytest.raises(SettingsError, match="key 1 is not an ECDSA P-256 public key"):
+        load({"RELAYBOOK_SENDGRID_WEBHOOK_PUBLIC_KEYS": der.decode()})
+
+
+def test_a_secret_never_appears_in_an_error() -> None:
+    with pytest.raises(SettingsError) as raised:
+        load({"RELAYBOOK_DATABASE_URL": "mysql://admin:hunter2@db/x"})
+    assert "hunter2" not in str(raised.value)
+
+
+def test_a_misspelt_variable_is_an_error_with_a_suggestion() -> None:
+    with pytest.raises(
+        SettingsError,
+        match=r"RELAYBOOK_API_PROT is not a relaybook setting "
+        r"\(did you mean RELAYBOOK_API_PORT\?\)",
+    ):
+        load({"RELAYBOOK_API_PROT": "9000"})
+
+
+def test_two_services_on_one_port_are_refused() -> None:
+    with pytest.raises(
+        SettingsError, match="RELAYBOOK_INGEST_PORT=8000: the same port as RELAYBOOK_API_PORT"
+    ):
+        load({"RELAYBOOK_INGEST_PORT": "8000"})
+
+
+def test_describe_masks_secrets() -> None:
+    shown = load(
+        {"RELAYBOOK_ADMIN_TOKEN": "s3cret-token", "RELAYBOOK_TWILIO_AUTH_TOKEN": "tw-secret"}
+    ).describe()
+    assert shown["RELAYBOOK_ADMIN_TOKEN"] == "(set)"
+    assert shown["RELAYBOOK_TWILIO_AUTH_TOKEN"] == "(set)"
+    assert shown["RELAYBOOK_DATABASE_URL"] == "(unset)"
+    assert "s3cret-token" not in repr(shown)
+
+
+def test_every_setting_is_documented() -> None:
+    rows = settings_module.documented()
+    assert {row[0] for row in rows} == set(Settings().describe())
+    assert all(meaning for _, _, meaning in rows)
+
+
+def test_the_cli_stops_on_a_bad_setting_with_one_line_and_exit_2(tmp_path: Path) -> None:
+    env = {**os.environ, "RELAYBOOK_API_PORT": "abc", "RELAYBOOK_DATA_DIR": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "relaybook.cli", "up"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "relaybook: RELAYBOOK_API_PORT='abc': must be an integer"
+    assert result.stdout == ""
+    assert not (tmp_path / "postgres").exists(), "nothing may start on a bad setting"
+
+
+def test_the_readmes_settings_table_lists_every_setting_with_its_default() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    for variable, default, _meaning in settings_module.documented():
+        shown = f"`{default}`" if default else ""
+        assert f"| `{variable}` | {shown} |" in readme, variable
