@@ -1,0 +1,102 @@
+"""The notice routes: thin handlers that authenticate, parse, call the store and answer."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from dispatcher.auth import Authenticator, ForbiddenError, UnauthorizedError
+from dispatcher.store import IdempotencyConflictError, NoticeStore, request_hash
+from dispatcher.validation import InvalidRequestError, parse_notice
+from relaybook.http import error
+
+#: a 100,000-recipient notice with long names and addresses stays well under this
+MAX_BODY_BYTES = 32 * 1024 * 1024
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _answers_errors(handler: Handler) -> Handler:
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except UnauthorizedError as problem:
+            return error(401, "unauthorized", str(problem), {"WWW-Authenticate": "Bearer"})
+        except ForbiddenError as problem:
+            return error(403, "forbidden", str(problem))
+        except InvalidRequestError as problem:
+            return JSONResponse(
+                {"error": "invalid_request", "detail": str(problem), "field": problem.field}, 422
+            )
+
+    return wrapped
+
+
+def _notice_id(request: Request) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(request.path_params["notice_id"])
+    except ValueError:
+        return None
+
+
+def routes(store: NoticeStore, auth: Authenticator) -> list[Route]:
+    @_answers_errors
+    async def create(request: Request) -> Response:
+        caller = await auth.caller(request, "notices:write")
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            return error(413, "payload_too_large", f"at most {MAX_BODY_BYTES} bytes")
+        raw = await request.body()
+        if len(raw) > MAX_BODY_BYTES:
+            return error(413, "payload_too_large", f"at most {MAX_BODY_BYTES} bytes")
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            raise InvalidRequestError("(body)", "is not valid JSON") from None
+        notice = parse_notice(body, dt.datetime.now(dt.UTC))
+        key = request.headers.get("idempotency-key")
+        if key is not None and not 1 <= len(key) <= 200:
+            raise InvalidRequestError("Idempotency-Key", "must be 1 to 200 characters")
+        try:
+            status, answer = await store.create(
+                notice, caller.name, (key, request_hash(raw)) if key else None
+            )
+        except IdempotencyConflictError:
+            return error(
+                409,
+                "idempotency_key_reused",
+                "this Idempotency-Key was used with another request body",
+            )
+        return JSONResponse(answer, status)
+
+    @_answers_errors
+    async def get(request: Request) -> Response:
+        await auth.caller(request, "journal:read", "notices:write")
+        notice_id = _notice_id(request)
+        answer = await store.get(notice_id) if notice_id else None
+        if answer is None:
+            return error(404, "not_found", "no such notice")
+        return JSONResponse(answer)
+
+    @_answers_errors
+    async def send(request: Request) -> Response:
+        await auth.caller(request, "notices:write")
+        notice_id = _notice_id(request)
+        answer = await store.get(notice_id) if notice_id else None
+        if notice_id is None or answer is None:
+            return error(404, "not_found", "no such notice")
+        if not await store.release(notice_id):
+            return error(409, "already_sent", f"the notice is {answer['status']} already")
+        return JSONResponse(await store.get(notice_id), 202)
+
+    return [
+        Route("/v1/notices", create, methods=["POST"]),
+        Route("/v1/notices/{notice_id}", get, methods=["GET"]),
+        Route("/v1/notices/{notice_id}/send", send, methods=["POST"]),
+    ]

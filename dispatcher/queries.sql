@@ -1,0 +1,136 @@
+-- Every query of the dispatcher (API, outbox relay, scheduler), by name.
+
+-- name: token_by_hash
+SELECT name, scopes FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL;
+
+-- name: insert_token
+INSERT INTO api_tokens (id, name, token_hash, scopes) VALUES ($1, $2, $3, $4);
+
+-- name: claim_idempotency_key
+-- Claims (caller, key) for this request; a concurrent claim waits here until ours commits.
+INSERT INTO idempotency_keys (caller, key, request_hash, status, response)
+VALUES ($1, $2, $3, 0, 'null')
+ON CONFLICT (caller, key) DO NOTHING
+RETURNING caller;
+
+-- name: idempotency_answer
+SELECT request_hash, status, response FROM idempotency_keys WHERE caller = $1 AND key = $2;
+
+-- name: store_idempotency_answer
+UPDATE idempotency_keys SET status = $3, response = $4 WHERE caller = $1 AND key = $2;
+
+-- name: insert_notice
+INSERT INTO notices (id, source_service, source_kind, source_reference, title, email_subject,
+                     email_text, email_html, sms_text, status, send_at, released_at, created_by)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
+        CASE WHEN $10 = 'sending' THEN now() END, $12);
+
+-- name: upsert_recipients
+-- One statement for the whole list. An address left out of the request is kept; one given
+-- as null is cleared (the recipient no longer has it). Unchanged rows are not rewritten.
+WITH given AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::bool[])
+        AS g (id, name, email, phone, email_given, phone_given)
+), updated AS (
+    UPDATE recipients r
+    SET name = COALESCE(g.name, r.name),
+        email = CASE WHEN g.email_given THEN g.email ELSE r.email END,
+        phone = CASE WHEN g.phone_given THEN g.phone ELSE r.phone END,
+        updated_at = now()
+    FROM given g
+    WHERE r.id = g.id
+      AND (r.name, r.email, r.phone) IS DISTINCT FROM (
+          COALESCE(g.name, r.name),
+          CASE WHEN g.email_given THEN g.email ELSE r.email END,
+          CASE WHEN g.phone_given THEN g.phone ELSE r.phone END)
+    RETURNING r.id
+)
+INSERT INTO recipients (id, name, email, phone)
+SELECT id, name, email, phone FROM given
+WHERE NOT EXISTS (SELECT 1 FROM updated u WHERE u.id = given.id)
+ON CONFLICT (id) DO NOTHING;
+
+-- name: insert_deliveries
+-- One delivery per recipient and channel, queued or skipped with the reason. Deliveries of
+-- a notice that is not released yet wait (next_attempt_at = infinity) until it is.
+INSERT INTO deliveries (id, notice_id, recipient_id, channel, address, status, reason,
+                        next_attempt_at)
+SELECT gen_random_uuid(), $1, r.id, c.channel, x.addr,
+       CASE WHEN x.reason IS NULL THEN 'queued' ELSE 'skipped' END,
+       x.reason,
+       CASE WHEN x.reason IS NULL AND NOT $4 THEN 'infinity'::timestamptz END
+FROM unnest($2::text[]) WITH ORDINALITY AS n (id, position)
+JOIN recipients r ON r.id = n.id
+CROSS JOIN unnest($3::text[]) AS c (channel)
+CROSS JOIN LATERAL (
+    SELECT a.addr,
+           CASE
+               WHEN a.addr IS NULL THEN 'no_address'
+               WHEN a.wants = 'no' THEN 'opted_out'
+               WHEN EXISTS (SELECT 1 FROM suppressions s
+                            WHERE s.channel = c.channel AND lower(s.address) = lower(a.addr)
+                              AND s.lifted_at IS NULL
+                              AND (s.expires_at IS NULL OR s.expires_at > now()))
+                   THEN 'suppressed'
+           END AS reason
+    FROM (SELECT CASE c.channel WHEN 'email' THEN r.email ELSE r.phone END AS addr,
+                 CASE c.channel WHEN 'email' THEN r.email_wants ELSE r.sms_wants END AS wants) a
+) x
+ORDER BY n.position, c.channel;
+
+-- name: notice
+SELECT id, source_service, source_kind, source_reference, title, email_subject, sms_text,
+       status, send_at, released_at, created_by, created_at
+FROM notices WHERE id = $1;
+
+-- name: notice_stats
+-- The funnel per channel over each recipient's latest attempt: sent, delivered, opened and
+-- clicked count every message that got that far; queued, failed and skipped are states.
+SELECT channel,
+       count(*) AS recipients,
+       count(*) FILTER (WHERE status = 'queued') AS queued,
+       count(*) FILTER (WHERE sent_at IS NOT NULL) AS sent,
+       count(*) FILTER (WHERE delivered_at IS NOT NULL OR opened_at IS NOT NULL
+                        OR clicked_at IS NOT NULL) AS delivered,
+       count(*) FILTER (WHERE opened_at IS NOT NULL OR clicked_at IS NOT NULL) AS opened,
+       count(*) FILTER (WHERE clicked_at IS NOT NULL) AS clicked,
+       count(*) FILTER (WHERE status = 'failed') AS failed,
+       count(*) FILTER (WHERE status = 'skipped') AS skipped
+FROM deliveries
+WHERE notice_id = $1 AND is_latest
+GROUP BY channel
+ORDER BY channel;
+
+-- name: release_notice
+-- Sends a draft or scheduled notice now: its waiting deliveries become due.
+WITH released AS (
+    UPDATE notices SET status = 'sending', released_at = now(), updated_at = now()
+    WHERE id = $1 AND status IN ('draft', 'scheduled')
+    RETURNING id
+), due AS (
+    UPDATE deliveries d SET next_attempt_at = NULL
+    FROM released
+    WHERE d.notice_id = released.id AND d.status = 'queued' AND d.job_published_at IS NULL
+    RETURNING d.id
+)
+SELECT (SELECT count(*) FROM released) AS released, (SELECT count(*) FROM due) AS due;
+
+-- name: due_scheduled_notices
+SELECT id FROM notices
+WHERE status = 'scheduled' AND send_at <= now()
+ORDER BY send_at
+LIMIT 100
+FOR UPDATE SKIP LOCKED;
+
+-- name: claim_unpublished_jobs
+-- The relay's next page of send jobs; replicas skip each other's rows.
+SELECT d.id, d.notice_id, d.recipient_id, d.channel, d.attempt, d.resend_id
+FROM deliveries d
+WHERE d.status = 'queued' AND d.job_published_at IS NULL
+  AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= now())
+ORDER BY d.next_attempt_at NULLS FIRST, d.created_at
+LIMIT $1
+FOR UPDATE SKIP LOCKED;
+
+-- name: mark_jobs_published
+UPDATE deliveries SET job_published_at = now() WHERE id = ANY($1::uuid[]);

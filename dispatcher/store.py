@@ -1,0 +1,153 @@
+"""Notices in PostgreSQL: creation with its fan-out in one transaction, release, and the
+notice with its statistics. Every statement is set-based: a 100,000-recipient notice is
+a handful of statements, not 100,000."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import uuid
+from typing import Any
+
+import asyncpg
+
+from dispatcher.validation import NoticeRequest
+from relaybook import sql
+from relaybook.database import Connection
+
+Q = sql.load("dispatcher")
+OUTBOX_CHANNEL = "relaybook_outbox"
+STAT_FIELDS = ("queued", "sent", "delivered", "opened", "clicked", "failed", "skipped")
+
+
+class IdempotencyConflictError(Exception):
+    """The key was used before with another request body."""
+
+
+def request_hash(body: bytes) -> bytes:
+    return hashlib.sha256(body).digest()
+
+
+class NoticeStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def create(
+        self,
+        notice: NoticeRequest,
+        caller: str,
+        idempotency: tuple[str, bytes] | None,
+    ) -> tuple[int, dict[str, Any]]:
+        """Creates the notice, upserts its recipients and fans out its deliveries, in one
+        transaction. With an idempotency ``(key, request hash)``, a repeat of the same
+        request returns the first answer; another request under that key raises
+        :class:`IdempotencyConflictError`."""
+        async with self.pool.acquire() as connection, connection.transaction():
+            if idempotency is not None:
+                replay = await self._claim(connection, caller, *idempotency)
+                if replay is not None:
+                    return replay
+            notice_id = uuid.uuid4()
+            await connection.execute(
+                Q["insert_notice"],
+                notice_id,
+                notice.service,
+                notice.kind,
+                notice.reference,
+                notice.title,
+                notice.email_subject,
+                notice.email_text,
+                notice.email_html,
+                notice.sms_text,
+                notice.status,
+                notice.send_at,
+                caller,
+            )
+            people = notice.recipients
+            await connection.execute(
+                Q["upsert_recipients"],
+                [p.id for p in people],
+                [p.name for p in people],
+                [p.email for p in people],
+                [p.phone for p in people],
+                [p.email_given for p in people],
+                [p.phone_given for p in people],
+            )
+            await connection.execute(
+                Q["insert_deliveries"],
+                notice_id,
+                [p.id for p in people],
+                notice.channels,
+                notice.status == "sending",
+            )
+            if notice.status == "sending":
+                await connection.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
+            answer = await self._describe(connection, notice_id)
+            assert answer is not None
+            if idempotency is not None:
+                await connection.execute(
+                    Q["store_idempotency_answer"], caller, idempotency[0], 201, json.dumps(answer)
+                )
+        return 201, answer
+
+    async def _claim(
+        self, connection: Connection, caller: str, key: str, hashed: bytes
+    ) -> tuple[int, dict[str, Any]] | None:
+        if await connection.fetchval(Q["claim_idempotency_key"], caller, key, hashed):
+            return None
+        row = await connection.fetchrow(Q["idempotency_answer"], caller, key)
+        assert row is not None
+        if row["request_hash"] != hashed:
+            raise IdempotencyConflictError(key)
+        return row["status"], json.loads(row["response"])
+
+    async def get(self, notice_id: uuid.UUID) -> dict[str, Any] | None:
+        async with self.pool.acquire() as connection:
+            return await self._describe(connection, notice_id)
+
+    async def release(self, notice_id: uuid.UUID) -> bool:
+        """Sends a draft or scheduled notice now; False if it was released already."""
+        async with self.pool.acquire() as connection, connection.transaction():
+            row = await connection.fetchrow(Q["release_notice"], notice_id)
+            assert row is not None
+            if row["released"]:
+                await connection.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
+            return bool(row["released"])
+
+    async def _describe(
+        self, connection: Connection, notice_id: uuid.UUID
+    ) -> dict[str, Any] | None:
+        row = await connection.fetchrow(Q["notice"], notice_id)
+        if row is None:
+            return None
+        rows = await connection.fetch(Q["notice_stats"], notice_id)
+        stats = {stat["channel"]: {field: stat[field] for field in STAT_FIELDS} for stat in rows}
+        # every recipient has a delivery on every channel of the notice
+        recipients = rows[0]["recipients"] if rows else 0
+        channels = [
+            c for c, on in (("email", row["email_subject"]), ("sms", row["sms_text"])) if on
+        ]
+        return {
+            "id": str(row["id"]),
+            "source": {
+                "service": row["source_service"],
+                "kind": row["source_kind"],
+                "reference": row["source_reference"],
+            },
+            "title": row["title"],
+            "channels": channels,
+            "status": row["status"],
+            "send_at": _iso(row["send_at"]),
+            "released_at": _iso(row["released_at"]),
+            "created_at": _iso(row["created_at"]),
+            "created_by": row["created_by"],
+            "recipients": recipients,
+            "stats": {
+                channel: stats.get(channel, dict.fromkeys(STAT_FIELDS, 0)) for channel in channels
+            },
+        }
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
