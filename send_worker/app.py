@@ -1,0 +1,63 @@
+"""The send-worker deployable: one lane per channel, each a member of its own consumer
+group on ``send-jobs`` (``relaybook-workers-email``, ``relaybook-workers-sms``) handling
+only its channel's jobs, so slow texts never hold emails up (and each lane scales by
+itself); with the event outbox's catch-up loop beside them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from relaybook.deployable import Deployable
+from relaybook.kafka import Consumer
+from relaybook.outbox import Outbox
+from relaybook.runtime import Infrastructure
+from send_worker.providers import SendGrid, Twilio
+from send_worker.worker import SendWorker
+
+GROUP = "relaybook-workers-{channel}"
+CHANNELS = ("email", "sms")
+#: emails go 1000 to a request, so their lane fetches big batches (waiting up to 100 ms
+#: to fill them); texts go one by one, so theirs takes what is there
+LANE_FETCH: dict[str, dict[str, int]] = {
+    "email": {"max_batch": 5000, "gather_ms": 100},
+    "sms": {"max_batch": 500, "gather_ms": 0},
+}
+
+
+def build(infra: Infrastructure) -> Deployable:
+    settings = infra.settings
+    events = Outbox(infra.pool, infra.producer)
+    sendgrid, twilio = SendGrid(settings), Twilio(settings)
+    worker = SendWorker(settings, infra.pool, events, sendgrid, twilio)
+    lanes = {
+        channel: Consumer(
+            settings,
+            ["send-jobs"],
+            GROUP.format(channel=channel),
+            producer=infra.producer,
+            **LANE_FETCH[channel],
+        )
+        for channel in CHANNELS
+    }
+    tasks: list[asyncio.Task[None]] = []
+
+    async def start() -> None:
+        await events.start()
+        for channel, consumer in lanes.items():
+            await consumer.start()
+            tasks.append(
+                asyncio.create_task(consumer.run(worker.lane(channel)), name=f"send-{channel}")
+            )
+
+    async def stop() -> None:
+        for consumer in lanes.values():
+            await consumer.stop()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await events.stop()
+        await sendgrid.close()
+        await twilio.close()
+
+    return Deployable(app=None, start=start, stop=stop)

@@ -1,0 +1,225 @@
+"""A batch of send jobs, handled: re-check, record the attempt, call the providers
+concurrently, record what they said together with the events announcing it.
+
+Per job: a delivery that is no longer queued, or already has a provider message id, was
+handled before (a job seen again after a crash) and is left alone. One whose recipient
+opted out, lost the address or got suppressed since is skipped with that reason. The
+attempt is committed before the provider is called; the outcome and its
+``accepted`` / ``failed`` event are committed together (the event through the outbox)
+before the batch's offsets are: a crash anywhere loses nothing. Transient failures go
+back to the relay's queue with a backoff instead of holding the batch up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import random
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+from prometheus_client import Counter
+
+from relaybook import outbox, sql
+from relaybook.kafka import BrokerError, Record
+from relaybook.logs import get_logger
+from relaybook.settings import Settings
+from send_worker.providers import MAX_PERSONALIZATIONS, Email, EmailContent, SendGrid, Twilio
+from send_worker.retry import Outcome, next_attempt
+
+log = get_logger(__name__)
+Q = sql.load("send_worker")
+
+#: texts sent concurrently and recorded together
+SMS_WAVE = 50
+
+OUTCOMES = Counter("relaybook_sends_total", "Sends by channel and outcome", ["channel", "outcome"])
+
+
+class SendWorker:
+    def __init__(
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        events: outbox.Outbox,
+        sendgrid: SendGrid,
+        twilio: Twilio,
+    ) -> None:
+        self._settings = settings
+        self._pool = pool
+        self._events = events
+        self._sendgrid = sendgrid
+        self._twilio = twilio
+        self._draw = random.Random()  # noqa: S311 - retry jitter, not a secret
+
+    def lane(self, channel: str) -> Callable[[list[Record]], Awaitable[None]]:
+        """The handler of one channel's consumer group: the other channel's jobs are
+        another group's."""
+
+        async def handle(records: list[Record]) -> None:
+            await self.handle([r for r in records if r.value["channel"] == channel])
+
+        return handle
+
+    async def handle(self, records: list[Record]) -> None:
+        """Handles a batch of ``send-job`` messages."""
+        if not records:
+            return
+        ids = list({uuid.UUID(record.value["delivery_id"]) for record in records})
+        async with self._pool.acquire() as connection:
+            rows = await connection.fetch(Q["load_deliveries"], ids)
+        due = [row for row in rows if row["status"] == "queued" and not row["provider_message_id"]]
+        due = await self._skip_unwanted(due)
+        if not due:
+            return
+        async with self._pool.acquire() as connection:
+            started = await connection.fetch(
+                Q["start_attempts"], [row["id"] for row in due], [row["address"] for row in due]
+            )
+        attempts = {row["id"]: row["send_attempts"] for row in started}
+        due = [row for row in due if row["id"] in attempts]
+        # Each wave's outcomes are committed as soon as it is done, so a crash repeats at
+        # most the waves in flight (an email request, or SMS_WAVE texts), not the batch.
+        await asyncio.gather(*(self._wave(wave, attempts) for wave in _waves(due)))
+        try:  # one publish for the whole batch's events
+            await self._events.flush()
+        except BrokerError as problem:  # recorded; the outbox's catch-up publishes them later
+            log.warning("events not published yet", error=str(problem))
+
+    async def _skip_unwanted(self, rows: list[asyncpg.Record]) -> list[asyncpg.Record]:
+        reasons: dict[uuid.UUID, str] = {}
+        for row in rows:
+            if row["address"] is None:
+                reasons[row["id"]] = "no_address"
+            elif row["wants"] == "no":
+                reasons[row["id"]] = "opted_out"
+            elif row["suppressed"]:
+                reasons[row["id"]] = "suppressed"
+        if reasons:
+            async with self._pool.acquire() as connection:
+                await connection.execute(Q["skip"], list(reasons), list(reasons.values()))
+            for row in rows:
+                if row["id"] in reasons:
+                    OUTCOMES.labels(row["channel"], f"skipped_{reasons[row['id']]}").inc()
+        return [row for row in rows if row["id"] not in reasons]
+
+    async def _wave(self, rows: list[asyncpg.Record], attempts: dict[uuid.UUID, int]) -> None:
+        first = rows[0]
+        if first["channel"] == "email":
+            content = EmailContent(
+                first["email_subject"],
+                first["email_text"],
+                first["email_html"],
+                first["source_kind"],
+            )
+            emails = [
+                Email(str(row["id"]), str(row["notice_id"]), row["address"], row["name"])
+                for row in rows
+            ]
+            outcome = await self._sendgrid.send(content, emails)
+            outcomes = dict.fromkeys((row["id"] for row in rows), outcome)
+        else:
+            sent = await asyncio.gather(
+                *(
+                    self._twilio.send(str(row["id"]), row["address"], row["sms_text"])
+                    for row in rows
+                )
+            )
+            outcomes = {row["id"]: outcome for row, outcome in zip(rows, sent, strict=True)}
+        await self._record(rows, outcomes, attempts)
+
+    async def _record(
+        self,
+        rows: list[asyncpg.Record],
+        outcomes: dict[uuid.UUID, Outcome],
+        attempts: dict[uuid.UUID, int],
+    ) -> None:
+        now = dt.datetime.now(dt.UTC)
+        accepted: dict[str, list[Any]] = defaultdict(list)
+        failed: dict[str, list[Any]] = defaultdict(list)
+        retry: list[tuple[uuid.UUID, dt.datetime, str]] = []
+        events = []
+        for row in rows:
+            outcome, attempt = outcomes[row["id"]], attempts[row["id"]]
+            provider = "sendgrid" if row["channel"] == "email" else "twilio"
+            if outcome.kind == "transient" and attempt >= self._settings.send_max_attempts:
+                outcome = Outcome.permanent(
+                    "unavailable", f"gave up after {attempt} attempts: {outcome.reason}"
+                )
+            OUTCOMES.labels(row["channel"], outcome.kind).inc()
+            if outcome.kind == "transient":
+                due = next_attempt(attempt, now, self._draw, outcome.retry_not_before)
+                retry.append((row["id"], due, f"retrying: {outcome.reason}"))
+                continue
+            target = accepted if outcome.kind == "accepted" else failed
+            target[provider].append((row["id"], outcome))
+            events.append((str(row["id"]), _event(row, provider, outcome, attempt, now)))
+        async with self._pool.acquire() as connection, connection.transaction():
+            for provider, items in accepted.items():
+                await connection.execute(
+                    Q["record_accepted"],
+                    [i for i, _ in items],
+                    [o.message_id for _, o in items],
+                    provider,
+                )
+            for provider, items in failed.items():
+                await connection.execute(
+                    Q["record_failed"],
+                    [i for i, _ in items],
+                    [o.reason for _, o in items],
+                    [o.code for _, o in items],
+                    provider,
+                )
+            if retry:
+                await connection.execute(
+                    Q["schedule_retry"],
+                    [r[0] for r in retry],
+                    [r[1] for r in retry],
+                    [r[2] for r in retry],
+                )
+            await outbox.add(connection, "delivery-events", events)
+        if retry:
+            log.info("transient send failures; retrying later", count=len(retry), first=retry[0][2])
+
+
+def _waves(rows: list[asyncpg.Record]) -> list[list[asyncpg.Record]]:
+    """Emails grouped by notice in requests of up to 1000; texts in groups of ``SMS_WAVE``."""
+    emails: dict[uuid.UUID, list[asyncpg.Record]] = defaultdict(list)
+    texts = []
+    for row in rows:
+        if row["channel"] == "email":
+            emails[row["notice_id"]].append(row)
+        else:
+            texts.append(row)
+    waves = [
+        batch[start : start + MAX_PERSONALIZATIONS]
+        for batch in emails.values()
+        for start in range(0, len(batch), MAX_PERSONALIZATIONS)
+    ]
+    waves += [texts[start : start + SMS_WAVE] for start in range(0, len(texts), SMS_WAVE)]
+    return waves
+
+
+def _event(
+    row: asyncpg.Record, provider: str, outcome: Outcome, attempt: int, now: dt.datetime
+) -> dict[str, Any]:
+    kind = "accepted" if outcome.kind == "accepted" else "failed"
+    stamp = now.isoformat().replace("+00:00", "Z")
+    return {
+        "schema": "delivery-event/v1",
+        "event_id": f"relaybook:{row['id']}:{attempt}:{kind}",
+        "type": kind,
+        "channel": row["channel"],
+        "provider": provider,
+        "occurred_at": stamp,
+        "received_at": stamp,
+        "delivery_id": str(row["id"]),
+        "provider_message_id": outcome.message_id,
+        "address": row["address"],
+        "reason": outcome.reason,
+        "provider_code": outcome.code,
+        "attempt": attempt,
+    }

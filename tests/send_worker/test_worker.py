@@ -1,0 +1,297 @@
+"""Send workers against the sandbox: every recipient reached once per channel, emails
+batched, transient errors retried with backoff, permanent ones failed at once with the
+provider's code, preferences re-checked at send time, outcomes announced as events."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from relaybook.system import System
+from tests.support import notice, until
+
+
+async def sandbox_messages(sandbox: httpx.AsyncClient, provider: str) -> list[dict[str, Any]]:
+    return (await sandbox.get("/_sandbox/messages", params={"provider": provider})).json()[
+        "messages"
+    ]
+
+
+async def settled(db: asyncpg.Connection, notice_id: str) -> bool:
+    return not await db.fetchval(
+        "SELECT count(*) FROM deliveries WHERE notice_id = $1::text::uuid AND status = 'queued'",
+        notice_id,
+    )
+
+
+async def test_a_notice_to_300_recipients_reaches_each_once_per_channel(
+    api: httpx.AsyncClient, sandbox: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    created = (await api.post("/v1/notices", json=notice(300))).json()
+    await until(lambda: settled(db, created["id"]))
+    emails = await sandbox_messages(sandbox, "sendgrid")
+    sms = await sandbox_messages(sandbox, "twilio")
+    assert Counter(m["to"] for m in emails) == Counter(f"owner{i}@example.org" for i in range(300))
+    assert Counter(m["to"] for m in sms) == Counter(f"+3361{i:07d}" for i in range(300))
+    requests = {m["message_id"] for m in emails}
+    assert len(requests) < 20, "emails are batched into few requests"
+    rows = await db.fetch(
+        "SELECT id, channel, status, provider, provider_message_id, send_attempts "
+        "FROM deliveries WHERE notice_id = $1::text::uuid",
+        created["id"],
+    )
+    assert {r["status"] for r in rows} == {"sent"}
+    assert {r["send_attempts"] for r in rows} == {1}
+    by_delivery = {m["custom_args"]["delivery_id"]: m for m in emails}
+    for row in rows:
+        if row["channel"] == "email":
+            assert row["provider"] == "sendgrid"
+            assert by_delivery[str(row["id"])]["message_id"] == row["provider_message_id"]
+            assert by_delivery[str(row["id"])]["custom_args"]["notice_id"] == created["id"]
+        else:
+            assert row["provider"] == "twilio"
+            assert row["provider_message_id"].startswith("SM")
+    callbacks = {m["status_callback"] for m in sms}
+    assert all("/webhooks/twilio?delivery_id=" in url for url in callbacks)
+    stats = (await api.get(f"/v1/notices/{created['id']}")).json()["stats"]
+    assert stats["email"]["sent"] == stats["sms"]["sent"] == 300
+
+
+async def test_transient_errors_are_retried_until_the_provider_accepts(
+    api: httpx.AsyncClient, sandbox: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    await sandbox.post("/_sandbox/faults", json={"provider": "sendgrid", "status": 503, "count": 1})
+    await sandbox.post("/_sandbox/faults", json={"provider": "sendgrid", "status": 429})
+    await sandbox.post("/_sandbox/faults", json={"provider": "twilio", "status": 500, "count": 2})
+    created = (await api.post("/v1/notices", json=notice(3))).json()
+    await until(lambda: settled(db, created["id"]), within=60)
+    rows = await db.fetch(
+        "SELECT channel, status, send_attempts, reason FROM deliveries "
+        "WHERE notice_id = $1::text::uuid",
+        created["id"],
+    )
+    assert {r["status"] for r in rows} == {"sent"}
+    assert max(r["send_attempts"] for r in rows if r["channel"] == "email") >= 2
+    assert max(r["send_attempts"] for r in rows if r["channel"] == "sms") >= 2
+    assert {r["reason"] for r in rows} == {None}, "a later success clears the retry reason"
+    assert len(await sandbox_messages(sandbox, "sendgrid")) == 3, "each email went out once"
+
+
+async def test_permanent_refusals_fail_the_delivery_at_once_with_the_providers_code(
+    api: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    body = notice(
+        0,
+        recipients=[
+            {"id": "invalid", "phone": "+15005550001"},
+            {"id": "stopped", "phone": "+15005550004"},
+            {"id": "landline", "phone": "+15005550009"},
+            {"id": "fine", "phone": "+33612345678"},
+        ],
+        email=None,
+    )
+    created = (await api.post("/v1/notices", json=body)).json()
+    await until(lambda: settled(db, created["id"]))
+    rows = await db.fetch(
+        "SELECT recipient_id, status, provider_code, reason, send_attempts, "
+        "failed_at IS NOT NULL AS stamped FROM deliveries "
+        "WHERE notice_id = $1::text::uuid",
+        created["id"],
+    )
+    found = {r["recipient_id"]: (r["status"], r["provider_code"]) for r in rows}
+    assert found == {
+        "invalid": ("failed", "21211"),
+        "stopped": ("failed", "21610"),
+        "landline": ("failed", "21614"),
+        "fine": ("sent", None),
+    }
+    assert all(r["send_attempts"] == 1 for r in rows)
+    assert all(r["stamped"] for r in rows if r["status"] == "failed")
+    assert "unsubscribed" in next(r["reason"] for r in rows if r["recipient_id"] == "stopped")
+
+
+@pytest.mark.parametrize("system_options", [{"email_from": "not-an-address"}])
+async def test_a_sendgrid_400_fails_the_emails_with_its_errors(
+    api: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    created = (await api.post("/v1/notices", json=notice(2, sms=None))).json()
+    await until(lambda: settled(db, created["id"]))
+    rows = await db.fetch(
+        "SELECT status, provider_code, reason FROM deliveries WHERE notice_id = $1::text::uuid",
+        created["id"],
+    )
+    assert {(r["status"], r["provider_code"]) for r in rows} == {("failed", "400")}
+    assert all("from.email" in r["reason"] for r in rows)
+
+
+async def test_preferences_are_checked_again_at_send_time(
+    api: httpx.AsyncClient, sandbox: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    draft = (await api.post("/v1/notices", json=notice(2, send=False))).json()
+    await db.execute("UPDATE recipients SET sms_wants = 'no' WHERE id = 'owner-0'")
+    await db.execute(
+        "INSERT INTO suppressions (channel, address, rule, reason) "
+        "VALUES ('email', 'owner1@example.org', 'complaint', 'spam report')"
+    )
+    await api.post(f"/v1/notices/{draft['id']}/send")
+    await until(lambda: settled(db, draft["id"]))
+    rows = await db.fetch(
+        "SELECT recipient_id || '/' || channel AS key, status, reason "
+        "FROM deliveries WHERE notice_id = $1::text::uuid",
+        draft["id"],
+    )
+    found = {r["key"]: (r["status"], r["reason"]) for r in rows}
+    assert found["owner-0/sms"] == ("skipped", "opted_out")
+    assert found["owner-1/email"] == ("skipped", "suppressed")
+    assert found["owner-0/email"][0] == found["owner-1/sms"][0] == "sent"
+    assert len(await sandbox_messages(sandbox, "sendgrid")) == 1
+
+
+async def test_each_outcome_is_announced_on_delivery_events(
+    system: System, api: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    body = notice(
+        0,
+        email=None,
+        recipients=[{"id": "ok", "phone": "+33612345678"}, {"id": "bad", "phone": "+15005550001"}],
+    )
+    created = (await api.post("/v1/notices", json=body)).json()
+    await until(lambda: settled(db, created["id"]))
+    consumer = AIOKafkaConsumer(
+        system.settings.topic("delivery-events"),
+        bootstrap_servers=system.settings.kafka_bootstrap_servers,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    events: list[dict[str, Any]] = []
+    try:
+        deadline = time.monotonic() + 15
+        while len(events) < 2 and time.monotonic() < deadline:
+            for messages in (await consumer.getmany(timeout_ms=300)).values():
+                events += [json.loads(m.value) for m in messages]
+    finally:
+        await consumer.stop()
+    by_type = {event["type"]: event for event in events}
+    ids = {
+        r["recipient_id"]: str(r["id"])
+        for r in await db.fetch(
+            "SELECT recipient_id, id FROM deliveries WHERE notice_id = $1::text::uuid",
+            created["id"],
+        )
+    }
+    accepted, failed = by_type["accepted"], by_type["failed"]
+    assert accepted["delivery_id"] == ids["ok"]
+    assert accepted["provider_message_id"].startswith("SM")
+    assert accepted["event_id"] == f"relaybook:{ids['ok']}:1:accepted"
+    assert (failed["delivery_id"], failed["provider_code"]) == (ids["bad"], "21211")
+    assert await db.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0
+
+
+@pytest.mark.parametrize("system_options", [{"only": {"sandbox", "dispatcher"}}])
+async def test_a_worker_killed_mid_batch_loses_nothing_and_repeats_only_what_was_in_flight(
+    system: System,
+    api: httpx.AsyncClient,
+    sandbox: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    tmp_path: Any,
+) -> None:
+    """SIGKILL leaves no time to clean up. On restart every job comes back: deliveries
+    already recorded are left alone; only those whose provider call was in flight at the
+    kill (attempt started, no answer recorded) can go out a second time."""
+    import os  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    settings = system.settings
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYBOOK_")}
+    env |= {
+        "RELAYBOOK_DATABASE_URL": settings.database_url or "",
+        "RELAYBOOK_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
+        "RELAYBOOK_TOPIC_PREFIX": settings.topic_prefix,
+        "RELAYBOOK_KAFKA_SESSION_TIMEOUT_MS": "1000",
+        "RELAYBOOK_DATA_DIR": str(tmp_path),
+        "RELAYBOOK_SENDGRID_API_KEY": settings.sendgrid_api_key or "",
+        "RELAYBOOK_SENDGRID_BASE_URL": settings.sendgrid_base_url or "",
+        "RELAYBOOK_TWILIO_ACCOUNT_SID": settings.twilio_account_sid or "",
+        "RELAYBOOK_TWILIO_AUTH_TOKEN": settings.twilio_auth_token or "",
+        "RELAYBOOK_TWILIO_BASE_URL": settings.twilio_base_url or "",
+        "RELAYBOOK_TWILIO_FROM": settings.twilio_from or "",
+        "RELAYBOOK_PUBLIC_WEBHOOK_BASE_URL": settings.webhook_base_url,
+        "RELAYBOOK_TWILIO_RATE_LIMIT": "150",
+        "RELAYBOOK_SENDGRID_RATE_LIMIT": "5",
+        "RELAYBOOK_LOG_FORMAT": "json",
+    }
+
+    def start_worker(name: str) -> subprocess.Popen[bytes]:
+        with (tmp_path / f"{name}.log").open("w") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "relaybook.cli", "worker"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    body = notice(
+        0,
+        recipients=[
+            {"id": f"o{i}", "email": f"o{i}@example.org", "phone": f"+3362{i:07d}"}
+            for i in range(300)
+        ],
+    )
+    created = (await api.post("/v1/notices", json=body)).json()
+    worker = start_worker("first")
+
+    async def partly_sent() -> bool:
+        return (
+            await db.fetchval(
+                "SELECT count(*) FROM deliveries WHERE notice_id = $1::text::uuid "
+                "AND status = 'sent' AND channel = 'sms'",
+                created["id"],
+            )
+            >= 60
+        )
+
+    try:
+        await until(partly_sent, within=60)
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+    in_flight = {
+        str(r["id"])
+        for r in await db.fetch(
+            "SELECT id FROM deliveries WHERE notice_id = $1::text::uuid AND status = 'queued' "
+            "AND attempt_started_at IS NOT NULL AND provider_message_id IS NULL",
+            created["id"],
+        )
+    }
+    unsent = await db.fetchval(
+        "SELECT count(*) FROM deliveries WHERE notice_id = $1::text::uuid AND status = 'queued'",
+        created["id"],
+    )
+    assert unsent > 0, "the kill came mid-batch"
+
+    worker = start_worker("second")
+    try:
+        await until(lambda: settled(db, created["id"]), within=90)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
+    rows = await db.fetch(
+        "SELECT id, channel, address, status FROM deliveries WHERE notice_id = $1::text::uuid",
+        created["id"],
+    )
+    assert {r["status"] for r in rows} == {"sent"}, "nothing lost"
+    sent = Counter(m["to"] for m in await sandbox_messages(sandbox, "twilio"))
+    sent += Counter(m["to"] for m in await sandbox_messages(sandbox, "sendgrid"))
+    repeated = {r["address"] for r in rows if sent[r["address"]] > 1}
+    assert all(sent[r["address"]] >= 1 for r in rows)
+    assert repeated <= {r["address"] for r in rows if str(r["id"]) in in_flight}
+    assert len(repeated) <= 50 + 1000, "at most the waves in flight"
