@@ -1,0 +1,247 @@
+"""Fan-out and sending of one large notice (issue 4).
+
+1. Publishing: a notice to N recipients on email and SMS, from the POST to every send job
+   published (2N jobs), beside the raw floor measured in the same run: COPY of the same
+   2N delivery rows into PostgreSQL plus producing the same 2N job messages with a bare
+   aiokafka producer (acks=all).
+2. Sending: the send workers then hand the emails and texts to the provider sandbox (a
+   separate process); emails and texts per second, from the first to the last recorded.
+
+    .venv/bin/python bench/fanout.py [--recipients 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+import httpx
+from aiokafka import AIOKafkaProducer
+
+from relaybook import logs
+from relaybook.embedded import EmbeddedBroker, EmbeddedPostgres, free_ports
+from relaybook.kafka import encode
+from relaybook.settings import Settings
+from relaybook.system import System
+
+ADMIN = "bench-admin"
+
+
+def notice(count: int, channels: tuple[str, ...] = ("email", "sms")) -> dict[str, object]:
+    body: dict[str, object] = {
+        "source": {"service": "accounting", "kind": "deposit_call", "reference": "BENCH"},
+        "title": "Benchmark deposit call",
+        "email": {"subject": "Deposit call", "text": "Pay at https://portal.example.org/dc"},
+        "sms": {"text": "Your deposit call is on the portal."},
+        "recipients": [
+            {
+                "id": f"owner-{i}",
+                "name": f"Owner {i}",
+                "email": f"owner{i}@example.org",
+                "phone": f"+336{i:08d}",
+            }
+            for i in range(count)
+        ],
+        "send": True,
+    }
+    for channel in {"email", "sms"} - set(channels):
+        body[channel] = None
+    return body
+
+
+async def floor(
+    url: str, bootstrap: str, topic: str, count: int, channels: tuple[str, ...]
+) -> float:
+    """COPY the same delivery-like rows, then produce the same job messages: the least any
+    design has to do."""
+    notice_id = uuid.uuid4()
+    rows = [
+        (uuid.uuid4(), notice_id, f"owner-{i}", channel, "queued")
+        for i in range(count)
+        for channel in channels
+    ]
+    connection = await asyncpg.connect(url)
+    await connection.execute(
+        "CREATE TEMP TABLE floor (id uuid, notice_id uuid, recipient_id text, channel text,"
+        " status text)"
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    started = time.monotonic()
+    await connection.copy_records_to_table("floor", records=rows)
+    now = "2026-11-22T00:00:00Z"
+    futures = [
+        await producer.send(
+            topic,
+            encode(
+                {
+                    "schema": "send-job/v1",
+                    "job_id": str(row[0]),
+                    "delivery_id": str(row[0]),
+                    "notice_id": str(notice_id),
+                    "recipient_id": row[2],
+                    "channel": row[3],
+                    "attempt": 1,
+                    "resend_id": None,
+                    "created_at": now,
+                }
+            ),
+            key=row[2].encode(),
+        )
+        for row in rows
+    ]
+    await asyncio.gather(*futures)
+    elapsed = time.monotonic() - started
+    await producer.stop()
+    await connection.close()
+    return elapsed
+
+
+async def count(url: str, sql: str) -> int:
+    connection = await asyncpg.connect(url)
+    try:
+        value: int = await connection.fetchval(sql)
+        return value
+    finally:
+        await connection.close()
+
+
+async def run(recipients: int, channels: tuple[str, ...]) -> None:
+    logs.configure("WARNING", "console")
+    scratch = Path(tempfile.mkdtemp(prefix="relaybook-bench-"))
+    postgres = EmbeddedPostgres(scratch)
+    database_url = await asyncio.to_thread(postgres.start)
+    broker = EmbeddedBroker()
+    bootstrap = broker.start()
+    sandbox_port, ingest_port, api_port = free_ports(3)
+    base = Settings(
+        database_url=database_url,
+        kafka_bootstrap_servers=bootstrap,
+        data_dir=scratch,
+        api_port=api_port,
+        ingest_port=ingest_port,
+        sandbox_port=sandbox_port,
+        admin_token=ADMIN,
+        kafka_session_timeout_ms=2000,
+    )
+    # the sandbox in its own process, as the real providers are elsewhere
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYBOOK_")}
+    env |= {
+        "RELAYBOOK_DATA_DIR": str(scratch),
+        "RELAYBOOK_SANDBOX_PORT": str(sandbox_port),
+        "RELAYBOOK_INGEST_PORT": str(ingest_port),
+        "RELAYBOOK_LOG_LEVEL": "WARNING",
+        "RELAYBOOK_SANDBOX_BATCH_INTERVAL_S": "1",
+    }
+    sandbox = subprocess.Popen(
+        [sys.executable, "-m", "relaybook.cli", "sandbox"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    from provider_sandbox import credentials as sandbox_credentials  # noqa: PLC0415
+
+    try:
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{sandbox_port}/healthz", timeout=1)
+                break
+            except httpx.HTTPError:
+                await asyncio.sleep(0.1)
+        creds, signer = sandbox_credentials.resolve(base)
+        settings = sandbox_credentials.stand_in(
+            base, creds, signer, f"http://127.0.0.1:{sandbox_port}"
+        )
+        body = json.dumps(notice(recipients, channels)).encode()
+
+        # 1. publishing, workers not running
+        async with (
+            System(settings, only={"dispatcher"}) as system,
+            httpx.AsyncClient(timeout=600) as client,
+        ):
+            started = time.monotonic()
+            answer = await client.post(
+                f"{system.servers['dispatcher'].url}/v1/notices",
+                content=body,
+                headers={
+                    "Authorization": f"Bearer {ADMIN}",
+                    "Content-Type": "application/json",
+                },
+            )
+            created_s = time.monotonic() - started
+            assert answer.status_code == 201, answer.text
+            while await count(
+                database_url,
+                "SELECT count(*) FROM deliveries WHERE status = "
+                "'queued' AND job_published_at IS NULL",
+            ):
+                await asyncio.sleep(0.05)
+            published_s = time.monotonic() - started
+        floor_s = await floor(
+            database_url, bootstrap, settings.topic("floor"), recipients, channels
+        )
+
+        # 2. sending
+        async with System(settings, only={"worker"}):
+            started = time.monotonic()
+            done: dict[str, float] = {}
+            while len(done) < len(channels):
+                for channel in channels:
+                    handed = await count(
+                        database_url,
+                        "SELECT count(*) FROM deliveries WHERE "
+                        f"channel = '{channel}' AND status <> 'queued'",
+                    )
+                    if channel not in done and handed >= recipients:
+                        done[channel] = time.monotonic() - started
+                await asyncio.sleep(0.1)
+        print(
+            f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+            f"{platform.python_version()}; date {time.strftime('%Y-%m-%d %H:%M %Z')}"
+        )
+        jobs = len(channels) * recipients
+        print(f"recipients: {recipients} on {', '.join(channels)} ({jobs} send jobs)")
+        print(f"POST answered (notice, recipients, deliveries committed): {created_s:.2f} s")
+        print(
+            f"POST to every send job published: {published_s:.2f} s "
+            f"({jobs / published_s:,.0f} jobs/s)"
+        )
+        print(f"raw floor (COPY + bare producer): {floor_s:.2f} s")
+        print(f"ratio relaybook / floor: {published_s / floor_s:.2f}x")
+        for channel, seconds in done.items():
+            print(
+                f"{channel} handed to the sandbox: {recipients / seconds:,.0f}/s "
+                f"(all {recipients} in {seconds:.2f} s)"
+            )
+    finally:
+        sandbox.send_signal(signal.SIGTERM)
+        try:
+            sandbox.wait(30)
+        except subprocess.TimeoutExpired:
+            print("the sandbox did not stop within 30 s; killed")
+            sandbox.kill()
+        broker.stop()
+        await asyncio.to_thread(postgres.stop)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--recipients", type=int, default=100_000)
+    parser.add_argument("--channels", default="email,sms", help="email,sms / email / sms")
+    args = parser.parse_args()
+    asyncio.run(run(args.recipients, tuple(args.channels.split(","))))
+
+
+if __name__ == "__main__":
+    main()
