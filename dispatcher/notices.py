@@ -14,7 +14,7 @@ from starlette.routing import Route
 from dispatcher.auth import Authenticator, ForbiddenError, UnauthorizedError
 from dispatcher.store import IdempotencyConflictError, NoticeStore, request_hash
 from dispatcher.validation import InvalidRequestError, parse_notice
-from relaybook.http import error
+from relaybook.http import PayloadTooLargeError, error, read_body
 
 #: a 100,000-recipient notice with long names and addresses stays well under this
 MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -49,12 +49,10 @@ def routes(store: NoticeStore, auth: Authenticator) -> list[Route]:
     @_answers_errors
     async def create(request: Request) -> Response:
         caller = await auth.caller(request, "notices:write")
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            return error(413, "payload_too_large", f"at most {MAX_BODY_BYTES} bytes")
-        raw = await request.body()
-        if len(raw) > MAX_BODY_BYTES:
-            return error(413, "payload_too_large", f"at most {MAX_BODY_BYTES} bytes")
+        try:
+            raw = await read_body(request, MAX_BODY_BYTES)
+        except PayloadTooLargeError as problem:
+            return error(413, "payload_too_large", str(problem))
         try:
             body = json.loads(raw)
         except ValueError:

@@ -59,6 +59,26 @@ def error(
     return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
 
 
+class PayloadTooLargeError(Exception):
+    """The request body is over the route's limit."""
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, or :class:`PayloadTooLargeError` as soon as it is over ``limit``
+    bytes (declared or actually sent): an oversize body is never read whole."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(f"at most {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"at most {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def _http_exception(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     return error(

@@ -223,6 +223,12 @@ class Settings:
     public_webhook_base_url: str | None = _setting(
         _http_url, doc="URL providers call; default http://127.0.0.1:<INGEST_PORT>"
     )
+    ingest_max_body_bytes: int = _setting(
+        _positive_int, 4 * 1024 * 1024, doc="largest webhook body accepted (SendGrid: 768 KB)"
+    )
+    ingest_publish_timeout_s: float = _setting(
+        _float_seconds, 5.0, doc="how long a webhook waits for the broker before a 503"
+    )
     email_from: str = _setting(_text, "notices@relaybook.test", doc="sender address of emails")
     email_from_name: str | None = _setting(_text, doc="sender name of emails")
     provider_timeout_s: float = _setting(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -38,3 +39,36 @@ async def until(condition: Callable[[], Any], within: float = 30) -> None:
     while not await condition():
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.05)
+
+
+async def read_topic(
+    settings: Any, topic: str, count: int, within: float = 20
+) -> list[tuple[str | None, dict[str, Any]]]:
+    """The first ``count`` messages of one of relaybook's topics as ``(key, value)``, read
+    outside any consumer group; fails if fewer arrive ``within`` seconds. Reads on for a
+    moment after that, so a test also sees a message that should not be there."""
+    from aiokafka import AIOKafkaConsumer  # noqa: PLC0415 - only some tests read topics
+
+    consumer = AIOKafkaConsumer(
+        settings.topic(topic),
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    found: list[tuple[str | None, dict[str, Any]]] = []
+    try:
+        deadline = time.monotonic() + within
+        settle: float | None = None
+        while time.monotonic() < (settle or deadline):
+            batches = await consumer.getmany(timeout_ms=200)
+            for messages in batches.values():
+                for message in messages:
+                    key = message.key.decode() if message.key is not None else None
+                    found.append((key, json.loads(message.value)))
+            if len(found) >= count and settle is None:
+                settle = time.monotonic() + 0.5
+    finally:
+        await consumer.stop()
+    assert len(found) >= count, f"{len(found)} of {count} messages arrived"
+    return found

@@ -1,13 +1,181 @@
-"""The webhook ingest deployable (port ``RELAYBOOK_INGEST_PORT``)."""
+"""The webhook ingest deployable (port ``RELAYBOOK_INGEST_PORT``): provider webhooks in,
+canonical ``delivery-event`` messages out on ``delivery-events``.
+
+Stateless (no database): verify the signature over the raw bytes, parse, normalise, and
+publish the whole batch with ``acks=all``; the provider gets its 2xx only once the
+broker acknowledged every event, else a 503 with ``Retry-After`` so it posts the batch
+again. Duplicates that result are harmless: event ids are the provider's, and the
+tracker stores each id once.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+from prometheus_client import Counter
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
 from relaybook.deployable import Deployable
-from relaybook.http import create_app
+from relaybook.http import PayloadTooLargeError, create_app, error, read_body
+from relaybook.kafka import BrokerError, Producer
+from relaybook.logs import get_logger
 from relaybook.runtime import Infrastructure
+from relaybook.settings import Settings
+from webhook_ingest import WebhookError
+from webhook_ingest.events import (
+    MalformedError,
+    iso,
+    sendgrid_event,
+    twilio_inbound,
+    twilio_status,
+)
+from webhook_ingest.signatures import (
+    SENDGRID_SIGNATURE,
+    SENDGRID_TIMESTAMP,
+    TWILIO_SIGNATURE,
+    SendGridVerifier,
+    verify_twilio,
+)
+
+log = get_logger(__name__)
+
+EVENTS = Counter(
+    "relaybook_webhook_events_total",
+    "Provider events published to delivery-events",
+    ["provider"],
+)
+REJECTED = Counter(
+    "relaybook_webhook_requests_rejected_total",
+    "Webhook requests answered with an error, by provider and error code",
+    ["provider", "error"],
+)
+#: what Twilio expects back from an inbound-message webhook: "do nothing more"
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
+RETRY_AFTER_S = "5"
+
+Message = tuple[str | None, dict[str, Any]]
+
+
+class Ingest:
+    def __init__(self, settings: Settings, producer: Producer) -> None:
+        self._settings = settings
+        self._producer = producer
+        self._sendgrid = SendGridVerifier(
+            settings.sendgrid_webhook_public_keys, settings.sendgrid_webhook_tolerance_s
+        )
+        if not settings.sendgrid_webhook_public_keys:
+            log.warning("no SendGrid webhook public key configured: every SendGrid post is refused")
+
+    async def sendgrid(self, request: Request) -> Response:
+        body = await self._body(request)
+        self._sendgrid.verify(
+            body,
+            request.headers.get(SENDGRID_SIGNATURE),
+            request.headers.get(SENDGRID_TIMESTAMP),
+            time.time(),
+        )
+        try:
+            batch = json.loads(body)
+        except ValueError:
+            raise MalformedError("the body is not JSON") from None
+        if not isinstance(batch, list):
+            raise MalformedError("the body is not a JSON array of events")
+        received = iso(dt.datetime.now(dt.UTC))
+        events = [sendgrid_event(raw, index, received) for index, raw in enumerate(batch)]
+        await self._publish("sendgrid", [(e["delivery_id"] or e["address"], e) for e in events])
+        return JSONResponse({"received": len(events)})
+
+    async def twilio_status(self, request: Request) -> Response:
+        form = await self._twilio_form(request)
+        delivery_id = request.query_params.get("delivery_id")
+        event = twilio_status(form, delivery_id, iso(dt.datetime.now(dt.UTC)))
+        await self._publish("twilio", [(event["delivery_id"] or event["address"], event)])
+        return Response(status_code=204)
+
+    async def twilio_inbound(self, request: Request) -> Response:
+        form = await self._twilio_form(request)
+        event = twilio_inbound(form, iso(dt.datetime.now(dt.UTC)))
+        await self._publish("twilio", [(event["address"], event)])
+        return Response(EMPTY_TWIML, media_type="text/xml")
+
+    async def _body(self, request: Request) -> bytes:
+        try:
+            return await read_body(request, self._settings.ingest_max_body_bytes)
+        except PayloadTooLargeError as problem:
+            raise WebhookError(413, "payload_too_large", str(problem)) from None
+
+    async def _twilio_form(self, request: Request) -> dict[str, str]:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/x-www-form-urlencoded":
+            raise WebhookError(415, "unsupported_media_type", "Twilio posts form-encoded bodies")
+        body = await self._body(request)
+        try:
+            pairs = parse_qsl(body.decode(), keep_blank_values=True, errors="strict")
+        except (UnicodeDecodeError, ValueError):
+            raise MalformedError("the body is not a UTF-8 form") from None
+        # Twilio signed the URL it was given, not the one this process sees behind a proxy
+        query = request.scope["query_string"].decode("latin-1")
+        url = self._settings.webhook_base_url + request.url.path + (f"?{query}" if query else "")
+        verify_twilio(
+            self._settings.twilio_auth_token, url, pairs, request.headers.get(TWILIO_SIGNATURE)
+        )
+        return dict(pairs)
+
+    async def _publish(self, provider: str, messages: list[Message]) -> None:
+        if not messages:
+            return
+        try:
+            await asyncio.wait_for(
+                self._producer.send_many("delivery-events", messages),
+                self._settings.ingest_publish_timeout_s,
+            )
+        except (BrokerError, TimeoutError) as problem:
+            log.warning("webhook not recorded: the broker did not acknowledge", error=str(problem))
+            raise WebhookError(503, "unavailable", "cannot record the events now; retry") from None
+        EVENTS.labels(provider).inc(len(messages))
+
+
+def _answers(provider: str, handler: Callable[[Request], Awaitable[Response]]) -> Any:
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except WebhookError as problem:
+            REJECTED.labels(provider, problem.code).inc()
+            log.info(
+                "webhook refused", provider=provider, error=problem.code, status=problem.status
+            )
+            headers = {"Retry-After": RETRY_AFTER_S} if problem.status == 503 else None
+            return error(problem.status, problem.code, str(problem), headers)
+
+    return endpoint
+
+
+def routes(settings: Settings, producer: Producer) -> list[Route]:
+    ingest = Ingest(settings, producer)
+    return [
+        Route("/webhooks/sendgrid", _answers("sendgrid", ingest.sendgrid), methods=["POST"]),
+        Route("/webhooks/twilio", _answers("twilio", ingest.twilio_status), methods=["POST"]),
+        Route(
+            "/webhooks/twilio/inbound",
+            _answers("twilio", ingest.twilio_inbound),
+            methods=["POST"],
+        ),
+    ]
 
 
 def build(infra: Infrastructure) -> Deployable:
-    """Webhook ingest. So far: health, readiness (broker) and metrics; the provider routes
-    come with their issue. Ingest needs only the broker: it is ready without the database."""
-    return Deployable(app=create_app("ingest", routes=[], checks={"broker": infra.check_broker}))
+    """Webhook ingest needs only the broker: it is ready without the database."""
+    app = create_app(
+        "ingest",
+        routes=routes(infra.settings, infra.producer),
+        checks={"broker": infra.check_broker},
+    )
+    return Deployable(app=app)
