@@ -3,7 +3,7 @@ and the scheduler running beside it in every replica."""
 
 from __future__ import annotations
 
-from dispatcher import notices
+from dispatcher import journal, notices
 from dispatcher.auth import Authenticator
 from dispatcher.outbox import Relay
 from dispatcher.store import NoticeStore
@@ -20,7 +20,10 @@ def build(infra: Infrastructure) -> Deployable:
     relay = Relay(infra.pool, infra.producer, settings.database_url)
     app = create_app(
         "dispatcher",
-        routes=notices.routes(store, auth),
+        routes=[
+            *notices.routes(store, auth),
+            *journal.routes(journal.JournalReader(infra.pool), auth),
+        ],
         checks={"database": infra.check_database, "broker": infra.check_broker},
     )
     return Deployable(app=app, start=relay.start, stop=relay.stop)

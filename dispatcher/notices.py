@@ -22,7 +22,7 @@ MAX_BODY_BYTES = 32 * 1024 * 1024
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def _answers_errors(handler: Handler) -> Handler:
+def answers_errors(handler: Handler) -> Handler:
     async def wrapped(request: Request) -> Response:
         try:
             return await handler(request)
@@ -46,7 +46,7 @@ def _notice_id(request: Request) -> uuid.UUID | None:
 
 
 def routes(store: NoticeStore, auth: Authenticator) -> list[Route]:
-    @_answers_errors
+    @answers_errors
     async def create(request: Request) -> Response:
         caller = await auth.caller(request, "notices:write")
         try:
@@ -73,7 +73,7 @@ def routes(store: NoticeStore, auth: Authenticator) -> list[Route]:
             )
         return JSONResponse(answer, status)
 
-    @_answers_errors
+    @answers_errors
     async def get(request: Request) -> Response:
         await auth.caller(request, "journal:read", "notices:write")
         notice_id = _notice_id(request)
@@ -82,7 +82,7 @@ def routes(store: NoticeStore, auth: Authenticator) -> list[Route]:
             return error(404, "not_found", "no such notice")
         return JSONResponse(answer)
 
-    @_answers_errors
+    @answers_errors
     async def send(request: Request) -> Response:
         await auth.caller(request, "notices:write")
         notice_id = _notice_id(request)

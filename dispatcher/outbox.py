@@ -117,6 +117,7 @@ class Relay:
             due = await connection.fetch(Q["due_scheduled_notices"])
             for row in due:
                 await connection.execute(Q["release_notice"], row["id"])
+                await connection.execute(Q["settle_notice"], row["id"])
             if due:
                 await connection.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
         if due:

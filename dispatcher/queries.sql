@@ -84,16 +84,17 @@ SELECT id, source_service, source_kind, source_reference, title, email_subject, 
 FROM notices WHERE id = $1;
 
 -- name: notice_stats
--- The funnel per channel over each recipient's latest attempt: sent, delivered, opened and
--- clicked count every message that got that far; queued, failed and skipped are states.
+-- The funnel per channel over each recipient's latest attempt: sent counts every message
+-- the provider accepted (failed ones too); delivered, opened and clicked count every
+-- message whose status got that far (a bounce after a "delivered" is not delivered);
+-- queued, failed and skipped are states. The status only climbs (tracker/precedence.py).
 SELECT channel,
        count(*) AS recipients,
        count(*) FILTER (WHERE status = 'queued') AS queued,
        count(*) FILTER (WHERE sent_at IS NOT NULL) AS sent,
-       count(*) FILTER (WHERE delivered_at IS NOT NULL OR opened_at IS NOT NULL
-                        OR clicked_at IS NOT NULL) AS delivered,
-       count(*) FILTER (WHERE opened_at IS NOT NULL OR clicked_at IS NOT NULL) AS opened,
-       count(*) FILTER (WHERE clicked_at IS NOT NULL) AS clicked,
+       count(*) FILTER (WHERE status IN ('delivered', 'opened', 'clicked')) AS delivered,
+       count(*) FILTER (WHERE status IN ('opened', 'clicked')) AS opened,
+       count(*) FILTER (WHERE status = 'clicked') AS clicked,
        count(*) FILTER (WHERE status = 'failed') AS failed,
        count(*) FILTER (WHERE status = 'skipped') AS skipped
 FROM deliveries
@@ -134,3 +135,51 @@ FOR UPDATE SKIP LOCKED;
 
 -- name: mark_jobs_published
 UPDATE deliveries SET job_published_at = now() WHERE id = ANY($1::uuid[]);
+
+-- name: settle_notice
+-- A notice released with nothing to send (every delivery skipped) is settled at once.
+SELECT settle_notices(ARRAY[$1::uuid]);
+
+-- name: journal
+-- One page of the journal, newest first. {where} is built from fixed conditions
+-- (dispatcher/journal.py: FILTERS), each on a column the journal indexes lead with.
+SELECT d.id, d.notice_id, d.recipient_id, d.channel, d.status, d.address, d.attempt,
+       d.created_at, d.sent_at, d.delivered_at, d.opened_at, d.clicked_at, d.failed_at,
+       d.reason, d.provider_code
+FROM deliveries d
+WHERE {where}
+ORDER BY d.created_at DESC, d.id DESC
+LIMIT {limit};
+
+-- name: delivery
+SELECT d.id, d.notice_id, d.recipient_id, d.channel, d.status, d.address, d.attempt,
+       d.retry_of, d.resend_id, d.is_latest, d.provider, d.provider_message_id,
+       d.send_attempts, d.created_at, d.sent_at, d.delivered_at, d.opened_at, d.clicked_at,
+       d.failed_at, d.reason, d.provider_code,
+       n.title, n.source_service, n.source_kind, n.source_reference
+FROM deliveries d
+JOIN notices n ON n.id = d.notice_id
+WHERE d.id = $1;
+
+-- name: delivery_timeline
+SELECT payload FROM delivery_events
+WHERE delivery_id = $1
+ORDER BY occurred_at, recorded_at, event_id;
+
+-- name: notice_recipients
+-- One page of a notice's recipients in id order, each with its channels' latest attempts;
+-- with a status, only recipients with a message in that status.
+SELECT d.recipient_id, r.name,
+       json_object_agg(d.channel, json_build_object(
+           'delivery_id', d.id, 'status', d.status, 'reason', d.reason,
+           'provider_code', d.provider_code, 'address', d.address)) AS channels
+FROM deliveries d
+JOIN recipients r ON r.id = d.recipient_id
+WHERE d.notice_id = $1 AND d.is_latest AND d.recipient_id > $2
+GROUP BY d.recipient_id, r.name
+HAVING $3::text IS NULL OR bool_or(d.status = $3)
+ORDER BY d.recipient_id
+LIMIT $4;
+
+-- name: notice_exists
+SELECT EXISTS (SELECT 1 FROM notices WHERE id = $1);

@@ -83,6 +83,7 @@ class NoticeStore:
             )
             if notice.status == "sending":
                 await connection.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
+                await connection.execute(Q["settle_notice"], notice_id)
             answer = await self._describe(connection, notice_id)
             assert answer is not None
             if idempotency is not None:
@@ -113,6 +114,7 @@ class NoticeStore:
             assert row is not None
             if row["released"]:
                 await connection.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
+                await connection.execute(Q["settle_notice"], notice_id)
             return bool(row["released"])
 
     async def _describe(
@@ -138,9 +140,9 @@ class NoticeStore:
             "title": row["title"],
             "channels": channels,
             "status": row["status"],
-            "send_at": _iso(row["send_at"]),
-            "released_at": _iso(row["released_at"]),
-            "created_at": _iso(row["created_at"]),
+            "send_at": iso(row["send_at"]),
+            "released_at": iso(row["released_at"]),
+            "created_at": iso(row["created_at"]),
             "created_by": row["created_by"],
             "recipients": recipients,
             "stats": {
@@ -149,5 +151,5 @@ class NoticeStore:
         }
 
 
-def _iso(value: dt.datetime | None) -> str | None:
+def iso(value: dt.datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value is not None else None

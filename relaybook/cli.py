@@ -27,7 +27,6 @@ EXIT_FAILED = 1
 
 #: deployables whose issue has not landed yet, with what they will do
 _NOT_YET = {
-    "tracker": "the journal tracker is not built yet",
     "bounce-policy": "the bounce-policy consumer is not built yet",
 }
 
@@ -52,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("ingest", help="webhook ingest alone (configured servers)")
     commands.add_parser("sandbox", help="the provider sandbox alone (a local SendGrid and Twilio)")
     commands.add_parser("worker", help="a send worker alone (configured servers)")
+    commands.add_parser("tracker", help="the journal tracker alone (configured servers)")
     token = commands.add_parser("token", help="manage API tokens")
     token_commands = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
     create = token_commands.add_parser("create", help="create a token and print it (once)")
@@ -204,6 +204,7 @@ _COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any
     "ingest": _single,
     "sandbox": _single,
     "worker": _single,
+    "tracker": _single,
     "token": _token,
 }
 

@@ -13,6 +13,7 @@ from starlette.types import ASGIApp
 
 import dispatcher.app
 import send_worker.app
+import tracker.app
 import webhook_ingest.app
 from provider_sandbox import app as sandbox_app
 from provider_sandbox import credentials as sandbox_credentials
@@ -29,11 +30,13 @@ log = get_logger(__name__)
 _DEPLOYABLES: dict[str, tuple[str | None, str]] = {
     "sandbox": ("sandbox_port", "provider sandbox"),
     "worker": (None, "send workers"),
+    "tracker": (None, "journal tracker"),
     "dispatcher": ("api_port", "dispatcher API"),
     "ingest": ("ingest_port", "webhook ingest"),
 }
 _BUILDERS: dict[str, Callable[[Infrastructure], Deployable]] = {
     "worker": send_worker.app.build,
+    "tracker": tracker.app.build,
     "dispatcher": dispatcher.app.build,
     "ingest": webhook_ingest.app.build,
 }
@@ -128,6 +131,8 @@ class System:
         ]
         if "worker" in self.running:
             lines.append(f"  {'send workers':16} consuming {settings.topic('send-jobs')}")
+        if "tracker" in self.running:
+            lines.append(f"  {'journal tracker':16} consuming {settings.topic('delivery-events')}")
         if self.infra is not None:
             if "postgres" in self.infra.embedded:
                 lines.append(f"  {'database':16} embedded PostgreSQL, data in {settings.data_dir}")

@@ -99,11 +99,22 @@ class SendWorker:
             elif row["suppressed"]:
                 reasons[row["id"]] = "suppressed"
         if reasons:
-            async with self._pool.acquire() as connection:
+            now = dt.datetime.now(dt.UTC)
+            skipped = [row for row in rows if row["id"] in reasons]
+            events = [
+                (
+                    str(row["id"]),
+                    _event(
+                        row, "skipped", row["send_attempts"] + 1, now, reason=reasons[row["id"]]
+                    ),
+                )
+                for row in skipped
+            ]
+            async with self._pool.acquire() as connection, connection.transaction():
                 await connection.execute(Q["skip"], list(reasons), list(reasons.values()))
-            for row in rows:
-                if row["id"] in reasons:
-                    OUTCOMES.labels(row["channel"], f"skipped_{reasons[row['id']]}").inc()
+                await outbox.add(connection, "delivery-events", events)
+            for row in skipped:
+                OUTCOMES.labels(row["channel"], f"skipped_{reasons[row['id']]}").inc()
         return [row for row in rows if row["id"] not in reasons]
 
     async def _wave(self, rows: list[asyncpg.Record], attempts: dict[uuid.UUID, int]) -> None:
@@ -156,7 +167,18 @@ class SendWorker:
                 continue
             target = accepted if outcome.kind == "accepted" else failed
             target[provider].append((row["id"], outcome))
-            events.append((str(row["id"]), _event(row, provider, outcome, attempt, now)))
+            kind = "accepted" if outcome.kind == "accepted" else "failed"
+            event = _event(
+                row,
+                kind,
+                attempt,
+                now,
+                provider=provider,
+                message_id=outcome.message_id,
+                reason=outcome.reason,
+                code=outcome.code,
+            )
+            events.append((str(row["id"]), event))
         async with self._pool.acquire() as connection, connection.transaction():
             for provider, items in accepted.items():
                 await connection.execute(
@@ -204,9 +226,18 @@ def _waves(rows: list[asyncpg.Record]) -> list[list[asyncpg.Record]]:
 
 
 def _event(
-    row: asyncpg.Record, provider: str, outcome: Outcome, attempt: int, now: dt.datetime
+    row: asyncpg.Record,
+    kind: str,
+    attempt: int,
+    now: dt.datetime,
+    *,
+    provider: str = "relaybook",
+    message_id: str | None = None,
+    reason: str | None = None,
+    code: str | None = None,
 ) -> dict[str, Any]:
-    kind = "accepted" if outcome.kind == "accepted" else "failed"
+    """A send outcome as a ``delivery-event``: ``accepted`` or ``failed`` (by the provider
+    the worker called), or ``skipped`` (by relaybook itself, before any call)."""
     stamp = now.isoformat().replace("+00:00", "Z")
     return {
         "schema": "delivery-event/v1",
@@ -217,9 +248,9 @@ def _event(
         "occurred_at": stamp,
         "received_at": stamp,
         "delivery_id": str(row["id"]),
-        "provider_message_id": outcome.message_id,
+        "provider_message_id": message_id,
         "address": row["address"],
-        "reason": outcome.reason,
-        "provider_code": outcome.code,
+        "reason": reason,
+        "provider_code": code,
         "attempt": attempt,
     }

@@ -17,6 +17,7 @@ import httpx
 import psutil
 import pytest
 
+from relaybook.database import migrations
 from relaybook.embedded import free_ports, running_postgres_pid
 
 RELAYBOOK = [sys.executable, "-m", "relaybook.cli"]
@@ -166,8 +167,10 @@ def test_migrate_applies_once_then_reports_current(data_dir: Path) -> None:
         for _ in range(2)
     ]
     if "RELAYBOOK_DATABASE_URL" not in os.environ:
-        assert runs[0].stdout.splitlines() == ["applied 0001_core", "applied 0002_dispatch"]
-    assert runs[1].stdout.strip() == "the database is current (migration 2)"
+        assert runs[0].stdout.splitlines() == [
+            f"applied {m.version:04d}_{m.name}" for m in migrations()
+        ]
+    assert runs[1].stdout.strip() == f"the database is current (migration {len(migrations())})"
     assert running_postgres_pid(data_dir) is None, "migrate stops the server it started"
 
 

@@ -16,7 +16,8 @@ SNAPSHOT = Path(__file__).with_name("schema.snapshot")
 
 
 async def describe_schema(url: str) -> str:
-    """Tables, columns, constraints and indexes of the public schema, in a stable text form."""
+    """Tables, columns, constraints, indexes and functions of the public schema, as stable
+    text."""
     connection = await asyncpg.connect(url)
     try:
         columns = await connection.fetch(
@@ -39,6 +40,13 @@ async def describe_schema(url: str) -> str:
         indexes = await connection.fetch(
             "SELECT indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY indexname"
         )
+        functions = await connection.fetch(
+            """
+            SELECT proname || '(' || pg_get_function_identity_arguments(oid) || ') returns '
+                   || pg_get_function_result(oid) AS signature
+            FROM pg_proc WHERE pronamespace = 'public'::regnamespace ORDER BY 1
+            """
+        )
     finally:
         await connection.close()
     lines = [
@@ -52,6 +60,7 @@ async def describe_schema(url: str) -> str:
         for row in constraints
     ]
     lines += [f"index {row['indexdef']}" for row in indexes]
+    lines += [f"function {row['signature']}" for row in functions]
     return "\n".join(lines) + "\n"
 
 

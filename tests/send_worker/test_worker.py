@@ -17,6 +17,8 @@ from aiokafka import AIOKafkaConsumer
 from relaybook.system import System
 from tests.support import notice, until
 
+SENT_OR_LATER = {"sent", "delivered", "opened", "clicked"}
+
 
 async def sandbox_messages(sandbox: httpx.AsyncClient, provider: str) -> list[dict[str, Any]]:
     return (await sandbox.get("/_sandbox/messages", params={"provider": provider})).json()[
@@ -47,7 +49,7 @@ async def test_a_notice_to_300_recipients_reaches_each_once_per_channel(
         "FROM deliveries WHERE notice_id = $1::text::uuid",
         created["id"],
     )
-    assert {r["status"] for r in rows} == {"sent"}
+    assert {r["status"] for r in rows} <= SENT_OR_LATER  # the tracker may be further along
     assert {r["send_attempts"] for r in rows} == {1}
     by_delivery = {m["custom_args"]["delivery_id"]: m for m in emails}
     for row in rows:
@@ -77,7 +79,7 @@ async def test_transient_errors_are_retried_until_the_provider_accepts(
         "WHERE notice_id = $1::text::uuid",
         created["id"],
     )
-    assert {r["status"] for r in rows} == {"sent"}
+    assert {r["status"] for r in rows} <= SENT_OR_LATER
     assert max(r["send_attempts"] for r in rows if r["channel"] == "email") >= 2
     assert max(r["send_attempts"] for r in rows if r["channel"] == "sms") >= 2
     assert {r["reason"] for r in rows} == {None}, "a later success clears the retry reason"
@@ -150,7 +152,7 @@ async def test_preferences_are_checked_again_at_send_time(
     found = {r["key"]: (r["status"], r["reason"]) for r in rows}
     assert found["owner-0/sms"] == ("skipped", "opted_out")
     assert found["owner-1/email"] == ("skipped", "suppressed")
-    assert found["owner-0/email"][0] == found["owner-1/sms"][0] == "sent"
+    assert {found["owner-0/email"][0], found["owner-1/sms"][0]} <= SENT_OR_LATER
     assert len(await sandbox_messages(sandbox, "sendgrid")) == 1
 
 
@@ -175,7 +177,12 @@ async def test_each_outcome_is_announced_on_delivery_events(
         deadline = time.monotonic() + 15
         while len(events) < 2 and time.monotonic() < deadline:
             for messages in (await consumer.getmany(timeout_ms=300)).values():
-                events += [json.loads(m.value) for m in messages]
+                # the workers' own; the providers' webhooks arrive on this topic too
+                events += [
+                    event
+                    for m in messages
+                    if (event := json.loads(m.value))["event_id"].startswith("relaybook:")
+                ]
     finally:
         await consumer.stop()
     by_type = {event["type"]: event for event in events}

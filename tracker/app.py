@@ -1,0 +1,42 @@
+"""The journal-tracker deployable: a member of consumer group ``relaybook-tracker`` on
+``delivery-events``. Replicas share the partitions; events are keyed by delivery, so one
+delivery's events are always handled by one replica."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from relaybook.deployable import Deployable
+from relaybook.kafka import Consumer
+from relaybook.runtime import Infrastructure
+from tracker.journal import Journal
+
+GROUP = "relaybook-tracker"
+
+
+def build(infra: Infrastructure) -> Deployable:
+    journal = Journal(infra.pool)
+    # big batches (waiting up to 100 ms to fill them): one transaction per batch, and the
+    # events of one message often land in the same one
+    consumer = Consumer(
+        infra.settings,
+        ["delivery-events"],
+        GROUP,
+        producer=infra.producer,
+        max_batch=5000,
+        gather_ms=100,
+    )
+    tasks: list[asyncio.Task[None]] = []
+
+    async def start() -> None:
+        await consumer.start()
+        tasks.append(asyncio.create_task(consumer.run(journal.handle), name="tracker"))
+
+    async def stop() -> None:
+        await consumer.stop()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    return Deployable(app=None, start=start, stop=stop)

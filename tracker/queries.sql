@@ -1,0 +1,56 @@
+-- Every query of the journal tracker, by name.
+
+-- name: match_addresses
+-- Events the provider sent without our correlation id (asynchronous bounces), matched on
+-- the address: the latest delivery to it on that channel created before the event (give
+-- or take the providers' clocks and their whole-second timestamps).
+SELECT u.position, m.id
+FROM unnest($1::text[], $2::text[], $3::timestamptz[]) WITH ORDINALITY
+    AS u (channel, address, at, position)
+CROSS JOIN LATERAL (
+    SELECT d.id FROM deliveries d
+    WHERE d.channel = u.channel AND lower(d.address) = lower(u.address)
+      AND d.address IS NOT NULL AND d.created_at <= u.at + interval '5 minutes'
+    ORDER BY d.created_at DESC
+    LIMIT 1
+) m;
+
+-- name: match_message_ids
+-- Twilio callbacks that lost their delivery id: the message id is unique per text.
+SELECT provider_message_id, id FROM deliveries
+WHERE provider_message_id = ANY($1::text[]) AND channel = 'sms';
+
+-- name: insert_events
+-- Each event once: a duplicate (same id) is dropped here, and only the new ones come back
+-- to be projected.
+INSERT INTO delivery_events (event_id, delivery_id, channel, provider, type, occurred_at,
+                             received_at, provider_message_id, address, reason,
+                             provider_code, payload)
+SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[],
+                     $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[],
+                     $10::text[], $11::text[], $12::jsonb[])
+ON CONFLICT (event_id) DO NOTHING
+RETURNING event_id;
+
+-- name: lock_deliveries
+-- In id order, so that two trackers never wait on each other in a circle.
+SELECT id, notice_id, status, sent_at, delivered_at, opened_at, clicked_at, failed_at,
+       reason, provider_code
+FROM deliveries
+WHERE id = ANY($1::uuid[])
+ORDER BY id
+FOR UPDATE;
+
+-- name: update_deliveries
+UPDATE deliveries d
+SET status = u.status, sent_at = u.sent_at, delivered_at = u.delivered_at,
+    opened_at = u.opened_at, clicked_at = u.clicked_at, failed_at = u.failed_at,
+    reason = u.reason, provider_code = u.provider_code, updated_at = now()
+FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::timestamptz[],
+            $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[])
+    AS u (id, status, sent_at, delivered_at, opened_at, clicked_at, failed_at, reason,
+          provider_code)
+WHERE d.id = u.id;
+
+-- name: settle_notices
+SELECT settle_notices($1::uuid[]);
