@@ -3,6 +3,9 @@ and JSON errors without tracebacks."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
+
 import httpx
 import pytest
 from starlette.requests import Request
@@ -112,3 +115,28 @@ def test_a_taken_port_is_one_error_naming_the_setting() -> None:
             bind(port, "RELAYBOOK_API_PORT")
     finally:
         first.close()
+
+
+async def test_connections_accepted_on_a_bound_port_send_without_delay() -> None:
+    """Without TCP_NODELAY a response written in two parts waits ~40 ms for the client's
+    delayed ACK: every request of every service would take that long."""
+    accepted: asyncio.Future[asyncio.BaseTransport] = asyncio.get_running_loop().create_future()
+
+    class Capture(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            accepted.set_result(transport)
+
+    sock = bind(0, "RELAYBOOK_API_PORT")
+    server = await asyncio.get_running_loop().create_server(Capture, sock=sock)
+    try:
+        _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+        transport = await asyncio.wait_for(accepted, 5)
+        option = transport.get_extra_info("socket").getsockopt(
+            socket.IPPROTO_TCP, socket.TCP_NODELAY
+        )
+        assert option != 0
+        writer.close()
+        transport.close()
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -1,0 +1,392 @@
+"""Webhook ingest and the journal tracker under load (issue 5).
+
+A load generator in another process posts signed SendGrid batches (100 events each, 5 %
+of events posted twice, as SendGrid does) with several posts in flight, and records each
+post's latency. Measured in one run, on the same events:
+
+1. ingest: events per second accepted (2xx, so broker-acknowledged) and p50/p99 latency;
+2. a naive receiver: same signature check and parsing, then one INSERT and commit per
+   event inside the request;
+3. the raw floor: the same canonical events produced by a bare aiokafka producer (acks=all);
+4. the tracker: events per second stored and projected onto their journal rows (every
+   event is about a real delivery: processed, delivered, open, click).
+
+    .venv/bin/python bench/ingest.py [--events 100000] [--concurrency 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import datetime as dt
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from provider_sandbox.signing import SENDGRID_SIGNATURE, SENDGRID_TIMESTAMP, SendGridSigner
+from relaybook import logs
+from relaybook.embedded import EmbeddedBroker, EmbeddedPostgres, free_ports
+from relaybook.http import HttpServer, bind, create_app
+from relaybook.kafka import encode
+from relaybook.settings import Settings
+from relaybook.system import System
+from webhook_ingest.events import iso, sendgrid_event
+from webhook_ingest.signatures import SendGridVerifier
+
+BATCH = 100
+STORY = ("processed", "delivered", "open", "click")
+
+
+def sendgrid_events(deliveries: list[str], draw: random.Random) -> list[dict[str, Any]]:
+    """Each delivery's story, shuffled across batches, 5 % of the events twice."""
+    now = int(time.time())
+    events: list[dict[str, Any]] = []
+    for index, delivery in enumerate(deliveries):
+        for step, name in enumerate(STORY):
+            event: dict[str, Any] = {
+                "email": f"owner{index}@example.org",
+                "timestamp": now + step,
+                "event": name,
+                "sg_event_id": base64.urlsafe_b64encode(draw.randbytes(16)).decode().rstrip("="),
+                "sg_message_id": f"bench{index // 1000}.filterdrecv-{index}.0",
+                "smtp-id": f"<bench{index // 1000}@ismtpd>",
+                "delivery_id": delivery,
+                "notice_id": "bench",
+            }
+            if name == "open":
+                event |= {"sg_machine_open": False, "useragent": "Mozilla/5.0"}
+            elif name == "click":
+                event |= {"url": "https://portal.example.org/dc", "useragent": "Mozilla/5.0"}
+            elif name == "delivered":
+                event["response"] = "250 OK"
+            events.append(event)
+    events += draw.sample(events, len(events) // 20)
+    draw.shuffle(events)
+    return events
+
+
+# --- the load generator (its own process) -------------------------------------------
+
+
+async def generate(url: str, key: str, batches_path: Path, concurrency: int) -> None:
+    """Posts every batch, ``concurrency`` at a time over keep-alive connections, with a
+    bare HTTP/1.1 client (a full client library would cost more CPU than the server it
+    measures, on the same two cores)."""
+    signer = SendGridSigner.from_base64_der(key)
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    requests = []
+    for line in batches_path.read_bytes().decode().splitlines():  # noqa: ASYNC240 - before the clock
+        body = line.encode()
+        headers = signer.headers(body, int(time.time()))
+        head = (
+            f"POST {parts.path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            "Content-Type: application/json\r\nUser-Agent: SendGrid Event API\r\n"
+            f"{SENDGRID_SIGNATURE}: {headers[SENDGRID_SIGNATURE]}\r\n"
+            f"{SENDGRID_TIMESTAMP}: {headers[SENDGRID_TIMESTAMP]}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        requests.append(head.encode() + body)
+    latencies: list[float] = []
+    refused = 0
+    queue = list(reversed(requests))
+
+    async def connection() -> None:
+        nonlocal refused
+        reader, writer = await asyncio.open_connection(host, port)
+        while queue:
+            request = queue.pop()
+            while True:  # as SendGrid does: post again until it is accepted
+                started = time.perf_counter()
+                writer.write(request)
+                status_line = await reader.readline()
+                length = 0
+                while (line := await reader.readline()) not in (b"\r\n", b""):
+                    name, _, value = line.decode("latin-1").partition(":")
+                    if name.lower() == "content-length":
+                        length = int(value)
+                await reader.readexactly(length)
+                if int(status_line.split()[1]) < 300:
+                    latencies.append(time.perf_counter() - started)
+                    break
+                refused += 1
+                await asyncio.sleep(0.1)
+        writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(connection() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    figures = {
+        "posts": len(latencies),
+        "seconds": elapsed,
+        "p50_ms": 1000 * statistics.median(latencies),
+        "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))],
+        "refused": refused,
+    }
+    print(json.dumps(figures))
+
+
+async def load(url: str, key: str, batches_path: Path, concurrency: int) -> dict[str, Any]:
+    """Runs the generator in another process against ``url``; returns its figures."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        __file__,
+        "--generate",
+        url,
+        "--batches",
+        str(batches_path),
+        "--concurrency",
+        str(concurrency),
+        env={**os.environ, "BENCH_SIGNING_KEY": key},
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"the load generator failed ({process.returncode})")
+    figures: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    return figures
+
+
+# --- the naive receiver -------------------------------------------------------------
+
+NAIVE_TABLE = """
+CREATE TABLE IF NOT EXISTS naive_events (
+    event_id text PRIMARY KEY, delivery_id uuid, type text NOT NULL,
+    occurred_at timestamptz NOT NULL, payload jsonb NOT NULL
+)
+"""
+
+
+def naive_app(settings: Settings, pool: asyncpg.Pool) -> Any:
+    verifier = SendGridVerifier(settings.sendgrid_webhook_public_keys, 300)
+
+    async def receive(request: Request) -> Response:
+        body = await request.body()
+        verifier.verify(
+            body,
+            request.headers.get(SENDGRID_SIGNATURE),
+            request.headers.get(SENDGRID_TIMESTAMP),
+            time.time(),
+        )
+        for raw in json.loads(body):  # one row and one commit per event
+            await pool.execute(
+                "INSERT INTO naive_events VALUES ($1, $2, $3, to_timestamp($4), $5) "
+                "ON CONFLICT DO NOTHING",
+                raw["sg_event_id"],
+                uuid.UUID(raw["delivery_id"]),
+                raw["event"],
+                raw["timestamp"],
+                json.dumps(raw),
+            )
+        return JSONResponse({"received": len(body)})
+
+    return create_app(
+        "naive", routes=[Route("/webhooks/sendgrid", receive, methods=["POST"])], checks={}
+    )
+
+
+# --- the raw floor ------------------------------------------------------------------
+
+
+async def floor(bootstrap: str, topic: str, events: list[dict[str, Any]]) -> float:
+    received = iso(dt.datetime.now(dt.UTC))
+    values = [encode(sendgrid_event(raw, 0, received)) for raw in events]
+    keys = [raw["delivery_id"].encode() for raw in events]
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        started = time.perf_counter()
+        pending = [
+            await producer.send(topic, value, key=key)
+            for key, value in zip(keys, values, strict=True)
+        ]
+        await asyncio.gather(*pending)
+        return time.perf_counter() - started
+    finally:
+        await producer.stop()
+
+
+# --- the run ------------------------------------------------------------------------
+
+
+async def prepare_deliveries(url: str, count: int) -> list[str]:
+    """One sent email notice to ``count`` owners, straight into the tables."""
+    connection = await asyncpg.connect(url)
+    try:
+        notice = uuid.uuid4()
+        await connection.execute(
+            "INSERT INTO notices (id, source_service, source_kind, source_reference, title, "
+            "email_subject, email_text, status, released_at, created_by) VALUES "
+            "($1, 'bench', 'bench', 'bench', 'bench', 's', 't', 'sending', now(), 'bench')",
+            notice,
+        )
+        await connection.execute(
+            "INSERT INTO recipients (id, email) SELECT 'owner-' || i, 'owner' || i || "
+            "'@example.org' FROM generate_series(0, $1 - 1) i",
+            count,
+        )
+        rows = await connection.fetch(
+            "INSERT INTO deliveries (id, notice_id, recipient_id, channel, address, status, "
+            "provider, provider_message_id, sent_at, send_attempts) "
+            "SELECT gen_random_uuid(), $1, 'owner-' || i, 'email', 'owner' || i || "
+            "'@example.org', 'sent', 'sendgrid', 'bench', now(), 1 "
+            "FROM generate_series(0, $2 - 1) i ORDER BY i RETURNING id",
+            notice,
+            count,
+        )
+        return [str(row["id"]) for row in rows]
+    finally:
+        await connection.close()
+
+
+async def run(total: int, naive_total: int, concurrency: int) -> None:
+    logs.configure("WARNING", "console")
+    scratch = Path(tempfile.mkdtemp(prefix="relaybook-bench-"))
+    postgres = EmbeddedPostgres(scratch)
+    database_url = await asyncio.to_thread(postgres.start)
+    broker = EmbeddedBroker()
+    bootstrap = broker.start()
+    private = ec.generate_private_key(ec.SECP256R1())
+    key = base64.b64encode(
+        private.private_bytes(Encoding.DER, PrivateFormat.PKCS8, NoEncryption())
+    ).decode()
+    ingest_port, naive_port, api_port, sandbox_port = free_ports(4)
+    settings = Settings(
+        database_url=database_url,
+        kafka_bootstrap_servers=bootstrap,
+        data_dir=scratch,
+        api_port=api_port,
+        ingest_port=ingest_port,
+        sandbox_port=sandbox_port,
+        sendgrid_webhook_public_keys=(SendGridSigner(private).public_key,),
+        kafka_session_timeout_ms=2000,
+    )
+    draw = random.Random(5)  # noqa: S311 - test data, not secrets
+    try:
+        # the tables exist once a system has started against the database
+        async with System(settings, only={"ingest"}) as system:
+            deliveries = await prepare_deliveries(database_url, total // len(STORY))
+            events = sendgrid_events(deliveries, draw)
+            batches = scratch / "batches.jsonl"
+            batches.write_text(
+                "\n".join(
+                    json.dumps(events[start : start + BATCH])
+                    for start in range(0, len(events), BATCH)
+                )
+            )
+            ingest = await load(
+                f"{system.servers['ingest'].url}/webhooks/sendgrid", key, batches, concurrency
+            )
+
+        floor_s = await floor(bootstrap, settings.topic("floor"), events)
+
+        naive_events = events[:naive_total]
+        naive_batches = scratch / "naive.jsonl"
+        naive_batches.write_text(
+            "\n".join(
+                json.dumps(naive_events[start : start + BATCH])
+                for start in range(0, len(naive_events), BATCH)
+            )
+        )
+        pool = await asyncpg.create_pool(database_url, min_size=concurrency, max_size=concurrency)
+        await pool.execute(NAIVE_TABLE)
+        server = HttpServer("naive", naive_app(settings, pool), bind(naive_port, "naive"))
+        await server.start()
+        try:
+            naive = await load(f"{server.url}/webhooks/sendgrid", key, naive_batches, concurrency)
+        finally:
+            await server.stop()
+            await pool.close()
+
+        unique = len({event["sg_event_id"] for event in events})
+        connection = await asyncpg.connect(database_url)
+        try:
+            async with System(settings, only={"tracker"}):
+                first: float | None = None
+                while True:
+                    stored = await connection.fetchval("SELECT count(*) FROM delivery_events")
+                    if stored and first is None:
+                        first = time.perf_counter()
+                    if stored >= unique:
+                        break
+                    await asyncio.sleep(0.05)
+                assert first is not None
+                tracker_s = time.perf_counter() - first
+            statuses = await connection.fetch(
+                "SELECT status, count(*) FROM deliveries GROUP BY status"
+            )
+        finally:
+            await connection.close()
+
+        posted = len(events)
+        ingest_rate = posted / ingest["seconds"]
+        naive_rate = naive_total / naive["seconds"]
+        floor_rate = posted / floor_s
+        print(
+            f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+            f"{platform.python_version()}; date {time.strftime('%Y-%m-%d %H:%M %Z')}"
+        )
+        print(
+            f"events posted: {posted} ({unique} unique) in batches of {BATCH}, "
+            f"{concurrency} posts in flight"
+        )
+        print(
+            f"ingest: {ingest_rate:,.0f} events/s, p50 {ingest['p50_ms']:.1f} ms, "
+            f"p99 {ingest['p99_ms']:.1f} ms, refused {ingest['refused']}"
+        )
+        print(
+            f"naive receiver ({naive_total} events): {naive_rate:,.0f} events/s, "
+            f"p50 {naive['p50_ms']:.1f} ms, p99 {naive['p99_ms']:.1f} ms"
+        )
+        print(f"raw floor (bare producer): {floor_rate:,.0f} events/s")
+        print(
+            f"ingest / naive: {ingest_rate / naive_rate:.1f}x; "
+            f"ingest / floor: {100 * ingest_rate / floor_rate:.0f} %"
+        )
+        print(
+            f"tracker: {unique / tracker_s:,.0f} events/s stored and projected "
+            f"({unique} in {tracker_s:.2f} s)"
+        )
+        print("journal rows: " + ", ".join(f"{r['status']} {r['count']}" for r in statuses))
+    finally:
+        broker.stop()
+        await asyncio.to_thread(postgres.stop)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--naive-events", type=int, default=10_000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--generate", help=argparse.SUPPRESS)
+    parser.add_argument("--batches", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.generate:
+        asyncio.run(
+            generate(args.generate, os.environ["BENCH_SIGNING_KEY"], args.batches, args.concurrency)
+        )
+    else:
+        asyncio.run(run(args.events, args.naive_events, args.concurrency))
+
+
+if __name__ == "__main__":
+    main()
