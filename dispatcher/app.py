@@ -1,14 +1,16 @@
 """The dispatcher deployable (port ``RELAYBOOK_API_PORT``): the API, plus the outbox relay
-and the scheduler running beside it in every replica."""
+and the scheduler running beside it in every replica, and the event outbox's catch-up
+loop (preference changes are announced through it)."""
 
 from __future__ import annotations
 
-from dispatcher import journal, notices
+from dispatcher import journal, notices, preferences
 from dispatcher.auth import Authenticator
 from dispatcher.outbox import Relay
 from dispatcher.store import NoticeStore
 from relaybook.deployable import Deployable
 from relaybook.http import create_app
+from relaybook.outbox import Outbox
 from relaybook.runtime import Infrastructure, admin_token
 
 
@@ -23,7 +25,18 @@ def build(infra: Infrastructure) -> Deployable:
         routes=[
             *notices.routes(store, auth),
             *journal.routes(journal.JournalReader(infra.pool), auth),
+            *preferences.routes(preferences.Preferences(infra.pool), auth),
         ],
         checks={"database": infra.check_database, "broker": infra.check_broker},
     )
-    return Deployable(app=app, start=relay.start, stop=relay.stop)
+    events = Outbox(infra.pool, infra.producer)
+
+    async def start() -> None:
+        await relay.start()
+        await events.start()
+
+    async def stop() -> None:
+        await events.stop()
+        await relay.stop()
+
+    return Deployable(app=app, start=start, stop=stop)

@@ -70,7 +70,8 @@ CROSS JOIN LATERAL (
                WHEN EXISTS (SELECT 1 FROM suppressions s
                             WHERE s.channel = c.channel AND lower(s.address) = lower(a.addr)
                               AND s.lifted_at IS NULL
-                              AND (s.expires_at IS NULL OR s.expires_at > now()))
+                              AND (s.expires_at IS NULL OR s.expires_at > now())
+                              AND NOT (r.never_auto_unsubscribe AND s.rule <> 'opt_out'))
                    THEN 'suppressed'
            END AS reason
     FROM (SELECT CASE c.channel WHEN 'email' THEN r.email ELSE r.phone END AS addr,
@@ -183,3 +184,57 @@ LIMIT $4;
 
 -- name: notice_exists
 SELECT EXISTS (SELECT 1 FROM notices WHERE id = $1);
+
+-- name: preferences
+SELECT id, name, email, phone, never_auto_unsubscribe,
+       email_wants, email_reason, email_changed_by_kind, email_changed_by, email_changed_at,
+       sms_wants, sms_reason, sms_changed_by_kind, sms_changed_by, sms_changed_at
+FROM recipients WHERE id = $1;
+
+-- name: lock_preferences
+SELECT id, email, phone, email_wants, email_changed_by_kind, sms_wants, sms_changed_by_kind
+FROM recipients WHERE id = $1 FOR UPDATE;
+
+-- name: set_preference
+-- $2: channel; the other channel's columns are left as they are.
+UPDATE recipients
+SET email_wants = CASE WHEN $2 = 'email' THEN $3 ELSE email_wants END,
+    email_reason = CASE WHEN $2 = 'email' THEN $4 ELSE email_reason END,
+    email_changed_by_kind = CASE WHEN $2 = 'email' THEN $5 ELSE email_changed_by_kind END,
+    email_changed_by = CASE WHEN $2 = 'email' THEN $6 ELSE email_changed_by END,
+    email_changed_at = CASE WHEN $2 = 'email' THEN now() ELSE email_changed_at END,
+    sms_wants = CASE WHEN $2 = 'sms' THEN $3 ELSE sms_wants END,
+    sms_reason = CASE WHEN $2 = 'sms' THEN $4 ELSE sms_reason END,
+    sms_changed_by_kind = CASE WHEN $2 = 'sms' THEN $5 ELSE sms_changed_by_kind END,
+    sms_changed_by = CASE WHEN $2 = 'sms' THEN $6 ELSE sms_changed_by END,
+    sms_changed_at = CASE WHEN $2 = 'sms' THEN now() ELSE sms_changed_at END,
+    updated_at = now()
+WHERE id = $1;
+
+-- name: set_never_auto_unsubscribe
+UPDATE recipients SET never_auto_unsubscribe = $2, updated_at = now() WHERE id = $1;
+
+-- name: lift_suppressions
+-- A support override: the address may be contacted again.
+UPDATE suppressions SET lifted_at = now(), lifted_by = $3, lift_reason = $4
+WHERE channel = $1 AND lower(address) = lower($2) AND lifted_at IS NULL
+RETURNING id, rule;
+
+-- name: clear_address_counts
+-- ...and its failures so far no longer count (the bounce policy counts after cleared_at).
+INSERT INTO address_health (channel, address, cleared_at) VALUES ($1, $2, now())
+ON CONFLICT (channel, address) DO UPDATE SET cleared_at = now();
+
+-- name: audit_preference
+INSERT INTO audit_log (actor, action, subject_type, subject_id, reason, details)
+VALUES ($1, $2, 'recipient', $3, $4, $5::jsonb);
+
+-- name: preferences_overview
+-- {where} is built from fixed conditions (dispatcher/preferences.py: OVERVIEW_FILTERS).
+SELECT id, name, email, phone, never_auto_unsubscribe,
+       email_wants, email_reason, email_changed_by_kind, email_changed_by, email_changed_at,
+       sms_wants, sms_reason, sms_changed_by_kind, sms_changed_by, sms_changed_at
+FROM recipients
+WHERE {where}
+ORDER BY id
+LIMIT {limit};

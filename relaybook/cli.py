@@ -25,11 +25,6 @@ from relaybook.settings import Settings, SettingsError
 EXIT_BAD_SETTING = 2
 EXIT_FAILED = 1
 
-#: deployables whose issue has not landed yet, with what they will do
-_NOT_YET = {
-    "bounce-policy": "the bounce-policy consumer is not built yet",
-}
-
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -52,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("sandbox", help="the provider sandbox alone (a local SendGrid and Twilio)")
     commands.add_parser("worker", help="a send worker alone (configured servers)")
     commands.add_parser("tracker", help="the journal tracker alone (configured servers)")
+    commands.add_parser("bounce-policy", help="the bounce policy alone (configured servers)")
     token = commands.add_parser("token", help="manage API tokens")
     token_commands = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
     create = token_commands.add_parser("create", help="create a token and print it (once)")
@@ -61,8 +57,6 @@ def _parser() -> argparse.ArgumentParser:
         required=True,
         help="comma-separated: notices:write, journal:read, preferences:write",
     )
-    for name, what in _NOT_YET.items():
-        commands.add_parser(name, help=f"not available yet: {what}")
     return parser
 
 
@@ -74,13 +68,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"relaybook: {problem}", file=sys.stderr)
         return EXIT_BAD_SETTING
     logs.configure(settings.log_level, settings.log_format)
-    command: Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
-    if args.command in _NOT_YET:
-        print(
-            f"relaybook {args.command}: not available yet: {_NOT_YET[args.command]}",
-            file=sys.stderr,
-        )
-        return EXIT_BAD_SETTING
     command = _COMMANDS[args.command]
     try:
         return asyncio.run(command(settings, args))
@@ -205,6 +192,7 @@ _COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any
     "sandbox": _single,
     "worker": _single,
     "tracker": _single,
+    "bounce-policy": _single,
     "token": _token,
 }
 

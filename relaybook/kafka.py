@@ -33,7 +33,7 @@ from relaybook.settings import Settings
 log = get_logger(__name__)
 
 #: relaybook's topics, without the configured prefix
-TOPICS = ("send-jobs", "delivery-events", "dead-letters")
+TOPICS = ("send-jobs", "delivery-events", "recipient-events", "dead-letters")
 
 PRODUCED = Counter(
     "relaybook_kafka_messages_produced_total", "Messages acknowledged by the broker", ["topic"]

@@ -165,6 +165,17 @@ def _private_key(raw: str) -> str:
     return raw.strip()
 
 
+def _float_days(raw: str) -> float:
+    return _number(raw, 0.001, 3650, "a number of days between 0.001 and 3650")
+
+
+def _codes(raw: str) -> tuple[str, ...]:
+    codes = tuple(part.strip() for part in raw.split(",") if part.strip())
+    if not codes or not all(code.isdigit() for code in codes):
+        raise ValueError("must be comma-separated numeric error codes")
+    return codes
+
+
 def _setting(
     parse: Callable[[str], Any], default: Any = None, *, secret: bool = False, doc: str = ""
 ) -> Any:
@@ -247,6 +258,40 @@ class Settings:
     send_max_attempts: int = _setting(
         _positive_int, 8, doc="tries of a send that meets transient errors before it fails"
     )
+    bounce_email_hard_threshold: int = _setting(
+        _positive_int, 3, doc="hard bounces of an email address that unsubscribe it"
+    )
+    bounce_email_hard_window_days: float = _setting(
+        _float_days, 30.0, doc="...counted over this many days"
+    )
+    bounce_email_soft_threshold: int = _setting(
+        _positive_int,
+        5,
+        doc="soft bounces of an email address since its last success that unsubscribe it",
+    )
+    bounce_email_soft_window_days: float = _setting(
+        _float_days, 30.0, doc="...counted over at most this many days"
+    )
+    bounce_sms_hard_threshold: int = _setting(
+        _positive_int, 2, doc="permanent SMS errors of a number that unsubscribe it"
+    )
+    bounce_sms_hard_window_days: float = _setting(
+        _float_days, 30.0, doc="...counted over this many days"
+    )
+    bounce_sms_soft_threshold: int = _setting(
+        _positive_int,
+        5,
+        doc="transient SMS errors of a number since its last success that unsubscribe it",
+    )
+    bounce_sms_soft_window_days: float = _setting(
+        _float_days, 30.0, doc="...counted over at most this many days"
+    )
+    bounce_sms_permanent_codes: tuple[str, ...] = _setting(
+        _codes, ("30005", "30006", "21211", "21614"), doc="Twilio error codes counted as permanent"
+    )
+    bounce_sms_transient_codes: tuple[str, ...] = _setting(
+        _codes, ("30003", "30008", "30004"), doc="Twilio error codes counted as transient (soft)"
+    )
     sandbox_seed: int = _setting(
         _int, 1, doc="sandbox: seed of its random choices (same seed, same choices)"
     )
@@ -314,8 +359,10 @@ class Settings:
                 text = "(unset)"
             elif field.metadata["secret"]:
                 text = "(set)"
-            elif isinstance(value, tuple):
+            elif field.name == "sendgrid_webhook_public_keys":
                 text = f"{len(value)} key(s)"
+            elif isinstance(value, tuple):
+                text = ",".join(value)
             else:
                 text = str(value)
             shown[env_name(field.name)] = text
@@ -331,7 +378,12 @@ def documented() -> list[tuple[str, str, str]]:
     rows = []
     for field in dataclasses.fields(Settings):
         default = field.default
-        shown = "" if default is None or default == () else str(default)
+        if default is None or default == ():
+            shown = ""
+        elif isinstance(default, tuple):
+            shown = ",".join(default)
+        else:
+            shown = str(default)
         rows.append((env_name(field.name), shown, field.metadata["doc"]))
     return rows
 

@@ -11,6 +11,7 @@ from typing import Self
 
 from starlette.types import ASGIApp
 
+import bounce_policy.app
 import dispatcher.app
 import send_worker.app
 import tracker.app
@@ -31,12 +32,14 @@ _DEPLOYABLES: dict[str, tuple[str | None, str]] = {
     "sandbox": ("sandbox_port", "provider sandbox"),
     "worker": (None, "send workers"),
     "tracker": (None, "journal tracker"),
+    "bounce-policy": (None, "bounce policy"),
     "dispatcher": ("api_port", "dispatcher API"),
     "ingest": ("ingest_port", "webhook ingest"),
 }
 _BUILDERS: dict[str, Callable[[Infrastructure], Deployable]] = {
     "worker": send_worker.app.build,
     "tracker": tracker.app.build,
+    "bounce-policy": bounce_policy.app.build,
     "dispatcher": dispatcher.app.build,
     "ingest": webhook_ingest.app.build,
 }
@@ -131,6 +134,8 @@ class System:
         ]
         if "worker" in self.running:
             lines.append(f"  {'send workers':16} consuming {settings.topic('send-jobs')}")
+        if "bounce-policy" in self.running:
+            lines.append(f"  {'bounce policy':16} consuming {settings.topic('delivery-events')}")
         if "tracker" in self.running:
             lines.append(f"  {'journal tracker':16} consuming {settings.topic('delivery-events')}")
         if self.infra is not None:

@@ -20,6 +20,7 @@ __all__ = ["SCHEMAS", "MessageError", "example", "schema", "validate"]
 SCHEMAS = {
     "send-job/v1": "send-job.v1.json",
     "delivery-event/v1": "delivery-event.v1.json",
+    "recipient-event/v1": "recipient-event.v1.json",
 }
 
 

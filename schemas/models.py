@@ -47,8 +47,25 @@ class DeliveryEvent(TypedDict):
     raw: NotRequired[dict[str, Any]]
 
 
+class RecipientEvent(TypedDict):
+    """``recipient-event/v1``: a recipient may no longer (or again) be contacted."""
+
+    schema: Literal["recipient-event/v1"]
+    event_id: str
+    type: Literal["recipient.unsubscribed", "recipient.resubscribed"]
+    recipient_id: str
+    channel: Channel
+    address: NotRequired[str | None]
+    rule: str
+    reason: str
+    changed_by: Literal["automatic", "owner", "manager", "support"]
+    evidence: NotRequired[list[dict[str, Any]]]
+    occurred_at: str
+
+
 #: contract name -> model, checked against ``schemas.SCHEMAS`` by the tests
 MODELS: dict[str, type[Any]] = {
     "send-job/v1": SendJob,
     "delivery-event/v1": DeliveryEvent,
+    "recipient-event/v1": RecipientEvent,
 }

@@ -13,7 +13,9 @@ SELECT d.id, d.notice_id, d.recipient_id, d.channel, d.status, d.provider_messag
                  AND lower(s.address) = lower(CASE d.channel WHEN 'email' THEN r.email
                                                              ELSE r.phone END)
                  AND s.lifted_at IS NULL
-                 AND (s.expires_at IS NULL OR s.expires_at > now())) AS suppressed
+                 AND (s.expires_at IS NULL OR s.expires_at > now())
+                 -- "never auto-unsubscribe": only the owner's own opt-out stops them
+                 AND NOT (r.never_auto_unsubscribe AND s.rule <> 'opt_out')) AS suppressed
 FROM deliveries d
 JOIN notices n ON n.id = d.notice_id
 JOIN recipients r ON r.id = d.recipient_id

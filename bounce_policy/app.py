@@ -1,0 +1,54 @@
+"""The bounce-policy deployable: a member of consumer group ``relaybook-bounce-policy``
+on ``delivery-events``, with the outbox catch-up loop for the ``recipient-events`` it
+writes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from bounce_policy.decisions import BouncePolicy
+from bounce_policy.policy import Policy
+from relaybook.deployable import Deployable
+from relaybook.kafka import BrokerError, Consumer, Record
+from relaybook.logs import get_logger
+from relaybook.outbox import Outbox
+from relaybook.runtime import Infrastructure
+
+GROUP = "relaybook-bounce-policy"
+log = get_logger(__name__)
+
+
+def build(infra: Infrastructure) -> Deployable:
+    policy = BouncePolicy(infra.pool, Policy.from_settings(infra.settings))
+    events = Outbox(infra.pool, infra.producer)
+    consumer = Consumer(
+        infra.settings,
+        ["delivery-events"],
+        GROUP,
+        producer=infra.producer,
+        max_batch=5000,
+        gather_ms=100,
+    )
+    tasks: list[asyncio.Task[None]] = []
+
+    async def handle(records: list[Record]) -> None:
+        await policy.handle(records)
+        try:  # what the batch decided, announced now; the catch-up loop retries failures
+            await events.flush()
+        except BrokerError as problem:
+            log.warning("recipient events not published yet", error=str(problem))
+
+    async def start() -> None:
+        await events.start()
+        await consumer.start()
+        tasks.append(asyncio.create_task(consumer.run(handle), name="bounce-policy"))
+
+    async def stop() -> None:
+        await consumer.stop()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await events.stop()
+
+    return Deployable(app=None, start=start, stop=stop)

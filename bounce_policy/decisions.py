@@ -1,0 +1,242 @@
+"""A batch of delivery events, applied to the addresses they concern, in one transaction:
+successes reset soft counts, failures are recorded once per provider event and counted,
+and an address that reached a threshold (or complained, or opted out) is suppressed and
+its recipients unsubscribed, with an audit entry and a ``recipient-event`` each.
+
+The consumer commits the batch's offsets only after that transaction, and only events
+new to ``address_events`` are counted: a duplicate webhook or a replay after a crash
+counts nothing twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import uuid
+from typing import Any
+
+import asyncpg
+from prometheus_client import Counter
+
+from bounce_policy.classify import Kind, Verdict, classify
+from bounce_policy.policy import IMMEDIATE, Policy, decide
+from relaybook import outbox, sql
+from relaybook.database import Connection
+from relaybook.kafka import Record
+
+Q = sql.load("bounce_policy")
+
+CLASSIFIED = Counter(
+    "relaybook_bounce_policy_events_total", "Delivery events classified", ["channel", "kind"]
+)
+UNSUBSCRIBED = Counter(
+    "relaybook_bounce_policy_unsubscribes_total",
+    "Recipients unsubscribed by the bounce policy",
+    ["channel", "rule"],
+)
+#: kinds recorded per event (successes only move the address's last success)
+_RECORDED = {Kind.HARD, Kind.SOFT, Kind.SENDER_SIDE, *IMMEDIATE, Kind.OPT_IN}
+ACTOR = "bounce-policy"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Seen:
+    event: dict[str, Any]
+    verdict: Verdict
+    address: str
+    occurred_at: dt.datetime
+
+
+def address_key(channel: str, address: str) -> str:
+    """Addresses as the policy counts them: emails are case-insensitive."""
+    return address.strip().lower() if channel == "email" else address.strip()
+
+
+class BouncePolicy:
+    def __init__(self, pool: asyncpg.Pool, policy: Policy) -> None:
+        self._pool = pool
+        self._policy = policy
+
+    async def handle(self, records: list[Record]) -> None:
+        seen = []
+        for record in {r.value["event_id"]: r for r in records}.values():
+            event = record.value
+            verdict = classify(event, self._policy.sms_codes)
+            CLASSIFIED.labels(event["channel"], verdict.kind).inc()
+            if verdict.kind is Kind.NEUTRAL or not event.get("address"):
+                continue
+            seen.append(
+                _Seen(
+                    event,
+                    verdict,
+                    address_key(event["channel"], event["address"]),
+                    dt.datetime.fromisoformat(event["occurred_at"]),
+                )
+            )
+        if not seen:
+            return
+        async with self._pool.acquire() as connection, connection.transaction():
+            await _record_successes(connection, [s for s in seen if s.verdict.kind is Kind.SUCCESS])
+            new = await _record(connection, [s for s in seen if s.verdict.kind in _RECORDED])
+            for item in sorted(new, key=lambda s: s.occurred_at):
+                await self._act(connection, item)
+
+    async def _act(self, connection: Connection, item: _Seen) -> None:
+        channel, address, kind = item.event["channel"], item.address, item.verdict.kind
+        if kind in IMMEDIATE:
+            by = "owner" if kind is Kind.OPT_OUT else "automatic"
+            change = Change(
+                channel, address, IMMEDIATE[kind], item.verdict.note, by, [_evidence(item)]
+            )
+            await _unsubscribe(connection, change)
+        elif kind is Kind.OPT_IN:
+            await _opt_in(
+                connection, Change(channel, address, "opt_in", item.verdict.note, "owner")
+            )
+        elif kind in {Kind.HARD, Kind.SOFT}:
+            policy = self._policy.of(channel)
+            await connection.execute(Q["lock_address"], channel, address)
+            counts = await connection.fetchrow(
+                Q["count_failures"], channel, address, policy.hard.window, policy.soft.window
+            )
+            assert counts is not None
+            decision = decide(policy, counts["hard"], counts["soft"], item.verdict.note)
+            if decision is not None:
+                rule, reason = decision
+                evidence = json.loads(counts["evidence"])
+                await _unsubscribe(
+                    connection, Change(channel, address, rule, reason, "automatic", evidence)
+                )
+
+
+def _evidence(item: _Seen) -> dict[str, Any]:
+    return {
+        "event_id": item.event["event_id"],
+        "kind": str(item.verdict.kind),
+        "provider_code": item.event.get("provider_code"),
+        "occurred_at": item.event["occurred_at"],
+    }
+
+
+async def _record_successes(connection: Connection, successes: list[_Seen]) -> None:
+    latest: dict[tuple[str, str], dt.datetime] = {}
+    for item in successes:
+        key = (item.event["channel"], item.address)
+        latest[key] = max(latest.get(key, item.occurred_at), item.occurred_at)
+    if latest:
+        await connection.execute(
+            Q["record_successes"],
+            [channel for channel, _ in latest],
+            [address for _, address in latest],
+            list(latest.values()),
+        )
+
+
+async def _record(connection: Connection, items: list[_Seen]) -> list[_Seen]:
+    """Records the failures and opt-outs/ins; returns those not recorded before."""
+    if not items:
+        return []
+    rows = await connection.fetch(
+        Q["record_events"],
+        [i.event["event_id"] for i in items],
+        [i.event["channel"] for i in items],
+        [i.address for i in items],
+        [str(i.verdict.kind) for i in items],
+        [i.verdict.note for i in items],
+        [i.event.get("provider_code") for i in items],
+        [uuid.UUID(i.event["delivery_id"]) if i.event.get("delivery_id") else None for i in items],
+        [i.occurred_at for i in items],
+    )
+    new = {row["event_id"] for row in rows}
+    return [i for i in items if i.event["event_id"] in new]
+
+
+@dataclasses.dataclass(frozen=True)
+class Change:
+    """One decision about an address: who may no longer (or again) be contacted there."""
+
+    channel: str
+    address: str
+    rule: str
+    reason: str
+    changed_by: str
+    evidence: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+async def _unsubscribe(connection: Connection, change: Change) -> None:
+    """Suppresses the address and unsubscribes its recipients; nothing if it is
+    suppressed already."""
+    suppression = await connection.fetchval(
+        Q["suppress"],
+        change.channel,
+        change.address,
+        change.rule,
+        change.reason,
+        json.dumps(change.evidence),
+    )
+    if suppression is None:
+        return
+    rows = await connection.fetch(
+        Q["unsubscribe_recipients"],
+        change.channel,
+        change.address,
+        change.reason,
+        change.changed_by,
+    )
+    recipients = [row["id"] for row in rows]
+    await _audit(connection, f"unsubscribe_{change.rule}", change, recipients)
+    await _announce(
+        connection, recipients, f"{ACTOR}:{suppression}", "recipient.unsubscribed", change
+    )
+    UNSUBSCRIBED.labels(change.channel, change.rule).inc(len(recipients))
+
+
+async def _opt_in(connection: Connection, change: Change) -> None:
+    lifted = await connection.fetch(
+        Q["lift_opt_out"], change.channel, change.address, change.reason
+    )
+    rows = await connection.fetch(
+        Q["resubscribe_opted_out"], change.channel, change.address, change.reason
+    )
+    recipients = [row["id"] for row in rows]
+    if not lifted and not recipients:
+        return
+    await _audit(connection, "resubscribe_opt_in", change, recipients)
+    key = f"{ACTOR}:optin:{lifted[0]['id'] if lifted else uuid.uuid4()}"
+    await _announce(connection, recipients, key, "recipient.resubscribed", change)
+
+
+async def _audit(
+    connection: Connection, action: str, change: Change, recipients: list[str]
+) -> None:
+    details = {"channel": change.channel, "rule": change.rule, "evidence": change.evidence}
+    await connection.execute(
+        Q["audit"], ACTOR, action, change.reason, json.dumps(details), recipients
+    )
+
+
+async def _announce(
+    connection: Connection, recipients: list[str], key: str, kind: str, change: Change
+) -> None:
+    now = dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
+    messages = [
+        (
+            recipient,
+            {
+                "schema": "recipient-event/v1",
+                "event_id": f"{key}:{recipient}",
+                "type": kind,
+                "recipient_id": recipient,
+                "channel": change.channel,
+                "address": change.address,
+                "rule": change.rule,
+                "reason": change.reason,
+                "changed_by": change.changed_by,
+                "evidence": change.evidence,
+                "occurred_at": now,
+            },
+        )
+        for recipient in recipients
+    ]
+    await outbox.add(connection, "recipient-events", messages)
