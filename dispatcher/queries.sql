@@ -66,6 +66,7 @@ CROSS JOIN LATERAL (
     SELECT a.addr,
            CASE
                WHEN a.addr IS NULL THEN 'no_address'
+               WHEN a.wants = 'no' AND a.kind = 'automatic' THEN 'auto_unsubscribed'
                WHEN a.wants = 'no' THEN 'opted_out'
                WHEN EXISTS (SELECT 1 FROM suppressions s
                             WHERE s.channel = c.channel AND lower(s.address) = lower(a.addr)
@@ -75,7 +76,9 @@ CROSS JOIN LATERAL (
                    THEN 'suppressed'
            END AS reason
     FROM (SELECT CASE c.channel WHEN 'email' THEN r.email ELSE r.phone END AS addr,
-                 CASE c.channel WHEN 'email' THEN r.email_wants ELSE r.sms_wants END AS wants) a
+                 CASE c.channel WHEN 'email' THEN r.email_wants ELSE r.sms_wants END AS wants,
+                 CASE c.channel WHEN 'email' THEN r.email_changed_by_kind
+                                ELSE r.sms_changed_by_kind END AS kind) a
 ) x
 ORDER BY n.position, c.channel;
 

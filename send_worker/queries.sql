@@ -8,6 +8,8 @@ SELECT d.id, d.notice_id, d.recipient_id, d.channel, d.status, d.provider_messag
        n.source_kind, r.name,
        CASE d.channel WHEN 'email' THEN r.email ELSE r.phone END AS address,
        CASE d.channel WHEN 'email' THEN r.email_wants ELSE r.sms_wants END AS wants,
+       CASE d.channel WHEN 'email' THEN r.email_changed_by_kind
+                      ELSE r.sms_changed_by_kind END AS wants_changed_by,
        EXISTS (SELECT 1 FROM suppressions s
                WHERE s.channel = d.channel
                  AND lower(s.address) = lower(CASE d.channel WHEN 'email' THEN r.email

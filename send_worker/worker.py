@@ -95,7 +95,8 @@ class SendWorker:
             if row["address"] is None:
                 reasons[row["id"]] = "no_address"
             elif row["wants"] == "no":
-                reasons[row["id"]] = "opted_out"
+                automatic = row["wants_changed_by"] == "automatic"
+                reasons[row["id"]] = "auto_unsubscribed" if automatic else "opted_out"
             elif row["suppressed"]:
                 reasons[row["id"]] = "suppressed"
         if reasons:

@@ -76,7 +76,7 @@ async def test_three_hard_bounces_unsubscribe_and_the_override_brings_the_owner_
     fourth = await send_and_settle(
         api, to(bad, blocked), {("bad", "email"): "skipped", ("blocked", "email"): "failed"}
     )
-    assert fourth["bad"]["email"]["reason"] == "opted_out"
+    assert fourth["bad"]["email"]["reason"] == "auto_unsubscribed"
     # the blocked address was sent to and blocked a fourth time, and still counts nothing
     assert (await preference(api, "blocked", "email"))["wants"] == "yes"  # ...never counted
 
