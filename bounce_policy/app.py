@@ -1,11 +1,13 @@
 """The bounce-policy deployable: a member of consumer group ``relaybook-bounce-policy``
 on ``delivery-events``, with the outbox catch-up loop for the ``recipient-events`` it
-writes."""
+writes, and a sweep that lifts expired suppressions every minute."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+
+import asyncpg
 
 from bounce_policy.decisions import BouncePolicy
 from bounce_policy.policy import Policy
@@ -16,6 +18,7 @@ from relaybook.outbox import Outbox
 from relaybook.runtime import Infrastructure
 
 GROUP = "relaybook-bounce-policy"
+EXPIRY_SWEEP_S = 60.0
 log = get_logger(__name__)
 
 
@@ -39,13 +42,24 @@ def build(infra: Infrastructure) -> Deployable:
         except BrokerError as problem:
             log.warning("recipient events not published yet", error=str(problem))
 
+    async def sweep() -> None:
+        while True:
+            try:
+                if await policy.expire():
+                    await events.flush()
+            except (asyncpg.PostgresError, OSError, BrokerError) as problem:
+                log.warning("expiry sweep failed; retrying", error=str(problem))
+            await asyncio.sleep(EXPIRY_SWEEP_S)
+
     async def start() -> None:
         await events.start()
         await consumer.start()
         tasks.append(asyncio.create_task(consumer.run(handle), name="bounce-policy"))
+        tasks.append(asyncio.create_task(sweep(), name="bounce-policy-expiry"))
 
     async def stop() -> None:
         await consumer.stop()
+        tasks[-1].cancel()  # the sweep
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task

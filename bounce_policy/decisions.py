@@ -105,9 +105,29 @@ class BouncePolicy:
             if decision is not None:
                 rule, reason = decision
                 evidence = json.loads(counts["evidence"])
-                await _unsubscribe(
-                    connection, Change(channel, address, rule, reason, "automatic", evidence)
+                lasts = self._policy.soft_suppression if rule == "soft_bounces" else None
+                expires = dt.datetime.now(dt.UTC) + lasts if lasts else None
+                if expires is not None:
+                    reason += f"; tried again after {expires:%Y-%m-%d}"
+                change = Change(channel, address, rule, reason, "automatic", evidence, expires)
+                await _unsubscribe(connection, change)
+
+    async def expire(self) -> int:
+        """Lifts the suppressions whose time is over and subscribes their recipients again
+        (with a clean slate of failures); returns how many suppressions it lifted."""
+        async with self._pool.acquire() as connection, connection.transaction():
+            expired = await connection.fetch(Q["expire_suppressions"])
+            for row in expired:
+                note = f"the {row['rule']} unsubscribe expired; trying the address again"
+                change = Change(row["channel"], row["address"], row["rule"], note, "automatic")
+                rows = await connection.fetch(
+                    Q["resubscribe_automatic"], change.channel, change.address, note
                 )
+                recipients = [r["id"] for r in rows]
+                await _audit(connection, "resubscribe_expired", change, recipients)
+                key = f"{ACTOR}:expired:{uuid.uuid4()}"
+                await _announce(connection, recipients, key, "recipient.resubscribed", change)
+        return len(expired)
 
 
 def _evidence(item: _Seen) -> dict[str, Any]:
@@ -162,6 +182,7 @@ class Change:
     reason: str
     changed_by: str
     evidence: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    expires_at: dt.datetime | None = None
 
 
 async def _unsubscribe(connection: Connection, change: Change) -> None:
@@ -174,6 +195,7 @@ async def _unsubscribe(connection: Connection, change: Change) -> None:
         change.rule,
         change.reason,
         json.dumps(change.evidence),
+        change.expires_at,
     )
     if suppression is None:
         return

@@ -41,6 +41,8 @@ class Policy:
     email: ChannelPolicy
     sms: ChannelPolicy
     sms_codes: SmsCodes = dataclasses.field(default_factory=SmsCodes)
+    #: how long an unsubscribe for soft failures lasts (None: until lifted)
+    soft_suppression: dt.timedelta | None = dt.timedelta(days=30)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:
@@ -60,6 +62,9 @@ class Policy:
                 frozenset(settings.bounce_sms_permanent_codes),
                 frozenset(settings.bounce_sms_transient_codes),
             ),
+            dt.timedelta(days=settings.bounce_soft_suppression_days)
+            if settings.bounce_soft_suppression_days
+            else None,
         )
 
     def of(self, channel: str) -> ChannelPolicy:

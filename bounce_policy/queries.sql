@@ -45,9 +45,9 @@ LEFT JOIN address_health h ON h.channel = $1 AND h.address = $2;
 
 -- name: suppress
 -- At most one active suppression per address: an address already suppressed comes back
--- empty and nothing more is done.
-INSERT INTO suppressions (channel, address, rule, reason, evidence)
-VALUES ($1, $2, $3, $4, $5::jsonb)
+-- empty and nothing more is done. $6: when it expires (NULL: until lifted).
+INSERT INTO suppressions (channel, address, rule, reason, evidence, expires_at)
+VALUES ($1, $2, $3, $4, $5::jsonb, $6)
 ON CONFLICT (channel, lower(address)) WHERE lifted_at IS NULL DO NOTHING
 RETURNING id;
 
@@ -96,3 +96,33 @@ RETURNING r.id;
 -- name: audit
 INSERT INTO audit_log (actor, action, subject_type, subject_id, reason, details)
 SELECT $1, $2, 'recipient', id, $3, $4::jsonb FROM unnest($5::text[]) AS r (id);
+
+-- name: expire_suppressions
+-- Suppressions whose time is over are lifted, their failures no longer count, and the
+-- recipients the policy unsubscribed for them are subscribed again.
+WITH expired AS (
+    UPDATE suppressions SET lifted_at = now(), lifted_by = 'expiry',
+                            lift_reason = 'expired after ' || rule
+    WHERE expires_at <= now() AND lifted_at IS NULL
+    RETURNING channel, lower(address) AS address, rule
+), cleared AS (
+    INSERT INTO address_health (channel, address, cleared_at)
+    SELECT channel, address, now() FROM expired
+    ON CONFLICT (channel, address) DO UPDATE SET cleared_at = now()
+)
+SELECT channel, address, rule FROM expired;
+
+-- name: resubscribe_automatic
+UPDATE recipients r
+SET email_wants = CASE WHEN $1 = 'email' THEN 'yes' ELSE email_wants END,
+    email_reason = CASE WHEN $1 = 'email' THEN $3 ELSE email_reason END,
+    email_changed_at = CASE WHEN $1 = 'email' THEN now() ELSE email_changed_at END,
+    sms_wants = CASE WHEN $1 = 'sms' THEN 'yes' ELSE sms_wants END,
+    sms_reason = CASE WHEN $1 = 'sms' THEN $3 ELSE sms_reason END,
+    sms_changed_at = CASE WHEN $1 = 'sms' THEN now() ELSE sms_changed_at END,
+    updated_at = now()
+WHERE CASE WHEN $1 = 'email'
+           THEN lower(r.email) = $2 AND r.email_wants = 'no'
+                AND r.email_changed_by_kind = 'automatic'
+           ELSE r.phone = $2 AND r.sms_wants = 'no' AND r.sms_changed_by_kind = 'automatic' END
+RETURNING r.id;

@@ -286,6 +286,11 @@ class Settings:
     bounce_sms_soft_window_days: float = _setting(
         _float_days, 30.0, doc="...counted over at most this many days"
     )
+    bounce_soft_suppression_days: float = _setting(
+        _non_negative,
+        30.0,
+        doc="days an unsubscribe for soft failures lasts; 0: until lifted",
+    )
     bounce_sms_permanent_codes: tuple[str, ...] = _setting(
         _codes, ("30005", "30006", "21211", "21614"), doc="Twilio error codes counted as permanent"
     )

@@ -102,6 +102,7 @@ async def test_three_hard_bounces_unsubscribe_every_recipient_of_the_address(
     assert await wants(pool, "bob") == ("no", "automatic")
     assert await wants(pool, "ann", "sms") == ("yes", "default")  # the other channel stays
     assert await suppressed(pool, "ann@example.org") == ["hard_bounces"]
+    assert await pool.fetchval("SELECT expires_at FROM suppressions") is None  # until lifted
     reason = await pool.fetchval("SELECT email_reason FROM recipients WHERE id = 'ann'")
     assert reason.startswith("3 hard failures in 30 days (last: hard bounce 5.1.1")
     audit = await pool.fetch("SELECT subject_id, action, details FROM audit_log ORDER BY id")
@@ -226,3 +227,23 @@ async def test_thresholds_and_windows_are_settings(pool: asyncpg.Pool) -> None:
     )
     assert await wants(pool, "cid") == ("no", "automatic")
     assert await wants(pool, "cid", "sms") == ("no", "automatic")
+
+
+async def test_an_unsubscribe_for_soft_failures_expires_with_a_clean_slate(
+    pool: asyncpg.Pool, policy: BouncePolicy
+) -> None:
+    full = {"provider_code": "5.2.2", "bounce_type": "bounce"}
+    await policy.handle([event("bounced", **full) for _ in range(5)])
+    assert await wants(pool, "ann") == ("no", "automatic")
+    expires = await pool.fetchval("SELECT expires_at FROM suppressions")
+    assert dt.timedelta(days=29) < expires - dt.datetime.now(dt.UTC) <= dt.timedelta(days=30)
+    assert await policy.expire() == 0  # not yet
+
+    await pool.execute("UPDATE suppressions SET expires_at = now() - interval '1 second'")
+    assert await policy.expire() == 1
+    assert await wants(pool, "ann") == ("yes", "automatic")
+    assert await suppressed(pool, "ann@example.org") == []
+    await policy.handle([event("bounced", **full)])  # the old failures no longer count
+    assert await wants(pool, "ann") == ("yes", "automatic")
+    hard_rule = await pool.fetchval("SELECT count(*) FROM suppressions WHERE expires_at IS NULL")
+    assert hard_rule == 0
