@@ -4,7 +4,7 @@ loop (preference changes are announced through it)."""
 
 from __future__ import annotations
 
-from dispatcher import journal, notices, preferences
+from dispatcher import journal, notices, preferences, resends
 from dispatcher.auth import Authenticator
 from dispatcher.outbox import Relay
 from dispatcher.store import NoticeStore
@@ -26,6 +26,7 @@ def build(infra: Infrastructure) -> Deployable:
             *notices.routes(store, auth),
             *journal.routes(journal.JournalReader(infra.pool), auth),
             *preferences.routes(preferences.Preferences(infra.pool), auth),
+            *resends.routes(resends.Resends(infra.pool), auth),
         ],
         checks={"database": infra.check_database, "broker": infra.check_broker},
     )

@@ -241,3 +241,51 @@ FROM recipients
 WHERE {where}
 ORDER BY id
 LIMIT {limit};
+
+-- name: lock_notice
+-- Resends of one notice take turns: the second sees the first's new attempts.
+SELECT id, status FROM notices WHERE id = $1 FOR UPDATE;
+
+-- name: resend_candidates
+-- Each recipient's latest attempt per channel, and whether it may be contacted there now
+-- (an address, a yes, no active suppression).
+SELECT d.id, d.recipient_id, d.channel, d.status, d.attempt,
+       CASE d.channel WHEN 'email' THEN r.email ELSE r.phone END AS address,
+       (CASE d.channel WHEN 'email' THEN r.email ELSE r.phone END) IS NOT NULL
+       AND (CASE d.channel WHEN 'email' THEN r.email_wants ELSE r.sms_wants END) = 'yes'
+       AND NOT EXISTS (
+           SELECT 1 FROM suppressions s
+           WHERE s.channel = d.channel
+             AND lower(s.address) = lower(CASE d.channel WHEN 'email' THEN r.email
+                                                         ELSE r.phone END)
+             AND s.lifted_at IS NULL AND (s.expires_at IS NULL OR s.expires_at > now())
+             AND NOT (r.never_auto_unsubscribe AND s.rule <> 'opt_out')) AS reachable
+FROM deliveries d
+JOIN recipients r ON r.id = d.recipient_id
+WHERE d.notice_id = $1 AND d.is_latest;
+
+-- name: insert_resend
+INSERT INTO resends (id, notice_id, scope, requested_by, recipients, email, sms, "full")
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8);
+
+-- name: retire_attempts
+UPDATE deliveries SET is_latest = false, updated_at = now() WHERE id = ANY($1::uuid[]);
+
+-- name: insert_attempts
+-- The new attempts, linked to the ones they retry, queued for the relay like a first send.
+INSERT INTO deliveries (id, notice_id, recipient_id, channel, attempt, retry_of, resend_id,
+                        address, status)
+SELECT gen_random_uuid(), d.notice_id, d.recipient_id, d.channel, d.attempt + 1, d.id, $2,
+       CASE d.channel WHEN 'email' THEN r.email ELSE r.phone END, 'queued'
+FROM deliveries d
+JOIN recipients r ON r.id = d.recipient_id
+WHERE d.id = ANY($1::uuid[])
+ORDER BY d.recipient_id, d.channel;
+
+-- name: notice_sending_again
+UPDATE notices SET status = 'sending', updated_at = now() WHERE id = $1;
+
+-- name: resend_history
+SELECT id, created_at, scope, requested_by, recipients, email, sms, "full"
+FROM resends WHERE notice_id = $1
+ORDER BY created_at DESC, id DESC;

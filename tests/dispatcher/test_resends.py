@@ -1,0 +1,294 @@
+"""Resends: which messages each scope takes (a pure plan, table-driven), every answer of
+the API against a notice with delivered, failed-on-one-channel, failed-on-both, skipped
+and since-unsubscribed recipients, concurrent resends, the history, and the statistics
+and notice status once the resent messages are processed."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from dispatcher.resends import Message, plan
+from tests.support import notice, until
+
+# --- the plan, pure ------------------------------------------------------------------
+
+
+def messages(**people: tuple[str | None, str | None]) -> list[Message]:
+    """``name=(email status, sms status)``; a trailing ``!`` marks an unreachable one."""
+    found = []
+    for name, statuses in people.items():
+        for channel, status in zip(("email", "sms"), statuses, strict=True):
+            if status is not None:
+                reachable = not status.endswith("!")
+                found.append(Message(uuid.uuid4(), name, channel, status.rstrip("!"), reachable))
+    return found
+
+
+MIX = messages(
+    happy=("clicked", "delivered"),
+    half=("failed", "delivered"),
+    both=("failed", "failed"),
+    lost=("failed", "sent"),
+    skipped=("skipped", "skipped"),
+    emailonly=("delivered", None),
+    gone=("failed!", "skipped"),
+    waiting=("sent", "sent"),
+)
+
+
+def picked(scope: str, selected: frozenset[str] = frozenset()) -> tuple[set[str], set[str]]:
+    chosen = plan(MIX, scope, selected)
+    return (
+        {f"{m.recipient_id}/{m.channel}" for m in chosen.retry},
+        {f"{m.recipient_id}/{m.channel}" for m in chosen.excluded},
+    )
+
+
+def test_failed_takes_only_the_failed_channels() -> None:
+    assert picked("failed") == (
+        {"half/email", "both/email", "both/sms", "lost/email"},
+        {"gone/email"},
+    )
+
+
+def test_undelivered_takes_recipients_reached_on_no_channel() -> None:
+    assert picked("undelivered") == (
+        {"both/email", "both/sms", "lost/email", "lost/sms", "waiting/email", "waiting/sms"},
+        {"gone/email"},
+    )
+
+
+def test_selected_takes_the_failed_channels_of_the_selection() -> None:
+    assert picked("selected", frozenset({"happy", "half", "gone"})) == (
+        {"half/email"},
+        {"gone/email"},
+    )
+    assert plan(MIX, "failed").counts() == {
+        "recipients": 3,
+        "email": 3,
+        "sms": 1,
+        "excluded": {"recipients": 1, "email": 1, "sms": 0},
+    }
+
+
+# --- the API, with everything running ---------------------------------------------------
+
+
+@pytest.fixture
+def system_options() -> dict[str, Any]:
+    return {"sandbox_duplicate_rate": 0.0, "sandbox_reorder_rate": 0.0}
+
+
+PEOPLE = [
+    # id, email, phone
+    ("r1-happy", "r1+click@example.org", "+33600000001"),
+    ("r2-half", "r2@bounce.sandbox.test", "+33600000002"),
+    ("r3-both", "r3@bounce.sandbox.test", "+33600003005"),
+    ("r4-emailonly", "r4+click@example.org", None),
+    ("r5-gone", "r5@bounce.sandbox.test", None),
+]
+FINAL = {
+    ("r1-happy", "email"): "clicked",
+    ("r1-happy", "sms"): "delivered",
+    ("r2-half", "email"): "failed",
+    ("r2-half", "sms"): "delivered",
+    ("r3-both", "email"): "failed",
+    ("r3-both", "sms"): "failed",
+    ("r4-emailonly", "email"): "clicked",
+    ("r4-emailonly", "sms"): "skipped",
+    ("r5-gone", "email"): "failed",
+    ("r5-gone", "sms"): "skipped",
+}
+
+
+async def settle(api: httpx.AsyncClient, notice_id: str, expect: dict[Any, str]) -> None:
+    async def done() -> bool:
+        answer = (await api.get(f"/v1/notices/{notice_id}/recipients")).json()
+        found = {
+            (item["id"], channel): item[channel]["status"]
+            for item in answer["items"]
+            for channel in ("email", "sms")
+            if channel in item
+        }
+        status = (await api.get(f"/v1/notices/{notice_id}")).json()["status"]
+        return status != "sending" and all(found[key] == value for key, value in expect.items())
+
+    await until(done, within=40)
+
+
+@pytest.fixture
+async def sent(api: httpx.AsyncClient) -> str:
+    body = notice(0)
+    body["recipients"] = [
+        {"id": rid, "email": email, **({"phone": phone} if phone else {})}
+        for rid, email, phone in PEOPLE
+    ]
+    created = (await api.post("/v1/notices", json=body)).json()
+    await settle(api, created["id"], FINAL)
+    # r5 asked not to be emailed any more since
+    await api.put("/v1/recipients/r5-gone/preferences", json={"email": "no", "reason": "moved"})
+    return str(created["id"])
+
+
+async def test_the_options_count_each_scope_exactly(api: httpx.AsyncClient, sent: str) -> None:
+    answer = await api.get(
+        f"/v1/notices/{sent}/resend-options", params={"recipient_ids": "r1-happy,r2-half"}
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {
+        "failed": {
+            "recipients": 2,
+            "email": 2,
+            "sms": 1,
+            "excluded": {"recipients": 1, "email": 1, "sms": 0},
+        },
+        "undelivered": {
+            "recipients": 1,
+            "email": 1,
+            "sms": 1,
+            "excluded": {"recipients": 1, "email": 1, "sms": 0},
+        },
+        "selected": {
+            "recipients": 1,
+            "email": 1,
+            "sms": 0,
+            "excluded": {"recipients": 0, "email": 0, "sms": 0},
+            "available": True,
+        },
+    }
+    nothing = (await api.get(f"/v1/notices/{sent}/resend-options")).json()
+    assert nothing["selected"]["available"] is False
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"scope": "selected"}, 422, "no_selection"),
+        ({"scope": "selected", "recipient_ids": []}, 422, "no_selection"),
+        ({"scope": "selected", "recipient_ids": ["r2-half", "stranger"]}, 422, "invalid_request"),
+        ({"scope": "everything"}, 422, "invalid_request"),
+        ({"scope": "failed", "recipient_ids": ["r2-half"]}, 422, "invalid_request"),
+        ({"scope": "selected", "recipient_ids": ["r1-happy"]}, 409, "no_failed_recipients"),
+    ],
+)
+async def test_a_refused_resend_says_why_and_changes_nothing(
+    api: httpx.AsyncClient, db: asyncpg.Connection, sent: str, body: Any, status: int, code: str
+) -> None:
+    answer = await api.post(f"/v1/notices/{sent}/resends", json=body)
+    assert (answer.status_code, answer.json()["error"]) == (status, code)
+    if code == "invalid_request" and "recipient_ids" in body and body["scope"] == "selected":
+        assert answer.json()["detail"] == "recipient_ids: not recipients of this notice: stranger"
+    assert await db.fetchval("SELECT count(*) FROM resends") == 0
+    assert await db.fetchval("SELECT count(*) FROM deliveries WHERE attempt > 1") == 0
+
+
+async def test_drafts_and_unknown_notices_cannot_be_resent(api: httpx.AsyncClient) -> None:
+    draft = (await api.post("/v1/notices", json=notice(2, send=False))).json()
+    answer = await api.post(f"/v1/notices/{draft['id']}/resends", json={"scope": "failed"})
+    assert (answer.status_code, answer.json()["error"]) == (409, "notice_not_sent")
+    for path in ("resends", "resend-options"):
+        missing = await api.get(f"/v1/notices/{uuid.uuid4()}/{path}")
+        assert missing.status_code == 404
+
+
+async def test_concurrent_resends_never_send_a_message_twice(
+    api: httpx.AsyncClient, db: asyncpg.Connection, sent: str
+) -> None:
+    answers = await asyncio.gather(
+        *(api.post(f"/v1/notices/{sent}/resends", json={"scope": "failed"}) for _ in range(3))
+    )
+    assert sorted(a.status_code for a in answers) == [202, 409, 409]
+    retried = await db.fetch(
+        "SELECT retry_of, count(*) FROM deliveries WHERE retry_of IS NOT NULL GROUP BY retry_of"
+    )
+    assert len(retried) == 3
+    assert {row["count"] for row in retried} == {1}
+
+
+async def test_a_resend_after_fixing_addresses_updates_the_funnel_and_the_history(
+    api: httpx.AsyncClient, db: asyncpg.Connection, sent: str
+) -> None:
+    await db.execute("UPDATE recipients SET email = 'r2+click@example.org' WHERE id = 'r2-half'")
+    before = (await api.get(f"/v1/notices/{sent}")).json()
+    assert before["status"] == "partially_failed"
+    assert before["stats"]["email"]["failed"] == 3
+
+    answer = await api.post(f"/v1/notices/{sent}/resends", json={"scope": "failed"})
+    assert answer.status_code == 202, answer.text
+    body = answer.json()
+    assert {k: body[k] for k in ("recipients", "email", "sms")} == {
+        "recipients": 2,
+        "email": 2,
+        "sms": 1,
+    }
+    assert body["excluded"] == {"recipients": 1, "email": 1, "sms": 0}
+
+    await settle(
+        api,
+        sent,
+        {
+            ("r2-half", "email"): "clicked",
+            ("r3-both", "email"): "failed",
+            ("r3-both", "sms"): "failed",
+        },
+    )
+    after = (await api.get(f"/v1/notices/{sent}")).json()
+    assert after["status"] == "partially_failed"
+    assert after["stats"]["email"] == {
+        "queued": 0,
+        "sent": 5,
+        "delivered": 3,
+        "opened": 3,
+        "clicked": 3,
+        "failed": 2,
+        "skipped": 0,
+    }
+    # the journal keeps both attempts of r2's email
+    journal = (
+        await api.get("/v1/journal", params={"recipient_id": "r2-half", "channel": "email"})
+    ).json()
+    assert sorted((i["attempt"], i["status"]) for i in journal["items"]) == [
+        (1, "failed"),
+        (2, "clicked"),
+    ]
+
+    selected = await api.post(
+        f"/v1/notices/{sent}/resends", json={"scope": "selected", "recipient_ids": ["r3-both"]}
+    )
+    assert selected.status_code == 202
+    assert selected.json()["excluded"] == {"recipients": 1, "email": 0, "sms": 1}
+    history = (await api.get(f"/v1/notices/{sent}/resends")).json()["items"]
+    assert [(h["scope"], h["recipients"], h["email"], h["sms"], h["full"]) for h in history] == [
+        # r3 is the only failed recipient left: a full resend; but its number failed
+        # permanently twice, so the bounce policy unsubscribed it meanwhile: no text
+        ("selected", 1, 1, 0, True),
+        ("failed", 2, 2, 1, True),
+    ]
+    assert {h["requested_by"] for h in history} == {"admin"}
+
+
+async def test_a_notice_whose_failures_all_get_through_on_resend_becomes_sent(
+    api: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    body = notice(0, sms=None)
+    body["recipients"] = [
+        {"id": "ok", "email": "ok+click@example.org"},
+        {"id": "typo", "email": "typo@bounce.sandbox.test"},
+    ]
+    created = (await api.post("/v1/notices", json=body)).json()
+    await settle(api, created["id"], {("typo", "email"): "failed"})
+    assert (await api.get(f"/v1/notices/{created['id']}")).json()["status"] == "partially_failed"
+
+    await db.execute("UPDATE recipients SET email = 'typo+click@example.org' WHERE id = 'typo'")
+    answer = await api.post(f"/v1/notices/{created['id']}/resends", json={"scope": "undelivered"})
+    assert answer.status_code == 202
+    await settle(api, created["id"], {("typo", "email"): "clicked"})
+    assert (await api.get(f"/v1/notices/{created['id']}")).json()["status"] == "sent"
+    again = await api.post(f"/v1/notices/{created['id']}/resends", json={"scope": "failed"})
+    assert (again.status_code, again.json()["error"]) == (409, "no_failed_recipients")
