@@ -21,7 +21,7 @@ from dispatcher.auth import Authenticator
 from dispatcher.journal import decode_cursor, encode_cursor, parse_limit
 from dispatcher.notices import answers_errors
 from dispatcher.store import iso
-from dispatcher.validation import InvalidRequestError
+from dispatcher.validation import InvalidRequestError, Recipient, parse_contact, parse_object
 from relaybook import outbox, sql
 from relaybook.http import PayloadTooLargeError, error, read_body
 
@@ -153,6 +153,43 @@ class Preferences:
         assert row is not None
         return describe(row)
 
+    async def correct(self, contact: Recipient, caller: str) -> dict[str, Any] | None:
+        """``PATCH /v1/recipients/{id}``: the contact details a manager corrected (an
+        address given as null is removed); answers them as they now are."""
+        async with self._pool.acquire() as connection, connection.transaction():
+            found = await connection.fetchval(
+                Q["update_contact"],
+                contact.id,
+                contact.name is not None,
+                contact.name,
+                contact.email_given,
+                contact.email,
+                contact.phone_given,
+                contact.phone,
+            )
+            if found is None:
+                return None
+            changed = [
+                field
+                for field, given in (
+                    ("name", contact.name is not None),
+                    ("email", contact.email_given),
+                    ("phone", contact.phone_given),
+                )
+                if given
+            ]
+            await connection.execute(
+                Q["audit_preference"],
+                caller,
+                "contact_corrected",
+                contact.id,
+                None,
+                json.dumps({"fields": changed}),
+            )
+            row = await connection.fetchrow(Q["preferences"], contact.id)
+        assert row is not None
+        return {"id": row["id"], "name": row["name"], "email": row["email"], "phone": row["phone"]}
+
     async def overview(self, query: Mapping[str, str]) -> dict[str, Any]:
         unknown = sorted(set(query) - {*OVERVIEW_FILTERS, "cursor", "limit"})
         if unknown:
@@ -230,6 +267,26 @@ def routes(preferences: Preferences, auth: Authenticator) -> list[Route]:
         return JSONResponse(answer)
 
     @answers_errors
+    async def correct(request: Request) -> Response:
+        caller = await auth.caller(request, "preferences:write")
+        try:
+            raw = await read_body(request, MAX_BODY_BYTES)
+        except PayloadTooLargeError as problem:
+            return error(413, "payload_too_large", str(problem))
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            raise InvalidRequestError("(body)", "is not valid JSON") from None
+        recipient_id = request.path_params["recipient_id"]
+        contact = parse_contact(
+            parse_object(body, "(body)", {"name", "email", "phone"}), "", recipient_id
+        )
+        answer = await preferences.correct(contact, caller.name)
+        if answer is None:
+            return error(404, "not_found", "no such recipient")
+        return JSONResponse(answer)
+
+    @answers_errors
     async def overview(request: Request) -> Response:
         await auth.caller(request, "journal:read", "preferences:write")
         return JSONResponse(await preferences.overview(request.query_params))
@@ -237,5 +294,6 @@ def routes(preferences: Preferences, auth: Authenticator) -> list[Route]:
     return [
         Route("/v1/recipients/{recipient_id}/preferences", read, methods=["GET"]),
         Route("/v1/recipients/{recipient_id}/preferences", write, methods=["PUT"]),
+        Route("/v1/recipients/{recipient_id}", correct, methods=["PATCH"]),
         Route("/v1/preferences", overview, methods=["GET"]),
     ]

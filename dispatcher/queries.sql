@@ -289,3 +289,14 @@ UPDATE notices SET status = 'sending', updated_at = now() WHERE id = $1;
 SELECT id, created_at, scope, requested_by, recipients, email, sms, "full"
 FROM resends WHERE notice_id = $1
 ORDER BY created_at DESC, id DESC;
+
+-- name: update_contact
+-- A manager corrects a recipient's name or addresses (null removes one). A new address
+-- starts with a clean slate at the bounce policy (counts belong to addresses).
+UPDATE recipients
+SET name = CASE WHEN $2 THEN $3 ELSE name END,
+    email = CASE WHEN $4 THEN $5 ELSE email END,
+    phone = CASE WHEN $6 THEN $7 ELSE phone END,
+    updated_at = now()
+WHERE id = $1
+RETURNING id;

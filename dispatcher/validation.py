@@ -68,7 +68,7 @@ class NoticeRequest:
         return "scheduled" if self.send_at else "draft"
 
 
-def _object(value: Any, field: str, allowed: set[str]) -> dict[str, Any]:
+def parse_object(value: Any, field: str, allowed: set[str]) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidRequestError(field, "must be an object")
     unknown = sorted(set(value) - allowed)
@@ -92,22 +92,22 @@ def _text(value: Any, field: str, limit: int) -> str:
 
 def parse_notice(body: Any, now: dt.datetime) -> NoticeRequest:
     """Validates a ``POST /v1/notices`` body."""
-    body = _object(
+    body = parse_object(
         body, "(body)", {"source", "title", "email", "sms", "recipients", "send_at", "send"}
     )
-    source = _object(body.get("source"), "source", {"service", "kind", "reference"})
+    source = parse_object(body.get("source"), "source", {"service", "kind", "reference"})
     service = _text(source.get("service"), "source.service", MAX_ID)
     kind = _text(source.get("kind"), "source.kind", MAX_ID)
     reference = _text(source.get("reference"), "source.reference", MAX_ID)
     title = _text(body.get("title"), "title", 500)
     subject = text = html = sms = None
     if body.get("email") is not None:
-        email = _object(body["email"], "email", {"subject", "text", "html"})
+        email = parse_object(body["email"], "email", {"subject", "text", "html"})
         subject = _text(email.get("subject"), "email.subject", MAX_SUBJECT)
         text = _text(email.get("text"), "email.text", MAX_TEXT)
         html = _optional(email.get("html"), "email.html", MAX_TEXT)
     if body.get("sms") is not None:
-        sms = _text(_object(body["sms"], "sms", {"text"}).get("text"), "sms.text", MAX_SMS)
+        sms = _text(parse_object(body["sms"], "sms", {"text"}).get("text"), "sms.text", MAX_SMS)
     if subject is None and sms is None:
         raise InvalidRequestError("email", "a notice needs email or sms content (or both)")
     send = body.get("send", False)
@@ -158,32 +158,35 @@ def _recipients(value: Any) -> list[Recipient]:
     parsed = []
     for index, raw in enumerate(value):
         where = f"recipients[{index}]"
-        item = _object(raw, where, {"id", "name", "email", "phone"})
+        item = parse_object(raw, where, {"id", "name", "email", "phone"})
         recipient_id = _text(item.get("id"), f"{where}.id", MAX_ID)
         if recipient_id in seen:
             raise InvalidRequestError(
                 f"{where}.id", f"duplicate of recipients[{seen[recipient_id]}]"
             )
         seen[recipient_id] = index
-        name = _optional(item.get("name"), f"{where}.name", MAX_ID)
-        email = item.get("email", _ABSENT)
-        if email not in (None, _ABSENT) and (
-            not isinstance(email, str) or len(email) > 254 or not _EMAIL.match(email)
-        ):
-            raise InvalidRequestError(f"{where}.email", "is not a valid email address")
-        phone = item.get("phone", _ABSENT)
-        if phone not in (None, _ABSENT) and (not isinstance(phone, str) or not _E164.match(phone)):
-            raise InvalidRequestError(
-                f"{where}.phone", "is not an E.164 phone number (+33612345678)"
-            )
-        parsed.append(
-            Recipient(
-                recipient_id,
-                name,
-                None if email is _ABSENT else email,
-                None if phone is _ABSENT else phone,
-                email is not _ABSENT,
-                phone is not _ABSENT,
-            )
-        )
+        parsed.append(parse_contact(item, where, recipient_id))
     return parsed
+
+
+def parse_contact(item: dict[str, Any], where: str, recipient_id: str) -> Recipient:
+    """A recipient's contact details: an address left out is kept, one given as null is
+    removed (``where`` prefixes the field named in errors)."""
+    prefix = f"{where}." if where else ""
+    name = _optional(item.get("name"), f"{prefix}name", MAX_ID)
+    email = item.get("email", _ABSENT)
+    if email not in (None, _ABSENT) and (
+        not isinstance(email, str) or len(email) > 254 or not _EMAIL.match(email)
+    ):
+        raise InvalidRequestError(f"{prefix}email", "is not a valid email address")
+    phone = item.get("phone", _ABSENT)
+    if phone not in (None, _ABSENT) and (not isinstance(phone, str) or not _E164.match(phone)):
+        raise InvalidRequestError(f"{prefix}phone", "is not an E.164 phone number (+33612345678)")
+    return Recipient(
+        recipient_id,
+        name,
+        None if email is _ABSENT else email,
+        None if phone is _ABSENT else phone,
+        email is not _ABSENT,
+        phone is not _ABSENT,
+    )

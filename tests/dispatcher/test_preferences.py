@@ -129,3 +129,25 @@ async def test_the_overview_filters_and_pages(api: httpx.AsyncClient, owners: No
     ]
     bad = await api.get("/v1/preferences", params={"reason": "aliens"})
     assert (bad.status_code, bad.json()["field"]) == (422, "reason")
+
+
+async def test_a_manager_corrects_an_address(
+    api: httpx.AsyncClient, owners: None, db: asyncpg.Connection
+) -> None:
+    answer = await api.patch("/v1/recipients/owner-1", json={"email": "new@example.org"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {
+        "id": "owner-1",
+        "name": "Owner 1",
+        "email": "new@example.org",
+        "phone": "+33610000001",
+    }
+    removed = await api.patch("/v1/recipients/owner-1", json={"phone": None})
+    assert removed.json()["phone"] is None
+    prefs = (await api.get("/v1/recipients/owner-1/preferences")).json()
+    assert prefs["sms"]["wants"] == "not_applicable"
+    bad = await api.patch("/v1/recipients/owner-1", json={"email": "not an address"})
+    assert (bad.status_code, bad.json()["field"]) == (422, "email")
+    assert (await api.patch("/v1/recipients/nobody", json={"name": "x"})).status_code == 404
+    actions = [r["action"] for r in await db.fetch("SELECT action FROM audit_log")]
+    assert actions == ["contact_corrected", "contact_corrected"]
