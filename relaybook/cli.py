@@ -107,7 +107,7 @@ async def _up(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 async def _demo(settings: Settings, args: argparse.Namespace) -> int:
-    from relaybook.demo import run_demo  # noqa: PLC0415
+    from demo import run_demo  # noqa: PLC0415
 
     # The tour's own lines are its output; only warnings and errors join them.
     if settings.log_level == "INFO":

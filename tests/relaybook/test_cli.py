@@ -194,25 +194,32 @@ def test_demo_reports_every_step_as_json_and_exits_0(tmp_path: Path) -> None:
         env=environment(tmp_path),
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
         check=False,
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
-    assert report["ok"] is True
-    assert report["error"] is None
-    names = [step["name"] for step in report["steps"]]
-    assert names == [
-        "start the system",
-        "sandbox is ready",
-        "dispatcher is ready",
-        "ingest is ready",
-        "start-up to ready",
-        "publish a notice",
-        "send workers hand it to the providers",
-        "stop cleanly",
-    ]
+    assert (report["ok"], report["error"]) == (True, None)
+    steps = {step["name"]: step for step in report["steps"]}
     assert all(step["ok"] for step in report["steps"])
+    for name in (
+        "start-up to ready",
+        "publish the deposit call",
+        "the funnel adds up",
+        "every failure says why",
+        "a spam complaint unsubscribes at once",
+        "three hard bounces unsubscribe",
+        "the overview shows who and why",
+        "blocks by reputation are not the owner's fault",
+        "resend options count each scope",
+        "the fixed address gets through",
+        "support overrides the automatic unsubscribe",
+        "the owner receives it",
+        "stop cleanly",
+    ):
+        assert name in steps, name
+    assert steps["resend options count each scope"]["data"]["failed"]["recipients"] == 6
+    assert report["seconds"] < 60
 
 
 def test_after_up_is_killed_the_broker_dies_with_it_and_the_next_up_recovers(

@@ -1,0 +1,570 @@
+"""The tour: start everything on the embedded defaults, send notices to a sample
+co-ownership through the provider sandbox, and check at every step that the journal, the
+statistics, the bounce policy, resends and preferences say what they should; stop
+everything, and exit non-zero naming the first step that misbehaved."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from demo import owners as sample
+from demo.output import DemoStepError, Tour
+from relaybook.embedded import free_ports, running_postgres_pid
+from relaybook.runtime import admin_token
+from relaybook.settings import Settings
+from relaybook.system import System
+
+#: how long any one step may wait for messages to move before it fails
+WITHIN_S = 40.0
+DEPOSIT_CALL = "DC-2026-Q4"
+
+
+async def run_demo(settings: Settings, *, data_dir: str | None, as_json: bool) -> int:
+    """Runs the tour; returns the process exit code (0 only if every step behaved)."""
+    tour = Tour(as_json)
+    started = time.monotonic()
+    error: str | None = None
+    api_port, ingest_port, sandbox_port = free_ports(3)
+    with tempfile.TemporaryDirectory(prefix="relaybook-demo-") as scratch:
+        demo_settings = dataclasses.replace(
+            settings,
+            data_dir=Path(data_dir) if data_dir else Path(scratch),
+            api_port=api_port,
+            ingest_port=ingest_port,
+            sandbox_port=sandbox_port,
+            broker_port=0,
+            sandbox_batch_interval_s=0.1,
+        )
+        try:
+            await _tour(tour, demo_settings)
+        except DemoStepError as failure:
+            error = str(failure)
+    total = time.monotonic() - started
+    if as_json:
+        print(json.dumps(tour.report(error is None, error, total), indent=2, default=str))
+    elif error is None:
+        print(f"\nrelaybook demo: every step behaved ({total:.1f} s)")
+    else:
+        print(f"\nrelaybook demo: {error}", file=sys.stderr)
+    return 0 if error is None else 1
+
+
+class Api:
+    """The dispatcher API as the admin."""
+
+    def __init__(self, client: httpx.AsyncClient, base: str, token: str) -> None:
+        self._client = client
+        self._base = base
+        self._headers = {"Authorization": f"Bearer {token}"}
+
+    async def call(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        answer = await self._client.request(
+            method, f"{self._base}{path}", headers=self._headers, **kwargs
+        )
+        return answer.status_code, answer.json()
+
+    async def get(self, path: str, **params: str) -> Any:
+        return (await self.call("GET", path, params=params))[1]
+
+
+async def _tour(tour: Tour, settings: Settings) -> None:
+    started = time.monotonic()
+    system = System(settings)
+    try:
+        await system.__aenter__()
+    except Exception as problem:  # noqa: BLE001 - reported as the failing step
+        tour.record("start the system", False, str(problem), started)
+    failure: DemoStepError | None = None
+    try:
+        assert system.infra is not None
+        embedded = ", ".join(system.infra.embedded) or "nothing"
+        tour.record("start the system", True, f"embedded: {embedded}", started)
+        async with httpx.AsyncClient(timeout=30) as client:
+            for name, server in system.servers.items():
+                step_started = time.monotonic()
+                answer = await _ready(client, f"{server.url}/readyz")
+                tour.record(
+                    f"{name} is ready",
+                    answer["status"] == "ready",
+                    ", ".join(f"{k}: {v}" for k, v in answer["checks"].items())
+                    or "no dependencies",
+                    step_started,
+                )
+            tour.record("start-up to ready", True, f"{len(system.running)} services", started)
+            api = Api(client, system.servers["dispatcher"].url, admin_token(system.settings))
+            deposit_call = await _deposit_call(tour, api)
+            await _journal(tour, api)
+            await _bounce_policy(tour, api)
+            await _resend(tour, api, deposit_call)
+            await _support(tour, api, deposit_call)
+            await _summary(tour, api)
+    except DemoStepError as problem:  # stop everything all the same, then report it
+        failure = problem
+    finally:
+        stop_started = time.monotonic()
+        await system.__aexit__(None, None, None)
+    leftover = running_postgres_pid(settings.data_dir)
+    tour.record(
+        "stop cleanly",
+        leftover is None,
+        "servers, broker and database stopped"
+        if leftover is None
+        else f"PostgreSQL still running (pid {leftover})",
+        stop_started,
+    )
+    if failure is not None:
+        raise failure
+
+
+def _notice(title: str, kind: str, reference: str, subject: str, text: str) -> dict[str, Any]:
+    return {
+        "source": {
+            "service": "accounting" if kind == "deposit_call" else "syndic",
+            "kind": kind,
+            "reference": reference,
+        },
+        "title": title,
+        "email": {"subject": subject, "text": f"{text} https://portal.tilleuls.example.org/"},
+        "sms": {"text": f"Résidence Les Tilleuls: {subject}. Details on the owners' portal."},
+        "recipients": sample.owners(),
+        "send": True,
+    }
+
+
+async def _send(tour: Tour, api: Api, body: dict[str, Any], step: str) -> dict[str, Any]:
+    started = time.monotonic()
+    status, notice = await api.call("POST", "/v1/notices", json=body)
+    tour.record(
+        step,
+        status == 201,
+        f"HTTP {status}: {body['title']!r} to {len(body['recipients'])} owners, email and SMS",
+        started,
+    )
+    return await _settle(tour, api, notice["id"], "messages reach their final state")
+
+
+async def _settle(tour: Tour, api: Api, notice_id: str, step: str) -> dict[str, Any]:
+    """Waits until every message of the notice is delivered, failed or skipped and the
+    statistics stop moving (late opens and clicks); draws the progress meanwhile."""
+    started = time.monotonic()
+    notice: dict[str, Any] = {}
+    steady = 0
+    previous = None
+    while time.monotonic() - started < WITHIN_S:
+        notice = await api.get(f"/v1/notices/{notice_id}")
+        stats = notice["stats"]
+        total = notice["recipients"] * len(stats)
+        final = sum(s["delivered"] + s["failed"] + s["skipped"] for s in stats.values())
+        sent = sum(s["sent"] for s in stats.values())
+        tour.progress("sending", final, total, f"handed to the providers {sent}, final {final}")
+        done = final == total and notice["status"] != "sending"
+        steady = steady + 1 if done and stats == previous else 0
+        previous = stats
+        if steady >= 3:
+            break
+        await asyncio.sleep(0.25)
+    else:
+        stats = notice.get("stats", {})
+        waiting = ", ".join(
+            f"{channel} {s['queued'] + s['sent'] - s['delivered'] - s['failed']}"
+            for channel, s in stats.items()
+        )
+        tour.record(
+            step,
+            False,
+            f"timed out after {WITHIN_S:g} s; not yet delivered or failed: {waiting} "
+            f"(status {notice.get('status')})",
+            started,
+        )
+    tour.record(step, True, f"status {notice['status']}", started, data=notice["stats"])
+    _funnel(tour, notice)
+    return notice
+
+
+def _funnel(tour: Tour, notice: dict[str, Any]) -> None:
+    fields = ("sent", "delivered", "opened", "clicked", "failed", "skipped")
+    tour.table(
+        ("channel", *fields),
+        [(channel, *(stats[f] for f in fields)) for channel, stats in notice["stats"].items()],
+    )
+
+
+async def _check(
+    tour: Tour, step: str, condition: Callable[[], Awaitable[tuple[bool, str]]], data: Any = None
+) -> None:
+    """Polls ``condition`` (``(ok, what it saw)``) until it holds, for up to WITHIN_S."""
+    started = time.monotonic()
+    ok, seen = await condition()
+    while not ok and time.monotonic() - started < WITHIN_S:
+        await asyncio.sleep(0.25)
+        ok, seen = await condition()
+    tour.record(step, ok, seen, started, data)
+
+
+# --- 1. the deposit call ----------------------------------------------------------------
+
+
+async def _deposit_call(tour: Tour, api: Api) -> dict[str, Any]:
+    tour.heading("1. A deposit call to the 120 owners of Résidence Les Tilleuls")
+    body = _notice(
+        "Deposit call Q4 2026",
+        "deposit_call",
+        DEPOSIT_CALL,
+        "Deposit call Q4 2026",
+        "Your deposit call for Q4 2026 is available.",
+    )
+    notice = await _send(tour, api, body, "publish the deposit call")
+    email, sms = notice["stats"]["email"], notice["stats"]["sms"]
+    failing_mail = len(sample.BOUNCING) + len(sample.FULL) + len(sample.BLOCKED)
+    expected = {
+        "email failed": (email["failed"], failing_mail),
+        "email skipped (no address)": (email["skipped"], len(sample.NO_EMAIL)),
+        "SMS failed": (sms["failed"], len(sample.FAILING_PHONES)),
+        "SMS skipped (no number)": (sms["skipped"], len(sample.NO_PHONE)),
+        "status": (notice["status"], "partially_failed"),
+    }
+    wrong = {k: f"{got} (expected {want})" for k, (got, want) in expected.items() if got != want}
+    clicks = email["clicked"] >= len(sample.CLICKERS) and email["opened"] >= email["clicked"]
+    tour.record(
+        "the funnel adds up",
+        not wrong and clicks,
+        (
+            "; ".join(f"{k}: {v}" for k, v in wrong.items())
+            or f"{email['delivered']} emails and {sms['delivered']} texts delivered, "
+            f"{email['opened']} opened, {email['clicked']} clicked; partially_failed"
+        )
+        + ("" if clicks else f"; only {email['clicked']} clicks"),
+        time.monotonic(),
+    )
+    return notice
+
+
+# --- 2. the journal --------------------------------------------------------------------
+
+
+async def _journal(tour: Tour, api: Api) -> None:
+    tour.heading(f"2. The journal of {DEPOSIT_CALL}: what happened to each message")
+    started = time.monotonic()
+    failed = await api.get("/v1/journal", source_reference=DEPOSIT_CALL, status="failed")
+    clicked = await api.get(
+        "/v1/journal", source_reference=DEPOSIT_CALL, status="clicked", limit="3"
+    )
+    rows = [*failed["items"], *clicked["items"]]
+    tour.table(
+        ("recipient", "channel", "status", "sent", "delivered", "clicked", "why"),
+        [
+            (
+                r["recipient_id"],
+                r["channel"],
+                r["status"],
+                _clock(r["sent_at"]),
+                _clock(r["delivered_at"]),
+                _clock(r["clicked_at"]),
+                f"{r['provider_code'] or ''} {(r['reason'] or '')[:48]}".strip(),
+            )
+            for r in rows
+        ],
+    )
+    expected = (
+        len(sample.BOUNCING) + len(sample.FULL) + len(sample.BLOCKED) + len(sample.FAILING_PHONES)
+    )
+    explained = all(r["reason"] for r in failed["items"])
+    tour.record(
+        "every failure says why",
+        len(failed["items"]) == expected and explained,
+        f"{len(failed['items'])} failed messages (expected {expected}), "
+        f"{'each with' if explained else 'NOT all with'} the provider's reason and code",
+        started,
+        data=rows,
+    )
+
+
+def _clock(stamp: str | None) -> str:
+    return stamp[11:19] if stamp else ""
+
+
+# --- 3. the bounce policy ---------------------------------------------------------------
+
+
+async def _bounce_policy(tour: Tour, api: Api) -> None:
+    tour.heading("3. Two more notices: the bounce policy unsubscribes whoever keeps failing")
+    complainer = sample.owner_id(next(iter(sample.COMPLAINER)))
+    await _check(
+        tour, "a spam complaint unsubscribes at once", _wants(api, complainer, "email", "no")
+    )
+    await _send(
+        tour,
+        api,
+        _notice(
+            "General assembly 2027",
+            "convocation",
+            "AGM-2027",
+            "General assembly convocation",
+            "You are invited to the general assembly on 15 January 2027.",
+        ),
+        "publish the general assembly convocation",
+    )
+    unknown_phone = sample.owner_id(next(iter(sample.FAILING_PHONES)))
+    await _check(
+        tour, "a number unknown twice loses its texts", _wants(api, unknown_phone, "sms", "no")
+    )
+    await _send(
+        tour,
+        api,
+        _notice(
+            "Lift replacement",
+            "works",
+            "WORKS-LIFT-2027",
+            "Lift replacement works",
+            "The lift of building B will be replaced from 3 to 14 February.",
+        ),
+        "publish the works notice",
+    )
+    bouncers = [sample.owner_id(n) for n in sample.BOUNCING]
+
+    async def bouncers_out() -> tuple[bool, str]:
+        states = [await _preference(api, owner, "email") for owner in bouncers]
+        out = sum(state["wants"] == "no" for state in states)
+        return out == len(bouncers), f"{out} of {len(bouncers)} bouncing owners unsubscribed"
+
+    await _check(tour, "three hard bounces unsubscribe", bouncers_out)
+
+    started = time.monotonic()
+    automatic = await api.get("/v1/preferences", reason="automatic")
+    rows = [
+        (item["recipient_id"], channel, item[channel]["reason"][:70])
+        for item in automatic["items"]
+        for channel in ("email", "sms")
+        if item[channel]["changed_by"] == "automatic"
+    ]
+    tour.table(("owner", "channel", "why (automatic)"), rows)
+    expected = {(o, "email") for o in bouncers} | {(complainer, "email"), (unknown_phone, "sms")}
+    found = {(owner, channel) for owner, channel, _ in rows}
+    tour.record(
+        "the overview shows who and why",
+        found == expected,
+        f"{len(found)} automatic unsubscribes"
+        + ("" if found == expected else f" (expected {sorted(expected)}, found {sorted(found)})"),
+        started,
+        data=rows,
+    )
+
+    started = time.monotonic()
+    no_email = await api.get("/v1/preferences", wants_email="not_applicable")
+    kept = {
+        sample.owner_id(n): (await _preference(api, sample.owner_id(n), "email"))["wants"]
+        for n in (*sample.BLOCKED, *sample.FULL)
+    }
+    fair = all(wants == "yes" for wants in kept.values())
+    tour.record(
+        "blocks by reputation are not the owner's fault",
+        fair and len(no_email["items"]) == len(sample.NO_EMAIL),
+        f"blocked and full mailboxes still subscribed: {fair}; "
+        f"{len(no_email['items'])} owners without email: not_applicable",
+        started,
+        data=kept,
+    )
+
+
+def _wants(
+    api: Api, owner: str, channel: str, value: str
+) -> Callable[[], Awaitable[tuple[bool, str]]]:
+    async def check() -> tuple[bool, str]:
+        state = await _preference(api, owner, channel)
+        return state["wants"] == value, f"{owner} {channel}: {state['wants']}, {state['reason']}"
+
+    return check
+
+
+async def _preference(api: Api, owner: str, channel: str) -> dict[str, Any]:
+    answer: dict[str, Any] = (await api.get(f"/v1/recipients/{owner}/preferences"))[channel]
+    return answer
+
+
+# --- 4. resend failures -----------------------------------------------------------------
+
+
+async def _resend(tour: Tour, api: Api, notice: dict[str, Any]) -> None:
+    tour.heading(f"4. Resend the failures of {DEPOSIT_CALL}")
+    moved = sample.owner_id(next(iter(sample.FULL)))
+    started = time.monotonic()
+    status, _ = await api.call(
+        "PATCH", f"/v1/recipients/{moved}", json={"email": f"{moved}+click@tilleuls.example.org"}
+    )
+    tour.record(
+        "a manager fixes one address",
+        status == 200,
+        f"{moved}'s mailbox was full: new address",
+        started,
+    )
+    started = time.monotonic()
+    path = f"/v1/notices/{notice['id']}"
+    options = await api.get(f"{path}/resend-options", recipient_ids=f"{moved},owner-100")
+    tour.table(
+        ("scope", "recipients", "emails", "texts", "left out (unsubscribed since)"),
+        [
+            (scope, o["recipients"], o["email"], o["sms"], o["excluded"]["recipients"])
+            for scope, o in options.items()
+        ],
+    )
+    failed = options["failed"]
+    want = {"recipients": 6, "email": 4, "sms": 2}
+    got = {k: failed[k] for k in want}
+    tour.record(
+        "resend options count each scope",
+        got == want,
+        f"failed only: {got}; {failed['excluded']['recipients']} left out",
+        started,
+        data=options,
+    )
+    started = time.monotonic()
+    status, answer = await api.call("POST", f"{path}/resends", json={"scope": "failed"})
+    tour.record(
+        "resend the failures",
+        status == 202 and {k: answer.get(k) for k in want} == got,
+        f"HTTP {status}: {answer.get('email')} emails and {answer.get('sms')} texts again",
+        started,
+    )
+    after = await _settle(tour, api, notice["id"], "the resent messages reach their final state")
+    started = time.monotonic()
+    row = await _row(api, notice["id"], moved)
+    before_failed = notice["stats"]["email"]["failed"]
+    tour.record(
+        "the fixed address gets through",
+        row["email"]["status"] in {"delivered", "opened", "clicked"}
+        and after["stats"]["email"]["failed"] == before_failed - 1,
+        f"{moved}: {row['email']['status']}; email failures {before_failed} -> "
+        f"{after['stats']['email']['failed']} (blocked and full mailboxes fail again)",
+        started,
+    )
+    history = (await api.get(f"{path}/resends"))["items"]
+    tour.table(
+        ("when", "by", "scope", "recipients", "emails", "texts", "full"),
+        [
+            (
+                _clock(h["created_at"]),
+                h["requested_by"],
+                h["scope"],
+                h["recipients"],
+                h["email"],
+                h["sms"],
+                h["full"],
+            )
+            for h in history
+        ],
+    )
+
+
+async def _row(api: Api, notice_id: str, owner: str) -> dict[str, Any]:
+    cursor = None
+    while True:
+        params: dict[str, str] = {"cursor": cursor} if cursor else {}
+        page = await api.get(f"/v1/notices/{notice_id}/recipients", **params)
+        for item in page["items"]:
+            if item["id"] == owner:
+                return item  # type: ignore[no-any-return]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            raise DemoStepError(f"{owner} is not a recipient of {notice_id}")
+
+
+# --- 5. support ---------------------------------------------------------------------------
+
+
+async def _support(tour: Tour, api: Api, notice: dict[str, Any]) -> None:
+    tour.heading("5. Support brings an automatically unsubscribed owner back")
+    owner = sample.owner_id(next(iter(sample.BOUNCING)))
+    started = time.monotonic()
+    await api.call(
+        "PATCH", f"/v1/recipients/{owner}", json={"email": f"{owner}@tilleuls.example.org"}
+    )
+    status, answer = await api.call(
+        "PUT",
+        f"/v1/recipients/{owner}/preferences",
+        json={"email": "yes", "reason": "Owner called: new address confirmed (ticket 4411)"},
+    )
+    email = answer.get("email", {}) if isinstance(answer, dict) else {}
+    tour.table(
+        ("owner", "channel", "wants", "changed by", "who", "why"),
+        [
+            (
+                owner,
+                "email",
+                email.get("wants"),
+                email.get("changed_by"),
+                email.get("changed_by_name"),
+                email.get("reason"),
+            )
+        ],
+    )
+    tour.record(
+        "support overrides the automatic unsubscribe",
+        status == 200 and email.get("changed_by") == "support" and email.get("wants") == "yes",
+        f"HTTP {status}: recorded as {email.get('changed_by')}, the suppression lifted",
+        started,
+    )
+    started = time.monotonic()
+    status, answer = await api.call(
+        "POST",
+        f"/v1/notices/{notice['id']}/resends",
+        json={"scope": "selected", "recipient_ids": [owner]},
+    )
+    tour.record(
+        "resend the deposit call to that owner",
+        status == 202 and answer.get("email") == 1,
+        f"HTTP {status}: {answer.get('email')} email",
+        started,
+    )
+
+    async def received() -> tuple[bool, str]:
+        row = await _row(api, notice["id"], owner)
+        return row["email"]["status"] in {"delivered", "opened", "clicked"}, (
+            f"{owner}: {row['email']['status']}"
+        )
+
+    await _check(tour, "the owner receives it", received)
+
+
+async def _summary(tour: Tour, api: Api) -> None:
+    tour.heading("Summary")
+    rows = []
+    for reference in (DEPOSIT_CALL, "AGM-2027", "WORKS-LIFT-2027"):
+        journal = await api.get("/v1/journal", source_reference=reference, limit="1")
+        notice = await api.get(f"/v1/notices/{journal['items'][0]['notice_id']}")
+        email, sms = notice["stats"]["email"], notice["stats"]["sms"]
+        rows.append(
+            (
+                reference,
+                notice["status"],
+                f"{email['delivered']}/{email['failed']}/{email['skipped']}",
+                f"{sms['delivered']}/{sms['failed']}/{sms['skipped']}",
+            )
+        )
+    tour.table(
+        ("notice", "status", "email delivered/failed/skipped", "SMS delivered/failed/skipped"), rows
+    )
+
+
+async def _ready(client: httpx.AsyncClient, url: str, within: float = 15) -> dict[str, Any]:
+    deadline = time.monotonic() + within
+    answer: dict[str, Any] = {"status": "no answer", "checks": {}}
+    while time.monotonic() < deadline:
+        try:
+            response = await client.get(url)
+            answer = response.json()
+            if response.status_code == 200:
+                return answer
+        except httpx.HTTPError as problem:
+            answer = {"status": "no answer", "checks": {"http": str(problem)}}
+        await asyncio.sleep(0.1)
+    return answer
