@@ -33,7 +33,7 @@ def build(infra: Infrastructure) -> Deployable:
         max_batch=5000,
         gather_ms=100,
     )
-    tasks: list[asyncio.Task[None]] = []
+    sweeping: list[asyncio.Task[None]] = []
 
     async def handle(records: list[Record]) -> None:
         await policy.handle(records)
@@ -53,14 +53,13 @@ def build(infra: Infrastructure) -> Deployable:
 
     async def start() -> None:
         await events.start()
-        await consumer.start()
-        tasks.append(asyncio.create_task(consumer.run(handle), name="bounce-policy"))
-        tasks.append(asyncio.create_task(sweep(), name="bounce-policy-expiry"))
+        await consumer.start_running(handle, "bounce-policy")
+        sweeping.append(asyncio.create_task(sweep(), name="bounce-policy-expiry"))
 
     async def stop() -> None:
         await consumer.stop()
-        tasks[-1].cancel()  # the sweep
-        for task in tasks:
+        for task in sweeping:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await events.stop()

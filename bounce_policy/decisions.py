@@ -121,7 +121,7 @@ class BouncePolicy:
                 note = f"the {row['rule']} unsubscribe expired; trying the address again"
                 change = Change(row["channel"], row["address"], row["rule"], note, "automatic")
                 rows = await connection.fetch(
-                    Q["resubscribe_automatic"], change.channel, change.address, note
+                    Q["resubscribe"], change.channel, change.address, note, "automatic"
                 )
                 recipients = [r["id"] for r in rows]
                 await _audit(connection, "resubscribe_expired", change, recipients)
@@ -219,7 +219,7 @@ async def _opt_in(connection: Connection, change: Change) -> None:
         Q["lift_opt_out"], change.channel, change.address, change.reason
     )
     rows = await connection.fetch(
-        Q["resubscribe_opted_out"], change.channel, change.address, change.reason
+        Q["resubscribe"], change.channel, change.address, change.reason, "owner"
     )
     recipients = [row["id"] for row in rows]
     if not lifted and not recipients:

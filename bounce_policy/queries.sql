@@ -77,22 +77,6 @@ UPDATE suppressions SET lifted_at = now(), lifted_by = 'owner', lift_reason = $3
 WHERE channel = $1 AND lower(address) = $2 AND lifted_at IS NULL AND rule = 'opt_out'
 RETURNING id;
 
--- name: resubscribe_opted_out
-UPDATE recipients r
-SET email_wants = CASE WHEN $1 = 'email' THEN 'yes' ELSE email_wants END,
-    email_reason = CASE WHEN $1 = 'email' THEN $3 ELSE email_reason END,
-    email_changed_at = CASE WHEN $1 = 'email' THEN now() ELSE email_changed_at END,
-    sms_wants = CASE WHEN $1 = 'sms' THEN 'yes' ELSE sms_wants END,
-    sms_reason = CASE WHEN $1 = 'sms' THEN $3 ELSE sms_reason END,
-    sms_changed_at = CASE WHEN $1 = 'sms' THEN now() ELSE sms_changed_at END,
-    updated_at = now()
-WHERE CASE WHEN $1 = 'email'
-           THEN lower(r.email) = $2 AND r.email_wants = 'no'
-                AND r.email_changed_by_kind = 'owner' AND r.email_changed_by = 'bounce-policy'
-           ELSE r.phone = $2 AND r.sms_wants = 'no'
-                AND r.sms_changed_by_kind = 'owner' AND r.sms_changed_by = 'bounce-policy' END
-RETURNING r.id;
-
 -- name: audit
 INSERT INTO audit_log (actor, action, subject_type, subject_id, reason, details)
 SELECT $1, $2, 'recipient', id, $3, $4::jsonb FROM unnest($5::text[]) AS r (id);
@@ -112,7 +96,10 @@ WITH expired AS (
 )
 SELECT channel, address, rule FROM expired;
 
--- name: resubscribe_automatic
+-- name: resubscribe
+-- Subscribes again the recipients at an address whom the policy turned off: $4 'owner'
+-- for an opt-out by the owner (after START), 'automatic' for an unsubscribe that expired.
+-- Nobody else's decision (a manager's, support's) is touched.
 UPDATE recipients r
 SET email_wants = CASE WHEN $1 = 'email' THEN 'yes' ELSE email_wants END,
     email_reason = CASE WHEN $1 = 'email' THEN $3 ELSE email_reason END,
@@ -123,6 +110,7 @@ SET email_wants = CASE WHEN $1 = 'email' THEN 'yes' ELSE email_wants END,
     updated_at = now()
 WHERE CASE WHEN $1 = 'email'
            THEN lower(r.email) = $2 AND r.email_wants = 'no'
-                AND r.email_changed_by_kind = 'automatic'
-           ELSE r.phone = $2 AND r.sms_wants = 'no' AND r.sms_changed_by_kind = 'automatic' END
+                AND r.email_changed_by_kind = $4 AND r.email_changed_by = 'bounce-policy'
+           ELSE r.phone = $2 AND r.sms_wants = 'no'
+                AND r.sms_changed_by_kind = $4 AND r.sms_changed_by = 'bounce-policy' END
 RETURNING r.id;

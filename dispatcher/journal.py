@@ -17,8 +17,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from dispatcher.api import answers_errors
 from dispatcher.auth import Authenticator
-from dispatcher.notices import answers_errors
 from dispatcher.store import iso
 from dispatcher.validation import InvalidRequestError
 from relaybook import sql

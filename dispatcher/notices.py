@@ -3,39 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import uuid
-from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from dispatcher.auth import Authenticator, ForbiddenError, UnauthorizedError
+from dispatcher.api import answers_errors, json_body
+from dispatcher.auth import Authenticator
 from dispatcher.store import IdempotencyConflictError, NoticeStore, request_hash
 from dispatcher.validation import InvalidRequestError, parse_notice
-from relaybook.http import PayloadTooLargeError, error, read_body
+from relaybook.http import error
 
 #: a 100,000-recipient notice with long names and addresses stays well under this
 MAX_BODY_BYTES = 32 * 1024 * 1024
-
-Handler = Callable[[Request], Awaitable[Response]]
-
-
-def answers_errors(handler: Handler) -> Handler:
-    async def wrapped(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except UnauthorizedError as problem:
-            return error(401, "unauthorized", str(problem), {"WWW-Authenticate": "Bearer"})
-        except ForbiddenError as problem:
-            return error(403, "forbidden", str(problem))
-        except InvalidRequestError as problem:
-            return JSONResponse(
-                {"error": "invalid_request", "detail": str(problem), "field": problem.field}, 422
-            )
-
-    return wrapped
 
 
 def _notice_id(request: Request) -> uuid.UUID | None:
@@ -49,14 +30,7 @@ def routes(store: NoticeStore, auth: Authenticator) -> list[Route]:
     @answers_errors
     async def create(request: Request) -> Response:
         caller = await auth.caller(request, "notices:write")
-        try:
-            raw = await read_body(request, MAX_BODY_BYTES)
-        except PayloadTooLargeError as problem:
-            return error(413, "payload_too_large", str(problem))
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            raise InvalidRequestError("(body)", "is not valid JSON") from None
+        raw, body = await json_body(request, MAX_BODY_BYTES)
         notice = parse_notice(body, dt.datetime.now(dt.UTC))
         key = request.headers.get("idempotency-key")
         if key is not None and not 1 <= len(key) <= 200:

@@ -17,13 +17,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bounce_policy.decisions import address_key
+from dispatcher.api import answers_errors, json_body
 from dispatcher.auth import Authenticator
 from dispatcher.journal import decode_cursor, encode_cursor, parse_limit
-from dispatcher.notices import answers_errors
 from dispatcher.store import iso
 from dispatcher.validation import InvalidRequestError, Recipient, parse_contact, parse_object
 from relaybook import outbox, sql
-from relaybook.http import PayloadTooLargeError, error, read_body
+from relaybook.http import error
 
 Q = sql.load("dispatcher")
 CHANNELS = ("email", "sms")
@@ -250,14 +250,7 @@ def routes(preferences: Preferences, auth: Authenticator) -> list[Route]:
     @answers_errors
     async def write(request: Request) -> Response:
         caller = await auth.caller(request, "preferences:write")
-        try:
-            raw = await read_body(request, MAX_BODY_BYTES)
-        except PayloadTooLargeError as problem:
-            return error(413, "payload_too_large", str(problem))
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            raise InvalidRequestError("(body)", "is not valid JSON") from None
+        _, body = await json_body(request, MAX_BODY_BYTES)
         wanted, reason, never = parse_change(body)
         answer = await preferences.change(
             request.path_params["recipient_id"], wanted, reason, never, caller.name
@@ -269,14 +262,7 @@ def routes(preferences: Preferences, auth: Authenticator) -> list[Route]:
     @answers_errors
     async def correct(request: Request) -> Response:
         caller = await auth.caller(request, "preferences:write")
-        try:
-            raw = await read_body(request, MAX_BODY_BYTES)
-        except PayloadTooLargeError as problem:
-            return error(413, "payload_too_large", str(problem))
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            raise InvalidRequestError("(body)", "is not valid JSON") from None
+        _, body = await json_body(request, MAX_BODY_BYTES)
         recipient_id = request.path_params["recipient_id"]
         contact = parse_contact(
             parse_object(body, "(body)", {"name", "email", "phone"}), "", recipient_id

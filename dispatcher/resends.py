@@ -11,7 +11,6 @@ never retry the same message twice: the second sees the first's queued attempts.
 from __future__ import annotations
 
 import dataclasses
-import json
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
@@ -22,12 +21,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from dispatcher.api import ApiError, answers_errors, json_body
 from dispatcher.auth import Authenticator
-from dispatcher.notices import answers_errors
 from dispatcher.store import OUTBOX_CHANNEL, iso
 from dispatcher.validation import InvalidRequestError
 from relaybook import sql
-from relaybook.http import PayloadTooLargeError, error, read_body
+from relaybook.http import error
 
 Q = sql.load("dispatcher")
 SCOPES = ("failed", "undelivered", "selected")
@@ -37,13 +36,8 @@ SENT = frozenset({"sent", "partially_failed", "failed"})
 MAX_BODY_BYTES = 8 * 1024 * 1024
 
 
-class ResendError(Exception):
-    """A resend refused: ``status`` and ``code`` make the contract's error answer."""
-
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.code = code
+class ResendError(ApiError):
+    """A resend refused (409 ``no_failed_recipients``...)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,41 +218,23 @@ def routes(resends: Resends, auth: Authenticator) -> list[Route]:
         except ValueError:
             raise ResendError(404, "not_found", "no such notice") from None
 
-    def answers_resend_errors(handler: Any) -> Any:
-        @answers_errors
-        async def wrapped(request: Request) -> Response:
-            try:
-                response: Response = await handler(request)
-            except ResendError as problem:
-                return error(problem.status, problem.code, str(problem))
-            return response
-
-        return wrapped
-
-    @answers_resend_errors
+    @answers_errors
     async def options(request: Request) -> Response:
         await auth.caller(request, "journal:read", "notices:write")
         raw = request.query_params.get("recipient_ids", "")
         selected = frozenset(part.strip() for part in raw.split(",") if part.strip())
         return JSONResponse(await resends.options(notice_id(request), selected))
 
-    @answers_resend_errors
+    @answers_errors
     async def create(request: Request) -> Response:
         caller = await auth.caller(request, "notices:write")
         target = notice_id(request)
-        try:
-            raw = await read_body(request, MAX_BODY_BYTES)
-        except PayloadTooLargeError as problem:
-            return error(413, "payload_too_large", str(problem))
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            raise InvalidRequestError("(body)", "is not valid JSON") from None
+        _, body = await json_body(request, MAX_BODY_BYTES)
         scope, selected = parse_request(body)
         answer = await resends.resend(target, scope, selected, caller.name)
         return JSONResponse(answer, 202)
 
-    @answers_resend_errors
+    @answers_errors
     async def history(request: Request) -> Response:
         await auth.caller(request, "journal:read", "notices:write")
         target = notice_id(request)

@@ -245,6 +245,7 @@ class Consumer:
             heartbeat_interval_ms=max(100, settings.session_timeout_ms // 10),
         )
         self._last_lag_update = 0.0
+        self._task: asyncio.Task[None] | None = None
         #: first offset of each partition in the batch being handled, to go back to
         self._inflight: dict[TopicPartition, int] = {}
 
@@ -257,10 +258,19 @@ class Consumer:
             ) from error
         self._consumer.subscribe(self._topics, listener=_Rebalance(self._lock, self._group))
 
+    async def start_running(self, handler: Handler, name: str) -> None:
+        """Joins the group and runs :meth:`run` in the background until :meth:`stop`."""
+        await self.start()
+        self._task = asyncio.create_task(self.run(handler), name=name)
+
     async def stop(self) -> None:
+        """Lets the batch in hand finish (and commit), then leaves the group."""
         self._stopping.set()
         async with self._lock:
             await self._consumer.stop()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
     async def run(self, handler: Handler) -> None:
         """Consumes until :meth:`stop` is called. When the handler fails (the database is

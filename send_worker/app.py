@@ -5,9 +5,6 @@ itself); with the event outbox's catch-up loop beside them."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
 from relaybook.deployable import Deployable
 from relaybook.kafka import Consumer
 from relaybook.outbox import Outbox
@@ -40,22 +37,15 @@ def build(infra: Infrastructure) -> Deployable:
         )
         for channel in CHANNELS
     }
-    tasks: list[asyncio.Task[None]] = []
 
     async def start() -> None:
         await events.start()
         for channel, consumer in lanes.items():
-            await consumer.start()
-            tasks.append(
-                asyncio.create_task(consumer.run(worker.lane(channel)), name=f"send-{channel}")
-            )
+            await consumer.start_running(worker.lane(channel), f"send-{channel}")
 
     async def stop() -> None:
         for consumer in lanes.values():
             await consumer.stop()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         await events.stop()
         await sendgrid.close()
         await twilio.close()

@@ -4,9 +4,6 @@ delivery's events are always handled by one replica."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
 from relaybook.deployable import Deployable
 from relaybook.kafka import Consumer
 from relaybook.runtime import Infrastructure
@@ -27,16 +24,8 @@ def build(infra: Infrastructure) -> Deployable:
         max_batch=5000,
         gather_ms=100,
     )
-    tasks: list[asyncio.Task[None]] = []
 
     async def start() -> None:
-        await consumer.start()
-        tasks.append(asyncio.create_task(consumer.run(journal.handle), name="tracker"))
+        await consumer.start_running(journal.handle, "tracker")
 
-    async def stop() -> None:
-        await consumer.stop()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    return Deployable(app=None, start=start, stop=stop)
+    return Deployable(app=None, start=start, stop=consumer.stop)
