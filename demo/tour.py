@@ -6,7 +6,6 @@ everything, and exit non-zero naming the first step that misbehaved."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import sys
 import tempfile
@@ -30,20 +29,23 @@ DEPOSIT_CALL = "DC-2026-Q4"
 
 
 async def run_demo(settings: Settings, *, data_dir: str | None, as_json: bool) -> int:
-    """Runs the tour; returns the process exit code (0 only if every step behaved)."""
+    """Runs the tour on embedded servers and the sandbox (of ``settings`` only the logging
+    is kept); returns the process exit code (0 only if every step behaved)."""
     tour = Tour(as_json)
     started = time.monotonic()
     error: str | None = None
     api_port, ingest_port, sandbox_port = free_ports(3)
     with tempfile.TemporaryDirectory(prefix="relaybook-demo-") as scratch:
-        demo_settings = dataclasses.replace(
-            settings,
+        # Always the embedded defaults, whatever is configured: the tour's made-up owners
+        # must never reach a real database, broker or provider.
+        demo_settings = Settings(
             data_dir=Path(data_dir) if data_dir else Path(scratch),
             api_port=api_port,
             ingest_port=ingest_port,
             sandbox_port=sandbox_port,
-            broker_port=0,
             sandbox_batch_interval_s=0.1,
+            log_level=settings.log_level,
+            log_format=settings.log_format,
         )
         try:
             await _tour(tour, demo_settings)

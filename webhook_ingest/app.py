@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+import schemas
 from relaybook.deployable import Deployable
 from relaybook.http import PayloadTooLargeError, create_app, error, read_body
 from relaybook.kafka import BrokerError, Producer
@@ -140,6 +141,9 @@ class Ingest:
         except (BrokerError, TimeoutError) as problem:
             log.warning("webhook not recorded: the broker did not acknowledge", error=str(problem))
             raise WebhookError(503, "unavailable", "cannot record the events now; retry") from None
+        except schemas.MessageError as problem:  # a value the normalisation let through
+            log.exception("webhook event breaks the delivery-event contract", error=str(problem))
+            raise MalformedError(f"an event cannot be recorded: {problem}") from None
         EVENTS.labels(provider).inc(len(messages))
 
 
