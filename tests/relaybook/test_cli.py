@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,12 +84,17 @@ class Up:
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "data"
+def data_dir() -> Iterator[Path]:
+    """Not under pytest's tmp_path: another pytest session starting meanwhile makes that
+    tree owner-only, and the embedded server runs as another user."""
+    scratch = Path(tempfile.mkdtemp(prefix="relaybook-cli-"))
+    path = scratch / "data"
     yield path
     pid = running_postgres_pid(path)
     if pid is not None:  # never leave a server behind, even when a test failed
         psutil.Process(pid).terminate()
+        psutil.Process(pid).wait(30)
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 def test_up_is_ready_serves_health_and_stops_on_sigterm_leaving_nothing_behind(
