@@ -117,7 +117,7 @@ async def count(url: str, sql: str) -> int:
         await connection.close()
 
 
-async def run(recipients: int, channels: tuple[str, ...]) -> None:
+async def run(recipients: int, channels: tuple[str, ...], *, send: bool = True) -> None:
     logs.configure("WARNING", "console")
     scratch = Path(tempfile.mkdtemp(prefix="relaybook-bench-"))
     postgres = EmbeddedPostgres(scratch)
@@ -193,10 +193,10 @@ async def run(recipients: int, channels: tuple[str, ...]) -> None:
         )
 
         # 2. sending
-        async with System(settings, only={"worker"}):
+        done: dict[str, float] = {}
+        async with System(settings, only={"worker"} if send else set()):
             started = time.monotonic()
-            done: dict[str, float] = {}
-            while len(done) < len(channels):
+            while send and len(done) < len(channels):
                 for channel in channels:
                     handed = await count(
                         database_url,
@@ -239,8 +239,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--recipients", type=int, default=100_000)
     parser.add_argument("--channels", default="email,sms", help="email,sms / email / sms")
+    parser.add_argument(
+        "--publish-only", action="store_true", help="measure publishing, not the sending"
+    )
     args = parser.parse_args()
-    asyncio.run(run(args.recipients, tuple(args.channels.split(","))))
+    asyncio.run(run(args.recipients, tuple(args.channels.split(",")), send=not args.publish_only))
 
 
 if __name__ == "__main__":

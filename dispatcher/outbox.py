@@ -29,6 +29,9 @@ log = get_logger(__name__)
 
 PAGE = 5000
 POLL_S = 1.0
+#: pages in flight at once per replica (SKIP LOCKED gives each its own rows): one claims
+#: while another waits for the broker's acknowledgements and a third stamps
+RELAY_LANES = 3
 
 JOBS_PUBLISHED = Counter("relaybook_send_jobs_published_total", "Send jobs published by the relay")
 RELAY_PAGE_SECONDS = Histogram(
@@ -50,11 +53,16 @@ class Relay:
         self._listener = await asyncpg.connect(self._dsn)
         await self._listener.add_listener(OUTBOX_CHANNEL, self._notified)
         self._tasks = [
-            asyncio.create_task(self._forever(self.publish_due, "relay", self._wake), name="relay"),
+            asyncio.create_task(
+                self._forever(self.publish_due, "relay", self._wake), name=f"relay-{lane}"
+            )
+            for lane in range(RELAY_LANES)
+        ]
+        self._tasks.append(
             asyncio.create_task(
                 self._forever(self.release_due, "scheduler", asyncio.Event()), name="scheduler"
-            ),
-        ]
+            )
+        )
 
     async def stop(self) -> None:
         for task in self._tasks:
