@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 #: the admin token of the in-process system fixture
@@ -72,3 +76,31 @@ async def read_topic(
         await consumer.stop()
     assert len(found) >= count, f"{len(found)} of {count} messages arrived"
     return found
+
+
+class Deployable:
+    """``relaybook <command>`` as a separate process on a test's database and topics (to
+    be killed the hard way), its output in ``<logs>/<name>.log``."""
+
+    def __init__(self, command: str, settings: Any, logs: Path, **extra: str) -> None:
+        self.command = command
+        self.logs = logs
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYBOOK_")}
+        self.env |= {
+            "RELAYBOOK_DATABASE_URL": settings.database_url or "",
+            "RELAYBOOK_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
+            "RELAYBOOK_TOPIC_PREFIX": settings.topic_prefix,
+            "RELAYBOOK_KAFKA_SESSION_TIMEOUT_MS": "1000",
+            "RELAYBOOK_DATA_DIR": str(logs),
+            "RELAYBOOK_LOG_FORMAT": "json",
+            **extra,
+        }
+
+    def start(self, name: str) -> subprocess.Popen[bytes]:
+        with (self.logs / f"{name}.log").open("w") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "relaybook.cli", self.command],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )

@@ -5,17 +5,14 @@ audited once."""
 from __future__ import annotations
 
 import datetime as dt
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import asyncpg
 
 from relaybook.kafka import Producer
 from relaybook.settings import Settings
-from tests.support import until
+from tests.support import Deployable, until
 
 ADDRESSES = 1500
 
@@ -53,30 +50,13 @@ async def test_a_policy_killed_mid_stream_counts_nothing_twice(
     finally:
         await producer.stop()
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYBOOK_")}
-    env |= {
-        "RELAYBOOK_DATABASE_URL": settings.database_url or "",
-        "RELAYBOOK_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
-        "RELAYBOOK_TOPIC_PREFIX": settings.topic_prefix,
-        "RELAYBOOK_KAFKA_SESSION_TIMEOUT_MS": "1000",
-        "RELAYBOOK_DATA_DIR": str(tmp_path),
-        "RELAYBOOK_LOG_FORMAT": "json",
-    }
-
-    def start(name: str) -> subprocess.Popen[bytes]:
-        with (tmp_path / f"{name}.log").open("w") as log:
-            return subprocess.Popen(
-                [sys.executable, "-m", "relaybook.cli", "bounce-policy"],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+    policy = Deployable("bounce-policy", settings, tmp_path)
 
     async def counted() -> int:
         value: int = await db.fetchval("SELECT count(*) FROM address_events")
         return value
 
-    first = start("first")
+    first = policy.start("first")
     try:
         await until(lambda: _in_a_batch(db), within=60)
     finally:
@@ -84,7 +64,7 @@ async def test_a_policy_killed_mid_stream_counts_nothing_twice(
         first.wait(10)
     assert await counted() < 3 * ADDRESSES, "the kill came mid-stream"
 
-    second = start("second")
+    second = policy.start("second")
     try:
         await until(lambda: _more_than(counted, 3 * ADDRESSES - 1), within=120)
         await until(lambda: _suppressed(db, ADDRESSES), within=60)

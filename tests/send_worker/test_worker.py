@@ -15,7 +15,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from relaybook.system import System
-from tests.support import notice, until
+from tests.support import Deployable, notice, until
 
 SENT_OR_LATER = {"sent", "delivered", "opened", "clicked"}
 
@@ -212,39 +212,23 @@ async def test_a_worker_killed_mid_batch_loses_nothing_and_repeats_only_what_was
     """SIGKILL leaves no time to clean up. On restart every job comes back: deliveries
     already recorded are left alone; only those whose provider call was in flight at the
     kill (attempt started, no answer recorded) can go out a second time."""
-    import os  # noqa: PLC0415
     import signal  # noqa: PLC0415
-    import subprocess  # noqa: PLC0415
-    import sys  # noqa: PLC0415
 
     settings = system.settings
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYBOOK_")}
-    env |= {
-        "RELAYBOOK_DATABASE_URL": settings.database_url or "",
-        "RELAYBOOK_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
-        "RELAYBOOK_TOPIC_PREFIX": settings.topic_prefix,
-        "RELAYBOOK_KAFKA_SESSION_TIMEOUT_MS": "1000",
-        "RELAYBOOK_DATA_DIR": str(tmp_path),
-        "RELAYBOOK_SENDGRID_API_KEY": settings.sendgrid_api_key or "",
-        "RELAYBOOK_SENDGRID_BASE_URL": settings.sendgrid_base_url or "",
-        "RELAYBOOK_TWILIO_ACCOUNT_SID": settings.twilio_account_sid or "",
-        "RELAYBOOK_TWILIO_AUTH_TOKEN": settings.twilio_auth_token or "",
-        "RELAYBOOK_TWILIO_BASE_URL": settings.twilio_base_url or "",
-        "RELAYBOOK_TWILIO_FROM": settings.twilio_from or "",
-        "RELAYBOOK_PUBLIC_WEBHOOK_BASE_URL": settings.webhook_base_url,
-        "RELAYBOOK_TWILIO_RATE_LIMIT": "150",
-        "RELAYBOOK_SENDGRID_RATE_LIMIT": "5",
-        "RELAYBOOK_LOG_FORMAT": "json",
-    }
-
-    def start_worker(name: str) -> subprocess.Popen[bytes]:
-        with (tmp_path / f"{name}.log").open("w") as log:
-            return subprocess.Popen(
-                [sys.executable, "-m", "relaybook.cli", "worker"],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+    workers = Deployable(
+        "worker",
+        settings,
+        tmp_path,
+        RELAYBOOK_SENDGRID_API_KEY=settings.sendgrid_api_key or "",
+        RELAYBOOK_SENDGRID_BASE_URL=settings.sendgrid_base_url or "",
+        RELAYBOOK_TWILIO_ACCOUNT_SID=settings.twilio_account_sid or "",
+        RELAYBOOK_TWILIO_AUTH_TOKEN=settings.twilio_auth_token or "",
+        RELAYBOOK_TWILIO_BASE_URL=settings.twilio_base_url or "",
+        RELAYBOOK_TWILIO_FROM=settings.twilio_from or "",
+        RELAYBOOK_PUBLIC_WEBHOOK_BASE_URL=settings.webhook_base_url,
+        RELAYBOOK_TWILIO_RATE_LIMIT="150",
+        RELAYBOOK_SENDGRID_RATE_LIMIT="5",
+    )
 
     body = notice(
         0,
@@ -254,7 +238,7 @@ async def test_a_worker_killed_mid_batch_loses_nothing_and_repeats_only_what_was
         ],
     )
     created = (await api.post("/v1/notices", json=body)).json()
-    worker = start_worker("first")
+    worker = workers.start("first")
 
     async def partly_sent() -> bool:
         return (
@@ -285,7 +269,7 @@ async def test_a_worker_killed_mid_batch_loses_nothing_and_repeats_only_what_was
     )
     assert unsent > 0, "the kill came mid-batch"
 
-    worker = start_worker("second")
+    worker = workers.start("second")
     try:
         await until(lambda: settled(db, created["id"]), within=90)
     finally:
