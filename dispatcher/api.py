@@ -4,6 +4,7 @@ the core raises, and reading a JSON body with a size limit."""
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -57,3 +58,12 @@ async def json_body(request: Request, limit: int) -> tuple[bytes, Any]:
         return raw, json.loads(raw)
     except ValueError:
         raise InvalidRequestError("(body)", "is not valid JSON") from None
+
+
+def path_id(request: Request, name: str, what: str) -> uuid.UUID:
+    """The UUID path parameter ``name``; a 404 ``no such <what>`` when it is not one (no
+    such row can exist)."""
+    try:
+        return uuid.UUID(request.path_params[name])
+    except ValueError:
+        raise ApiError(404, "not_found", f"no such {what}") from None

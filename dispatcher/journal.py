@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from dispatcher.api import answers_errors
+from dispatcher.api import answers_errors, path_id
 from dispatcher.auth import Authenticator
 from dispatcher.store import iso
 from dispatcher.validation import InvalidRequestError
@@ -222,11 +222,7 @@ def routes(reader: JournalReader, auth: Authenticator) -> list[Route]:
     @answers_errors
     async def delivery(request: Request) -> Response:
         await auth.caller(request, "journal:read")
-        try:
-            delivery_id = uuid.UUID(request.path_params["delivery_id"])
-        except ValueError:
-            return error(404, "not_found", "no such delivery")
-        answer = await reader.delivery(delivery_id)
+        answer = await reader.delivery(path_id(request, "delivery_id", "delivery"))
         if answer is None:
             return error(404, "not_found", "no such delivery")
         return JSONResponse(answer)
@@ -234,10 +230,7 @@ def routes(reader: JournalReader, auth: Authenticator) -> list[Route]:
     @answers_errors
     async def recipients(request: Request) -> Response:
         await auth.caller(request, "journal:read", "notices:write")
-        try:
-            notice_id = uuid.UUID(request.path_params["notice_id"])
-        except ValueError:
-            return error(404, "not_found", "no such notice")
+        notice_id = path_id(request, "notice_id", "notice")
         if not await reader.notice_exists(notice_id):
             return error(404, "not_found", "no such notice")
         return JSONResponse(await reader.recipients(notice_id, request.query_params))

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from dispatcher.api import answers_errors, json_body
+from dispatcher.api import answers_errors, json_body, path_id
 from dispatcher.auth import Authenticator
 from dispatcher.store import IdempotencyConflictError, NoticeStore, request_hash
 from dispatcher.validation import InvalidRequestError, parse_notice
@@ -17,13 +16,6 @@ from relaybook.http import error
 
 #: a 100,000-recipient notice with long names and addresses stays well under this
 MAX_BODY_BYTES = 32 * 1024 * 1024
-
-
-def _notice_id(request: Request) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(request.path_params["notice_id"])
-    except ValueError:
-        return None
 
 
 def routes(store: NoticeStore, auth: Authenticator) -> list[Route]:
@@ -50,8 +42,7 @@ def routes(store: NoticeStore, auth: Authenticator) -> list[Route]:
     @answers_errors
     async def get(request: Request) -> Response:
         await auth.caller(request, "journal:read", "notices:write")
-        notice_id = _notice_id(request)
-        answer = await store.get(notice_id) if notice_id else None
+        answer = await store.get(path_id(request, "notice_id", "notice"))
         if answer is None:
             return error(404, "not_found", "no such notice")
         return JSONResponse(answer)
@@ -59,9 +50,9 @@ def routes(store: NoticeStore, auth: Authenticator) -> list[Route]:
     @answers_errors
     async def send(request: Request) -> Response:
         await auth.caller(request, "notices:write")
-        notice_id = _notice_id(request)
-        answer = await store.get(notice_id) if notice_id else None
-        if notice_id is None or answer is None:
+        notice_id = path_id(request, "notice_id", "notice")
+        answer = await store.get(notice_id)
+        if answer is None:
             return error(404, "not_found", "no such notice")
         if not await store.release(notice_id):
             return error(409, "already_sent", f"the notice is {answer['status']} already")

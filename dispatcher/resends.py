@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from dispatcher.api import ApiError, answers_errors, json_body
+from dispatcher.api import ApiError, answers_errors, json_body, path_id
 from dispatcher.auth import Authenticator
 from dispatcher.store import OUTBOX_CHANNEL, iso
 from dispatcher.validation import InvalidRequestError
@@ -212,23 +212,19 @@ def _check_known(messages: list[Message], selected: frozenset[str]) -> None:
 
 
 def routes(resends: Resends, auth: Authenticator) -> list[Route]:
-    def notice_id(request: Request) -> uuid.UUID:
-        try:
-            return uuid.UUID(request.path_params["notice_id"])
-        except ValueError:
-            raise ResendError(404, "not_found", "no such notice") from None
-
     @answers_errors
     async def options(request: Request) -> Response:
         await auth.caller(request, "journal:read", "notices:write")
         raw = request.query_params.get("recipient_ids", "")
         selected = frozenset(part.strip() for part in raw.split(",") if part.strip())
-        return JSONResponse(await resends.options(notice_id(request), selected))
+        return JSONResponse(
+            await resends.options(path_id(request, "notice_id", "notice"), selected)
+        )
 
     @answers_errors
     async def create(request: Request) -> Response:
         caller = await auth.caller(request, "notices:write")
-        target = notice_id(request)
+        target = path_id(request, "notice_id", "notice")
         _, body = await json_body(request, MAX_BODY_BYTES)
         scope, selected = parse_request(body)
         answer = await resends.resend(target, scope, selected, caller.name)
@@ -237,7 +233,7 @@ def routes(resends: Resends, auth: Authenticator) -> list[Route]:
     @answers_errors
     async def history(request: Request) -> Response:
         await auth.caller(request, "journal:read", "notices:write")
-        target = notice_id(request)
+        target = path_id(request, "notice_id", "notice")
         items = await resends.history(target)
         if not items and not await resends.exists(target):
             return error(404, "not_found", "no such notice")
