@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import datetime as dt
 import json
 import os
 import platform
@@ -48,7 +47,8 @@ from relaybook.http import HttpServer, bind, create_app
 from relaybook.kafka import encode
 from relaybook.settings import Settings
 from relaybook.system import System
-from webhook_ingest.events import iso, sendgrid_event
+from relaybook.timestamps import now_iso
+from webhook_ingest.events import sendgrid_event
 from webhook_ingest.signatures import SendGridVerifier
 
 BATCH = 100
@@ -208,7 +208,7 @@ def naive_app(settings: Settings, pool: asyncpg.Pool) -> Any:
 
 
 async def floor(bootstrap: str, topic: str, events: list[dict[str, Any]]) -> float:
-    received = iso(dt.datetime.now(dt.UTC))
+    received = now_iso()
     values = [encode(sendgrid_event(raw, 0, received)) for raw in events]
     keys = [raw["delivery_id"].encode() for raw in events]
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)

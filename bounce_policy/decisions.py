@@ -24,6 +24,7 @@ from bounce_policy.policy import IMMEDIATE, Policy, decide
 from relaybook import outbox, sql
 from relaybook.database import Connection
 from relaybook.kafka import Record
+from relaybook.timestamps import now_iso
 
 Q = sql.load("bounce_policy")
 
@@ -241,7 +242,7 @@ async def _audit(
 async def _announce(
     connection: Connection, recipients: list[str], key: str, kind: str, change: Change
 ) -> None:
-    now = dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
+    now = now_iso()
     messages = [
         (
             recipient,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 from typing import Any
 
 import asyncpg
@@ -24,6 +23,7 @@ from prometheus_client import Counter, Histogram
 from dispatcher.store import OUTBOX_CHANNEL, Q
 from relaybook.kafka import Producer
 from relaybook.logs import get_logger
+from relaybook.timestamps import now_iso
 
 log = get_logger(__name__)
 
@@ -96,7 +96,7 @@ class Relay:
                 rows = await connection.fetch(Q["claim_unpublished_jobs"], PAGE)
                 if not rows:
                     return False
-                now = dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
+                now = now_iso()
                 jobs = [
                     (
                         row["recipient_id"],

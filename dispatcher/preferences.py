@@ -5,7 +5,6 @@ counts, so the next notice goes out). Every change is audited and announced on
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import uuid
 from collections.abc import Mapping
@@ -24,6 +23,7 @@ from dispatcher.store import iso
 from dispatcher.validation import InvalidRequestError, Recipient, parse_contact, parse_object
 from relaybook import outbox, sql
 from relaybook.http import error
+from relaybook.timestamps import now_iso
 
 Q = sql.load("dispatcher")
 CHANNELS = ("email", "sms")
@@ -234,7 +234,7 @@ def _event(
         "rule": "support_override" if action == "support_override" else "manager",
         "reason": reason,
         "changed_by": kind,
-        "occurred_at": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
+        "occurred_at": now_iso(),
     }
 
 

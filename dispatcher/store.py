@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 
 from dispatcher.validation import NoticeRequest
-from relaybook import sql
+from relaybook import sql, timestamps
 from relaybook.database import Connection
 
 Q = sql.load("dispatcher")
@@ -152,4 +152,5 @@ class NoticeStore:
 
 
 def iso(value: dt.datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+    """A timestamp column as the API shows it (None stays None)."""
+    return timestamps.iso(value) if value is not None else None

@@ -27,6 +27,7 @@ from relaybook import outbox, sql
 from relaybook.kafka import BrokerError, Record
 from relaybook.logs import get_logger
 from relaybook.settings import Settings
+from relaybook.timestamps import iso
 from send_worker.providers import MAX_PERSONALIZATIONS, Email, EmailContent, SendGrid, Twilio
 from send_worker.retry import Outcome, next_attempt
 
@@ -239,7 +240,7 @@ def _event(
 ) -> dict[str, Any]:
     """A send outcome as a ``delivery-event``: ``accepted`` or ``failed`` (by the provider
     the worker called), or ``skipped`` (by relaybook itself, before any call)."""
-    stamp = now.isoformat().replace("+00:00", "Z")
+    stamp = iso(now)
     return {
         "schema": "delivery-event/v1",
         "event_id": f"relaybook:{row['id']}:{attempt}:{kind}",

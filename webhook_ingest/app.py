@@ -11,7 +11,6 @@ tracker stores each id once.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -30,10 +29,10 @@ from relaybook.kafka import BrokerError, Producer
 from relaybook.logs import get_logger
 from relaybook.runtime import Infrastructure
 from relaybook.settings import Settings
+from relaybook.timestamps import now_iso
 from webhook_ingest import WebhookError
 from webhook_ingest.events import (
     MalformedError,
-    iso,
     sendgrid_event,
     twilio_inbound,
     twilio_status,
@@ -89,7 +88,7 @@ class Ingest:
             raise MalformedError("the body is not JSON") from None
         if not isinstance(batch, list):
             raise MalformedError("the body is not a JSON array of events")
-        received = iso(dt.datetime.now(dt.UTC))
+        received = now_iso()
         events = [sendgrid_event(raw, index, received) for index, raw in enumerate(batch)]
         await self._publish("sendgrid", [(e["delivery_id"] or e["address"], e) for e in events])
         return JSONResponse({"received": len(events)})
@@ -97,13 +96,13 @@ class Ingest:
     async def twilio_status(self, request: Request) -> Response:
         form = await self._twilio_form(request)
         delivery_id = request.query_params.get("delivery_id")
-        event = twilio_status(form, delivery_id, iso(dt.datetime.now(dt.UTC)))
+        event = twilio_status(form, delivery_id, now_iso())
         await self._publish("twilio", [(event["delivery_id"] or event["address"], event)])
         return Response(status_code=204)
 
     async def twilio_inbound(self, request: Request) -> Response:
         form = await self._twilio_form(request)
-        event = twilio_inbound(form, iso(dt.datetime.now(dt.UTC)))
+        event = twilio_inbound(form, now_iso())
         await self._publish("twilio", [(event["address"], event)])
         return Response(EMPTY_TWIML, media_type="text/xml")
 

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from relaybook.timestamps import iso
 from webhook_ingest import WebhookError
 
 #: SendGrid event name -> canonical type
@@ -53,10 +54,6 @@ class MalformedError(WebhookError):
 
     def __init__(self, detail: str) -> None:
         super().__init__(400, "malformed", detail)
-
-
-def iso(moment: dt.datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
 
 
 def _delivery_id(value: Any) -> str | None:
