@@ -182,9 +182,7 @@ async def run(recipients: int, channels: tuple[str, ...], *, send: bool = True) 
             created_s = time.monotonic() - started
             assert answer.status_code == 201, answer.text
             while await count(
-                database_url,
-                "SELECT count(*) FROM deliveries WHERE status = "
-                "'queued' AND job_published_at IS NULL",
+                database_url, "SELECT count(*) FROM job_pages WHERE published_at IS NULL"
             ):
                 await asyncio.sleep(0.05)
             published_s = time.monotonic() - started

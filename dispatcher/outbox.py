@@ -1,11 +1,15 @@
 """The outbox relay and the scheduler, background tasks of every dispatcher replica.
 
-The relay publishes a send job for each due, queued delivery whose job is not published
-yet, then stamps it: claim a page (``FOR UPDATE SKIP LOCKED``, so replicas share the work),
-produce it with ``acks=all``, stamp it, commit. A crash between produce and commit
+A fan-out (a notice's, or a resend's) is written with its job pages
+(:func:`dispatcher.store.add_job_pages`),
+each a range of its recipients. The relay claims a due page (``FOR UPDATE SKIP LOCKED``, so
+replicas share the work), produces the send jobs of its queued deliveries with
+``acks=all``, stamps the page and commits: no row is written per job. When no page is
+due it does the same with a page of retries (deliveries a send worker put back with a
+``next_attempt_at``), clearing their due time. A crash between produce and commit
 republishes that page (at-least-once; workers ignore a job whose delivery is no longer
 queued). It wakes on ``NOTIFY relaybook_outbox`` and polls once a second anyway, which
-also picks up retries whose ``next_attempt_at`` came due.
+also picks up retries that came due.
 
 The scheduler releases scheduled notices whose ``send_at`` has come, also with
 ``SKIP LOCKED``, so two replicas never release the same notice twice.
@@ -27,6 +31,7 @@ from relaybook.timestamps import now_iso
 
 log = get_logger(__name__)
 
+#: send jobs per page of retries (a fan-out's pages: dispatcher.store.PAGE_RECIPIENTS)
 PAGE = 5000
 POLL_S = 1.0
 #: pages in flight at once per replica (SKIP LOCKED gives each its own rows): one claims
@@ -89,35 +94,53 @@ class Relay:
                 wake.clear()
 
     async def publish_due(self) -> bool:
-        """Publishes one page of due send jobs; True when a full page was found (more may
-        be waiting)."""
+        """Publishes one due page of send jobs, a fan-out's or else retries; True when
+        there may be more."""
         with RELAY_PAGE_SECONDS.time():
             async with self._pool.acquire() as connection, connection.transaction():
-                rows = await connection.fetch(Q["claim_unpublished_jobs"], PAGE)
+                page = await connection.fetchrow(Q["claim_job_page"])
+                if page is not None:
+                    rows = await connection.fetch(
+                        Q["page_jobs"],
+                        page["notice_id"],
+                        page["resend_id"],
+                        page["first_recipient"],
+                        page["last_recipient"],
+                    )
+                    await self._publish(rows)
+                    await connection.execute(Q["mark_page_published"], page["id"])
+                    return True
+                rows = await connection.fetch(Q["claim_due_retries"], PAGE)
                 if not rows:
                     return False
-                now = now_iso()
-                jobs = [
-                    (
-                        row["recipient_id"],
-                        {
-                            "schema": "send-job/v1",
-                            "job_id": str(row["id"]),
-                            "delivery_id": str(row["id"]),
-                            "notice_id": str(row["notice_id"]),
-                            "recipient_id": row["recipient_id"],
-                            "channel": row["channel"],
-                            "attempt": row["attempt"],
-                            "resend_id": str(row["resend_id"]) if row["resend_id"] else None,
-                            "created_at": now,
-                        },
-                    )
-                    for row in rows
-                ]
-                await self._producer.send_many("send-jobs", jobs)
-                await connection.execute(Q["mark_jobs_published"], [row["id"] for row in rows])
-        JOBS_PUBLISHED.inc(len(rows))
+                await self._publish(rows)
+                await connection.execute(Q["mark_retries_published"], [row["id"] for row in rows])
         return len(rows) == PAGE
+
+    async def _publish(self, rows: list[asyncpg.Record]) -> None:
+        """Produces the send jobs of ``rows`` (deliveries), keyed by recipient."""
+        if not rows:
+            return
+        now = now_iso()
+        jobs = [
+            (
+                row["recipient_id"],
+                {
+                    "schema": "send-job/v1",
+                    "job_id": str(row["id"]),
+                    "delivery_id": str(row["id"]),
+                    "notice_id": str(row["notice_id"]),
+                    "recipient_id": row["recipient_id"],
+                    "channel": row["channel"],
+                    "attempt": row["attempt"],
+                    "resend_id": str(row["resend_id"]) if row["resend_id"] else None,
+                    "created_at": now,
+                },
+            )
+            for row in rows
+        ]
+        await self._producer.send_many("send-jobs", jobs)
+        JOBS_PUBLISHED.inc(len(rows))
 
     async def release_due(self) -> bool:
         """Releases the scheduled notices whose time has come."""

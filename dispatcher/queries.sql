@@ -51,14 +51,12 @@ WHERE NOT EXISTS (SELECT 1 FROM updated u WHERE u.id = given.id)
 ON CONFLICT (id) DO NOTHING;
 
 -- name: insert_deliveries
--- One delivery per recipient and channel, queued or skipped with the reason. Deliveries of
--- a notice that is not released yet wait (next_attempt_at = infinity) until it is.
-INSERT INTO deliveries (id, notice_id, recipient_id, channel, address, status, reason,
-                        next_attempt_at)
+-- One delivery per recipient and channel, queued or skipped with the reason. The relay
+-- finds the queued ones through the fan-out's job pages (insert_job_pages).
+INSERT INTO deliveries (id, notice_id, recipient_id, channel, address, status, reason)
 SELECT gen_random_uuid(), $1, r.id, c.channel, x.addr,
        CASE WHEN x.reason IS NULL THEN 'queued' ELSE 'skipped' END,
-       x.reason,
-       CASE WHEN x.reason IS NULL AND NOT $4 THEN 'infinity'::timestamptz END
+       x.reason
 FROM unnest($2::text[]) WITH ORDINALITY AS n (id, position)
 JOIN recipients r ON r.id = n.id
 CROSS JOIN unnest($3::text[]) AS c (channel)
@@ -81,6 +79,15 @@ CROSS JOIN LATERAL (
                                 ELSE r.sms_changed_by_kind END AS kind) a
 ) x
 ORDER BY n.position, c.channel;
+
+-- name: insert_job_pages
+-- The pages of a fan-out ($2: the resend, or null for the notice's own): its recipients
+-- in order, $4 to a page; due now if the notice is released ($3), else once it is.
+INSERT INTO job_pages (notice_id, resend_id, first_recipient, last_recipient, due_at)
+SELECT $1, $2, min(id), max(id), CASE WHEN NOT $3 THEN 'infinity'::timestamptz END
+FROM (SELECT id, (row_number() OVER (ORDER BY id) - 1) / $4 AS page
+      FROM (SELECT DISTINCT unnest($5::text[]) AS id) AS given) AS numbered
+GROUP BY page;
 
 -- name: notice
 SELECT id, source_service, source_kind, source_reference, title, email_subject, sms_text,
@@ -113,12 +120,11 @@ WITH released AS (
     WHERE id = $1 AND status IN ('draft', 'scheduled')
     RETURNING id
 ), due AS (
-    UPDATE deliveries d SET next_attempt_at = NULL
+    UPDATE job_pages p SET due_at = NULL
     FROM released
-    WHERE d.notice_id = released.id AND d.status = 'queued' AND d.job_published_at IS NULL
-    RETURNING d.id
+    WHERE p.notice_id = released.id AND p.published_at IS NULL
 )
-SELECT (SELECT count(*) FROM released) AS released, (SELECT count(*) FROM due) AS due;
+SELECT count(*) AS released FROM released;
 
 -- name: due_scheduled_notices
 SELECT id FROM notices
@@ -127,18 +133,39 @@ ORDER BY send_at
 LIMIT 100
 FOR UPDATE SKIP LOCKED;
 
--- name: claim_unpublished_jobs
--- The relay's next page of send jobs; replicas skip each other's rows.
+-- name: claim_job_page
+-- The relay's next due page; replicas skip each other's.
+SELECT id, notice_id, resend_id, first_recipient, last_recipient
+FROM job_pages
+WHERE published_at IS NULL AND (due_at IS NULL OR due_at <= now())
+ORDER BY due_at NULLS FIRST, id
+LIMIT 1
+FOR UPDATE SKIP LOCKED;
+
+-- name: page_jobs
+-- A page's send jobs: its recipients' latest attempts still queued, in key order (one
+-- waiting for a retry is the retry queue's).
 SELECT d.id, d.notice_id, d.recipient_id, d.channel, d.attempt, d.resend_id
 FROM deliveries d
-WHERE d.status = 'queued' AND d.job_published_at IS NULL
-  AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= now())
-ORDER BY d.next_attempt_at NULLS FIRST, d.created_at
+WHERE d.notice_id = $1 AND d.is_latest AND d.recipient_id BETWEEN $3 AND $4
+  AND d.resend_id IS NOT DISTINCT FROM $2 AND d.status = 'queued'
+  AND d.next_attempt_at IS NULL
+ORDER BY d.recipient_id, d.channel;
+
+-- name: mark_page_published
+UPDATE job_pages SET published_at = now() WHERE id = $1;
+
+-- name: claim_due_retries
+-- The relay's next due retries (put back by the send workers); replicas skip each other's.
+SELECT d.id, d.notice_id, d.recipient_id, d.channel, d.attempt, d.resend_id
+FROM deliveries d
+WHERE d.status = 'queued' AND d.next_attempt_at <= now()
+ORDER BY d.next_attempt_at
 LIMIT $1
 FOR UPDATE SKIP LOCKED;
 
--- name: mark_jobs_published
-UPDATE deliveries SET job_published_at = now() WHERE id = ANY($1::uuid[]);
+-- name: mark_retries_published
+UPDATE deliveries SET next_attempt_at = NULL WHERE id = ANY($1::uuid[]);
 
 -- name: settle_notice
 -- A notice released with nothing to send (every delivery skipped) is settled at once.

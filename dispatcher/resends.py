@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from dispatcher.api import ApiError, answers_errors, json_body, path_id
 from dispatcher.auth import Authenticator
-from dispatcher.store import OUTBOX_CHANNEL, iso
+from dispatcher.store import OUTBOX_CHANNEL, add_job_pages, iso
 from dispatcher.validation import InvalidRequestError
 from relaybook import sql
 from relaybook.http import error
@@ -172,6 +172,13 @@ class Resends:
             retried = [m.delivery_id for m in chosen.retry]
             await connection.execute(Q["retire_attempts"], retried)
             await connection.execute(Q["insert_attempts"], retried, resend_id)
+            await add_job_pages(
+                connection,
+                notice_id,
+                resend_id,
+                [m.recipient_id for m in chosen.retry],
+                released=True,
+            )
             await connection.execute(Q["notice_sending_again"], notice_id)
             await connection.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
         return {"resend_id": str(resend_id), **counts, "excluded": _count(chosen.excluded)}

@@ -19,6 +19,8 @@ from relaybook.database import Connection
 Q = sql.load("dispatcher")
 OUTBOX_CHANNEL = "relaybook_outbox"
 STAT_FIELDS = ("queued", "sent", "delivered", "opened", "clicked", "failed", "skipped")
+#: recipients per job page: up to 5,000 send jobs on two channels
+PAGE_RECIPIENTS = 2500
 
 
 class IdempotencyConflictError(Exception):
@@ -74,12 +76,10 @@ class NoticeStore:
                 [p.email_given for p in people],
                 [p.phone_given for p in people],
             )
-            await connection.execute(
-                Q["insert_deliveries"],
-                notice_id,
-                [p.id for p in people],
-                notice.channels,
-                notice.status == "sending",
+            ids = [p.id for p in people]
+            await connection.execute(Q["insert_deliveries"], notice_id, ids, notice.channels)
+            await add_job_pages(
+                connection, notice_id, None, ids, released=notice.status == "sending"
             )
             if notice.status == "sending":
                 await connection.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
@@ -149,6 +149,22 @@ class NoticeStore:
                 channel: stats.get(channel, dict.fromkeys(STAT_FIELDS, 0)) for channel in channels
             },
         }
+
+
+async def add_job_pages(
+    connection: Connection,
+    notice_id: uuid.UUID,
+    resend_id: uuid.UUID | None,
+    recipient_ids: list[str],
+    *,
+    released: bool,
+) -> None:
+    """Queues the send jobs of a fan-out (the notice's, or one resend's) for the relay, in
+    the caller's transaction: pages of its recipients, due now or once the notice is
+    released."""
+    await connection.execute(
+        Q["insert_job_pages"], notice_id, resend_id, released, PAGE_RECIPIENTS, recipient_ids
+    )
 
 
 def iso(value: dt.datetime | None) -> str | None:

@@ -58,6 +58,6 @@ WHERE d.id = u.id AND d.status = 'queued';
 -- name: schedule_retry
 -- Back to the relay's queue, due at the given time, with the transient error as reason.
 UPDATE deliveries d
-SET job_published_at = NULL, next_attempt_at = u.due, reason = u.reason, updated_at = now()
+SET next_attempt_at = u.due, reason = u.reason, updated_at = now()
 FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) AS u (id, due, reason)
 WHERE d.id = u.id AND d.status = 'queued';

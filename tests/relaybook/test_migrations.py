@@ -150,3 +150,58 @@ async def test_the_core_tables_enforce_their_invariants(database_url: str) -> No
         assert await connection.execute(event) == "INSERT 0 0"
     finally:
         await connection.close()
+
+
+async def test_pending_send_jobs_survive_the_move_to_job_pages(
+    empty_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """0005 replaced the per-delivery "job published" stamp with job pages: each job not
+    published yet must still be published once, and none published already again."""
+    everything = database.migrations()
+    monkeypatch.setattr(database, "migrations", lambda: everything[:4])
+    await database.migrate(empty_database_url)
+    connection = await asyncpg.connect(empty_database_url)
+    try:
+        await connection.execute(
+            """
+            INSERT INTO recipients (id) VALUES ('a'), ('b'), ('c'), ('d'), ('e');
+            INSERT INTO notices (id, source_service, source_kind, source_reference, title,
+                                 sms_text, status, created_by)
+            VALUES ('00000000-0000-0000-0000-00000000000a', 's', 'k', 'r', 'sent', 'x',
+                    'sending', 'test'),
+                   ('00000000-0000-0000-0000-00000000000b', 's', 'k', 'r', 'draft', 'x',
+                    'draft', 'test');
+            INSERT INTO deliveries (id, notice_id, recipient_id, channel, status,
+                                    job_published_at, next_attempt_at)
+            VALUES -- released: due now; published; published retry; retry due later
+                   ('00000000-0000-0000-0000-0000000000a1', '00000000-0000-0000-0000-00000000000a',
+                    'a', 'sms', 'queued', NULL, NULL),
+                   ('00000000-0000-0000-0000-0000000000a2', '00000000-0000-0000-0000-00000000000a',
+                    'b', 'sms', 'queued', now(), NULL),
+                   ('00000000-0000-0000-0000-0000000000a3', '00000000-0000-0000-0000-00000000000a',
+                    'c', 'sms', 'queued', now(), now() - interval '1 minute'),
+                   ('00000000-0000-0000-0000-0000000000a4', '00000000-0000-0000-0000-00000000000a',
+                    'd', 'sms', 'queued', NULL, now() + interval '1 hour'),
+                   -- a draft's, waiting for its release
+                   ('00000000-0000-0000-0000-0000000000b1', '00000000-0000-0000-0000-00000000000b',
+                    'd', 'sms', 'queued', NULL, 'infinity'),
+                   ('00000000-0000-0000-0000-0000000000b2', '00000000-0000-0000-0000-00000000000b',
+                    'e', 'sms', 'queued', NULL, 'infinity');
+            """
+        )
+        monkeypatch.setattr(database, "migrations", lambda: everything)
+        await database.migrate(empty_database_url)
+        due = await connection.fetch(
+            "SELECT id::text, next_attempt_at <= now() AS now FROM deliveries"
+            " WHERE next_attempt_at IS NOT NULL ORDER BY id"
+        )
+        assert [(row["id"][-2:], row["now"]) for row in due] == [("a1", True), ("a4", False)]
+        pages = await connection.fetch(
+            "SELECT notice_id::text, first_recipient, last_recipient, due_at = 'infinity' AS"
+            " waits, published_at FROM job_pages"
+        )
+        assert [tuple(row.values()) for row in pages] == [
+            ("00000000-0000-0000-0000-00000000000b", "d", "e", True, None)
+        ]
+    finally:
+        await connection.close()

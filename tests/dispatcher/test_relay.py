@@ -1,0 +1,160 @@
+"""The outbox relay: every queued delivery's send job published, keyed by recipient, in
+pages shared by replicas; a crash before a page is stamped republishes that page only;
+a draft's pages wait for its release; retries that came due are published once."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+
+from dispatcher.outbox import Relay
+from dispatcher.store import PAGE_RECIPIENTS, NoticeStore
+from dispatcher.validation import parse_notice
+from relaybook.database import create_pool
+from relaybook.kafka import Producer
+from relaybook.settings import Settings
+from tests.support import notice, read_topic
+
+#: a fan-out of three pages; the last one's recipients have no phone (skipped texts)
+RECIPIENTS = 2 * PAGE_RECIPIENTS + 100
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    connections = await create_pool(database_url, max_size=4)
+    yield connections
+    await connections.close()
+
+
+@pytest.fixture
+async def producer(settings: Settings) -> AsyncIterator[Producer]:
+    started = Producer(settings)
+    await started.start()
+    yield started
+    await started.stop()
+
+
+def relay(pool: asyncpg.Pool, producer: Producer, settings: Settings) -> Relay:
+    assert settings.database_url is not None
+    return Relay(pool, producer, settings.database_url)
+
+
+async def create(pool: asyncpg.Pool, **changes: Any) -> uuid.UUID:
+    body = notice(RECIPIENTS, **changes)
+    for person in body["recipients"][2 * PAGE_RECIPIENTS :]:
+        person["phone"] = None
+    request = parse_notice(json.loads(json.dumps(body)), dt.datetime.now(dt.UTC))
+    _, answer = await NoticeStore(pool).create(request, "test", None)
+    return uuid.UUID(answer["id"])
+
+
+async def drain(*relays: Relay) -> None:
+    """Runs the relays' steps side by side until none finds anything to do."""
+    while True:
+        busy = [await r.publish_due() for r in relays]
+        if not any(busy):
+            return
+
+
+async def queued(db: asyncpg.Connection) -> dict[str, str]:
+    rows = await db.fetch("SELECT id, recipient_id FROM deliveries WHERE status = 'queued'")
+    return {str(row["id"]): row["recipient_id"] for row in rows}
+
+
+async def jobs(settings: Settings, count: int) -> list[tuple[str | None, dict[str, Any]]]:
+    return await read_topic(settings, "send-jobs", count, within=30)
+
+
+async def test_each_queued_delivery_is_published_once_keyed_by_its_recipient(
+    pool: asyncpg.Pool, producer: Producer, settings: Settings, db: asyncpg.Connection
+) -> None:
+    notice_id = await create(pool)
+    expected = await queued(db)
+    assert len(expected) == 2 * RECIPIENTS - 100  # the phoneless recipients' texts: skipped
+    assert await db.fetchval("SELECT count(*) FROM job_pages") == 3
+    await drain(relay(pool, producer, settings))
+    published = await jobs(settings, len(expected))
+    assert Counter(job["delivery_id"] for _, job in published) == Counter(expected.keys())
+    assert all(key == expected[job["delivery_id"]] for key, job in published)
+    assert {job["notice_id"] for _, job in published} == {str(notice_id)}
+    assert await db.fetchval("SELECT count(*) FROM job_pages WHERE published_at IS NULL") == 0
+
+
+async def test_two_replicas_share_the_pages_and_publish_each_job_once(
+    pool: asyncpg.Pool, producer: Producer, settings: Settings, db: asyncpg.Connection
+) -> None:
+    await create(pool)
+    expected = await queued(db)
+    await drain(relay(pool, producer, settings), relay(pool, producer, settings))
+    published = await jobs(settings, len(expected))
+    assert Counter(job["delivery_id"] for _, job in published) == Counter(expected.keys())
+
+
+async def test_a_crash_before_a_page_is_stamped_republishes_that_page_only(
+    pool: asyncpg.Pool, producer: Producer, settings: Settings, db: asyncpg.Connection
+) -> None:
+    await create(pool)
+    expected = await queued(db)
+    crashing = relay(pool, producer, settings)
+    published_before_crash: list[str] = []
+
+    async def publish_then_crash(rows: list[asyncpg.Record]) -> None:
+        await Relay._publish(crashing, rows)
+        published_before_crash.extend(str(row["id"]) for row in rows)
+        raise ConnectionResetError("the relay died before stamping the page")
+
+    crashing._publish = publish_then_crash  # type: ignore[method-assign]
+    with pytest.raises(ConnectionResetError):
+        await crashing.publish_due()
+    assert await db.fetchval("SELECT count(*) FROM job_pages WHERE published_at IS NULL") == 3
+    await drain(relay(pool, producer, settings))
+    published = await jobs(settings, len(expected) + len(published_before_crash))
+    twice = Counter(published_before_crash)
+    assert Counter(job["delivery_id"] for _, job in published) == Counter(expected.keys()) + twice
+    assert len(published_before_crash) == 2 * PAGE_RECIPIENTS  # one page, nothing more
+
+
+async def test_a_drafts_jobs_wait_for_its_release(
+    pool: asyncpg.Pool, producer: Producer, settings: Settings, db: asyncpg.Connection
+) -> None:
+    notice_id = await create(pool, send=False)
+    assert not await relay(pool, producer, settings).publish_due()
+    assert await NoticeStore(pool).release(notice_id)
+    await drain(relay(pool, producer, settings))
+    expected = await queued(db)
+    published = await jobs(settings, len(expected))
+    assert Counter(job["delivery_id"] for _, job in published) == Counter(expected.keys())
+
+
+async def test_a_retry_is_published_once_when_it_comes_due(
+    pool: asyncpg.Pool, producer: Producer, settings: Settings, db: asyncpg.Connection
+) -> None:
+    await create(pool)
+    expected = await queued(db)
+    await drain(relay(pool, producer, settings))
+    assert len(await jobs(settings, len(expected))) == len(expected)
+    due, later = list(expected)[:2]
+    await db.execute(
+        "UPDATE deliveries SET next_attempt_at = now() + $2::interval WHERE id = $1::uuid",
+        due,
+        dt.timedelta(seconds=-1),
+    )
+    await db.execute(
+        "UPDATE deliveries SET next_attempt_at = now() + $2::interval WHERE id = $1::uuid",
+        later,
+        dt.timedelta(hours=1),
+    )
+    await drain(relay(pool, producer, settings))
+    published = await jobs(settings, len(expected) + 1)
+    retried = Counter(expected.keys()) + Counter([due])
+    assert Counter(job["delivery_id"] for _, job in published) == retried
+    assert (
+        await db.fetchval("SELECT next_attempt_at FROM deliveries WHERE id = $1::uuid", due) is None
+    )
