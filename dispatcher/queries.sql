@@ -54,7 +54,7 @@ ON CONFLICT (id) DO NOTHING;
 -- One delivery per recipient and channel, queued or skipped with the reason. The relay
 -- finds the queued ones through the fan-out's job pages (insert_job_pages).
 INSERT INTO deliveries (id, notice_id, recipient_id, channel, address, status, reason)
-SELECT gen_random_uuid(), $1, r.id, c.channel, x.addr,
+SELECT uuid_v7(), $1, r.id, c.channel, x.addr,
        CASE WHEN x.reason IS NULL THEN 'queued' ELSE 'skipped' END,
        x.reason
 FROM unnest($2::text[]) WITH ORDINALITY AS n (id, position)
@@ -302,7 +302,7 @@ UPDATE deliveries SET is_latest = false, updated_at = now() WHERE id = ANY($1::u
 -- The new attempts, linked to the ones they retry, queued for the relay like a first send.
 INSERT INTO deliveries (id, notice_id, recipient_id, channel, attempt, retry_of, resend_id,
                         address, status)
-SELECT gen_random_uuid(), d.notice_id, d.recipient_id, d.channel, d.attempt + 1, d.id, $2,
+SELECT uuid_v7(), d.notice_id, d.recipient_id, d.channel, d.attempt + 1, d.id, $2,
        CASE d.channel WHEN 'email' THEN r.email ELSE r.phone END, 'queued'
 FROM deliveries d
 JOIN recipients r ON r.id = d.recipient_id

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import uuid
 from pathlib import Path
 
 import asyncpg
@@ -16,8 +17,8 @@ SNAPSHOT = Path(__file__).with_name("schema.snapshot")
 
 
 async def describe_schema(url: str) -> str:
-    """Tables, columns, constraints, indexes and functions of the public schema, as stable
-    text."""
+    """Tables, columns, constraints, indexes, functions and triggers of the public schema,
+    as stable text."""
     connection = await asyncpg.connect(url)
     try:
         columns = await connection.fetch(
@@ -47,6 +48,12 @@ async def describe_schema(url: str) -> str:
             FROM pg_proc WHERE pronamespace = 'public'::regnamespace ORDER BY 1
             """
         )
+        triggers = await connection.fetch(
+            """
+            SELECT pg_get_triggerdef(oid) AS definition FROM pg_trigger
+            WHERE NOT tgisinternal ORDER BY tgrelid::regclass::text, tgname
+            """
+        )
     finally:
         await connection.close()
     lines = [
@@ -61,6 +68,7 @@ async def describe_schema(url: str) -> str:
     ]
     lines += [f"index {row['indexdef']}" for row in indexes]
     lines += [f"function {row['signature']}" for row in functions]
+    lines += [f"trigger {row['definition']}" for row in triggers]
     return "\n".join(lines) + "\n"
 
 
@@ -125,7 +133,7 @@ async def test_an_unreachable_database_is_one_clear_error() -> None:
 
 async def test_the_core_tables_enforce_their_invariants(database_url: str) -> None:
     """A skipped delivery says why; one current attempt per notice, recipient and channel;
-    a provider event is stored once."""
+    a delivery's notice and recipient exist and stay; a provider event is stored once."""
     connection = await asyncpg.connect(database_url)
     try:
         await connection.execute("INSERT INTO recipients (id, email) VALUES ('r1', 'a@b.test')")
@@ -142,6 +150,32 @@ async def test_the_core_tables_enforce_their_invariants(database_url: str) -> No
         await connection.execute(insert, notice, "queued", None)
         with pytest.raises(asyncpg.UniqueViolationError):
             await connection.execute(insert, notice, "queued", None)
+        await connection.execute("INSERT INTO recipients (id) VALUES ('r2')")
+        await connection.execute(  # several rows in one statement, checked together
+            """INSERT INTO deliveries (id, notice_id, recipient_id, channel, status)
+               VALUES (uuid_v7(), $1, 'r2', 'email', 'queued'),
+                      (uuid_v7(), $1, 'r2', 'sms', 'queued')""",
+            notice,
+        )
+        orphans = {
+            "notice": "INSERT INTO deliveries (id, notice_id, recipient_id, channel, status)"
+            " VALUES (uuid_v7(), gen_random_uuid(), 'r1', 'sms', 'queued')",
+            "recipient": "INSERT INTO deliveries (id, notice_id, recipient_id, channel, status)"
+            " SELECT uuid_v7(), id, who, 'sms', 'queued' FROM notices,"
+            " unnest(ARRAY['r1', 'nobody']) AS who",
+        }
+        for parent, orphan in orphans.items():
+            with pytest.raises(asyncpg.ForeignKeyViolationError, match=parent):
+                await connection.execute(orphan)
+        for refused in (
+            "DELETE FROM recipients WHERE id = 'r1'",
+            "TRUNCATE notices CASCADE",
+            "UPDATE recipients SET id = 'r3' WHERE id = 'r2'",
+            "UPDATE notices SET id = gen_random_uuid()",
+            "UPDATE deliveries SET recipient_id = 'r2' WHERE recipient_id = 'r1'",
+        ):
+            with pytest.raises(asyncpg.RestrictViolationError):
+                await connection.execute(refused)
         event = """INSERT INTO delivery_events (event_id, channel, provider, type, occurred_at,
                        received_at, payload)
                    VALUES ('sendgrid:e1', 'email', 'sendgrid', 'delivered', now(), now(), '{}')
@@ -205,3 +239,19 @@ async def test_pending_send_jobs_survive_the_move_to_job_pages(
         ]
     finally:
         await connection.close()
+
+
+async def test_delivery_ids_are_uuid_version_7_ordered_by_time(database_url: str) -> None:
+    connection = await asyncpg.connect(database_url)
+    try:
+        before = await connection.fetchval("SELECT uuid_v7()")
+        await asyncio.sleep(0.002)
+        ids = await connection.fetchval("SELECT array_agg(uuid_v7()) FROM generate_series(1, 500)")
+        now_ms = await connection.fetchval("SELECT (extract(epoch FROM now()) * 1000)::bigint")
+    finally:
+        await connection.close()
+    for value in [before, *ids]:
+        assert (value.version, value.variant) == (7, uuid.RFC_4122)
+        assert abs((value.int >> 80) - now_ms) < 5_000  # the first 48 bits: milliseconds
+    assert all(before < value for value in ids)
+    assert len(set(ids)) == len(ids)
