@@ -229,3 +229,43 @@ async def test_members_joining_and_leaving_a_group_lose_no_message(
     await task_b
     assert handled() == set(produced)
     assert seen["b"], "the second member got partitions"
+
+
+async def test_many_messages_keep_each_keys_order_on_the_java_clients_partition(
+    settings: Settings, producer: Producer
+) -> None:
+    """send_many fills record batches itself: a key's messages must stay in order across
+    batches, on the partition any other Kafka client would pick for that key."""
+    keys = [f"owner-{i}" for i in range(7)]
+    messages = [(keys[n % 7], send_job(attempt=n + 1)) for n in range(3000)]  # many batches
+    await producer.send_many("send-jobs", messages)
+    plain = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await plain.start()
+    try:  # where aiokafka's own send() puts each key
+        expected = {
+            key: (
+                await (await plain.send(settings.topic("dead-letters"), b"x", key=key.encode()))
+            ).partition
+            for key in keys
+        }
+    finally:
+        await plain.stop()
+    consumer = AIOKafkaConsumer(
+        settings.topic("send-jobs"),
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    seen: dict[str, list[int]] = {key: [] for key in keys}
+    try:
+        deadline = time.monotonic() + 20
+        while sum(map(len, seen.values())) < len(messages) and time.monotonic() < deadline:
+            for partition, batch in (await consumer.getmany(timeout_ms=200)).items():
+                for message in batch:
+                    key = message.key.decode()
+                    assert partition.partition == expected[key]
+                    seen[key].append(json.loads(message.value)["attempt"])
+    finally:
+        await consumer.stop()
+    for n, key in enumerate(keys):
+        assert seen[key] == list(range(n + 1, 3001, 7))
