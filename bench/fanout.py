@@ -6,6 +6,9 @@
    aiokafka producer (acks=all).
 2. Sending: the send workers then hand the emails and texts to the provider sandbox (a
    separate process); emails and texts per second, from the first to the last recorded.
+   The sandbox's Event Webhook is off unless ``--event-webhook``: no webhook ingest runs
+   here to take the events, and a real provider builds and posts them on its own machines,
+   not on relaybook's two cores.
 
     .venv/bin/python bench/fanout.py [--recipients 100000]
 """
@@ -117,7 +120,9 @@ async def count(url: str, sql: str) -> int:
         await connection.close()
 
 
-async def run(recipients: int, channels: tuple[str, ...], *, send: bool = True) -> None:
+async def run(
+    recipients: int, channels: tuple[str, ...], *, send: bool = True, event_webhook: bool = False
+) -> None:
     logs.configure("WARNING", "console")
     scratch = Path(tempfile.mkdtemp(prefix="relaybook-bench-"))
     postgres = EmbeddedPostgres(scratch)
@@ -143,6 +148,7 @@ async def run(recipients: int, channels: tuple[str, ...], *, send: bool = True) 
         "RELAYBOOK_INGEST_PORT": str(ingest_port),
         "RELAYBOOK_LOG_LEVEL": "WARNING",
         "RELAYBOOK_SANDBOX_BATCH_INTERVAL_S": "1",
+        "RELAYBOOK_SANDBOX_EVENT_WEBHOOK": str(event_webhook),
     }
     sandbox = subprocess.Popen(
         [sys.executable, "-m", "relaybook.cli", "sandbox"],
@@ -210,6 +216,7 @@ async def run(recipients: int, channels: tuple[str, ...], *, send: bool = True) 
         )
         jobs = len(channels) * recipients
         print(f"recipients: {recipients} on {', '.join(channels)} ({jobs} send jobs)")
+        print(f"sandbox's SendGrid Event Webhook: {'on' if event_webhook else 'off'}")
         print(f"POST answered (notice, recipients, deliveries committed): {created_s:.2f} s")
         print(
             f"POST to every send job published: {published_s:.2f} s "
@@ -240,8 +247,20 @@ def main() -> None:
     parser.add_argument(
         "--publish-only", action="store_true", help="measure publishing, not the sending"
     )
+    parser.add_argument(
+        "--event-webhook",
+        action="store_true",
+        help="let the sandbox build and post SendGrid's events too (nobody takes them)",
+    )
     args = parser.parse_args()
-    asyncio.run(run(args.recipients, tuple(args.channels.split(",")), send=not args.publish_only))
+    asyncio.run(
+        run(
+            args.recipients,
+            tuple(args.channels.split(",")),
+            send=not args.publish_only,
+            event_webhook=args.event_webhook,
+        )
+    )
 
 
 if __name__ == "__main__":

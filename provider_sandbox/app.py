@@ -56,6 +56,7 @@ class Sandbox:
             machine_open=settings.sandbox_machine_open_rate,
         )
         self.async_bounce_rate = settings.sandbox_async_bounce_rate
+        self.event_webhook = settings.sandbox_event_webhook
         self.rate_limit = settings.sandbox_rate_limit
         self.inbound_url = f"{settings.webhook_base_url}/webhooks/twilio/inbound"
         self.poster = Poster(
@@ -126,7 +127,8 @@ class Sandbox:
             body, message_id, self.draw, self.rates, self.async_bounce_rate
         )
         self.messages.extend(records)
-        self.poster.schedule_sendgrid(events)
+        if self.event_webhook:
+            self.poster.schedule_sendgrid(events)
         return Response(status_code=202, headers={"X-Message-Id": message_id})
 
     async def create_message(self, request: Request) -> Response:

@@ -79,6 +79,17 @@ async def test_a_valid_send_is_accepted_with_a_message_id(harness: Harness) -> N
     assert record["sg_message_id"].startswith(message_id + ".")
 
 
+@pytest.mark.parametrize("sandbox_options", [{"sandbox_event_webhook": False}])
+async def test_with_the_event_webhook_disabled_sends_are_accepted_and_nothing_is_posted(
+    harness: Harness,
+) -> None:
+    response = await send(harness, mail("owner1@example.org", "a@bounce.sandbox.test"))
+    assert response.status_code == 202
+    assert len(harness.sandbox.messages) == 2
+    await asyncio.sleep(0.2)  # four batch intervals
+    assert harness.receiver.received == []
+
+
 async def test_every_email_scenario_tells_its_story_in_signed_batches(harness: Harness) -> None:
     addresses = [
         "a@bounce.sandbox.test",
