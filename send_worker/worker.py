@@ -36,6 +36,8 @@ Q = sql.load("send_worker")
 
 #: texts sent concurrently and recorded together
 SMS_WAVE = 50
+#: jobs of a batch handled together, from loading to recording: one email request
+CHUNK = MAX_PERSONALIZATIONS
 
 OUTCOMES = Counter("relaybook_sends_total", "Sends by channel and outcome", ["channel", "outcome"])
 
@@ -66,26 +68,32 @@ class SendWorker:
         return handle
 
     async def handle(self, records: list[Record]) -> None:
-        """Handles a batch of ``send-job`` messages."""
+        """Handles a batch of ``send-job`` messages: in chunks of up to one email request
+        each, side by side, so one chunk's database work overlaps another's provider call."""
         if not records:
             return
-        ids = list({uuid.UUID(record.value["delivery_id"]) for record in records})
+        ids = list(dict.fromkeys(_by_notice(records)))  # a job seen twice is sent once
+        chunks = [ids[start : start + CHUNK] for start in range(0, len(ids), CHUNK)]
+        await asyncio.gather(*(self._send(chunk) for chunk in chunks))
+
+    async def _send(self, ids: list[uuid.UUID]) -> None:
         async with self._pool.acquire() as connection:
             rows = await connection.fetch(Q["load_deliveries"], ids)
         due = [row for row in rows if row["status"] == "queued" and not row["provider_message_id"]]
         due = await self._skip_unwanted(due)
-        if not due:
-            return
-        async with self._pool.acquire() as connection:
-            started = await connection.fetch(
-                Q["start_attempts"], [row["id"] for row in due], [row["address"] for row in due]
-            )
-        attempts = {row["id"]: row["send_attempts"] for row in started}
-        due = [row for row in due if row["id"] in attempts]
-        # Each wave's outcomes are committed as soon as it is done, so a crash repeats at
-        # most the waves in flight (an email request, or SMS_WAVE texts), not the batch.
-        await asyncio.gather(*(self._wave(wave, attempts) for wave in _waves(due)))
-        try:  # one publish for the whole batch's events
+        if due:
+            async with self._pool.acquire() as connection:
+                started = await connection.fetch(
+                    Q["start_attempts"],
+                    [row["id"] for row in due],
+                    [row["address"] for row in due],
+                )
+            attempts = {row["id"]: row["send_attempts"] for row in started}
+            due = [row for row in due if row["id"] in attempts]
+            # Each wave's outcomes are committed as soon as it is done, so a crash repeats
+            # at most the waves in flight (an email request, or SMS_WAVE texts).
+            await asyncio.gather(*(self._wave(wave, attempts) for wave in _waves(due)))
+        try:  # the chunk's events (chunks publish side by side: SKIP LOCKED)
             await self._events.flush()
         except BrokerError as problem:  # recorded; the outbox's catch-up publishes them later
             log.warning("events not published yet", error=str(problem))
@@ -207,6 +215,12 @@ class SendWorker:
             await outbox.add(connection, "delivery-events", events)
         if retry:
             log.info("transient send failures; retrying later", count=len(retry), first=retry[0][2])
+
+
+def _by_notice(records: list[Record]) -> list[uuid.UUID]:
+    """The batch's delivery ids, a notice's together (so its emails fill whole requests)."""
+    ordered = sorted(records, key=lambda record: record.value["notice_id"])
+    return [uuid.UUID(record.value["delivery_id"]) for record in ordered]
 
 
 def _waves(rows: list[asyncpg.Record]) -> list[list[asyncpg.Record]]:
