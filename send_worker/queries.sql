@@ -4,7 +4,9 @@
 -- What a worker needs to send a batch of jobs, read fresh: the delivery's state, the
 -- notice's content, the recipient's current address and preference, any suppression.
 SELECT d.id, d.notice_id, d.recipient_id, d.channel, d.status, d.provider_message_id,
-       d.send_attempts, n.email_subject, n.email_text, n.email_html, n.sms_text,
+       greatest(d.send_attempts, (SELECT max(a.attempt) FROM send_attempts a
+                                  WHERE a.delivery_id = d.id)) AS attempts_made,
+       n.email_subject, n.email_text, n.email_html, n.sms_text,
        n.source_kind, r.name,
        CASE d.channel WHEN 'email' THEN r.email ELSE r.phone END AS address,
        CASE d.channel WHEN 'email' THEN r.email_wants ELSE r.sms_wants END AS wants,
@@ -30,34 +32,52 @@ WHERE d.id = u.id AND d.status = 'queued';
 
 -- name: start_attempts
 -- Recorded and committed before the provider is called: a job seen again later knows an
--- attempt was made.
-UPDATE deliveries d
-SET attempt_started_at = now(), send_attempts = d.send_attempts + 1, address = u.address,
-    updated_at = now()
-FROM unnest($1::uuid[], $2::text[]) AS u (id, address)
-WHERE d.id = u.id AND d.status = 'queued'
-RETURNING d.id, d.send_attempts;
+-- attempt was made. The lock makes a worker that comes just after another recorded the
+-- outcome see it; of two starting the same attempt at the same moment, the second finds
+-- its number taken and leaves it.
+INSERT INTO send_attempts (delivery_id, attempt)
+SELECT d.id, greatest(d.send_attempts, (SELECT max(a.attempt) FROM send_attempts a
+                                        WHERE a.delivery_id = d.id)) + 1
+FROM deliveries d
+WHERE d.id = ANY($1::uuid[]) AND d.status = 'queued'
+FOR UPDATE OF d
+ON CONFLICT DO NOTHING
+RETURNING delivery_id AS id, attempt;
+
+-- Each outcome also records the attempt on the delivery ($1 ids, $2 attempt numbers,
+-- $3 the addresses they went to), in the same new row version.
 
 -- name: record_accepted
 -- Never moves a delivery backwards: a webhook may have advanced it already.
 UPDATE deliveries d
 SET status = CASE WHEN d.status = 'queued' THEN 'sent' ELSE d.status END,
-    provider = $3, provider_message_id = u.message_id, sent_at = COALESCE(d.sent_at, now()),
+    provider = $5, provider_message_id = u.message_id, sent_at = COALESCE(d.sent_at, now()),
     reason = CASE WHEN d.status = 'queued' THEN NULL ELSE d.reason END,
-    next_attempt_at = NULL, updated_at = now()
-FROM unnest($1::uuid[], $2::text[]) AS u (id, message_id)
+    next_attempt_at = NULL, updated_at = now(),
+    send_attempts = greatest(d.send_attempts, u.attempt), attempt_started_at = a.started_at,
+    address = u.address
+FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[]) AS u (id, attempt, address, message_id)
+JOIN send_attempts a ON a.delivery_id = u.id AND a.attempt = u.attempt
 WHERE d.id = u.id;
 
 -- name: record_failed
 UPDATE deliveries d
-SET status = 'failed', reason = u.reason, provider_code = u.code, provider = $4,
-    failed_at = now(), updated_at = now()
-FROM unnest($1::uuid[], $2::text[], $3::text[]) AS u (id, reason, code)
+SET status = 'failed', reason = u.reason, provider_code = u.code, provider = $6,
+    failed_at = now(), updated_at = now(),
+    send_attempts = greatest(d.send_attempts, u.attempt), attempt_started_at = a.started_at,
+    address = u.address
+FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[])
+         AS u (id, attempt, address, reason, code)
+JOIN send_attempts a ON a.delivery_id = u.id AND a.attempt = u.attempt
 WHERE d.id = u.id AND d.status = 'queued';
 
 -- name: schedule_retry
 -- Back to the relay's queue, due at the given time, with the transient error as reason.
 UPDATE deliveries d
-SET next_attempt_at = u.due, reason = u.reason, updated_at = now()
-FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) AS u (id, due, reason)
+SET next_attempt_at = u.due, reason = u.reason, updated_at = now(),
+    send_attempts = greatest(d.send_attempts, u.attempt), attempt_started_at = a.started_at,
+    address = u.address
+FROM unnest($1::uuid[], $2::int[], $3::text[], $4::timestamptz[], $5::text[])
+         AS u (id, attempt, address, due, reason)
+JOIN send_attempts a ON a.delivery_id = u.id AND a.attempt = u.attempt
 WHERE d.id = u.id AND d.status = 'queued';

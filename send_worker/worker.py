@@ -83,12 +83,8 @@ class SendWorker:
         due = await self._skip_unwanted(due)
         if due:
             async with self._pool.acquire() as connection:
-                started = await connection.fetch(
-                    Q["start_attempts"],
-                    [row["id"] for row in due],
-                    [row["address"] for row in due],
-                )
-            attempts = {row["id"]: row["send_attempts"] for row in started}
+                started = await connection.fetch(Q["start_attempts"], [row["id"] for row in due])
+            attempts = {row["id"]: row["attempt"] for row in started}
             due = [row for row in due if row["id"] in attempts]
             # Each wave's outcomes are committed as soon as it is done, so a crash repeats
             # at most the waves in flight (an email request, or SMS_WAVE texts).
@@ -115,7 +111,7 @@ class SendWorker:
                 (
                     str(row["id"]),
                     _event(
-                        row, "skipped", row["send_attempts"] + 1, now, reason=reasons[row["id"]]
+                        row, "skipped", row["attempts_made"] + 1, now, reason=reasons[row["id"]]
                     ),
                 )
                 for row in skipped
@@ -161,7 +157,7 @@ class SendWorker:
         now = dt.datetime.now(dt.UTC)
         accepted: dict[str, list[Any]] = defaultdict(list)
         failed: dict[str, list[Any]] = defaultdict(list)
-        retry: list[tuple[uuid.UUID, dt.datetime, str]] = []
+        retry: list[tuple[asyncpg.Record, tuple[dt.datetime, str]]] = []
         events = []
         for row in rows:
             outcome, attempt = outcomes[row["id"]], attempts[row["id"]]
@@ -173,10 +169,10 @@ class SendWorker:
             OUTCOMES.labels(row["channel"], outcome.kind).inc()
             if outcome.kind == "transient":
                 due = next_attempt(attempt, now, self._draw, outcome.retry_not_before)
-                retry.append((row["id"], due, f"retrying: {outcome.reason}"))
+                retry.append((row, (due, f"retrying: {outcome.reason}")))
                 continue
             target = accepted if outcome.kind == "accepted" else failed
-            target[provider].append((row["id"], outcome))
+            target[provider].append((row, outcome))
             kind = "accepted" if outcome.kind == "accepted" else "failed"
             event = _event(
                 row,
@@ -193,14 +189,14 @@ class SendWorker:
             for provider, items in accepted.items():
                 await connection.execute(
                     Q["record_accepted"],
-                    [i for i, _ in items],
+                    *_attempted(items, attempts),
                     [o.message_id for _, o in items],
                     provider,
                 )
             for provider, items in failed.items():
                 await connection.execute(
                     Q["record_failed"],
-                    [i for i, _ in items],
+                    *_attempted(items, attempts),
                     [o.reason for _, o in items],
                     [o.code for _, o in items],
                     provider,
@@ -208,13 +204,28 @@ class SendWorker:
             if retry:
                 await connection.execute(
                     Q["schedule_retry"],
-                    [r[0] for r in retry],
-                    [r[1] for r in retry],
-                    [r[2] for r in retry],
+                    *_attempted(retry, attempts),
+                    [due for _, (due, _) in retry],
+                    [reason for _, (_, reason) in retry],
                 )
             await outbox.add(connection, "delivery-events", events)
         if retry:
-            log.info("transient send failures; retrying later", count=len(retry), first=retry[0][2])
+            log.info(
+                "transient send failures; retrying later", count=len(retry), first=retry[0][1][1]
+            )
+
+
+def _attempted(
+    items: list[tuple[asyncpg.Record, Any]], attempts: dict[uuid.UUID, int]
+) -> tuple[list[uuid.UUID], list[int], list[str]]:
+    """The deliveries of ``items``, their attempts' numbers and the addresses they went to
+    (the first parameters of each statement recording an outcome)."""
+    rows = [row for row, _ in items]
+    return (
+        [row["id"] for row in rows],
+        [attempts[row["id"]] for row in rows],
+        [row["address"] for row in rows],
+    )
 
 
 def _by_notice(records: list[Record]) -> list[uuid.UUID]:

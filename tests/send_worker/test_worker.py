@@ -211,7 +211,7 @@ async def test_a_worker_killed_mid_batch_loses_nothing_and_repeats_only_what_was
 ) -> None:
     """SIGKILL leaves no time to clean up. On restart every job comes back: deliveries
     already recorded are left alone; only those whose provider call was in flight at the
-    kill (attempt started, no answer recorded) can go out a second time."""
+    kill (an attempt started, its outcome not recorded) can go out a second time."""
     import signal  # noqa: PLC0415
 
     settings = system.settings
@@ -258,8 +258,9 @@ async def test_a_worker_killed_mid_batch_loses_nothing_and_repeats_only_what_was
     in_flight = {
         str(r["id"])
         for r in await db.fetch(
-            "SELECT id FROM deliveries WHERE notice_id = $1::text::uuid AND status = 'queued' "
-            "AND attempt_started_at IS NOT NULL AND provider_message_id IS NULL",
+            "SELECT id FROM deliveries d WHERE notice_id = $1::text::uuid AND status = 'queued' "
+            "AND EXISTS (SELECT 1 FROM send_attempts a WHERE a.delivery_id = d.id "
+            "AND a.attempt > d.send_attempts)",
             created["id"],
         )
     }
