@@ -35,6 +35,9 @@ log = get_logger(__name__)
 
 #: relaybook's topics, without the configured prefix
 TOPICS = ("send-jobs", "delivery-events", "recipient-events", "dead-letters")
+#: top-level fields also sent as headers, per topic, so that a consumer can pass over
+#: messages that are not its own without decoding them (each send-worker lane its channel)
+HEADER_FIELDS = {"send-jobs": ("channel",)}
 
 PRODUCED = Counter(
     "relaybook_kafka_messages_produced_total", "Messages acknowledged by the broker", ["topic"]
@@ -146,21 +149,26 @@ class Producer:
             # a future per message (that bookkeeping cost more than the messages): a
             # partition's batches go out in order, so one key's messages stay in order.
             partitions = sorted(await self._producer.partitions_for(full_topic))
+            header_fields = HEADER_FIELDS.get(topic, ())
             open_batches: dict[int, Any] = {}
             sent = []
             for key, message in messages:
-                key_bytes = key.encode() if key is not None else None
-                value = encode(message)
-                partition = _PARTITIONER(key_bytes, partitions, partitions)
+                record = {
+                    "key": key.encode() if key is not None else None,
+                    "value": encode(message),
+                    "timestamp": None,
+                    "headers": [(field, str(message[field]).encode()) for field in header_fields],
+                }
+                partition = _PARTITIONER(record["key"], partitions, partitions)
                 batch = open_batches.get(partition)
                 if batch is not None:
-                    if batch.append(key=key_bytes, value=value, timestamp=None) is not None:
+                    if batch.append(**record) is not None:
                         continue
                     sent.append(
                         await self._producer.send_batch(batch, full_topic, partition=partition)
                     )
                 batch = open_batches[partition] = self._producer.create_batch()
-                batch.append(key=key_bytes, value=value, timestamp=None)  # a first always fits
+                batch.append(**record)  # the first record always fits
             for partition, batch in open_batches.items():
                 sent.append(await self._producer.send_batch(batch, full_topic, partition=partition))
             for acknowledged in sent:
@@ -242,9 +250,14 @@ class Consumer:
         producer: Producer,
         max_batch: int = 500,
         gather_ms: int = 0,
+        only: dict[str, str] | None = None,
     ) -> None:
         """``gather_ms``: how long the broker may wait to fill a fetch (up to 1 MiB) so that
-        batches are large; 0 answers with whatever is there at once (lowest latency)."""
+        batches are large; 0 answers with whatever is there at once (lowest latency).
+        ``only``: header values (``HEADER_FIELDS``) of the messages to handle; the others
+        are passed over undecoded (and committed). A message without the header is
+        handled."""
+        self._only = [(name, value.encode()) for name, value in (only or {}).items()]
         self._settings = settings
         self._topics = [settings.topic(topic) for topic in topics]
         self._group = group
@@ -344,7 +357,7 @@ class Consumer:
             record
             for messages in batches.values()
             for message in messages
-            if (record := await self._decode(message)) is not None
+            if self._wanted(message) and (record := await self._decode(message)) is not None
         ]
         if records:
             await handler(records)
@@ -360,6 +373,10 @@ class Consumer:
         for tp, messages in batches.items():
             CONSUMED.labels(tp.topic, self._group).inc(len(messages))
         BATCH_SECONDS.labels(self._group).observe(time.monotonic() - started)
+
+    def _wanted(self, message: Any) -> bool:
+        headers = dict(message.headers or ())
+        return all(headers.get(name, value) == value for name, value in self._only)
 
     async def _decode(self, message: Any) -> Record | None:
         try:

@@ -33,6 +33,7 @@ def build(infra: Infrastructure) -> Deployable:
             ["send-jobs"],
             GROUP.format(channel=channel),
             producer=infra.producer,
+            only={"channel": channel},
             **LANE_FETCH[channel],
         )
         for channel in CHANNELS

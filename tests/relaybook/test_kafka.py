@@ -46,9 +46,10 @@ async def consume(
     handler: Callable[[list[Record]], Awaitable[None]],
     done: Callable[[], bool],
     group: str = "test-group",
+    **options: Any,
 ) -> None:
     """Runs a consumer in the group until ``done()``, then stops it."""
-    consumer = Consumer(settings, ["send-jobs"], group, producer=producer)
+    consumer = Consumer(settings, ["send-jobs"], group, producer=producer, **options)
     await consumer.start()
     task = asyncio.create_task(consumer.run(handler))
     try:
@@ -269,3 +270,31 @@ async def test_many_messages_keep_each_keys_order_on_the_java_clients_partition(
         await consumer.stop()
     for n, key in enumerate(keys):
         assert seen[key] == list(range(n + 1, 3001, 7))
+
+
+async def test_a_consumer_for_one_channel_passes_over_the_others_jobs_undecoded(
+    settings: Settings, producer: Producer
+) -> None:
+    jobs = [send_job(channel=("email", "sms")[i % 2], recipient_id=f"r{i}") for i in range(20)]
+    await producer.send_many("send-jobs", [(job["recipient_id"], job) for job in jobs])
+    seen: list[Record] = []
+
+    async def handler(records: list[Record]) -> None:
+        seen.extend(records)
+
+    await consume(settings, producer, handler, lambda: len(seen) >= 10, only={"channel": "sms"})
+    await asyncio.sleep(1)  # an email job would have arrived by now
+    assert sorted(r.value["recipient_id"] for r in seen) == sorted(
+        job["recipient_id"] for job in jobs if job["channel"] == "sms"
+    )
+    # the email jobs passed over were committed with the rest: the group resumes after them
+    last = send_job(channel="email", recipient_id="last")
+    await producer.send_many("send-jobs", [("last", last)])
+    resumed: list[Record] = []
+
+    async def after_restart(records: list[Record]) -> None:
+        resumed.extend(records)
+
+    await consume(settings, producer, after_restart, lambda: len(resumed) >= 1)
+    await asyncio.sleep(1)
+    assert [r.value["recipient_id"] for r in resumed] == ["last"]
