@@ -4,8 +4,10 @@
    published (2N jobs), beside the raw floor measured in the same run: COPY of the same
    2N delivery rows into PostgreSQL plus producing the same 2N job messages with a bare
    aiokafka producer (acks=all).
-2. Sending: the send workers then hand the emails and texts to the provider sandbox (a
-   separate process); emails and texts per second, from the first to the last recorded.
+2. Sending: the send workers then hand the emails and texts to the provider sandbox, one
+   process standing in for SendGrid and another for Twilio (they are separate services:
+   one event loop serving both would queue the emails behind a thousand texts a second);
+   emails and texts per second, from the first to the last recorded.
    The sandbox's Event Webhook is off unless ``--event-webhook``: no webhook ingest runs
    here to take the events, and a real provider builds and posts them on its own machines,
    not on relaybook's two cores.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import platform
@@ -129,7 +132,7 @@ async def run(
     database_url = await asyncio.to_thread(postgres.start)
     broker = EmbeddedBroker()
     bootstrap = broker.start()
-    sandbox_port, ingest_port, api_port = free_ports(3)
+    sandbox_port, twilio_port, ingest_port, api_port = free_ports(4)
     base = Settings(
         database_url=database_url,
         kafka_bootstrap_servers=bootstrap,
@@ -140,35 +143,40 @@ async def run(
         admin_token=ADMIN,
         kafka_session_timeout_ms=2000,
     )
-    # the sandbox in its own process, as the real providers are elsewhere
+    # the sandboxes in processes of their own, as the real providers are elsewhere
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYBOOK_")}
     env |= {
         "RELAYBOOK_DATA_DIR": str(scratch),
-        "RELAYBOOK_SANDBOX_PORT": str(sandbox_port),
         "RELAYBOOK_INGEST_PORT": str(ingest_port),
         "RELAYBOOK_LOG_LEVEL": "WARNING",
         "RELAYBOOK_SANDBOX_BATCH_INTERVAL_S": "1",
         "RELAYBOOK_SANDBOX_EVENT_WEBHOOK": str(event_webhook),
     }
-    sandbox = subprocess.Popen(
-        [sys.executable, "-m", "relaybook.cli", "sandbox"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    sandboxes: list[subprocess.Popen[bytes]] = []
     from provider_sandbox import credentials as sandbox_credentials  # noqa: PLC0415
 
     try:
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{sandbox_port}/healthz", timeout=1)
-                break
-            except httpx.HTTPError:
-                await asyncio.sleep(0.1)
+        # one after the other: the first makes the credentials both read from the data dir
+        for port in (sandbox_port, twilio_port):
+            sandboxes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "relaybook.cli", "sandbox"],
+                    env=env | {"RELAYBOOK_SANDBOX_PORT": str(port)},
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+            while True:
+                try:
+                    httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                    break
+                except httpx.HTTPError:
+                    await asyncio.sleep(0.1)
         creds, signer = sandbox_credentials.resolve(base)
         settings = sandbox_credentials.stand_in(
             base, creds, signer, f"http://127.0.0.1:{sandbox_port}"
         )
+        settings = dataclasses.replace(settings, twilio_base_url=f"http://127.0.0.1:{twilio_port}")
         body = json.dumps(notice(recipients, channels)).encode()
 
         # 1. publishing, workers not running
@@ -230,12 +238,13 @@ async def run(
                 f"(all {recipients} in {seconds:.2f} s)"
             )
     finally:
-        sandbox.send_signal(signal.SIGTERM)
-        try:
-            sandbox.wait(30)
-        except subprocess.TimeoutExpired:
-            print("the sandbox did not stop within 30 s; killed")
-            sandbox.kill()
+        for sandbox in sandboxes:
+            sandbox.send_signal(signal.SIGTERM)
+            try:
+                sandbox.wait(30)
+            except subprocess.TimeoutExpired:
+                print("a sandbox did not stop within 30 s; killed")
+                sandbox.kill()
         broker.stop()
         await asyncio.to_thread(postgres.stop)
 
