@@ -143,21 +143,39 @@ class Producer:
         """
         for _, message in messages:
             schemas.validate(message)
+        header_fields = HEADER_FIELDS.get(topic, ())
+        await self.send_encoded(
+            topic,
+            [
+                (
+                    key,
+                    encode(message),
+                    [(field, str(message[field]).encode()) for field in header_fields],
+                )
+                for key, message in messages
+            ],
+        )
+
+    async def send_encoded(
+        self, topic: str, records: Sequence[tuple[str | None, bytes, list[tuple[str, bytes]]]]
+    ) -> None:
+        """Publishes ``(key, JSON value, headers)`` records already checked against their
+        contract (the outbox's, checked when they were written); waits for every
+        acknowledgement like :meth:`send_many`."""
         full_topic = self._settings.topic(topic)
         try:
             # Record batches filled here, one open per partition, instead of a send() and
             # a future per message (that bookkeeping cost more than the messages): a
             # partition's batches go out in order, so one key's messages stay in order.
             partitions = sorted(await self._producer.partitions_for(full_topic))
-            header_fields = HEADER_FIELDS.get(topic, ())
             open_batches: dict[int, Any] = {}
             sent = []
-            for key, message in messages:
+            for key, value, headers in records:
                 record = {
                     "key": key.encode() if key is not None else None,
-                    "value": encode(message),
+                    "value": value,
                     "timestamp": None,
-                    "headers": [(field, str(message[field]).encode()) for field in header_fields],
+                    "headers": headers,
                 }
                 partition = _PARTITIONER(record["key"], partitions, partitions)
                 batch = open_batches.get(partition)
@@ -175,7 +193,7 @@ class Producer:
                 await acknowledged
         except KafkaError as error:
             raise BrokerError(f"Kafka did not acknowledge {full_topic}: {error}") from error
-        PRODUCED.labels(full_topic).inc(len(messages))
+        PRODUCED.labels(full_topic).inc(len(records))
 
     async def send(self, topic: str, message: dict[str, Any], *, key: str | None = None) -> None:
         """Publishes one message and waits for its acknowledgement."""

@@ -1,7 +1,11 @@
 """The transactional outbox for events: rows written in the same transaction as the state
 they announce, published to Kafka afterwards, then stamped. Whoever writes rows publishes
 them at once (:meth:`Outbox.flush`); a background loop catches up with any left behind
-by a crash or a broker outage. Publishing is at-least-once: consumers dedupe on ids."""
+by a crash or a broker outage. Publishing is at-least-once: consumers dedupe on ids.
+
+A message is checked against its contract when it is written, so a broken one fails the
+transaction that wrote it instead of blocking the outbox later; what is stored is
+published as it is."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from typing import Any
 
 import asyncpg
 
+import schemas
 from relaybook.database import Connection
 from relaybook.kafka import BrokerError, Producer
 from relaybook.logs import get_logger
@@ -36,7 +41,10 @@ SELECT $1, key, payload::jsonb FROM unnest($2::text[], $3::text[]) AS m (key, pa
 async def add(
     connection: Connection, topic: str, messages: Sequence[tuple[str | None, dict[str, Any]]]
 ) -> None:
-    """Adds messages for ``topic`` (unprefixed) inside the caller's transaction."""
+    """Adds messages for ``topic`` (unprefixed) inside the caller's transaction; raises
+    :class:`schemas.MessageError` for one that breaks its contract."""
+    for _, message in messages:
+        schemas.validate(message)
     if messages:
         await connection.execute(
             _INSERT, topic, [key for key, _ in messages], [json.dumps(m) for _, m in messages]
@@ -58,13 +66,13 @@ class Outbox:
                 rows = await connection.fetch(_CLAIM, self._page)
                 if not rows:
                     return total
-                by_topic: dict[str, list[tuple[str | None, dict[str, Any]]]] = {}
+                by_topic: dict[str, list[tuple[str | None, bytes, list[tuple[str, bytes]]]]] = {}
                 for row in rows:
                     by_topic.setdefault(row["topic"], []).append(
-                        (row["key"], json.loads(row["payload"]))
+                        (row["key"], row["payload"].encode(), [])
                     )
-                for topic, messages in by_topic.items():
-                    await self._producer.send_many(topic, messages)
+                for topic, records in by_topic.items():
+                    await self._producer.send_encoded(topic, records)
                 await connection.execute(_STAMP, [row["id"] for row in rows])
             total += len(rows)
 

@@ -158,6 +158,7 @@ class SendWorker:
         accepted: dict[str, list[Any]] = defaultdict(list)
         failed: dict[str, list[Any]] = defaultdict(list)
         retry: list[tuple[asyncpg.Record, tuple[dt.datetime, str]]] = []
+        counts: dict[tuple[str, str], int] = defaultdict(int)
         events = []
         for row in rows:
             outcome, attempt = outcomes[row["id"]], attempts[row["id"]]
@@ -166,7 +167,7 @@ class SendWorker:
                 outcome = Outcome.permanent(
                     "unavailable", f"gave up after {attempt} attempts: {outcome.reason}"
                 )
-            OUTCOMES.labels(row["channel"], outcome.kind).inc()
+            counts[row["channel"], outcome.kind] += 1
             if outcome.kind == "transient":
                 due = next_attempt(attempt, now, self._draw, outcome.retry_not_before)
                 retry.append((row, (due, f"retrying: {outcome.reason}")))
@@ -209,6 +210,8 @@ class SendWorker:
                     [reason for _, (_, reason) in retry],
                 )
             await outbox.add(connection, "delivery-events", events)
+        for (channel, kind), count in counts.items():
+            OUTCOMES.labels(channel, kind).inc(count)
         if retry:
             log.info(
                 "transient send failures; retrying later", count=len(retry), first=retry[0][1][1]
