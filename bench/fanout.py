@@ -8,9 +8,9 @@
    process standing in for SendGrid and another for Twilio (they are separate services:
    one event loop serving both would queue the emails behind a thousand texts a second);
    emails and texts per second, from the first to the last recorded.
-   The sandbox's Event Webhook is off unless ``--event-webhook``: no webhook ingest runs
-   here to take the events, and a real provider builds and posts them on its own machines,
-   not on relaybook's two cores.
+   The sandboxes post no webhooks unless ``--webhooks``: no webhook ingest runs here to
+   take them, and real providers build and post them on their own machines, not on
+   relaybook's two cores.
 
     .venv/bin/python bench/fanout.py [--recipients 100000]
 """
@@ -124,7 +124,7 @@ async def count(url: str, sql: str) -> int:
 
 
 async def run(
-    recipients: int, channels: tuple[str, ...], *, send: bool = True, event_webhook: bool = False
+    recipients: int, channels: tuple[str, ...], *, send: bool = True, webhooks: bool = False
 ) -> None:
     logs.configure("WARNING", "console")
     scratch = Path(tempfile.mkdtemp(prefix="relaybook-bench-"))
@@ -150,7 +150,7 @@ async def run(
         "RELAYBOOK_INGEST_PORT": str(ingest_port),
         "RELAYBOOK_LOG_LEVEL": "WARNING",
         "RELAYBOOK_SANDBOX_BATCH_INTERVAL_S": "1",
-        "RELAYBOOK_SANDBOX_EVENT_WEBHOOK": str(event_webhook),
+        "RELAYBOOK_SANDBOX_WEBHOOKS": str(webhooks),
     }
     sandboxes: list[subprocess.Popen[bytes]] = []
     from provider_sandbox import credentials as sandbox_credentials  # noqa: PLC0415
@@ -224,7 +224,7 @@ async def run(
         )
         jobs = len(channels) * recipients
         print(f"recipients: {recipients} on {', '.join(channels)} ({jobs} send jobs)")
-        print(f"sandbox's SendGrid Event Webhook: {'on' if event_webhook else 'off'}")
+        print(f"sandbox webhooks: {'on' if webhooks else 'off'}")
         print(f"POST answered (notice, recipients, deliveries committed): {created_s:.2f} s")
         print(
             f"POST to every send job published: {published_s:.2f} s "
@@ -257,9 +257,9 @@ def main() -> None:
         "--publish-only", action="store_true", help="measure publishing, not the sending"
     )
     parser.add_argument(
-        "--event-webhook",
+        "--webhooks",
         action="store_true",
-        help="let the sandbox build and post SendGrid's events too (nobody takes them)",
+        help="let the sandboxes build and post their webhooks too (nobody takes them)",
     )
     args = parser.parse_args()
     asyncio.run(
@@ -267,7 +267,7 @@ def main() -> None:
             args.recipients,
             tuple(args.channels.split(",")),
             send=not args.publish_only,
-            event_webhook=args.event_webhook,
+            webhooks=args.webhooks,
         )
     )
 

@@ -56,7 +56,7 @@ class Sandbox:
             machine_open=settings.sandbox_machine_open_rate,
         )
         self.async_bounce_rate = settings.sandbox_async_bounce_rate
-        self.event_webhook = settings.sandbox_event_webhook
+        self.webhooks = settings.sandbox_webhooks
         self.rate_limit = settings.sandbox_rate_limit
         self.inbound_url = f"{settings.webhook_base_url}/webhooks/twilio/inbound"
         self.poster = Poster(
@@ -127,7 +127,7 @@ class Sandbox:
             body, message_id, self.draw, self.rates, self.async_bounce_rate
         )
         self.messages.extend(records)
-        if self.event_webhook:
+        if self.webhooks:
             self.poster.schedule_sendgrid(events)
         return Response(status_code=202, headers={"X-Message-Id": message_id})
 
@@ -166,7 +166,7 @@ class Sandbox:
                 "created_at": time.time(),
             }
         )
-        if callback:
+        if callback and self.webhooks:
             for step, status in enumerate(statuses):
                 params = twilio.callback_params(resource, status, error_code)
                 self.poster.post_twilio(callback, params, delay=0.02 * (step + 1))

@@ -314,8 +314,11 @@ class Settings:
     sandbox_async_bounce_rate: float = _setting(
         _rate, 0.3, doc="sandbox: share of bounces without sg_message_id and custom args"
     )
-    sandbox_event_webhook: bool = _setting(
-        _bool, True, doc="sandbox: post SendGrid's Event Webhook (off: as when it is disabled)"
+    sandbox_webhooks: bool = _setting(
+        _bool,
+        True,
+        doc="sandbox: post webhooks (SendGrid events, Twilio status callbacks); off: sends "
+        "are only accepted (load tests)",
     )
     sandbox_batch_interval_s: float = _setting(
         _float_seconds, 0.25, doc="sandbox: how often event batches are posted (SendGrid: ~30 s)"

@@ -79,8 +79,8 @@ async def test_a_valid_send_is_accepted_with_a_message_id(harness: Harness) -> N
     assert record["sg_message_id"].startswith(message_id + ".")
 
 
-@pytest.mark.parametrize("sandbox_options", [{"sandbox_event_webhook": False}])
-async def test_with_the_event_webhook_disabled_sends_are_accepted_and_nothing_is_posted(
+@pytest.mark.parametrize("sandbox_options", [{"sandbox_webhooks": False}])
+async def test_with_webhooks_off_sends_are_accepted_and_nothing_is_posted(
     harness: Harness,
 ) -> None:
     response = await send(harness, mail("owner1@example.org", "a@bounce.sandbox.test"))

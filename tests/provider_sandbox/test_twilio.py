@@ -4,6 +4,7 @@ callbacks that Twilio's own RequestValidator accepts."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qsl
@@ -67,6 +68,18 @@ async def test_a_message_is_created_and_its_callbacks_report_queued_sent_deliver
         assert callback["To"] == "+33612345678"
         assert callback["ApiVersion"] == "2010-04-01"
         assert "ErrorCode" not in callback
+
+
+@pytest.mark.parametrize("sandbox_options", [{"sandbox_webhooks": False}])
+async def test_with_webhooks_off_messages_are_created_and_no_callback_is_posted(
+    harness: Harness, twilio: Client
+) -> None:
+    message = await create(harness, twilio, "+33612345678")
+    assert message.status == "queued"
+    [record] = harness.sandbox.messages
+    assert record["statuses"][-1] == "delivered"
+    await asyncio.sleep(0.3)  # the callbacks would have come 20 ms apart
+    assert harness.receiver.received == []
 
 
 @pytest.mark.parametrize(
