@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
+import orjson
 
 import schemas
 from relaybook.database import Connection
@@ -47,7 +47,10 @@ async def add(
         schemas.validate(message)
     if messages:
         await connection.execute(
-            _INSERT, topic, [key for key, _ in messages], [json.dumps(m) for _, m in messages]
+            _INSERT,
+            topic,
+            [key for key, _ in messages],
+            [orjson.dumps(m).decode() for _, m in messages],
         )
 
 
