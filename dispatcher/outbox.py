@@ -1,10 +1,10 @@
 """The outbox relay and the scheduler, background tasks of every dispatcher replica.
 
-A fan-out (a notice's, or a resend's) is written with its job pages
-(:func:`dispatcher.store.add_job_pages`),
-each a range of its recipients. The relay claims a due page (``FOR UPDATE SKIP LOCKED``, so
-replicas share the work), produces the send jobs of its queued deliveries with
-``acks=all``, stamps the page and commits: no row is written per job. When no page is
+A fan-out (a notice's, or a resend's) is written with its job pages, each a range of its
+recipients (:func:`dispatcher.store.add_job_pages`). The relay claims a due page
+(``FOR UPDATE SKIP LOCKED``, so replicas share the work), produces the send jobs of its
+queued deliveries with ``acks=all``, stamps the page and commits: no row is written per
+job. When no page is
 due it does the same with a page of retries (deliveries a send worker put back with a
 ``next_attempt_at``), clearing their due time. A crash between produce and commit
 republishes that page (at-least-once; workers ignore a job whose delivery is no longer
