@@ -23,7 +23,7 @@ import pytest
 
 from relaybook import database
 from relaybook.embedded import EmbeddedBroker, EmbeddedPostgres, free_ports
-from relaybook.kafka import ensure_topics
+from relaybook.kafka import Producer, ensure_topics
 from relaybook.settings import Settings
 from relaybook.system import System
 from tests.support import ADMIN
@@ -179,3 +179,18 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     connection = await asyncpg.connect(database_url)
     yield connection
     await connection.close()
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    connections = await database.create_pool(database_url, max_size=4)
+    yield connections
+    await connections.close()
+
+
+@pytest.fixture
+async def producer(settings: Settings) -> AsyncIterator[Producer]:
+    started = Producer(settings)
+    await started.start()
+    yield started
+    await started.stop()

@@ -8,7 +8,6 @@ import datetime as dt
 import json
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -17,28 +16,12 @@ import pytest
 from dispatcher.outbox import Relay
 from dispatcher.store import PAGE_RECIPIENTS, NoticeStore
 from dispatcher.validation import parse_notice
-from relaybook.database import create_pool
 from relaybook.kafka import Producer
 from relaybook.settings import Settings
 from tests.support import notice, read_topic
 
 #: a fan-out of three pages; the last one's recipients have no phone (skipped texts)
 RECIPIENTS = 2 * PAGE_RECIPIENTS + 100
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    connections = await create_pool(database_url, max_size=4)
-    yield connections
-    await connections.close()
-
-
-@pytest.fixture
-async def producer(settings: Settings) -> AsyncIterator[Producer]:
-    started = Producer(settings)
-    await started.start()
-    yield started
-    await started.stop()
 
 
 def relay(pool: asyncpg.Pool, producer: Producer, settings: Settings) -> Relay:
@@ -72,6 +55,11 @@ async def jobs(settings: Settings, count: int) -> list[tuple[str | None, dict[st
     return await read_topic(settings, "send-jobs", count, within=30)
 
 
+async def published(settings: Settings, count: int) -> Counter[str]:
+    """How many times each delivery's job was published (at least ``count`` jobs)."""
+    return Counter(job["delivery_id"] for _, job in await jobs(settings, count))
+
+
 async def test_each_queued_delivery_is_published_once_keyed_by_its_recipient(
     pool: asyncpg.Pool, producer: Producer, settings: Settings, db: asyncpg.Connection
 ) -> None:
@@ -93,8 +81,7 @@ async def test_two_replicas_share_the_pages_and_publish_each_job_once(
     await create(pool)
     expected = await queued(db)
     await drain(relay(pool, producer, settings), relay(pool, producer, settings))
-    published = await jobs(settings, len(expected))
-    assert Counter(job["delivery_id"] for _, job in published) == Counter(expected.keys())
+    assert await published(settings, len(expected)) == Counter(expected.keys())
 
 
 async def test_a_crash_before_a_page_is_stamped_republishes_that_page_only(
@@ -115,9 +102,9 @@ async def test_a_crash_before_a_page_is_stamped_republishes_that_page_only(
         await crashing.publish_due()
     assert await db.fetchval("SELECT count(*) FROM job_pages WHERE published_at IS NULL") == 3
     await drain(relay(pool, producer, settings))
-    published = await jobs(settings, len(expected) + len(published_before_crash))
     twice = Counter(published_before_crash)
-    assert Counter(job["delivery_id"] for _, job in published) == Counter(expected.keys()) + twice
+    total = len(expected) + len(published_before_crash)
+    assert await published(settings, total) == Counter(expected.keys()) + twice
     assert len(published_before_crash) == 2 * PAGE_RECIPIENTS  # one page, nothing more
 
 
@@ -129,8 +116,7 @@ async def test_a_drafts_jobs_wait_for_its_release(
     assert await NoticeStore(pool).release(notice_id)
     await drain(relay(pool, producer, settings))
     expected = await queued(db)
-    published = await jobs(settings, len(expected))
-    assert Counter(job["delivery_id"] for _, job in published) == Counter(expected.keys())
+    assert await published(settings, len(expected)) == Counter(expected.keys())
 
 
 async def test_a_retry_is_published_once_when_it_comes_due(
@@ -141,20 +127,15 @@ async def test_a_retry_is_published_once_when_it_comes_due(
     await drain(relay(pool, producer, settings))
     assert len(await jobs(settings, len(expected))) == len(expected)
     due, later = list(expected)[:2]
-    await db.execute(
-        "UPDATE deliveries SET next_attempt_at = now() + $2::interval WHERE id = $1::uuid",
-        due,
-        dt.timedelta(seconds=-1),
-    )
-    await db.execute(
-        "UPDATE deliveries SET next_attempt_at = now() + $2::interval WHERE id = $1::uuid",
-        later,
-        dt.timedelta(hours=1),
-    )
+    for delivery, delay in ((due, dt.timedelta(seconds=-1)), (later, dt.timedelta(hours=1))):
+        await db.execute(
+            "UPDATE deliveries SET next_attempt_at = now() + $2::interval WHERE id = $1::uuid",
+            delivery,
+            delay,
+        )
     await drain(relay(pool, producer, settings))
-    published = await jobs(settings, len(expected) + 1)
     retried = Counter(expected.keys()) + Counter([due])
-    assert Counter(job["delivery_id"] for _, job in published) == retried
+    assert await published(settings, len(expected) + 1) == retried
     assert (
         await db.fetchval("SELECT next_attempt_at FROM deliveries WHERE id = $1::uuid", due) is None
     )

@@ -8,7 +8,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -22,14 +22,6 @@ from relaybook.settings import Settings
 def send_job(**changes: Any) -> dict[str, Any]:
     job = schemas.example("send-job.v1.json") | {"job_id": str(uuid.uuid4())}
     return job | changes
-
-
-@pytest.fixture
-async def producer(settings: Settings) -> AsyncIterator[Producer]:
-    instance = Producer(settings)
-    await instance.start()
-    yield instance
-    await instance.stop()
 
 
 async def until(condition: Callable[[], bool], within: float = 20) -> None:

@@ -3,7 +3,6 @@ published, and kept for a later flush when the broker does not take them."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -11,7 +10,6 @@ import pytest
 
 import schemas
 from relaybook import outbox
-from relaybook.database import create_pool
 from relaybook.kafka import BrokerError, Producer
 from relaybook.settings import Settings
 from tests.support import read_topic
@@ -20,21 +18,6 @@ from tests.support import read_topic
 def event(n: int, **changes: Any) -> dict[str, Any]:
     example = schemas.example("delivery-event.v1.json")
     return example | {"event_id": f"test:{n}"} | changes
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    connections = await create_pool(database_url, max_size=2)
-    yield connections
-    await connections.close()
-
-
-@pytest.fixture
-async def producer(settings: Settings) -> AsyncIterator[Producer]:
-    started = Producer(settings)
-    await started.start()
-    yield started
-    await started.stop()
 
 
 async def pending(pool: asyncpg.Pool) -> int:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -14,7 +13,6 @@ import pytest
 
 from dispatcher.store import NoticeStore
 from dispatcher.validation import parse_notice
-from relaybook import database
 from relaybook.kafka import Record
 from tests.support import notice
 from tracker import journal as journal_module
@@ -28,13 +26,6 @@ def now() -> None:
     """Event times close to the test's own rows, whenever the test runs."""
     global NOW  # noqa: PLW0603 - read by the helpers below
     NOW = dt.datetime.now(dt.UTC)
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    created = await database.create_pool(database_url, max_size=4)
-    yield created
-    await created.close()
 
 
 @pytest.fixture
