@@ -14,7 +14,6 @@ from bounce_policy.policy import Policy
 from relaybook.deployable import Deployable
 from relaybook.kafka import BrokerError, Consumer, Record
 from relaybook.logs import get_logger
-from relaybook.outbox import Outbox
 from relaybook.runtime import Infrastructure
 
 GROUP = "relaybook-bounce-policy"
@@ -24,7 +23,7 @@ log = get_logger(__name__)
 
 def build(infra: Infrastructure) -> Deployable:
     policy = BouncePolicy(infra.pool, Policy.from_settings(infra.settings))
-    events = Outbox(infra.pool, infra.producer)
+    events = infra.events_outbox()
     consumer = Consumer(
         infra.settings,
         ["delivery-events"],

@@ -10,7 +10,6 @@ from dispatcher.outbox import Relay
 from dispatcher.store import NoticeStore
 from relaybook.deployable import Deployable
 from relaybook.http import create_app
-from relaybook.outbox import Outbox
 from relaybook.runtime import Infrastructure, admin_token
 
 
@@ -30,7 +29,7 @@ def build(infra: Infrastructure) -> Deployable:
         ],
         checks={"database": infra.check_database, "broker": infra.check_broker},
     )
-    events = Outbox(infra.pool, infra.producer)
+    events = infra.events_outbox()
 
     async def start() -> None:
         await relay.start()

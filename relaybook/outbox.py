@@ -5,12 +5,16 @@ by a crash or a broker outage. Publishing is at-least-once: consumers dedupe on 
 
 A message is checked against its contract when it is written, so a broken one fails the
 transaction that wrote it instead of blocking the outbox later; what is stored is
-published as it is."""
+published as it is. Published rows are deleted once older than the retention (their
+events stay in Kafka, and a delivery's in the journal), so the table does not grow with
+every message ever sent."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,6 +36,18 @@ LIMIT $1
 FOR UPDATE SKIP LOCKED
 """
 _STAMP = "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])"
+# oldest first along the primary key; replicas pruning at once skip each other's rows
+_PRUNE = """
+DELETE FROM outbox WHERE id IN (
+    SELECT id FROM outbox
+    WHERE published_at < now() - $1::interval
+    ORDER BY id
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED)
+"""
+#: rows deleted per statement, and how often the catch-up loop prunes
+PRUNE_PAGE = 10_000
+PRUNE_EVERY_S = 60.0
 _INSERT = """
 INSERT INTO outbox (topic, key, payload)
 SELECT $1, key, payload::jsonb FROM unnest($2::text[], $3::text[]) AS m (key, payload)
@@ -55,10 +71,18 @@ async def add(
 
 
 class Outbox:
-    def __init__(self, pool: asyncpg.Pool, producer: Producer, page: int = 1000) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        producer: Producer,
+        page: int = 1000,
+        retention: dt.timedelta | None = None,
+    ) -> None:
+        """``retention``: how long a published row is kept; None keeps them all."""
         self._pool = pool
         self._producer = producer
         self._page = page
+        self._retention = retention
         self._task: asyncio.Task[None] | None = None
 
     async def flush(self) -> int:
@@ -79,12 +103,28 @@ class Outbox:
                 await connection.execute(_STAMP, [row["id"] for row in rows])
             total += len(rows)
 
+    async def prune(self) -> int:
+        """Deletes the published rows older than the retention; returns how many."""
+        if self._retention is None:
+            return 0
+        total = 0
+        while True:
+            status = await self._pool.execute(_PRUNE, self._retention, PRUNE_PAGE)
+            deleted = int(status.split()[-1])
+            total += deleted
+            if deleted < PRUNE_PAGE:
+                return total
+
     async def start(self, every_s: float = 2.0) -> None:
         async def catch_up() -> None:
+            pruned_at = time.monotonic()
             while True:
                 await asyncio.sleep(every_s)
                 try:
                     await self.flush()
+                    if time.monotonic() - pruned_at >= PRUNE_EVERY_S:
+                        pruned_at = time.monotonic()
+                        await self.prune()
                 except (BrokerError, asyncpg.PostgresError, OSError) as problem:
                     log.warning("outbox catch-up failed; retrying", error=str(problem))
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime as dt
 import os
 import secrets
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ from relaybook import database
 from relaybook.embedded import EmbeddedBroker, EmbeddedPostgres
 from relaybook.kafka import Producer, ensure_topics
 from relaybook.logs import get_logger
+from relaybook.outbox import Outbox
 from relaybook.settings import Settings, SettingsError
 
 log = get_logger(__name__)
@@ -43,6 +45,11 @@ class Infrastructure:
 
     async def check_broker(self) -> None:
         await self.producer.ping()
+
+    def events_outbox(self) -> Outbox:
+        """The event outbox of this process's services, with the configured retention."""
+        days = self.settings.outbox_retention_days
+        return Outbox(self.pool, self.producer, retention=dt.timedelta(days=days) if days else None)
 
 
 def require_configured(settings: Settings, command: str) -> None:

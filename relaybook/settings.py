@@ -297,6 +297,12 @@ class Settings:
     bounce_sms_transient_codes: tuple[str, ...] = _setting(
         _codes, ("30003", "30008", "30004"), doc="Twilio error codes counted as transient (soft)"
     )
+    outbox_retention_days: int = _setting(
+        _count,
+        7,
+        doc="days a published event stays in the outbox table (Kafka and the journal keep "
+        "it); 0: kept for ever",
+    )
     sandbox_seed: int = _setting(
         _int, 1, doc="sandbox: seed of its random choices (same seed, same choices)"
     )

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from relaybook.deployable import Deployable
 from relaybook.kafka import Consumer
-from relaybook.outbox import Outbox
 from relaybook.runtime import Infrastructure
 from send_worker.providers import SendGrid, Twilio
 from send_worker.worker import SendWorker
@@ -24,7 +23,7 @@ LANE_FETCH: dict[str, dict[str, int]] = {
 
 def build(infra: Infrastructure) -> Deployable:
     settings = infra.settings
-    events = Outbox(infra.pool, infra.producer)
+    events = infra.events_outbox()
     sendgrid, twilio = SendGrid(settings), Twilio(settings)
     worker = SendWorker(settings, infra.pool, events, sendgrid, twilio)
     lanes = {

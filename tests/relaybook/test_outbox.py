@@ -3,6 +3,7 @@ published, and kept for a later flush when the broker does not take them."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import asyncpg
@@ -68,3 +69,22 @@ async def test_what_the_broker_did_not_take_stays_for_the_next_flush(
     assert await pending(pool) == 2
     assert await outbox.Outbox(pool, producer).flush() == 2
     assert len(await read_topic(settings, "delivery-events", 2)) == 2
+
+
+async def test_published_rows_older_than_the_retention_are_pruned(
+    pool: asyncpg.Pool, producer: Producer
+) -> None:
+    async with pool.acquire() as connection, connection.transaction():
+        await outbox.add(connection, "delivery-events", [(f"d{n}", event(n)) for n in range(6)])
+    events = outbox.Outbox(pool, producer, page=4, retention=dt.timedelta(days=7))
+    assert await events.flush() == 6
+    await pool.execute(  # four published long ago, two just now
+        "UPDATE outbox SET published_at = now() - interval '8 days' WHERE id IN"
+        " (SELECT id FROM outbox ORDER BY id LIMIT 4)"
+    )
+    async with pool.acquire() as connection, connection.transaction():
+        await outbox.add(connection, "delivery-events", [("late", event(7))])  # not published
+    assert await events.prune() == 4
+    assert await pool.fetchval("SELECT count(*) FROM outbox") == 3
+    assert await pending(pool) == 1
+    assert await outbox.Outbox(pool, producer).prune() == 0, "no retention: all kept"
