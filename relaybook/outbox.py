@@ -36,11 +36,20 @@ LIMIT $1
 FOR UPDATE SKIP LOCKED
 """
 _STAMP = "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])"
-# oldest first along the primary key; replicas pruning at once skip each other's rows
+# Oldest first along the primary key, up to the first row still kept (rows are published
+# about in id order): the scan stops there instead of reading the whole table when there
+# is nothing to delete. Replicas pruning at once skip each other's rows.
 _PRUNE = """
+WITH kept AS (
+    SELECT id FROM outbox
+    WHERE published_at IS NULL OR published_at >= now() - $1::interval
+    ORDER BY id
+    LIMIT 1
+)
 DELETE FROM outbox WHERE id IN (
     SELECT id FROM outbox
     WHERE published_at < now() - $1::interval
+      AND id < coalesce((SELECT id FROM kept), 9223372036854775807)
     ORDER BY id
     LIMIT $2
     FOR UPDATE SKIP LOCKED)
