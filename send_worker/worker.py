@@ -157,7 +157,7 @@ class SendWorker:
         now = dt.datetime.now(dt.UTC)
         accepted: dict[str, list[Any]] = defaultdict(list)
         failed: dict[str, list[Any]] = defaultdict(list)
-        retry: list[tuple[asyncpg.Record, tuple[dt.datetime, str]]] = []
+        retry: list[tuple[asyncpg.Record, dt.datetime, str]] = []
         counts: dict[tuple[str, str], int] = defaultdict(int)
         events = []
         for row in rows:
@@ -170,7 +170,7 @@ class SendWorker:
             counts[row["channel"], outcome.kind] += 1
             if outcome.kind == "transient":
                 due = next_attempt(attempt, now, self._draw, outcome.retry_not_before)
-                retry.append((row, (due, f"retrying: {outcome.reason}")))
+                retry.append((row, due, f"retrying: {outcome.reason}"))
                 continue
             target = accepted if outcome.kind == "accepted" else failed
             target[provider].append((row, outcome))
@@ -190,14 +190,14 @@ class SendWorker:
             for provider, items in accepted.items():
                 await connection.execute(
                     Q["record_accepted"],
-                    *_attempted(items, attempts),
+                    *_attempted([row for row, _ in items], attempts),
                     [o.message_id for _, o in items],
                     provider,
                 )
             for provider, items in failed.items():
                 await connection.execute(
                     Q["record_failed"],
-                    *_attempted(items, attempts),
+                    *_attempted([row for row, _ in items], attempts),
                     [o.reason for _, o in items],
                     [o.code for _, o in items],
                     provider,
@@ -205,25 +205,22 @@ class SendWorker:
             if retry:
                 await connection.execute(
                     Q["schedule_retry"],
-                    *_attempted(retry, attempts),
-                    [due for _, (due, _) in retry],
-                    [reason for _, (_, reason) in retry],
+                    *_attempted([row for row, _, _ in retry], attempts),
+                    [due for _, due, _ in retry],
+                    [reason for _, _, reason in retry],
                 )
             await outbox.add(connection, "delivery-events", events)
         for (channel, kind), count in counts.items():
             OUTCOMES.labels(channel, kind).inc(count)
         if retry:
-            log.info(
-                "transient send failures; retrying later", count=len(retry), first=retry[0][1][1]
-            )
+            log.info("transient send failures; retrying later", count=len(retry), first=retry[0][2])
 
 
 def _attempted(
-    items: list[tuple[asyncpg.Record, Any]], attempts: dict[uuid.UUID, int]
+    rows: list[asyncpg.Record], attempts: dict[uuid.UUID, int]
 ) -> tuple[list[uuid.UUID], list[int], list[str]]:
-    """The deliveries of ``items``, their attempts' numbers and the addresses they went to
-    (the first parameters of each statement recording an outcome)."""
-    rows = [row for row, _ in items]
+    """The deliveries, their attempts' numbers and the addresses they went to (the first
+    parameters of each statement recording an outcome)."""
     return (
         [row["id"] for row in rows],
         [attempts[row["id"]] for row in rows],
