@@ -52,14 +52,18 @@ ON CONFLICT (id) DO NOTHING;
 
 -- name: insert_deliveries
 -- One delivery per recipient and channel, queued or skipped with the reason. The relay
--- finds the queued ones through the fan-out's job pages (insert_job_pages).
+-- finds the queued ones through the fan-out's job pages (insert_job_pages). The ids are
+-- one uuid_v7() numbered in the order the rows are written (migration 0008).
+WITH first AS MATERIALIZED (SELECT uuid_v7() AS id)
 INSERT INTO deliveries (id, notice_id, recipient_id, channel, address, status, reason)
-SELECT uuid_v7(), $1, r.id, c.channel, x.addr,
+SELECT uuid_v7_step(first.id, (n.position - 1) * cardinality($3::text[]) + c.position),
+       $1, r.id, c.channel, x.addr,
        CASE WHEN x.reason IS NULL THEN 'queued' ELSE 'skipped' END,
        x.reason
-FROM unnest($2::text[]) WITH ORDINALITY AS n (id, position)
+FROM first
+CROSS JOIN unnest($2::text[]) WITH ORDINALITY AS n (id, position)
 JOIN recipients r ON r.id = n.id
-CROSS JOIN unnest($3::text[]) AS c (channel)
+CROSS JOIN unnest($3::text[]) WITH ORDINALITY AS c (channel, position)
 CROSS JOIN LATERAL (
     SELECT a.addr,
            CASE
@@ -77,8 +81,11 @@ CROSS JOIN LATERAL (
                  CASE c.channel WHEN 'email' THEN r.email_wants ELSE r.sms_wants END AS wants,
                  CASE c.channel WHEN 'email' THEN r.email_changed_by_kind
                                 ELSE r.sms_changed_by_kind END AS kind) a
+    -- kept a subquery, or the planner copies the reason into both columns that use it
+    -- and looks the suppressions up twice per row
+    OFFSET 0
 ) x
-ORDER BY n.position, c.channel;
+ORDER BY n.position, c.position;
 
 -- name: insert_job_pages
 -- The pages of a fan-out ($2: the resend, or null for the notice's own): its recipients

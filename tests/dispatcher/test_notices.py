@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import uuid
 from typing import Any
 
 import asyncpg
@@ -43,7 +44,7 @@ async def test_a_notice_is_created_with_one_delivery_per_recipient_and_channel(
     rows = await db.fetch(
         "SELECT recipient_id, channel, status, address FROM deliveries "
         "WHERE notice_id = $1 ORDER BY 1, 2",
-        __import__("uuid").UUID(body["id"]),
+        uuid.UUID(body["id"]),
     )
     assert [(r["recipient_id"], r["channel"], r["address"]) for r in rows][:2] == [
         ("owner-0", "email", "owner0@example.org"),
@@ -52,6 +53,28 @@ async def test_a_notice_is_created_with_one_delivery_per_recipient_and_channel(
     assert len(rows) == 6
     fetched = await api.get(f"/v1/notices/{body['id']}")
     assert fetched.json() == body
+
+
+async def test_a_fan_out_numbers_its_delivery_ids_in_the_order_it_writes_them(
+    api: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    """One uuid_v7() per fan-out, then a counter (migration 0008): version 7 ids, distinct,
+    increasing recipient by recipient in the request's order and channel by channel."""
+    body = notice(12, send=False)
+    body["recipients"].reverse()
+    answer = await api.post("/v1/notices", json=body)
+    rows = await db.fetch(
+        "SELECT id, recipient_id, channel, (extract(epoch FROM created_at) * 1000)::bigint AS ms"
+        " FROM deliveries WHERE notice_id = $1 ORDER BY id",
+        uuid.UUID(answer.json()["id"]),
+    )
+    assert [(r["recipient_id"], r["channel"]) for r in rows] == [
+        (f"owner-{i}", channel) for i in reversed(range(12)) for channel in ("email", "sms")
+    ]
+    for row in rows:
+        assert (row["id"].version, row["id"].variant) == (7, uuid.RFC_4122)
+        assert abs((row["id"].int >> 80) - row["ms"]) < 5_000  # the first 48 bits: ms
+    assert len({row["id"].int >> 64 for row in rows}) == 1  # timestamp and random bits
 
 
 async def test_skipped_deliveries_say_why(api: httpx.AsyncClient, db: asyncpg.Connection) -> None:

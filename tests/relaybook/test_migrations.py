@@ -255,3 +255,25 @@ async def test_delivery_ids_are_uuid_version_7_ordered_by_time(database_url: str
         assert abs((value.int >> 80) - now_ms) < 5_000  # the first 48 bits: milliseconds
     assert all(before < value for value in ids)
     assert len(set(ids)) == len(ids)
+
+
+async def test_uuid_v7_step_numbers_ids_from_one_and_refuses_steps_out_of_range(
+    database_url: str,
+) -> None:
+    connection = await asyncpg.connect(database_url)
+    try:
+        first = await connection.fetchval("SELECT uuid_v7()")
+        steps = [0, 1, 2, 255, 2**30 - 1]
+        ids = [await connection.fetchval("SELECT uuid_v7_step($1, $2)", first, s) for s in steps]
+        refused = [
+            await connection.fetchval("SELECT uuid_v7_step($1, $2)", first, s) for s in (-1, 2**30)
+        ]
+    finally:
+        await connection.close()
+    assert ids == sorted(ids)
+    for step, value in zip(steps, ids, strict=True):
+        assert (value.version, value.variant) == (7, uuid.RFC_4122)
+        assert value.int >> 64 == first.int >> 64  # timestamp, version and 12 random bits
+        assert (value.int >> 32) & (2**30 - 1) == step  # the counter after the variant
+        assert value.int & (2**32 - 1) == first.int & (2**32 - 1)  # 32 more random bits
+    assert refused == [None, None]
