@@ -132,6 +132,23 @@ async def test_an_asynchronous_bounce_is_matched_on_the_address(
     assert matched[stranger.value["event_id"]] is None  # kept, for the bounce policy
 
 
+async def test_an_asynchronous_bounce_goes_to_the_latest_message_sent_not_one_still_queued(
+    pool: asyncpg.Pool, sent: dict[str, Any]
+) -> None:
+    """Only a message the provider took can bounce: a newer notice to the same address,
+    still queued (or skipped), is not the one the bounce is about."""
+    body = notice(3, send=False)
+    del body["sms"]
+    await NoticeStore(pool).create(parse_notice(body, NOW), "test", None)
+    bounce = event("bounced", None, address="owner1@example.org", reason="550 gone")
+
+    await Journal(pool).handle([bounce])
+
+    matched = await pool.fetchval("SELECT delivery_id FROM delivery_events")
+    assert matched == sent["owner-1"]
+    assert (await journal_row(pool, sent["owner-1"]))["status"] == "failed"
+
+
 async def test_the_notice_settles_once_nothing_is_queued(
     pool: asyncpg.Pool, sent: dict[str, Any]
 ) -> None:
