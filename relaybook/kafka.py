@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import random
+import struct
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
@@ -24,7 +26,6 @@ from aiokafka.errors import (
     KafkaError,
     TopicAlreadyExistsError,
 )
-from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client import Counter, Gauge, Histogram
 
 import schemas
@@ -104,9 +105,34 @@ async def ensure_topics(settings: Settings, names: Iterable[str] = TOPICS) -> No
         await admin.close()
 
 
-#: the Java client's partitioner (murmur2 of the key): a key's partition is the same
-#: whichever client produced it
-_PARTITIONER = DefaultPartitioner()
+_WORDS = struct.Struct("<I").iter_unpack
+
+
+def murmur2(data: bytes) -> int:
+    """The Java client's murmur2 (``Utils.murmur2``) as an unsigned 32-bit integer: the
+    same value as aiokafka's, in half the time (that one reads the key byte by byte)."""
+    m = 0x5BD1E995
+    length = len(data)
+    end = length & ~3
+    h = 0x9747B28C ^ length
+    for (word,) in _WORDS(data[:end]):
+        k = (word * m) & 0xFFFFFFFF
+        h = ((h * m) & 0xFFFFFFFF) ^ (((k ^ (k >> 24)) * m) & 0xFFFFFFFF)
+    extra = length & 3
+    if extra == 3:
+        h ^= data[end + 2] << 16
+    if extra >= 2:
+        h ^= data[end + 1] << 8
+    if extra:
+        h = ((h ^ data[end]) * m) & 0xFFFFFFFF
+    h = ((h ^ (h >> 13)) * m) & 0xFFFFFFFF
+    return h ^ (h >> 15)
+
+
+def partition_of(key: bytes, partitions: Sequence[int]) -> int:
+    """The partition the Java client's default partitioner gives ``key``, so a key's
+    partition is the same whichever client produced it."""
+    return partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
 
 
 class Producer:
@@ -171,15 +197,15 @@ class Producer:
             # partition's batches go out in order, so one key's messages stay in order.
             partitions = sorted(await self._producer.partitions_for(full_topic))
             open_batches: dict[int, Any] = {}
+            placed: dict[bytes, int] = {}  # a recipient's email and text share a key
             sent = []
             for key, value, headers in records:
-                record = {
-                    "key": key.encode() if key is not None else None,
-                    "value": value,
-                    "timestamp": None,
-                    "headers": headers,
-                }
-                partition = _PARTITIONER(record["key"], partitions, partitions)
+                encoded = key.encode() if key is not None else None
+                record = {"key": encoded, "value": value, "timestamp": None, "headers": headers}
+                if encoded is None:
+                    partition = random.choice(partitions)  # noqa: S311 - spreading, not a secret
+                elif (partition := placed.get(encoded, -1)) < 0:
+                    partition = placed[encoded] = partition_of(encoded, partitions)
                 batch = open_batches.get(partition)
                 if batch is not None:
                     if batch.append(**record) is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -13,9 +14,10 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 
 import schemas
-from relaybook.kafka import Consumer, Producer, Record
+from relaybook.kafka import Consumer, Producer, Record, murmur2
 from relaybook.settings import Settings
 
 
@@ -222,6 +224,29 @@ async def test_members_joining_and_leaving_a_group_lose_no_message(
     await task_b
     assert handled() == set(produced)
     assert seen["b"], "the second member got partitions"
+
+
+@pytest.mark.parametrize(
+    ("key", "java"),
+    [  # org.apache.kafka.common.utils.UtilsTest.testMurmur2
+        ("21", -973932308),
+        ("foobar", -790332482),
+        ("a-little-bit-long-string", -985981536),
+        ("a-little-bit-longer-string", -1486304829),
+        ("lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971),
+        ("abc", 479470107),
+    ],
+)
+def test_murmur2_is_the_java_clients(key: str, java: int) -> None:
+    assert murmur2(key.encode()) == java & 0xFFFFFFFF
+
+
+def test_murmur2_agrees_with_aiokafkas_on_every_length() -> None:
+    draw = random.Random(4)
+    for length in range(200):
+        for _ in range(5):
+            key = draw.randbytes(length)
+            assert murmur2(key) == aiokafka_murmur2(key), key
 
 
 async def test_many_messages_keep_each_keys_order_on_the_java_clients_partition(
