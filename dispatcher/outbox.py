@@ -118,7 +118,8 @@ class Relay:
         return len(rows) == PAGE
 
     async def _publish(self, rows: list[asyncpg.Record]) -> None:
-        """Produces the send jobs of ``rows`` (deliveries), keyed by recipient."""
+        """Produces the send jobs of ``rows`` (deliveries, their ids as text), keyed by
+        recipient."""
         if not rows:
             return
         now = now_iso()
@@ -127,13 +128,13 @@ class Relay:
                 row["recipient_id"],
                 {
                     "schema": "send-job/v1",
-                    "job_id": str(row["id"]),
-                    "delivery_id": str(row["id"]),
-                    "notice_id": str(row["notice_id"]),
+                    "job_id": row["id"],
+                    "delivery_id": row["id"],
+                    "notice_id": row["notice_id"],
                     "recipient_id": row["recipient_id"],
                     "channel": row["channel"],
                     "attempt": row["attempt"],
-                    "resend_id": str(row["resend_id"]) if row["resend_id"] else None,
+                    "resend_id": row["resend_id"],
                     "created_at": now,
                 },
             )
