@@ -76,7 +76,7 @@ class SendWorker:
         chunks = [ids[start : start + CHUNK] for start in range(0, len(ids), CHUNK)]
         await asyncio.gather(*(self._send(chunk) for chunk in chunks))
 
-    async def _send(self, ids: list[uuid.UUID]) -> None:
+    async def _send(self, ids: list[str]) -> None:
         async with self._pool.acquire() as connection:
             rows = await connection.fetch(Q["load_deliveries"], ids)
         due = [row for row in rows if row["status"] == "queued" and not row["provider_message_id"]]
@@ -228,10 +228,11 @@ def _attempted(
     )
 
 
-def _by_notice(records: list[Record]) -> list[uuid.UUID]:
-    """The batch's delivery ids, a notice's together (so its emails fill whole requests)."""
+def _by_notice(records: list[Record]) -> list[str]:
+    """The batch's delivery ids, a notice's together (so its emails fill whole requests),
+    as the jobs carry them: PostgreSQL reads them (a UUID object each cost 1.5 us)."""
     ordered = sorted(records, key=lambda record: record.value["notice_id"])
-    return [uuid.UUID(record.value["delivery_id"]) for record in ordered]
+    return [record.value["delivery_id"] for record in ordered]
 
 
 def _waves(rows: list[asyncpg.Record]) -> list[list[asyncpg.Record]]:
