@@ -4,8 +4,10 @@ provider's code, preferences re-checked at send time, outcomes announced as even
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
+import uuid
 from collections import Counter
 from typing import Any
 
@@ -14,7 +16,10 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from dispatcher.store import NoticeStore
+from dispatcher.validation import parse_notice
 from relaybook.system import System
+from send_worker.worker import Q
 from tests.support import Deployable, notice, until
 
 SENT_OR_LATER = {"sent", "delivered", "opened", "clicked"}
@@ -287,3 +292,35 @@ async def test_a_worker_killed_mid_batch_loses_nothing_and_repeats_only_what_was
     assert all(sent[r["address"]] >= 1 for r in rows)
     assert repeated <= {r["address"] for r in rows if str(r["id"]) in in_flight}
     assert len(repeated) <= 50 + 1000, "at most the waves in flight"
+
+
+async def test_a_batch_is_read_and_recorded_by_key_even_without_table_statistics(
+    pool: asyncpg.Pool,
+) -> None:
+    """Right after a large fan-out the planner has no statistics on the new rows: the
+    worker must still look each delivery, recipient and attempt up by its key, not scan
+    and hash whole tables for every batch (send_worker/queries.sql)."""
+    body = notice(3000)
+    del body["sms"]
+    _, answer = await NoticeStore(pool).create(
+        parse_notice(body, dt.datetime.now(dt.UTC)), "test", None
+    )
+    ids = [
+        row["id"]
+        for row in await pool.fetch(
+            "SELECT id FROM deliveries WHERE notice_id = $1 LIMIT 1000", uuid.UUID(answer["id"])
+        )
+    ]
+    await pool.execute(Q["start_attempts"], ids)
+    loading = await pool.fetch("EXPLAIN " + Q["load_deliveries"], ids)
+    recording = await pool.fetch(
+        "EXPLAIN " + Q["record_accepted"],
+        ids,
+        [1] * len(ids),
+        ["a@example.org"] * len(ids),
+        ["m"] * len(ids),
+        "sendgrid",
+    )
+    scans = [row[0] for row in [*loading, *recording] if "Seq Scan" in row[0]]
+    assert not [scan for scan in scans if "recipients" in scan or "send_attempts" in scan]
+    assert not [row[0] for row in loading if "Seq Scan on deliveries" in row[0]]
