@@ -8,7 +8,7 @@
 2. Sending: the send workers then hand the emails and texts to the provider sandbox, one
    process standing in for SendGrid and another for Twilio (they are separate services:
    one event loop serving both would queue the emails behind a thousand texts a second);
-   emails and texts per second, from the first to the last recorded.
+   emails and texts per second, from the workers' start to the last outcome recorded.
    The sandboxes post no webhooks unless ``--webhooks``: no webhook ingest runs here to
    take them, and real providers build and post them on their own machines, not on
    relaybook's two cores.

@@ -24,7 +24,7 @@ SELECT d.id, d.notice_id, d.recipient_id, d.channel, d.status, d.provider_messag
                  AND (s.expires_at IS NULL OR s.expires_at > now())
                  -- "never auto-unsubscribe": only the owner's own opt-out stops them
                  AND NOT (r.never_auto_unsubscribe AND s.rule <> 'opt_out')) AS suppressed
-FROM unnest($1::uuid[]) AS job (id)
+FROM (SELECT DISTINCT unnest($1::uuid[])) AS job (id)  -- a job given twice is sent once
 CROSS JOIN LATERAL (SELECT * FROM deliveries WHERE id = job.id LIMIT 1) d
 JOIN notices n ON n.id = d.notice_id
 CROSS JOIN LATERAL (SELECT * FROM recipients WHERE id = d.recipient_id LIMIT 1) r;
