@@ -94,7 +94,7 @@ async def test_a_crash_before_a_page_is_stamped_republishes_that_page_only(
 
     async def publish_then_crash(rows: list[asyncpg.Record]) -> None:
         await Relay._publish(crashing, rows)
-        published_before_crash.extend(str(row["id"]) for row in rows)
+        published_before_crash.extend(row["id"] for row in rows)
         raise ConnectionResetError("the relay died before stamping the page")
 
     crashing._publish = publish_then_crash  # type: ignore[method-assign]
