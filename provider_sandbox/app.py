@@ -15,6 +15,7 @@ from random import Random
 from typing import Any
 from urllib.parse import parse_qsl
 
+import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -116,7 +117,7 @@ class Sandbox:
         if fault:
             return _sendgrid_errors(fault.status or 500, [sendgrid.error(None, "internal error")])
         try:
-            body = json.loads(raw)
+            body = orjson.loads(raw)
         except ValueError:
             return _sendgrid_errors(400, [sendgrid.error(None, "Bad Request")])
         problems = sendgrid.validate(body)
@@ -124,7 +125,12 @@ class Sandbox:
             return _sendgrid_errors(400, problems)
         message_id = sendgrid.random_id(self.draw)
         records, events = sendgrid.accept(
-            body, message_id, self.draw, self.rates, self.async_bounce_rate
+            body,
+            message_id,
+            self.draw,
+            self.rates,
+            self.async_bounce_rate,
+            with_events=self.webhooks,
         )
         self.messages.extend(records)
         if self.webhooks:

@@ -145,10 +145,17 @@ def random_id(draw: Random, size: int = 16) -> str:
 
 
 def accept(
-    body: dict[str, Any], message_id: str, draw: Random, rates: Rates, async_bounce_rate: float
+    body: dict[str, Any],
+    message_id: str,
+    draw: Random,
+    rates: Rates,
+    async_bounce_rate: float,
+    *,
+    with_events: bool = True,
 ) -> tuple[list[dict[str, Any]], list[tuple[float, dict[str, Any]]]]:
     """Accepts a valid request: one record per recipient for the inspection endpoint, and
-    the events to post, each with its delay after now."""
+    the events to post, each with its delay after now (none unless ``with_events``: a
+    sandbox posting no webhooks does not build them)."""
     link = _first_link(body)
     categories = body.get("categories") or []
     category: Any = categories[0] if len(categories) == 1 else categories or None
@@ -180,6 +187,8 @@ def accept(
                     "created_at": now,
                 }
             )
+            if not with_events:
+                continue
             for delay, name, extra in story:
                 event: dict[str, Any] = {
                     "email": address,
