@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 
 import aiohttp
 import httpx
+import orjson
 from sendgrid.helpers.mail import Category, Content, From, Mail
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
@@ -23,6 +24,7 @@ from relaybook.settings import Settings
 from send_worker.retry import Outcome, http_outcome
 
 MAX_PERSONALIZATIONS = 1000
+_JSON = {"Content-Type": "application/json"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +105,9 @@ class SendGrid:
         async with self._slots:
             await self._throttle.wait()
             try:
-                response = await self._client.post("/v3/mail/send", json=payload)
+                response = await self._client.post(
+                    "/v3/mail/send", content=orjson.dumps(payload), headers=_JSON
+                )
             except httpx.TimeoutException:
                 return Outcome.transient("timeout: SendGrid did not answer in time")
             except httpx.TransportError as problem:
