@@ -25,7 +25,14 @@ def build(infra: Infrastructure) -> Deployable:
     settings = infra.settings
     events = infra.events_outbox()
     sendgrid, twilio = SendGrid(settings), Twilio(settings)
-    worker = SendWorker(settings, infra.pool, events, sendgrid, twilio)
+    worker = SendWorker(
+        settings,
+        infra.pool,
+        events=events,
+        producer=infra.producer,
+        sendgrid=sendgrid,
+        twilio=twilio,
+    )
     lanes = {
         channel: Consumer(
             settings,

@@ -10,6 +10,12 @@
 SELECT d.id, d.notice_id, d.recipient_id, d.channel, d.status, d.provider_message_id,
        greatest(d.send_attempts, (SELECT max(a.attempt) FROM send_attempts a
                                   WHERE a.delivery_id = d.id)) AS attempts_made,
+       -- the outcome a worker recorded already, to announce again (see OUTCOME below)
+       CASE WHEN d.provider_message_id IS NOT NULL THEN 'accepted'
+            WHEN d.status = 'failed' AND d.send_attempts > 0 THEN 'failed' END AS outcome,
+       CASE WHEN d.provider_message_id IS NOT NULL THEN d.sent_at
+            ELSE d.failed_at END AS outcome_at,
+       d.address AS sent_to, d.provider, d.reason, d.provider_code, d.send_attempts,
        n.email_subject, n.email_text, n.email_html, n.sms_text,
        n.source_kind, r.name,
        CASE d.channel WHEN 'email' THEN r.email ELSE r.phone END AS address,
@@ -52,7 +58,9 @@ RETURNING delivery_id AS id, attempt;
 -- Each outcome also records the attempt on the delivery ($1 ids, $2 attempt numbers,
 -- $3 the addresses they went to), in the same new row version. The attempt is looked up
 -- by its key (LATERAL ... LIMIT 1, as in load_deliveries): a join hashed every attempt
--- ever made, for each batch.
+-- ever made, for each batch. OUTCOME: what the outcome's event is made of, as recorded;
+-- load_deliveries reads the same columns back when a job comes again before its event
+-- was published, so both announce the same event.
 
 -- name: record_accepted
 -- Never moves a delivery backwards: a webhook may have advanced it already.
@@ -66,7 +74,9 @@ SET status = CASE WHEN d.status = 'queued' THEN 'sent' ELSE d.status END,
 FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[]) AS u (id, attempt, address, message_id)
 CROSS JOIN LATERAL (SELECT started_at FROM send_attempts
                    WHERE delivery_id = u.id AND attempt = u.attempt LIMIT 1) a
-WHERE d.id = u.id;
+WHERE d.id = u.id
+RETURNING d.id, d.channel, 'accepted' AS outcome, d.sent_at AS outcome_at, d.address AS sent_to,
+          d.provider, d.provider_message_id, d.reason, d.provider_code, d.send_attempts;
 
 -- name: record_failed
 UPDATE deliveries d
@@ -78,7 +88,9 @@ FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[])
          AS u (id, attempt, address, reason, code)
 CROSS JOIN LATERAL (SELECT started_at FROM send_attempts
                    WHERE delivery_id = u.id AND attempt = u.attempt LIMIT 1) a
-WHERE d.id = u.id AND d.status = 'queued';
+WHERE d.id = u.id AND d.status = 'queued'
+RETURNING d.id, d.channel, 'failed' AS outcome, d.failed_at AS outcome_at, d.address AS sent_to,
+          d.provider, d.provider_message_id, d.reason, d.provider_code, d.send_attempts;
 
 -- name: schedule_retry
 -- Back to the relay's queue, due at the given time, with the transient error as reason.

@@ -1,13 +1,17 @@
 """A batch of send jobs, handled: re-check, record the attempt, call the providers
-concurrently, record what they said together with the events announcing it.
+concurrently, record what they said, announce it.
 
 Per job: a delivery that is no longer queued, or already has a provider message id, was
-handled before (a job seen again after a crash) and is left alone. One whose recipient
-opted out, lost the address or got suppressed since is skipped with that reason. The
-attempt is committed before the provider is called; the outcome and its
-``accepted`` / ``failed`` event are committed together (the event through the outbox)
-before the batch's offsets are: a crash anywhere loses nothing. Transient failures go
-back to the relay's queue with a backoff instead of holding the batch up.
+handled before (a job seen again after a crash) and is not sent again; if a worker
+recorded its outcome, the outcome is announced again, as recorded (same event id: the
+tracker keeps one). One whose recipient opted out, lost the address or got suppressed
+since is skipped with that reason (its event through the outbox, in the same
+transaction). The attempt is committed before the provider is called; the outcome next,
+then its ``accepted`` / ``failed`` event is published, and only then are the batch's
+offsets committed: a crash anywhere loses nothing, and a job that comes again announces
+what was recorded but maybe not published. The outcome's event costs no outbox row (a
+write, a read and a stamp for each email). Transient failures go back to the relay's
+queue with a backoff instead of holding the batch up.
 """
 
 from __future__ import annotations
@@ -17,14 +21,14 @@ import datetime as dt
 import random
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import asyncpg
 from prometheus_client import Counter
 
 from relaybook import outbox, sql
-from relaybook.kafka import BrokerError, Record
+from relaybook.kafka import BrokerError, Producer, Record
 from relaybook.logs import get_logger
 from relaybook.settings import Settings
 from relaybook.timestamps import iso
@@ -47,13 +51,18 @@ class SendWorker:
         self,
         settings: Settings,
         pool: asyncpg.Pool,
+        *,
         events: outbox.Outbox,
+        producer: Producer,
         sendgrid: SendGrid,
         twilio: Twilio,
     ) -> None:
+        """``events``: the outbox skips are announced through; ``producer`` publishes
+        the providers' outcomes."""
         self._settings = settings
         self._pool = pool
         self._events = events
+        self._producer = producer
         self._sendgrid = sendgrid
         self._twilio = twilio
         self._draw = random.Random()  # noqa: S311 - retry jitter, not a secret
@@ -74,25 +83,25 @@ class SendWorker:
             return
         ids = list(dict.fromkeys(_by_notice(records)))  # a job seen twice is sent once
         chunks = [ids[start : start + CHUNK] for start in range(0, len(ids), CHUNK)]
-        await asyncio.gather(*(self._send(chunk) for chunk in chunks))
+        await _all(self._send(chunk) for chunk in chunks)
 
     async def _send(self, ids: list[str]) -> None:
         async with self._pool.acquire() as connection:
             rows = await connection.fetch(Q["load_deliveries"], ids)
         due = [row for row in rows if row["status"] == "queued" and not row["provider_message_id"]]
+        recorded = [row for row in rows if row["outcome"] is not None]
+        if recorded:  # a job seen again: its event may not have been published
+            await self._announce(recorded)
         due = await self._skip_unwanted(due)
         if due:
             async with self._pool.acquire() as connection:
                 started = await connection.fetch(Q["start_attempts"], [row["id"] for row in due])
             attempts = {row["id"]: row["attempt"] for row in started}
             due = [row for row in due if row["id"] in attempts]
-            # Each wave's outcomes are committed as soon as it is done, so a crash repeats
-            # at most the waves in flight (an email request, or SMS_WAVE texts).
-            await asyncio.gather(*(self._wave(wave, attempts) for wave in _waves(due)))
-        try:  # the chunk's events (chunks publish side by side: SKIP LOCKED)
-            await self._events.flush()
-        except BrokerError as problem:  # recorded; the outbox's catch-up publishes them later
-            log.warning("events not published yet", error=str(problem))
+            # Each wave's outcomes are committed and announced as soon as it is done, so a
+            # crash repeats at most the waves in flight (an email request, or SMS_WAVE
+            # texts); every wave ends even if another fails, so none is cut off mid-call.
+            await _all(self._wave(wave, attempts) for wave in _waves(due))
 
     async def _skip_unwanted(self, rows: list[asyncpg.Record]) -> list[asyncpg.Record]:
         reasons: dict[uuid.UUID, str] = {}
@@ -105,13 +114,18 @@ class SendWorker:
             elif row["suppressed"]:
                 reasons[row["id"]] = "suppressed"
         if reasons:
-            now = dt.datetime.now(dt.UTC)
+            stamp = iso(dt.datetime.now(dt.UTC))
             skipped = [row for row in rows if row["id"] in reasons]
             events = [
                 (
                     str(row["id"]),
                     _event(
-                        row, "skipped", row["attempts_made"] + 1, now, reason=reasons[row["id"]]
+                        row,
+                        "skipped",
+                        row["attempts_made"] + 1,
+                        stamp,
+                        address=row["address"],
+                        reason=reasons[row["id"]],
                     ),
                 )
                 for row in skipped
@@ -121,6 +135,10 @@ class SendWorker:
                 await outbox.add(connection, "delivery-events", events)
             for row in skipped:
                 OUTCOMES.labels(row["channel"], f"skipped_{reasons[row['id']]}").inc()
+            try:
+                await self._events.flush()
+            except BrokerError as problem:  # recorded; the outbox's catch-up publishes them
+                log.warning("events not published yet", error=str(problem))
         return [row for row in rows if row["id"] not in reasons]
 
     async def _wave(self, rows: list[asyncpg.Record], attempts: dict[uuid.UUID, int]) -> None:
@@ -159,7 +177,6 @@ class SendWorker:
         failed: dict[str, list[Any]] = defaultdict(list)
         retry: list[tuple[asyncpg.Record, dt.datetime, str]] = []
         counts: dict[tuple[str, str], int] = defaultdict(int)
-        events = []
         for row in rows:
             outcome, attempt = outcomes[row["id"]], attempts[row["id"]]
             provider = "sendgrid" if row["channel"] == "email" else "twilio"
@@ -174,28 +191,17 @@ class SendWorker:
                 continue
             target = accepted if outcome.kind == "accepted" else failed
             target[provider].append((row, outcome))
-            kind = "accepted" if outcome.kind == "accepted" else "failed"
-            event = _event(
-                row,
-                kind,
-                attempt,
-                now,
-                provider=provider,
-                message_id=outcome.message_id,
-                reason=outcome.reason,
-                code=outcome.code,
-            )
-            events.append((str(row["id"]), event))
+        recorded: list[asyncpg.Record] = []
         async with self._pool.acquire() as connection, connection.transaction():
             for provider, items in accepted.items():
-                await connection.execute(
+                recorded += await connection.fetch(
                     Q["record_accepted"],
                     *_attempted([row for row, _ in items], attempts),
                     [o.message_id for _, o in items],
                     provider,
                 )
             for provider, items in failed.items():
-                await connection.execute(
+                recorded += await connection.fetch(
                     Q["record_failed"],
                     *_attempted([row for row, _ in items], attempts),
                     [o.reason for _, o in items],
@@ -209,11 +215,36 @@ class SendWorker:
                     [due for _, due, _ in retry],
                     [reason for _, _, reason in retry],
                 )
-            await outbox.add(connection, "delivery-events", events)
         for (channel, kind), count in counts.items():
             OUTCOMES.labels(channel, kind).inc(count)
         if retry:
             log.info("transient send failures; retrying later", count=len(retry), first=retry[0][2])
+        await self._announce(recorded)
+
+    async def _announce(self, recorded: list[asyncpg.Record]) -> None:
+        """Publishes the events of outcomes as recorded (the OUTCOME columns of
+        queries.sql); raises :class:`BrokerError` if the broker did not take them all, so
+        the batch fails and its jobs come again to announce them."""
+        stamps: dict[dt.datetime, str] = {}  # a statement's rows share their time
+        events = []
+        for row in recorded:
+            at = row["outcome_at"]
+            stamp = stamps.get(at) or stamps.setdefault(at, iso(at))
+            accepted = row["outcome"] == "accepted"
+            event = _event(
+                row,
+                row["outcome"],
+                row["send_attempts"],
+                stamp,
+                provider=row["provider"],
+                address=row["sent_to"],
+                message_id=row["provider_message_id"] if accepted else None,
+                reason=None if accepted else row["reason"],
+                code=None if accepted else row["provider_code"],
+            )
+            events.append((event["delivery_id"], event))
+        if events:
+            await self._producer.send_many("delivery-events", events)
 
 
 def _attempted(
@@ -257,16 +288,16 @@ def _event(
     row: asyncpg.Record,
     kind: str,
     attempt: int,
-    now: dt.datetime,
+    stamp: str,
     *,
     provider: str = "relaybook",
+    address: str | None = None,
     message_id: str | None = None,
     reason: str | None = None,
     code: str | None = None,
 ) -> dict[str, Any]:
     """A send outcome as a ``delivery-event``: ``accepted`` or ``failed`` (by the provider
     the worker called), or ``skipped`` (by relaybook itself, before any call)."""
-    stamp = iso(now)
     return {
         "schema": "delivery-event/v1",
         "event_id": f"relaybook:{row['id']}:{attempt}:{kind}",
@@ -277,8 +308,18 @@ def _event(
         "received_at": stamp,
         "delivery_id": str(row["id"]),
         "provider_message_id": message_id,
-        "address": row["address"],
+        "address": address,
         "reason": reason,
         "provider_code": code,
         "attempt": attempt,
     }
+
+
+async def _all(calls: Iterable[Awaitable[None]]) -> None:
+    """Runs ``calls`` side by side to their end, then raises the first failure if any: a
+    failing one must not leave the others running unwatched, nor cut them off in the
+    middle of a provider call."""
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result

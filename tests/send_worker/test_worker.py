@@ -9,7 +9,7 @@ import json
 import time
 import uuid
 from collections import Counter
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import httpx
@@ -18,9 +18,12 @@ from aiokafka import AIOKafkaConsumer
 
 from dispatcher.store import NoticeStore
 from dispatcher.validation import parse_notice
+from relaybook.kafka import BrokerError, Producer, Record
+from relaybook.outbox import Outbox
 from relaybook.system import System
-from send_worker.worker import Q
-from tests.support import Deployable, notice, until
+from send_worker.providers import SendGrid, Twilio
+from send_worker.worker import Q, SendWorker
+from tests.support import Deployable, notice, read_topic, until
 
 SENT_OR_LATER = {"sent", "delivered", "opened", "clicked"}
 
@@ -206,6 +209,86 @@ async def test_each_outcome_is_announced_on_delivery_events(
     assert await db.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0
 
 
+class BrokerAway:
+    """A producer whose broker takes nothing; it keeps what it was asked to publish."""
+
+    def __init__(self) -> None:
+        self.asked: list[dict[str, Any]] = []
+
+    async def send_many(self, topic: str, messages: list[tuple[str, dict[str, Any]]]) -> None:
+        self.asked += [message for _, message in messages]
+        raise BrokerError(f"Kafka did not acknowledge {topic}")
+
+
+@pytest.mark.parametrize("system_options", [{"only": {"sandbox"}}])
+async def test_an_outcome_recorded_but_not_published_is_announced_when_its_job_comes_again(
+    system: System,
+    sandbox: httpx.AsyncClient,
+    pool: asyncpg.Pool,
+    producer: Producer,
+) -> None:
+    """An outcome's event is published after the outcome is committed and before the
+    job's offset is: when the broker fails in between, the batch fails, its jobs come
+    again, and the same events are published without calling the providers again."""
+    settings = system.settings
+    body = notice(3)
+    body["recipients"].append({"id": "bad", "phone": "+15005550001"})  # refused: 21211
+    _, answer = await NoticeStore(pool).create(
+        parse_notice(body, dt.datetime.now(dt.UTC)), "test", None
+    )
+    jobs = [
+        Record("send-jobs", 0, offset, row["recipient_id"], dict(row))
+        for offset, row in enumerate(
+            await pool.fetch(
+                "SELECT id::text AS delivery_id, notice_id::text, recipient_id, channel "
+                "FROM deliveries WHERE notice_id = $1::text::uuid AND status = 'queued'",
+                answer["id"],
+            )
+        )
+    ]
+    assert len(jobs) == 7
+    sendgrid, twilio = SendGrid(settings), Twilio(settings)
+    away = BrokerAway()
+    try:
+        for publisher in (cast(Producer, away), producer):
+            worker = SendWorker(
+                settings,
+                pool,
+                events=Outbox(pool, producer),
+                producer=publisher,
+                sendgrid=sendgrid,
+                twilio=twilio,
+            )
+            if publisher is producer:
+                await worker.handle(jobs)  # the batch again: no error now
+            else:
+                with pytest.raises(BrokerError):
+                    await worker.handle(jobs)
+    finally:
+        await sendgrid.close()
+        await twilio.close()
+
+    statuses = Counter(
+        row["status"]
+        for row in await pool.fetch(
+            "SELECT status FROM deliveries WHERE notice_id = $1::text::uuid", answer["id"]
+        )
+    )
+    assert statuses == {"sent": 6, "failed": 1, "skipped": 1}  # "bad" has no email
+    assert len(await sandbox_messages(sandbox, "sendgrid")) == 3, "no email sent twice"
+    assert len(await sandbox_messages(sandbox, "twilio")) == 3, "no text sent twice"
+    published = [event for _, event in await read_topic(settings, "delivery-events", 7)]
+    assert len(published) == len(away.asked) == 7
+    assert sorted(published, key=_event_id) == sorted(away.asked, key=_event_id), (
+        "the same events as first built"
+    )
+    assert Counter(e["type"] for e in published) == {"accepted": 6, "failed": 1}
+
+
+def _event_id(event: dict[str, Any]) -> str:
+    return str(event["event_id"])
+
+
 @pytest.mark.parametrize("system_options", [{"only": {"sandbox", "dispatcher"}}])
 async def test_a_worker_killed_mid_batch_loses_nothing_and_repeats_only_what_was_in_flight(
     system: System,
@@ -215,8 +298,9 @@ async def test_a_worker_killed_mid_batch_loses_nothing_and_repeats_only_what_was
     tmp_path: Any,
 ) -> None:
     """SIGKILL leaves no time to clean up. On restart every job comes back: deliveries
-    already recorded are left alone; only those whose provider call was in flight at the
-    kill (an attempt started, its outcome not recorded) can go out a second time."""
+    already recorded are not sent again (their outcomes are announced again, in case the
+    kill came before they were); only those whose provider call was in flight at the kill
+    (an attempt started, its outcome not recorded) can go out a second time."""
     import signal  # noqa: PLC0415
 
     settings = system.settings
@@ -292,6 +376,12 @@ async def test_a_worker_killed_mid_batch_loses_nothing_and_repeats_only_what_was
     assert all(sent[r["address"]] >= 1 for r in rows)
     assert repeated <= {r["address"] for r in rows if str(r["id"]) in in_flight}
     assert len(repeated) <= 50 + 1000, "at most the waves in flight"
+    announced = {
+        event["delivery_id"]
+        for _, event in await read_topic(settings, "delivery-events", len(rows))
+        if event["type"] == "accepted"
+    }
+    assert announced == {str(r["id"]) for r in rows}, "every outcome announced"
 
 
 async def test_a_batch_is_read_and_recorded_by_key_even_without_table_statistics(
