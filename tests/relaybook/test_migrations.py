@@ -268,6 +268,14 @@ async def test_uuid_v7_step_numbers_ids_from_one_and_refuses_steps_out_of_range(
         refused = [
             await connection.fetchval("SELECT uuid_v7_step($1, $2)", first, s) for s in (-1, 2**30)
         ]
+        nulls = [
+            await connection.fetchval("SELECT uuid_v7_step($1, $2)", *args)
+            for args in ((None, 1), (first, None))
+        ]
+        # inlined into the fan-out's statement, not called once per row (migration 0010)
+        plan = await connection.fetch(
+            "EXPLAIN VERBOSE SELECT uuid_v7_step($1, g) FROM generate_series(1, 10) g", first
+        )
     finally:
         await connection.close()
     assert ids == sorted(ids)
@@ -276,4 +284,5 @@ async def test_uuid_v7_step_numbers_ids_from_one_and_refuses_steps_out_of_range(
         assert value.int >> 64 == first.int >> 64  # timestamp, version and 12 random bits
         assert (value.int >> 32) & (2**30 - 1) == step  # the counter after the variant
         assert value.int & (2**32 - 1) == first.int & (2**32 - 1)  # 32 more random bits
-    assert refused == [None, None]
+    assert refused == nulls == [None, None]
+    assert "uuid_v7_step" not in "\n".join(row[0] for row in plan)
