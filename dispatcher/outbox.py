@@ -22,10 +22,12 @@ import contextlib
 from typing import Any
 
 import asyncpg
+import orjson
 from prometheus_client import Counter, Histogram
 
+import schemas
 from dispatcher.store import OUTBOX_CHANNEL, Q
-from relaybook.kafka import Producer
+from relaybook.kafka import Producer, headers_for
 from relaybook.logs import get_logger
 from relaybook.timestamps import now_iso
 
@@ -102,6 +104,7 @@ class Relay:
                 if page is not None:
                     rows = await connection.fetch(
                         Q["page_jobs"],
+                        now_iso(),
                         page["notice_id"],
                         page["resend_id"],
                         page["first_recipient"],
@@ -110,7 +113,7 @@ class Relay:
                     await self._publish(rows)
                     await connection.execute(Q["mark_page_published"], page["id"])
                     return True
-                rows = await connection.fetch(Q["claim_due_retries"], PAGE)
+                rows = await connection.fetch(Q["claim_due_retries"], now_iso(), PAGE)
                 if not rows:
                     return False
                 await self._publish(rows)
@@ -118,29 +121,15 @@ class Relay:
         return len(rows) == PAGE
 
     async def _publish(self, rows: list[asyncpg.Record]) -> None:
-        """Produces the send jobs of ``rows`` (deliveries, their ids as text), keyed by
-        recipient."""
+        """Produces the send jobs of ``rows`` (SEND_JOB in queries.sql): the first is
+        checked against the contract, the others are the same statement's."""
         if not rows:
             return
-        now = now_iso()
-        jobs = [
-            (
-                row["recipient_id"],
-                {
-                    "schema": "send-job/v1",
-                    "job_id": row["id"],
-                    "delivery_id": row["id"],
-                    "notice_id": row["notice_id"],
-                    "recipient_id": row["recipient_id"],
-                    "channel": row["channel"],
-                    "attempt": row["attempt"],
-                    "resend_id": row["resend_id"],
-                    "created_at": now,
-                },
-            )
-            for row in rows
-        ]
-        await self._producer.send_many("send-jobs", jobs)
+        schemas.validate(orjson.loads(rows[0]["job"]))
+        await self._producer.send_encoded(
+            "send-jobs",
+            [(row["key"], row["job"].encode(), headers_for("send-jobs", row)) for row in rows],
+        )
         JOBS_PUBLISHED.inc(len(rows))
 
     async def release_due(self) -> bool:

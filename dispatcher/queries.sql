@@ -149,14 +149,22 @@ ORDER BY due_at NULLS FIRST, id
 LIMIT 1
 FOR UPDATE SKIP LOCKED;
 
+-- SEND_JOB: each row's key (the recipient id), channel (the header the workers' lanes
+-- filter on) and send-job/v1 message ($1: its created_at), written by PostgreSQL: the
+-- relay's Python only passes them on (building, checking and encoding each job there was
+-- most of its time; the relay checks one job a page against the contract). The JSON is
+-- json_build_object's: the fields in this order, ", " and " : " between them.
+
 -- name: page_jobs
--- A page's send jobs: its recipients' latest attempts still queued, in key order (one
--- waiting for a retry is the retry queue's). Ids come as text, the form a job carries
--- them in (str() of 600,000 UUIDs in Python cost a fan-out 0.8 s).
-SELECT d.id::text, d.notice_id::text, d.recipient_id, d.channel, d.attempt, d.resend_id::text
+-- A page's send jobs (SEND_JOB): its recipients' latest attempts still queued, in key
+-- order (one waiting for a retry is the retry queue's).
+SELECT d.recipient_id AS key, d.channel, json_build_object(
+           'schema', 'send-job/v1', 'job_id', d.id, 'delivery_id', d.id,
+           'notice_id', d.notice_id, 'recipient_id', d.recipient_id, 'channel', d.channel,
+           'attempt', d.attempt, 'resend_id', d.resend_id, 'created_at', $1::text)::text AS job
 FROM deliveries d
-WHERE d.notice_id = $1 AND d.is_latest AND d.recipient_id BETWEEN $3 AND $4
-  AND d.resend_id IS NOT DISTINCT FROM $2 AND d.status = 'queued'
+WHERE d.notice_id = $2 AND d.is_latest AND d.recipient_id BETWEEN $4 AND $5
+  AND d.resend_id IS NOT DISTINCT FROM $3 AND d.status = 'queued'
   AND d.next_attempt_at IS NULL
 ORDER BY d.recipient_id, d.channel;
 
@@ -164,12 +172,16 @@ ORDER BY d.recipient_id, d.channel;
 UPDATE job_pages SET published_at = now() WHERE id = $1;
 
 -- name: claim_due_retries
--- The relay's next due retries (put back by the send workers); replicas skip each other's.
-SELECT d.id::text, d.notice_id::text, d.recipient_id, d.channel, d.attempt, d.resend_id::text
+-- The relay's next due retries (put back by the send workers), as send jobs (SEND_JOB)
+-- with their delivery ids; replicas skip each other's.
+SELECT d.id, d.recipient_id AS key, d.channel, json_build_object(
+           'schema', 'send-job/v1', 'job_id', d.id, 'delivery_id', d.id,
+           'notice_id', d.notice_id, 'recipient_id', d.recipient_id, 'channel', d.channel,
+           'attempt', d.attempt, 'resend_id', d.resend_id, 'created_at', $1::text)::text AS job
 FROM deliveries d
 WHERE d.status = 'queued' AND d.next_attempt_at <= now()
 ORDER BY d.next_attempt_at
-LIMIT $1
+LIMIT $2
 FOR UPDATE SKIP LOCKED;
 
 -- name: mark_retries_published

@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+import schemas
 from dispatcher.outbox import Relay
 from dispatcher.store import PAGE_RECIPIENTS, NoticeStore
 from dispatcher.validation import parse_notice
@@ -56,8 +57,12 @@ async def jobs(settings: Settings, count: int) -> list[tuple[str | None, dict[st
 
 
 async def published(settings: Settings, count: int) -> Counter[str]:
-    """How many times each delivery's job was published (at least ``count`` jobs)."""
-    return Counter(job["delivery_id"] for _, job in await jobs(settings, count))
+    """How many times each delivery's job was published (at least ``count`` jobs), each
+    checked against the contract (the relay checks one a page: PostgreSQL writes them)."""
+    found = await jobs(settings, count)
+    for _, job in found:
+        schemas.validate(job)
+    return Counter(job["delivery_id"] for _, job in found)
 
 
 async def test_each_queued_delivery_is_published_once_keyed_by_its_recipient(
@@ -94,7 +99,7 @@ async def test_a_crash_before_a_page_is_stamped_republishes_that_page_only(
 
     async def publish_then_crash(rows: list[asyncpg.Record]) -> None:
         await Relay._publish(crashing, rows)
-        published_before_crash.extend(row["id"] for row in rows)
+        published_before_crash.extend(json.loads(row["job"])["delivery_id"] for row in rows)
         raise ConnectionResetError("the relay died before stamping the page")
 
     crashing._publish = publish_then_crash  # type: ignore[method-assign]
