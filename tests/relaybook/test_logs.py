@@ -56,3 +56,16 @@ def test_json_log_lines_mask_personal_data_and_secrets_and_keep_context(
     text = json.dumps(lines)
     for secret in ("owner@example.org", "+33612345678", "tw-secret", "s3cret"):
         assert secret not in text
+
+
+def test_the_twilio_sdk_does_not_log_every_request_at_info() -> None:
+    """The SDK logs each request's URL and headers, and each response's, at INFO: several
+    lines a text. Its warnings still get through."""
+    logs.configure("INFO", "json")
+    try:
+        sdk = logging.getLogger("twilio.async_http_client")
+        assert not sdk.isEnabledFor(logging.INFO)
+        assert sdk.isEnabledFor(logging.WARNING)
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers.clear()
