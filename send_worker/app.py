@@ -19,11 +19,6 @@ LANE_FETCH: dict[str, dict[str, int]] = {
     "email": {"max_batch": 5000, "gather_ms": 100},
     "sms": {"max_batch": 500, "gather_ms": 0},
 }
-#: members of each lane's group in one worker process: two email members overlap one's
-#: database work and provider call with the other's, instead of each batch waiting for
-#: the slowest of its requests before the next is fetched (each owns its partitions, so
-#: a recipient's jobs keep their order)
-MEMBERS = {"email": 2, "sms": 1}
 
 
 def build(infra: Infrastructure) -> Deployable:
@@ -38,29 +33,25 @@ def build(infra: Infrastructure) -> Deployable:
         sendgrid=sendgrid,
         twilio=twilio,
     )
-    lanes = [
-        (
-            channel,
-            Consumer(
-                settings,
-                ["send-jobs"],
-                GROUP.format(channel=channel),
-                producer=infra.producer,
-                only={"channel": channel},
-                **LANE_FETCH[channel],
-            ),
+    lanes = {
+        channel: Consumer(
+            settings,
+            ["send-jobs"],
+            GROUP.format(channel=channel),
+            producer=infra.producer,
+            only={"channel": channel},
+            **LANE_FETCH[channel],
         )
         for channel in CHANNELS
-        for _ in range(MEMBERS[channel])
-    ]
+    }
 
     async def start() -> None:
         await events.start()
-        for channel, consumer in lanes:
+        for channel, consumer in lanes.items():
             await consumer.start_running(worker.lane(channel), f"send-{channel}")
 
     async def stop() -> None:
-        for _, consumer in lanes:
+        for consumer in lanes.values():
             await consumer.stop()
         await events.stop()
         await sendgrid.close()
