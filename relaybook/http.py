@@ -217,8 +217,15 @@ class HttpServer:
     def __init__(self, name: str, app: ASGIApp, sock: socket.socket) -> None:
         self.name = name
         self.sock = sock
+        # httptools, not the pure-Python h11: parsing was most of the provider sandbox's
+        # time per text, and every webhook and API request goes through it too
         config = uvicorn.Config(
-            app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5
+            app,
+            http="httptools",
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=5,
         )
         self._server = _Server(config)
         self._task: asyncio.Task[None] | None = None
