@@ -12,16 +12,22 @@ offsets committed: a crash anywhere loses nothing, and a job that comes again an
 what was recorded but maybe not published. The outcome's event costs no outbox row (a
 write, a read and a stamp for each email). Transient failures go back to the relay's
 queue with a backoff instead of holding the batch up.
+
+Emails go first: a worker's texts wait (up to ``sms_yield_s``) while its email lane is
+sending, since one request carries 1000 emails and one text: on shared cores, running
+both side by side made a notice's emails take twice as long and its texts no less.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import random
+import time
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import asyncpg
@@ -42,6 +48,9 @@ Q = sql.load("send_worker")
 SMS_WAVE = 50
 #: jobs of a batch handled together, from loading to recording: one email request
 CHUNK = MAX_PERSONALIZATIONS
+
+#: how long after an email batch the lane counts as still sending: fetching its next one
+EMAIL_GAP_S = 0.2
 
 OUTCOMES = Counter("relaybook_sends_total", "Sends by channel and outcome", ["channel", "outcome"])
 
@@ -65,6 +74,7 @@ class SendWorker:
         self._producer = producer
         self._sendgrid = sendgrid
         self._twilio = twilio
+        self._emails_first = Precedence(settings.sms_yield_s, EMAIL_GAP_S)
         self._draw = random.Random()  # noqa: S311 - retry jitter, not a secret
 
     def lane(self, channel: str) -> Callable[[list[Record]], Awaitable[None]]:
@@ -72,7 +82,12 @@ class SendWorker:
         another group's."""
 
         async def handle(records: list[Record]) -> None:
-            await self.handle([r for r in records if r.value["channel"] == channel])
+            mine = [r for r in records if r.value["channel"] == channel]
+            if channel == "email" and mine:
+                async with self._emails_first.going():
+                    await self.handle(mine)
+            else:
+                await self.handle(mine)
 
         return handle
 
@@ -157,6 +172,7 @@ class SendWorker:
             outcome = await self._sendgrid.send(content, emails)
             outcomes = dict.fromkeys((row["id"] for row in rows), outcome)
         else:
+            await self._emails_first.wait()
             sent = await asyncio.gather(
                 *(
                     self._twilio.send(str(row["id"]), row["address"], row["sms_text"])
@@ -245,6 +261,45 @@ class SendWorker:
             events.append((event["delivery_id"], event))
         if events:
             await self._producer.send_many("delivery-events", events)
+
+
+class Precedence:
+    """One kind of work before another in one process: the second waits while the first
+    is going, or went less than ``gap_s`` ago (between two batches), but never longer
+    than ``patience_s`` at a time, so it goes on, if more slowly, when the first never
+    stops."""
+
+    def __init__(self, patience_s: float, gap_s: float) -> None:
+        self._patience_s = patience_s
+        self._gap_s = gap_s
+        self._going = 0
+        self._stopped = asyncio.Event()  # set while the first kind is not going
+        self._stopped.set()
+        self._ended = -gap_s  # monotonic time the first kind last stopped going
+
+    @contextlib.asynccontextmanager
+    async def going(self) -> AsyncIterator[None]:
+        """Marks the first kind of work as going while in the block."""
+        self._going += 1
+        self._stopped.clear()
+        try:
+            yield
+        finally:
+            self._going -= 1
+            self._ended = time.monotonic()
+            if not self._going:
+                self._stopped.set()
+
+    async def wait(self) -> None:
+        """Returns when the first kind of work is not going, or after ``patience_s``."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._patience_s):
+                while True:
+                    await self._stopped.wait()
+                    pause = self._ended + self._gap_s - time.monotonic()
+                    if pause <= 0:
+                        return
+                    await asyncio.sleep(pause)  # it may start again meanwhile
 
 
 def _attempted(

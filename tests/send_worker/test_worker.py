@@ -4,6 +4,8 @@ provider's code, preferences re-checked at send time, outcomes announced as even
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import datetime as dt
 import json
 import time
@@ -22,7 +24,7 @@ from relaybook.kafka import BrokerError, Producer, Record
 from relaybook.outbox import Outbox
 from relaybook.system import System
 from send_worker.providers import SendGrid, Twilio
-from send_worker.worker import Q, SendWorker
+from send_worker.worker import Precedence, Q, SendWorker
 from tests.support import Deployable, notice, read_topic, until
 
 SENT_OR_LATER = {"sent", "delivered", "opened", "clicked"}
@@ -419,3 +421,78 @@ async def test_a_batch_is_read_and_recorded_by_key_even_without_table_statistics
     ]
     assert reads
     assert all("using deliveries_pkey" in line for line in reads), reads
+
+
+@pytest.mark.parametrize("system_options", [{"only": {"sandbox"}}])
+@pytest.mark.parametrize("yield_s", [5.0, 0.0])
+async def test_texts_wait_while_the_same_worker_sends_emails(
+    system: System,
+    sandbox: httpx.AsyncClient,
+    pool: asyncpg.Pool,
+    producer: Producer,
+    yield_s: float,
+) -> None:
+    """Emails first: while the email lane's request is out (SendGrid slow to answer here),
+    the text lane's texts wait for it, unless ``sms_yield_s`` is 0."""
+    settings = dataclasses.replace(system.settings, sms_yield_s=yield_s)
+    _, answer = await NoticeStore(pool).create(
+        parse_notice(notice(4), dt.datetime.now(dt.UTC)), "test", None
+    )
+    jobs: dict[str, list[Record]] = {"email": [], "sms": []}
+    for offset, row in enumerate(
+        await pool.fetch(
+            "SELECT id::text AS delivery_id, notice_id::text, recipient_id, channel "
+            "FROM deliveries WHERE notice_id = $1::text::uuid",
+            answer["id"],
+        )
+    ):
+        jobs[row["channel"]].append(Record("send-jobs", 0, offset, row["recipient_id"], dict(row)))
+    await sandbox.post("/_sandbox/faults", json={"provider": "sendgrid", "delay_s": 1.0})
+    sendgrid, twilio = SendGrid(settings), Twilio(settings)
+    worker = SendWorker(
+        settings,
+        pool,
+        events=Outbox(pool, producer),
+        producer=producer,
+        sendgrid=sendgrid,
+        twilio=twilio,
+    )
+
+    async def email_lane() -> float:
+        await worker.lane("email")(jobs["email"])
+        return time.time()
+
+    try:
+        emailing = asyncio.create_task(email_lane())
+        await asyncio.sleep(0.2)  # the email request is out
+        await worker.lane("sms")(jobs["sms"])
+        texted = time.time()
+        emailed = await emailing
+    finally:
+        await sendgrid.close()
+        await twilio.close()
+    texts = await sandbox_messages(sandbox, "twilio")
+    assert len(texts) == 4
+    assert len(await sandbox_messages(sandbox, "sendgrid")) == 4
+    if yield_s:
+        assert min(text["created_at"] for text in texts) > emailed, "no text before the emails"
+        assert texted > emailed
+    else:
+        assert texted < emailed - 0.3, "the texts went while the emails' request was out"
+
+
+async def test_texts_go_on_when_emails_never_stop() -> None:
+    """The wait is bounded: texts are slowed by a stream of emails, not starved; once the
+    emails stop, they wait for the gap between two batches only."""
+    emails_first = Precedence(patience_s=0.3, gap_s=0.2)
+    async with emails_first.going():
+        started = time.monotonic()
+        await emails_first.wait()
+        assert 0.3 <= time.monotonic() - started < 0.5
+    started = time.monotonic()
+    await emails_first.wait()
+    assert 0.15 <= time.monotonic() - started < 0.3
+    await asyncio.sleep(0.2)
+    started = time.monotonic()
+    await emails_first.wait()
+    assert time.monotonic() - started < 0.01
