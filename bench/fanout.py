@@ -193,6 +193,7 @@ async def run(
             )
             created_s = time.monotonic() - started
             assert answer.status_code == 201, answer.text
+            notice_id = answer.json()["id"]
             while await watcher.fetchval(
                 "SELECT count(*) FROM job_pages WHERE published_at IS NULL"
             ):
@@ -204,8 +205,10 @@ async def run(
         floor_s = copy_s + produce_s
 
         # 2. sending: from the workers' start to the last outcome recorded (read off the
-        # rows once all are in, so the progress is looked at twice a second only: each
-        # look counts every delivery of the channel)
+        # rows once all are in). The progress is looked at twice a second, as whether any
+        # delivery of the channel is still queued, through the notice's status index:
+        # counting the channel's deliveries took 30 ms a look, 6 % of a core the system
+        # being measured did not have.
         done: dict[str, float] = {}
         async with System(settings, only={"worker"} if send else set()):
             started = await watcher.fetchval("SELECT clock_timestamp()")
@@ -213,11 +216,12 @@ async def run(
             while waiting:
                 await asyncio.sleep(0.5)
                 for channel in list(waiting):
-                    handed = await watcher.fetchval(
-                        "SELECT count(*) FROM deliveries WHERE channel = $1 AND status <> 'queued'",
+                    if not await watcher.fetchval(
+                        "SELECT EXISTS (SELECT FROM deliveries WHERE notice_id = $1::text::uuid"
+                        " AND channel = $2 AND status = 'queued' AND is_latest)",
+                        notice_id,
                         channel,
-                    )
-                    if handed >= recipients:
+                    ):
                         waiting.remove(channel)
             for channel in channels if send else ():
                 last = await watcher.fetchval(
