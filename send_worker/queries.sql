@@ -53,12 +53,11 @@ FROM (SELECT DISTINCT unnest($1::uuid[])) AS job (id)
 CROSS JOIN LATERAL (SELECT id, send_attempts FROM deliveries
                     WHERE id = job.id AND status = 'queued' LIMIT 1 FOR UPDATE) d
 ON CONFLICT DO NOTHING
-RETURNING delivery_id AS id, attempt;
+RETURNING delivery_id AS id, attempt, started_at;
 
 -- Each outcome also records the attempt on the delivery ($1 ids, $2 attempt numbers,
--- $3 the addresses they went to), in the same new row version. The attempt is looked up
--- by its key (LATERAL ... LIMIT 1, as in load_deliveries): a join hashed every attempt
--- ever made, for each batch. OUTCOME: what the outcome's event is made of, as recorded;
+-- $3 when they started, as start_attempts returned it, $4 the addresses they went to), in
+-- the same new row version. OUTCOME: what the outcome's event is made of, as recorded;
 -- load_deliveries reads the same columns back when a job comes again before its event
 -- was published, so both announce the same event.
 
@@ -66,28 +65,25 @@ RETURNING delivery_id AS id, attempt;
 -- Never moves a delivery backwards: a webhook may have advanced it already.
 UPDATE deliveries d
 SET status = CASE WHEN d.status = 'queued' THEN 'sent' ELSE d.status END,
-    provider = $5, provider_message_id = u.message_id, sent_at = COALESCE(d.sent_at, now()),
+    provider = $6, provider_message_id = u.message_id, sent_at = COALESCE(d.sent_at, now()),
     reason = CASE WHEN d.status = 'queued' THEN NULL ELSE d.reason END,
     next_attempt_at = NULL, updated_at = now(),
-    send_attempts = greatest(d.send_attempts, u.attempt), attempt_started_at = a.started_at,
+    send_attempts = greatest(d.send_attempts, u.attempt), attempt_started_at = u.started_at,
     address = u.address
-FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[]) AS u (id, attempt, address, message_id)
-CROSS JOIN LATERAL (SELECT started_at FROM send_attempts
-                   WHERE delivery_id = u.id AND attempt = u.attempt LIMIT 1) a
+FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[], $5::text[])
+         AS u (id, attempt, started_at, address, message_id)
 WHERE d.id = u.id
 RETURNING d.id, d.channel, 'accepted' AS outcome, d.sent_at AS outcome_at, d.address AS sent_to,
           d.provider, d.provider_message_id, d.reason, d.provider_code, d.send_attempts;
 
 -- name: record_failed
 UPDATE deliveries d
-SET status = 'failed', reason = u.reason, provider_code = u.code, provider = $6,
+SET status = 'failed', reason = u.reason, provider_code = u.code, provider = $7,
     failed_at = now(), updated_at = now(),
-    send_attempts = greatest(d.send_attempts, u.attempt), attempt_started_at = a.started_at,
+    send_attempts = greatest(d.send_attempts, u.attempt), attempt_started_at = u.started_at,
     address = u.address
-FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[])
-         AS u (id, attempt, address, reason, code)
-CROSS JOIN LATERAL (SELECT started_at FROM send_attempts
-                   WHERE delivery_id = u.id AND attempt = u.attempt LIMIT 1) a
+FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[], $5::text[], $6::text[])
+         AS u (id, attempt, started_at, address, reason, code)
 WHERE d.id = u.id AND d.status = 'queued'
 RETURNING d.id, d.channel, 'failed' AS outcome, d.failed_at AS outcome_at, d.address AS sent_to,
           d.provider, d.provider_message_id, d.reason, d.provider_code, d.send_attempts;
@@ -96,10 +92,8 @@ RETURNING d.id, d.channel, 'failed' AS outcome, d.failed_at AS outcome_at, d.add
 -- Back to the relay's queue, due at the given time, with the transient error as reason.
 UPDATE deliveries d
 SET next_attempt_at = u.due, reason = u.reason, updated_at = now(),
-    send_attempts = greatest(d.send_attempts, u.attempt), attempt_started_at = a.started_at,
+    send_attempts = greatest(d.send_attempts, u.attempt), attempt_started_at = u.started_at,
     address = u.address
-FROM unnest($1::uuid[], $2::int[], $3::text[], $4::timestamptz[], $5::text[])
-         AS u (id, attempt, address, due, reason)
-CROSS JOIN LATERAL (SELECT started_at FROM send_attempts
-                   WHERE delivery_id = u.id AND attempt = u.attempt LIMIT 1) a
+FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[], $5::timestamptz[], $6::text[])
+         AS u (id, attempt, started_at, address, due, reason)
 WHERE d.id = u.id AND d.status = 'queued';

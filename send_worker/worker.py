@@ -111,7 +111,7 @@ class SendWorker:
         if due:
             async with self._pool.acquire() as connection:
                 started = await connection.fetch(Q["start_attempts"], [row["id"] for row in due])
-            attempts = {row["id"]: row["attempt"] for row in started}
+            attempts = {row["id"]: row for row in started}
             due = [row for row in due if row["id"] in attempts]
             # Each wave's outcomes are committed and announced as soon as it is done, so a
             # crash repeats at most the waves in flight (an email request, or SMS_WAVE
@@ -156,7 +156,9 @@ class SendWorker:
                 log.warning("events not published yet", error=str(problem))
         return [row for row in rows if row["id"] not in reasons]
 
-    async def _wave(self, rows: list[asyncpg.Record], attempts: dict[uuid.UUID, int]) -> None:
+    async def _wave(
+        self, rows: list[asyncpg.Record], attempts: dict[uuid.UUID, asyncpg.Record]
+    ) -> None:
         first = rows[0]
         if first["channel"] == "email":
             content = EmailContent(
@@ -186,7 +188,7 @@ class SendWorker:
         self,
         rows: list[asyncpg.Record],
         outcomes: dict[uuid.UUID, Outcome],
-        attempts: dict[uuid.UUID, int],
+        attempts: dict[uuid.UUID, asyncpg.Record],
     ) -> None:
         now = dt.datetime.now(dt.UTC)
         accepted: dict[str, list[Any]] = defaultdict(list)
@@ -194,7 +196,7 @@ class SendWorker:
         retry: list[tuple[asyncpg.Record, dt.datetime, str]] = []
         counts: dict[tuple[str, str], int] = defaultdict(int)
         for row in rows:
-            outcome, attempt = outcomes[row["id"]], attempts[row["id"]]
+            outcome, attempt = outcomes[row["id"]], attempts[row["id"]]["attempt"]
             provider = "sendgrid" if row["channel"] == "email" else "twilio"
             if outcome.kind == "transient" and attempt >= self._settings.send_max_attempts:
                 outcome = Outcome.permanent(
@@ -303,13 +305,16 @@ class Precedence:
 
 
 def _attempted(
-    rows: list[asyncpg.Record], attempts: dict[uuid.UUID, int]
-) -> tuple[list[uuid.UUID], list[int], list[str]]:
-    """The deliveries, their attempts' numbers and the addresses they went to (the first
-    parameters of each statement recording an outcome)."""
+    rows: list[asyncpg.Record], attempts: dict[uuid.UUID, asyncpg.Record]
+) -> tuple[list[uuid.UUID], list[int], list[dt.datetime], list[str]]:
+    """The deliveries, their attempts (numbers and start times, as ``start_attempts``
+    returned them) and the addresses they went to: the first parameters of each statement
+    recording an outcome."""
+    started = [attempts[row["id"]] for row in rows]
     return (
         [row["id"] for row in rows],
-        [attempts[row["id"]] for row in rows],
+        [attempt["attempt"] for attempt in started],
+        [attempt["started_at"] for attempt in started],
         [row["address"] for row in rows],
     )
 

@@ -410,6 +410,7 @@ async def test_a_batch_is_read_and_recorded_by_key_even_without_table_statistics
         "EXPLAIN " + Q["record_accepted"],
         ids,
         [1] * len(ids),
+        [dt.datetime.now(dt.UTC)] * len(ids),
         ["a@example.org"] * len(ids),
         ["m"] * len(ids),
         "sendgrid",
