@@ -39,6 +39,7 @@ from aiokafka import AIOKafkaProducer
 from relaybook import logs
 from relaybook.embedded import EmbeddedBroker, EmbeddedPostgres, free_ports
 from relaybook.kafka import encode
+from relaybook.runtime import settle_garbage_collector
 from relaybook.settings import Settings
 from relaybook.system import System
 
@@ -182,6 +183,7 @@ async def run(
             System(settings, only={"dispatcher"}) as system,
             httpx.AsyncClient(timeout=600) as client,
         ):
+            settle_garbage_collector()  # as `relaybook dispatcher` does once started
             started = time.monotonic()
             answer = await client.post(
                 f"{system.servers['dispatcher'].url}/v1/notices",
@@ -211,6 +213,7 @@ async def run(
         # being measured did not have.
         done: dict[str, float] = {}
         async with System(settings, only={"worker"} if send else set()):
+            settle_garbage_collector()  # as `relaybook worker` does
             started = await watcher.fetchval("SELECT clock_timestamp()")
             waiting = list(channels) if send else []
             while waiting:

@@ -19,7 +19,7 @@ from relaybook import settings as settings_module
 from relaybook.embedded import EmbeddedError, EmbeddedPostgres
 from relaybook.http import PortInUseError
 from relaybook.kafka import BrokerError
-from relaybook.runtime import require_configured
+from relaybook.runtime import require_configured, settle_garbage_collector
 from relaybook.settings import Settings, SettingsError
 
 EXIT_BAD_SETTING = 2
@@ -100,6 +100,7 @@ async def _up(settings: Settings, _args: argparse.Namespace) -> int:
 
     stop = stop_on_signals()
     async with System(settings) as system:
+        settle_garbage_collector()
         print(system.banner(), flush=True)
         await stop.wait()
         print("relaybook: stopping", flush=True)
@@ -177,6 +178,7 @@ async def _single(settings: Settings, args: argparse.Namespace) -> int:
         require_configured(settings, args.command)
     stop = stop_on_signals()
     async with System(settings, only={args.command}) as system:
+        settle_garbage_collector()
         print(system.banner(), flush=True)
         await stop.wait()
     return 0
