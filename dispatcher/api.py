@@ -3,11 +3,11 @@ the core raises, and reading a JSON body with a size limit."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -55,7 +55,7 @@ async def json_body(request: Request, limit: int) -> tuple[bytes, Any]:
     """The body as received and parsed; 413 over ``limit`` bytes, 422 if not JSON."""
     raw = await read_body(request, limit)
     try:
-        return raw, json.loads(raw)
+        return raw, orjson.loads(raw)
     except ValueError:
         raise InvalidRequestError("(body)", "is not valid JSON") from None
 
