@@ -211,6 +211,20 @@ async def test_each_outcome_is_announced_on_delivery_events(
     assert await db.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0
 
 
+async def queued_jobs(pool: asyncpg.Pool, notice_id: str) -> list[Record]:
+    """The send jobs of a notice's queued deliveries, as a worker consumes them."""
+    return [
+        Record("send-jobs", 0, offset, row["recipient_id"], dict(row))
+        for offset, row in enumerate(
+            await pool.fetch(
+                "SELECT id::text AS delivery_id, notice_id::text, recipient_id, channel "
+                "FROM deliveries WHERE notice_id = $1::text::uuid AND status = 'queued'",
+                notice_id,
+            )
+        )
+    ]
+
+
 class BrokerAway:
     """A producer whose broker takes nothing; it keeps what it was asked to publish."""
 
@@ -238,16 +252,7 @@ async def test_an_outcome_recorded_but_not_published_is_announced_when_its_job_c
     _, answer = await NoticeStore(pool).create(
         parse_notice(body, dt.datetime.now(dt.UTC)), "test", None
     )
-    jobs = [
-        Record("send-jobs", 0, offset, row["recipient_id"], dict(row))
-        for offset, row in enumerate(
-            await pool.fetch(
-                "SELECT id::text AS delivery_id, notice_id::text, recipient_id, channel "
-                "FROM deliveries WHERE notice_id = $1::text::uuid AND status = 'queued'",
-                answer["id"],
-            )
-        )
-    ]
+    jobs = await queued_jobs(pool, answer["id"])
     assert len(jobs) == 7
     sendgrid, twilio = SendGrid(settings), Twilio(settings)
     away = BrokerAway()
@@ -440,14 +445,8 @@ async def test_texts_wait_while_the_same_worker_sends_emails(
         parse_notice(notice(4), dt.datetime.now(dt.UTC)), "test", None
     )
     jobs: dict[str, list[Record]] = {"email": [], "sms": []}
-    for offset, row in enumerate(
-        await pool.fetch(
-            "SELECT id::text AS delivery_id, notice_id::text, recipient_id, channel "
-            "FROM deliveries WHERE notice_id = $1::text::uuid",
-            answer["id"],
-        )
-    ):
-        jobs[row["channel"]].append(Record("send-jobs", 0, offset, row["recipient_id"], dict(row)))
+    for job in await queued_jobs(pool, answer["id"]):
+        jobs[job.value["channel"]].append(job)
     await sandbox.post("/_sandbox/faults", json={"provider": "sendgrid", "delay_s": 1.0})
     sendgrid, twilio = SendGrid(settings), Twilio(settings)
     worker = SendWorker(
