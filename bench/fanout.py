@@ -46,11 +46,16 @@ from relaybook.system import System
 ADMIN = "bench-admin"
 
 
-def notice(count: int, channels: tuple[str, ...] = ("email", "sms")) -> dict[str, object]:
+def notice(
+    count: int, channels: tuple[str, ...] = ("email", "sms"), html_kb: int = 0
+) -> dict[str, object]:
+    email = {"subject": "Deposit call", "text": "Pay at https://portal.example.org/dc"}
+    if html_kb:  # a branded email: the same text in HTML, padded to the size asked for
+        email["html"] = "<p>Pay at https://portal.example.org/dc</p>".ljust(html_kb * 1024)
     body: dict[str, object] = {
         "source": {"service": "accounting", "kind": "deposit_call", "reference": "BENCH"},
         "title": "Benchmark deposit call",
-        "email": {"subject": "Deposit call", "text": "Pay at https://portal.example.org/dc"},
+        "email": email,
         "sms": {"text": "Your deposit call is on the portal."},
         "recipients": [
             {
@@ -119,7 +124,12 @@ async def floor(
 
 
 async def run(
-    recipients: int, channels: tuple[str, ...], *, send: bool = True, webhooks: bool = False
+    recipients: int,
+    channels: tuple[str, ...],
+    *,
+    send: bool = True,
+    webhooks: bool = False,
+    html_kb: int = 0,
 ) -> None:
     logs.configure("WARNING", "console")
     scratch = Path(tempfile.mkdtemp(prefix="relaybook-bench-"))
@@ -172,7 +182,7 @@ async def run(
             base, creds, signer, f"http://127.0.0.1:{sandbox_port}"
         )
         settings = dataclasses.replace(settings, twilio_base_url=f"http://127.0.0.1:{twilio_port}")
-        body = json.dumps(notice(recipients, channels)).encode()
+        body = json.dumps(notice(recipients, channels, html_kb)).encode()
 
         # The progress is read on one connection kept open (a connection per look forks a
         # backend: 20 a second took a good share of the cores being measured).
@@ -238,7 +248,7 @@ async def run(
         )
         jobs = len(channels) * recipients
         print(f"recipients: {recipients} on {', '.join(channels)} ({jobs} send jobs)")
-        print(f"sandbox webhooks: {'on' if webhooks else 'off'}")
+        print(f"sandbox webhooks: {'on' if webhooks else 'off'}; email HTML: {html_kb} KiB")
         print(f"POST answered (notice, recipients, deliveries committed): {created_s:.2f} s")
         print(
             f"POST to every send job published: {published_s:.2f} s "
@@ -279,6 +289,9 @@ def main() -> None:
         action="store_true",
         help="let the sandboxes build and post their webhooks too (nobody takes them)",
     )
+    parser.add_argument(
+        "--html-kb", type=int, default=0, help="give the email an HTML part of this size"
+    )
     args = parser.parse_args()
     asyncio.run(
         run(
@@ -286,6 +299,7 @@ def main() -> None:
             tuple(args.channels.split(",")),
             send=not args.publish_only,
             webhooks=args.webhooks,
+            html_kb=args.html_kb,
         )
     )
 
