@@ -111,12 +111,16 @@ class SendWorker:
         if due:
             async with self._pool.acquire() as connection:
                 started = await connection.fetch(Q["start_attempts"], [row["id"] for row in due])
+                content = await connection.fetch(
+                    Q["load_notices"], list({row["notice_id"] for row in due})
+                )
             attempts = {row["id"]: row for row in started}
+            notices = {row["id"]: row for row in content}
             due = [row for row in due if row["id"] in attempts]
             # Each wave's outcomes are committed and announced as soon as it is done, so a
             # crash repeats at most the waves in flight (an email request, or SMS_WAVE
             # texts); every wave ends even if another fails, so none is cut off mid-call.
-            await _all(self._wave(wave, attempts) for wave in _waves(due))
+            await _all(self._wave(wave, attempts, notices) for wave in _waves(due))
 
     async def _skip_unwanted(self, rows: list[asyncpg.Record]) -> list[asyncpg.Record]:
         reasons: dict[uuid.UUID, str] = {}
@@ -157,15 +161,20 @@ class SendWorker:
         return [row for row in rows if row["id"] not in reasons]
 
     async def _wave(
-        self, rows: list[asyncpg.Record], attempts: dict[uuid.UUID, asyncpg.Record]
+        self,
+        rows: list[asyncpg.Record],
+        attempts: dict[uuid.UUID, asyncpg.Record],
+        notices: dict[uuid.UUID, asyncpg.Record],
     ) -> None:
+        """Sends one wave: one email request (one notice's), or texts side by side."""
         first = rows[0]
         if first["channel"] == "email":
+            notice = notices[first["notice_id"]]
             content = EmailContent(
-                first["email_subject"],
-                first["email_text"],
-                first["email_html"],
-                first["source_kind"],
+                notice["email_subject"],
+                notice["email_text"],
+                notice["email_html"],
+                notice["source_kind"],
             )
             emails = [
                 Email(str(row["id"]), str(row["notice_id"]), row["address"], row["name"])
@@ -177,7 +186,9 @@ class SendWorker:
             await self._emails_first.wait()
             sent = await asyncio.gather(
                 *(
-                    self._twilio.send(str(row["id"]), row["address"], row["sms_text"])
+                    self._twilio.send(
+                        str(row["id"]), row["address"], notices[row["notice_id"]]["sms_text"]
+                    )
                     for row in rows
                 )
             )

@@ -496,3 +496,50 @@ async def test_texts_go_on_when_emails_never_stop() -> None:
     started = time.monotonic()
     await emails_first.wait()
     assert time.monotonic() - started < 0.01
+
+
+@pytest.mark.parametrize("system_options", [{"only": {"sandbox"}}])
+async def test_a_batch_of_several_notices_sends_each_its_own_content(
+    system: System,
+    sandbox: httpx.AsyncClient,
+    pool: asyncpg.Pool,
+    producer: Producer,
+) -> None:
+    """The notices' content is read once per notice, not with each delivery: a batch
+    mixing two notices still sends each recipient the content of their own."""
+    settings = system.settings
+    jobs: list[Record] = []
+    for number in (1, 2):
+        body = notice(3, sms={"text": f"Text of notice {number}"})
+        body["email"]["subject"] = f"Subject of notice {number}"
+        for recipient in body["recipients"]:
+            recipient["id"] += f"-{number}"
+            recipient["phone"] = recipient["phone"][:-1] + str(number)
+            recipient["email"] = f"{number}.{recipient['email']}"
+        _, answer = await NoticeStore(pool).create(
+            parse_notice(body, dt.datetime.now(dt.UTC)), "test", None
+        )
+        jobs += await queued_jobs(pool, answer["id"])
+    sendgrid, twilio = SendGrid(settings), Twilio(settings)
+    worker = SendWorker(
+        settings,
+        pool,
+        events=Outbox(pool, producer),
+        producer=producer,
+        sendgrid=sendgrid,
+        twilio=twilio,
+    )
+    try:
+        await worker.handle(jobs)
+    finally:
+        await sendgrid.close()
+        await twilio.close()
+    emails = await sandbox_messages(sandbox, "sendgrid")
+    texts = await sandbox_messages(sandbox, "twilio")
+    assert len(emails) == len(texts) == 6
+    assert {(e["to"][0], e["subject"]) for e in emails} == {
+        (str(n), f"Subject of notice {n}") for n in (1, 2)
+    }
+    assert {(t["to"][-1], t["body"]) for t in texts} == {
+        (str(n), f"Text of notice {n}") for n in (1, 2)
+    }
