@@ -5,12 +5,14 @@ provider's code, preferences re-checked at send time, outcomes announced as even
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import json
 import time
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import asyncpg
@@ -22,6 +24,7 @@ from dispatcher.store import NoticeStore
 from dispatcher.validation import parse_notice
 from relaybook.kafka import BrokerError, Producer, Record
 from relaybook.outbox import Outbox
+from relaybook.settings import Settings
 from relaybook.system import System
 from send_worker.providers import SendGrid, Twilio
 from send_worker.worker import Precedence, Q, SendWorker
@@ -225,6 +228,27 @@ async def queued_jobs(pool: asyncpg.Pool, notice_id: str) -> list[Record]:
     ]
 
 
+@contextlib.asynccontextmanager
+async def send_worker(
+    settings: Settings, pool: asyncpg.Pool, producer: Producer, publisher: Producer | None = None
+) -> AsyncIterator[SendWorker]:
+    """A worker calling the sandbox, its outcomes published by ``publisher`` (by default
+    ``producer``, which the outbox of its skips uses)."""
+    sendgrid, twilio = SendGrid(settings), Twilio(settings)
+    try:
+        yield SendWorker(
+            settings,
+            pool,
+            events=Outbox(pool, producer),
+            producer=publisher or producer,
+            sendgrid=sendgrid,
+            twilio=twilio,
+        )
+    finally:
+        await sendgrid.close()
+        await twilio.close()
+
+
 class BrokerAway:
     """A producer whose broker takes nothing; it keeps what it was asked to publish."""
 
@@ -254,26 +278,12 @@ async def test_an_outcome_recorded_but_not_published_is_announced_when_its_job_c
     )
     jobs = await queued_jobs(pool, answer["id"])
     assert len(jobs) == 7
-    sendgrid, twilio = SendGrid(settings), Twilio(settings)
     away = BrokerAway()
-    try:
-        for publisher in (cast(Producer, away), producer):
-            worker = SendWorker(
-                settings,
-                pool,
-                events=Outbox(pool, producer),
-                producer=publisher,
-                sendgrid=sendgrid,
-                twilio=twilio,
-            )
-            if publisher is producer:
-                await worker.handle(jobs)  # the batch again: no error now
-            else:
-                with pytest.raises(BrokerError):
-                    await worker.handle(jobs)
-    finally:
-        await sendgrid.close()
-        await twilio.close()
+    async with send_worker(settings, pool, producer, publisher=cast(Producer, away)) as worker:
+        with pytest.raises(BrokerError):
+            await worker.handle(jobs)
+    async with send_worker(settings, pool, producer) as worker:
+        await worker.handle(jobs)  # the batch again: no error now
 
     statuses = Counter(
         row["status"]
@@ -448,29 +458,17 @@ async def test_texts_wait_while_the_same_worker_sends_emails(
     for job in await queued_jobs(pool, answer["id"]):
         jobs[job.value["channel"]].append(job)
     await sandbox.post("/_sandbox/faults", json={"provider": "sendgrid", "delay_s": 1.0})
-    sendgrid, twilio = SendGrid(settings), Twilio(settings)
-    worker = SendWorker(
-        settings,
-        pool,
-        events=Outbox(pool, producer),
-        producer=producer,
-        sendgrid=sendgrid,
-        twilio=twilio,
-    )
+    async with send_worker(settings, pool, producer) as worker:
 
-    async def email_lane() -> float:
-        await worker.lane("email")(jobs["email"])
-        return time.time()
+        async def email_lane() -> float:
+            await worker.lane("email")(jobs["email"])
+            return time.time()
 
-    try:
         emailing = asyncio.create_task(email_lane())
         await asyncio.sleep(0.2)  # the email request is out
         await worker.lane("sms")(jobs["sms"])
         texted = time.time()
         emailed = await emailing
-    finally:
-        await sendgrid.close()
-        await twilio.close()
     texts = await sandbox_messages(sandbox, "twilio")
     assert len(texts) == 4
     assert len(await sandbox_messages(sandbox, "sendgrid")) == 4
@@ -520,20 +518,8 @@ async def test_a_batch_of_several_notices_sends_each_its_own_content(
             parse_notice(body, dt.datetime.now(dt.UTC)), "test", None
         )
         jobs += await queued_jobs(pool, answer["id"])
-    sendgrid, twilio = SendGrid(settings), Twilio(settings)
-    worker = SendWorker(
-        settings,
-        pool,
-        events=Outbox(pool, producer),
-        producer=producer,
-        sendgrid=sendgrid,
-        twilio=twilio,
-    )
-    try:
+    async with send_worker(settings, pool, producer) as worker:
         await worker.handle(jobs)
-    finally:
-        await sendgrid.close()
-        await twilio.close()
     emails = await sandbox_messages(sandbox, "sendgrid")
     texts = await sandbox_messages(sandbox, "twilio")
     assert len(emails) == len(texts) == 6
