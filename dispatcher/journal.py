@@ -114,26 +114,32 @@ def parse_limit(query: Mapping[str, str]) -> int:
     return int(raw)
 
 
+def journal_statement(query: Mapping[str, str]) -> tuple[str, list[Any], int]:
+    """The statement reading one page of the journal (with one row more than the page, to
+    tell whether another follows), its values, and the page's size."""
+    unknown = sorted(set(query) - {*FILTERS, "cursor", "limit"})
+    if unknown:
+        raise InvalidRequestError(unknown[0], "is not a journal filter")
+    conditions, values = ["true"], []
+    for name, (condition, parse) in FILTERS.items():
+        if name in query:
+            values.append(parse(name, query[name]))
+            conditions.append(condition.format(len(values)))
+    if "cursor" in query:
+        created, delivery = decode_cursor(query["cursor"], 2)
+        values += [_moment("cursor", created), _uuid("cursor", delivery)]
+        conditions.append(f"(d.created_at, d.id) < (${len(values) - 1}, ${len(values)})")
+    limit = parse_limit(query)
+    return Q["journal"].format(where=" AND ".join(conditions), limit=limit + 1), values, limit
+
+
 class JournalReader:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
     async def page(self, query: Mapping[str, str]) -> dict[str, Any]:
         """``GET /v1/journal``: ``query`` is the request's query parameters."""
-        unknown = sorted(set(query) - {*FILTERS, "cursor", "limit"})
-        if unknown:
-            raise InvalidRequestError(unknown[0], "is not a journal filter")
-        conditions, values = ["true"], []
-        for name, (condition, parse) in FILTERS.items():
-            if name in query:
-                values.append(parse(name, query[name]))
-                conditions.append(condition.format(len(values)))
-        if "cursor" in query:
-            created, delivery = decode_cursor(query["cursor"], 2)
-            values += [_moment("cursor", created), _uuid("cursor", delivery)]
-            conditions.append(f"(d.created_at, d.id) < (${len(values) - 1}, ${len(values)})")
-        limit = parse_limit(query)
-        text = Q["journal"].format(where=" AND ".join(conditions), limit=limit + 1)
+        text, values, limit = journal_statement(query)
         rows = await self._pool.fetch(text, *values)
         items = [_item(row) for row in rows[:limit]]
         more = len(rows) > limit

@@ -53,16 +53,23 @@ ON CONFLICT (id) DO NOTHING;
 -- name: insert_deliveries
 -- One delivery per recipient and channel, queued or skipped with the reason. The relay
 -- finds the queued ones through the fan-out's job pages (insert_job_pages). The ids are
--- one uuid_v7() numbered in the order the rows are written (migration 0008).
+-- one uuid_v7() numbered in the order the rows are written (migration 0008), and the rows
+-- are written in recipient order: each index entry goes after the one before, in
+-- deliveries_latest_idx and the recipient's journal too, not at random places in them.
+-- The recipients are found first, each once: joined after the channels, the planner
+-- could work out the reason of every recipient in the table before matching the list.
 WITH first AS MATERIALIZED (SELECT uuid_v7() AS id)
 INSERT INTO deliveries (id, notice_id, recipient_id, channel, address, status, reason)
-SELECT uuid_v7_step(first.id, (n.position - 1) * cardinality($3::text[]) + c.position),
+SELECT uuid_v7_step(first.id, (r.position - 1) * cardinality($3::text[]) + c.position),
        $1, r.id, c.channel, x.addr,
        CASE WHEN x.reason IS NULL THEN 'queued' ELSE 'skipped' END,
        x.reason
 FROM first
-CROSS JOIN unnest($2::text[]) WITH ORDINALITY AS n (id, position)
-JOIN recipients r ON r.id = n.id
+CROSS JOIN (SELECT n.position, r.*
+            FROM (SELECT id, row_number() OVER (ORDER BY id) AS position
+                  FROM unnest($2::text[]) AS given (id)) AS n
+            JOIN recipients r ON r.id = n.id
+            OFFSET 0) AS r
 CROSS JOIN unnest($3::text[]) WITH ORDINALITY AS c (channel, position)
 CROSS JOIN LATERAL (
     SELECT a.addr,
@@ -85,7 +92,7 @@ CROSS JOIN LATERAL (
     -- and looks the suppressions up twice per row
     OFFSET 0
 ) x
-ORDER BY n.position, c.position;
+ORDER BY r.position, c.position;
 
 -- name: insert_job_pages
 -- The pages of a fan-out ($2: the resend, or null for the notice's own): its recipients

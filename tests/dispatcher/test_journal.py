@@ -4,11 +4,14 @@ reaching delivered, opened, clicked, bounced and failed as the providers report.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
+from dispatcher.journal import encode_cursor, journal_statement
 from relaybook.system import System
 from tests.support import notice, until
 
@@ -64,6 +67,32 @@ async def test_filters_narrow_the_journal(api: httpx.AsyncClient) -> None:
     assert await ids(status="failed") == set()
     assert await ids(until="2000-01-01T00:00:00Z") == set()
     assert len(await ids(since="2000-01-01T00:00:00+01:00")) == 10
+
+
+@pytest.mark.parametrize(
+    ("params", "index"),
+    [
+        ({}, "deliveries_journal_idx"),
+        ({"notice_id": "6f1c1c8e-0a39-4d8a-9a53-4b7f3c1d2e10"}, "deliveries_notice_journal_idx"),
+        ({"recipient_id": "owner-1"}, "deliveries_recipient_journal_idx"),
+        ({"status": "failed"}, "deliveries_status_journal_idx"),
+    ],
+)
+async def test_the_journal_reads_newest_first_from_its_indexes_without_sorting(
+    pool: asyncpg.Pool, params: dict[str, str], index: str
+) -> None:
+    """Each page reads its rows in order off one index (backwards: migration 0011), so a
+    page costs the same on the first day and with millions of messages."""
+    text, values, _ = journal_statement(
+        params | {"cursor": encode_cursor("2026-11-01T00:00:00+00:00", str(uuid.uuid4()))}
+    )
+    async with pool.acquire() as connection, connection.transaction():
+        # the choice a large journal makes; on a few rows a sort would be as cheap
+        await connection.execute("SET LOCAL enable_seqscan = off")
+        await connection.execute("SET LOCAL enable_sort = off")
+        plan = "\n".join(row[0] for row in await connection.fetch("EXPLAIN " + text, *values))
+    assert f"Index Scan Backward using {index} on deliveries" in plan, plan
+    assert "Sort" not in plan, plan
 
 
 @pytest.mark.parametrize(
