@@ -265,7 +265,7 @@ def routes(preferences: Preferences, auth: Authenticator) -> list[Route]:
         _, body = await json_body(request, MAX_BODY_BYTES)
         recipient_id = request.path_params["recipient_id"]
         contact = parse_contact(
-            parse_object(body, "(body)", {"name", "email", "phone"}), "", recipient_id
+            parse_object(body, "(body)", {"name", "email", "phone"}), recipient_id
         )
         answer = await preferences.correct(contact, caller.name)
         if answer is None:
