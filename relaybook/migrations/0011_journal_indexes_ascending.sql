@@ -12,5 +12,13 @@ DROP INDEX deliveries_notice_journal_idx;
 CREATE INDEX deliveries_notice_journal_idx ON deliveries (notice_id, created_at, id);
 DROP INDEX deliveries_recipient_journal_idx;
 CREATE INDEX deliveries_recipient_journal_idx ON deliveries (recipient_id, created_at, id);
+-- The journal by status keeps the statuses a message ends in, not queued nor sent, which
+-- every message passes through on its way: a fan-out wrote an entry for each delivery
+-- (200,000 deliveries: 3.0 s -> 2.6 s without it), and the worker another when the
+-- provider took it. Queued and sent messages are the newest ones, but for those waiting
+-- for a late release or a receipt that never comes: the journal finds them by reading
+-- deliveries_journal_idx from the newest. (dispatcher/journal.py writes the status into
+-- its statement, so the planner sees which statuses this index holds.)
 DROP INDEX deliveries_status_journal_idx;
-CREATE INDEX deliveries_status_journal_idx ON deliveries (status, created_at, id);
+CREATE INDEX deliveries_status_journal_idx ON deliveries (status, created_at, id)
+    WHERE status NOT IN ('queued', 'sent');

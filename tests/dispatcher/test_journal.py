@@ -76,13 +76,17 @@ async def test_filters_narrow_the_journal(api: httpx.AsyncClient) -> None:
         ({"notice_id": "6f1c1c8e-0a39-4d8a-9a53-4b7f3c1d2e10"}, "deliveries_notice_journal_idx"),
         ({"recipient_id": "owner-1"}, "deliveries_recipient_journal_idx"),
         ({"status": "failed"}, "deliveries_status_journal_idx"),
+        # the status index leaves out the statuses every message passes through
+        ({"status": "queued"}, "deliveries_journal_idx"),
+        ({"status": "sent"}, "deliveries_journal_idx"),
     ],
 )
 async def test_the_journal_reads_newest_first_from_its_indexes_without_sorting(
     pool: asyncpg.Pool, params: dict[str, str], index: str
 ) -> None:
     """Each page reads its rows in order off one index (backwards: migration 0011), so a
-    page costs the same on the first day and with millions of messages."""
+    page of a common status, or of one notice or recipient, costs the same on the first
+    day and with millions of messages."""
     text, values, _ = journal_statement(
         params | {"cursor": encode_cursor("2026-11-01T00:00:00+00:00", str(uuid.uuid4()))}
     )
@@ -90,7 +94,13 @@ async def test_the_journal_reads_newest_first_from_its_indexes_without_sorting(
         # the choice a large journal makes; on a few rows a sort would be as cheap
         await connection.execute("SET LOCAL enable_seqscan = off")
         await connection.execute("SET LOCAL enable_sort = off")
-        plan = "\n".join(row[0] for row in await connection.fetch("EXPLAIN " + text, *values))
+        # the plan PostgreSQL keeps for a statement run often, whatever its values
+        await connection.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        await connection.execute(f"PREPARE page AS {text}")
+        arguments = ", ".join(f"'{value}'" for value in values)  # uuids and times
+        plan = "\n".join(
+            row[0] for row in await connection.fetch(f"EXPLAIN EXECUTE page({arguments})")
+        )
     assert f"Index Scan Backward using {index} on deliveries" in plan, plan
     assert "Sort" not in plan, plan
 
