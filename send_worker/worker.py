@@ -220,30 +220,48 @@ class SendWorker:
                 continue
             target = accepted if outcome.kind == "accepted" else failed
             target[provider].append((row, outcome))
-        recorded: list[asyncpg.Record] = []
-        async with self._pool.acquire() as connection, connection.transaction():
-            for provider, items in accepted.items():
-                recorded += await connection.fetch(
-                    Q["record_accepted"],
+        statements: list[tuple[str, tuple[Any, ...]]] = [
+            (
+                Q["record_accepted"],
+                (
                     *_attempted([row for row, _ in items], attempts),
                     [o.message_id for _, o in items],
                     provider,
-                )
-            for provider, items in failed.items():
-                recorded += await connection.fetch(
-                    Q["record_failed"],
+                ),
+            )
+            for provider, items in accepted.items()
+        ]
+        statements += [
+            (
+                Q["record_failed"],
+                (
                     *_attempted([row for row, _ in items], attempts),
                     [o.reason for _, o in items],
                     [o.code for _, o in items],
                     provider,
-                )
-            if retry:
-                await connection.execute(
+                ),
+            )
+            for provider, items in failed.items()
+        ]
+        if retry:
+            statements.append(
+                (
                     Q["schedule_retry"],
-                    *_attempted([row for row, _, _ in retry], attempts),
-                    [due for _, due, _ in retry],
-                    [reason for _, _, reason in retry],
+                    (
+                        *_attempted([row for row, _, _ in retry], attempts),
+                        [due for _, due, _ in retry],
+                        [reason for _, _, reason in retry],
+                    ),
                 )
+            )
+        recorded: list[asyncpg.Record] = []
+        async with self._pool.acquire() as connection:
+            # one statement (a wave the provider took whole, the usual case) is a
+            # transaction of its own: BEGIN and COMMIT would be two more round trips
+            together = connection.transaction() if len(statements) > 1 else contextlib.nullcontext()
+            async with together:
+                for statement, arguments in statements:
+                    recorded += await connection.fetch(statement, *arguments)
         for (channel, kind), count in counts.items():
             OUTCOMES.labels(channel, kind).inc(count)
         if retry:
