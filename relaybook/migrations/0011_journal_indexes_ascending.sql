@@ -5,14 +5,9 @@
 -- order each goes after the one before, where PostgreSQL fills pages before it splits
 -- them. The journal still reads newest first: a B-tree is read backwards as well as
 -- forwards. Writing 200,000 deliveries: 3.1 s -> 2.5 s (dispatcher/queries.sql has the
--- other half: the rows are written in recipient order). Part of the work comes back when
--- the workers record the outcomes: an update writes each index entry again beside the old
--- one, and fuller pages split sooner (recording 50,000 emails: 1.43 s -> 1.60 s, against
--- 1.93 s -> 1.71 s for writing their 100,000 deliveries): the POST, which the calling
--- service waits for and the publishing of the jobs waits on, gets faster; the whole about
--- even. On a journal of millions of messages, rebuilding these indexes takes minutes,
--- during which deliveries cannot be written: apply it at a quiet time (`relaybook
--- migrate`, before starting the services).
+-- other half: the rows are written in recipient order). On a journal of millions of
+-- messages, rebuilding these indexes takes minutes, during which deliveries cannot be
+-- written: apply it at a quiet time (`relaybook migrate`, before starting the services).
 DROP INDEX deliveries_journal_idx;
 CREATE INDEX deliveries_journal_idx ON deliveries (created_at, id);
 DROP INDEX deliveries_notice_journal_idx;
