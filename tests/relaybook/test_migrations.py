@@ -133,7 +133,8 @@ async def test_an_unreachable_database_is_one_clear_error() -> None:
 
 async def test_the_core_tables_enforce_their_invariants(database_url: str) -> None:
     """A skipped delivery says why; one current attempt per notice, recipient and channel;
-    a delivery's notice and recipient exist and stay; a provider event is stored once."""
+    a delivery's notice and recipient exist and stay, as does a send attempt's delivery; a
+    provider event is stored once."""
     connection = await asyncpg.connect(database_url)
     try:
         await connection.execute("INSERT INTO recipients (id, email) VALUES ('r1', 'a@b.test')")
@@ -164,10 +165,22 @@ async def test_the_core_tables_enforce_their_invariants(database_url: str) -> No
             " SELECT uuid_v7(), id, who, 'sms', 'queued' FROM notices,"
             " unnest(ARRAY['r1', 'nobody']) AS who",
         }
+        await connection.execute(  # several rows in one statement, checked together
+            "INSERT INTO send_attempts (delivery_id, attempt)"
+            " SELECT id, 1 FROM deliveries WHERE recipient_id = 'r2'"
+        )
+        orphans["delivery"] = (
+            "INSERT INTO send_attempts (delivery_id, attempt)"
+            " SELECT id, 2 FROM deliveries UNION ALL SELECT gen_random_uuid(), 1"
+        )
         for parent, orphan in orphans.items():
             with pytest.raises(asyncpg.ForeignKeyViolationError, match=parent):
                 await connection.execute(orphan)
         for refused in (
+            "DELETE FROM deliveries WHERE recipient_id = 'r1'",
+            "TRUNCATE deliveries CASCADE",
+            "UPDATE deliveries SET id = gen_random_uuid() WHERE recipient_id = 'r2'",
+            "UPDATE send_attempts SET delivery_id = gen_random_uuid()",
             "DELETE FROM recipients WHERE id = 'r1'",
             "TRUNCATE notices CASCADE",
             "UPDATE recipients SET id = 'r3' WHERE id = 'r2'",
