@@ -12,6 +12,9 @@
    from the first attempt recorded to the last outcome: a worker starting joins its
    consumer groups first, and a broker holds the first member of a group a moment in case
    others come (Tansu 1 s; Kafka's group.initial.rebalance.delay.ms, 3 s by default).
+   With both channels, also how many texts were handed over while the emails went: the
+   workers send emails first, their texts waiting up to RELAYBOOK_SMS_YIELD_S at a time
+   (``--sms-yield-s 0``: side by side).
    The sandboxes post no webhooks unless ``--webhooks``: no webhook ingest runs here to
    take them, and real providers build and post them on their own machines, not on
    relaybook's two cores.
@@ -133,6 +136,7 @@ async def run(
     send: bool = True,
     webhooks: bool = False,
     html_kb: int = 0,
+    sms_yield_s: float | None = None,
 ) -> None:
     logs.configure("WARNING", "console")
     scratch = Path(tempfile.mkdtemp(prefix="relaybook-bench-"))
@@ -151,6 +155,8 @@ async def run(
         admin_token=ADMIN,
         kafka_session_timeout_ms=2000,
     )
+    if sms_yield_s is not None:
+        base = dataclasses.replace(base, sms_yield_s=sms_yield_s)
     # the sandboxes in processes of their own, as the real providers are elsewhere
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYBOOK_")}
     env |= {
@@ -219,35 +225,7 @@ async def run(
         )
         floor_s = copy_s + produce_s
 
-        # 2. sending: from the workers' start to the last outcome recorded (read off the
-        # rows once all are in). The progress is looked at twice a second, as whether any
-        # delivery of the channel is still queued, through the notice's status index:
-        # counting the channel's deliveries took 30 ms a look, 6 % of a core the system
-        # being measured did not have.
-        done: dict[str, float] = {}
-        joined: dict[str, float] = {}  # until the first attempt: the lane joining its group
-        async with System(settings, only={"worker"} if send else set()):
-            settle_garbage_collector()  # as `relaybook worker` does
-            started = await watcher.fetchval("SELECT clock_timestamp()")
-            waiting = list(channels) if send else []
-            while waiting:
-                await asyncio.sleep(0.5)
-                for channel in list(waiting):
-                    if not await watcher.fetchval(
-                        "SELECT EXISTS (SELECT FROM deliveries WHERE notice_id = $1::text::uuid"
-                        " AND channel = $2 AND status = 'queued' AND is_latest)",
-                        notice_id,
-                        channel,
-                    ):
-                        waiting.remove(channel)
-            for channel in channels if send else ():
-                first, last = await watcher.fetchrow(
-                    "SELECT min(a.started_at), max(d.updated_at) FROM deliveries d"
-                    " JOIN send_attempts a ON a.delivery_id = d.id WHERE d.channel = $1",
-                    channel,
-                )
-                done[channel] = (last - started).total_seconds()
-                joined[channel] = (first - started).total_seconds()
+        sent = await sending(settings, watcher, notice_id, recipients, channels) if send else []
         await watcher.close()
         print(
             f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
@@ -267,13 +245,8 @@ async def run(
             f"(COPY {copy_s:.2f} s, producing {produce_s:.2f} s)"
         )
         print(f"ratio relaybook / floor: {published_s / floor_s:.2f}x")
-        for channel, seconds in done.items():
-            sending = seconds - joined[channel]
-            print(
-                f"{channel} handed to the sandbox: {recipients / seconds:,.0f}/s "
-                f"(all {recipients} in {seconds:.2f} s); from the first attempt: "
-                f"{recipients / sending:,.0f}/s (first attempt after {joined[channel]:.2f} s)"
-            )
+        for line in sent:
+            print(line)
     finally:
         for sandbox in sandboxes:
             sandbox.send_signal(signal.SIGTERM)
@@ -284,6 +257,63 @@ async def run(
                 sandbox.kill()
         broker.stop()
         await asyncio.to_thread(postgres.stop)
+
+
+async def sending(
+    settings: Settings,
+    watcher: asyncpg.Connection,
+    notice_id: str,
+    recipients: int,
+    channels: tuple[str, ...],
+) -> list[str]:
+    """Runs the send workers until the notice is sent; the rates, as lines to print."""
+    # From the workers' start to the last outcome recorded (read off the rows once all are
+    # in). The progress is looked at twice a second, as whether any delivery of the
+    # channel is still queued, through the notice's status index: counting the channel's
+    # deliveries took 30 ms a look, 6 % of a core the system being measured did not have.
+    lines = []
+    async with System(settings, only={"worker"}):
+        settle_garbage_collector()  # as `relaybook worker` does
+        started = await watcher.fetchval("SELECT clock_timestamp()")
+        waiting = list(channels)
+        while waiting:
+            await asyncio.sleep(0.5)
+            for channel in list(waiting):
+                if not await watcher.fetchval(
+                    "SELECT EXISTS (SELECT FROM deliveries WHERE notice_id = $1::text::uuid"
+                    " AND channel = $2 AND status = 'queued' AND is_latest)",
+                    notice_id,
+                    channel,
+                ):
+                    waiting.remove(channel)
+    ended = {}
+    for channel in channels:
+        # the first attempt comes after the lane has joined its consumer group
+        first, ended[channel] = await watcher.fetchrow(
+            "SELECT min(a.started_at), max(d.updated_at) FROM deliveries d"
+            " JOIN send_attempts a ON a.delivery_id = d.id WHERE d.channel = $1",
+            channel,
+        )
+        seconds = (ended[channel] - started).total_seconds()
+        joined = (first - started).total_seconds()
+        lines.append(
+            f"{channel} handed to the sandbox: {recipients / seconds:,.0f}/s "
+            f"(all {recipients} in {seconds:.2f} s); from the first attempt: "
+            f"{recipients / (seconds - joined):,.0f}/s (first attempt after {joined:.2f} s)"
+        )
+    if len(channels) > 1:
+        # The texts' share while the emails went, as the Twilio sandbox took them (a wave of
+        # texts is recorded once all of its texts are answered, well after the first)
+        async with httpx.AsyncClient(base_url=settings.twilio_base_url, timeout=60) as client:
+            answer = await client.get("/_sandbox/messages", params={"provider": "twilio"})
+        until = ended["email"].timestamp()
+        meanwhile = sum(m["created_at"] <= until for m in answer.json()["messages"])
+        seconds = (ended["email"] - started).total_seconds()
+        lines.append(
+            f"texts handed to the sandbox while the emails were: {meanwhile} "
+            f"({meanwhile / seconds:,.0f}/s)"
+        )
+    return lines
 
 
 def main() -> None:
@@ -301,6 +331,11 @@ def main() -> None:
     parser.add_argument(
         "--html-kb", type=int, default=0, help="give the email an HTML part of this size"
     )
+    parser.add_argument(
+        "--sms-yield-s",
+        type=float,
+        help="RELAYBOOK_SMS_YIELD_S for the workers (0: texts side by side with the emails)",
+    )
     args = parser.parse_args()
     asyncio.run(
         run(
@@ -309,6 +344,7 @@ def main() -> None:
             send=not args.publish_only,
             webhooks=args.webhooks,
             html_kb=args.html_kb,
+            sms_yield_s=args.sms_yield_s,
         )
     )
 
