@@ -7,10 +7,11 @@ import datetime as dt
 import random
 
 import pytest
+from aiohttp import FormData
 from sendgrid.helpers.mail import Category, Content, CustomArg, From, Mail, Personalization, To
 
 from relaybook.settings import Settings
-from send_worker.providers import Email, EmailContent, SendGrid
+from send_worker.providers import Email, EmailContent, SendGrid, form
 from send_worker.retry import http_outcome, next_attempt
 
 
@@ -71,3 +72,13 @@ def test_backoff_grows_with_jitter_and_never_comes_before_the_reset() -> None:
     assert delays[-1] >= 300, "capped at 10 minutes, not below half of it"
     reset = now.timestamp() + 3600
     assert next_attempt(1, now, draw, reset).timestamp() == reset
+
+
+def test_a_text_s_form_is_encoded_as_aiohttp_would_encode_it() -> None:
+    data: dict[str, object] = {
+        "To": "+33612345678",
+        "Body": "Loyer dû : 1 200 € & charges = 80 €/mois?",
+        "From": "+15005550006",
+        "StatusCallback": "http://127.0.0.1:8081/webhooks/twilio?delivery_id=abc-123",
+    }
+    assert form(data) == FormData(data)()._value
