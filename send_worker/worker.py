@@ -15,7 +15,8 @@ queue with a backoff instead of holding the batch up.
 
 Emails go first: a worker's texts wait (up to ``sms_yield_s``) while its email lane is
 sending, since one request carries 1000 emails and one text: on shared cores, running
-both side by side made a notice's emails take twice as long and its texts no less.
+both side by side made a notice's emails take twice as long and its texts no less. A
+batch of texts waits before it is read, so the re-check is as fresh as the send.
 """
 
 from __future__ import annotations
@@ -83,10 +84,13 @@ class SendWorker:
 
         async def handle(records: list[Record]) -> None:
             mine = [r for r in records if r.value["channel"] == channel]
-            if channel == "email" and mine:
+            if not mine:
+                return
+            if channel == "email":
                 async with self._emails_first.going():
                     await self.handle(mine)
-            else:
+            else:  # waits before anything is read: preferences are checked after the wait
+                await self._emails_first.wait()
                 await self.handle(mine)
 
         return handle
@@ -183,7 +187,6 @@ class SendWorker:
             outcome = await self._sendgrid.send(content, emails)
             outcomes = dict.fromkeys((row["id"] for row in rows), outcome)
         else:
-            await self._emails_first.wait()
             sent = await asyncio.gather(
                 *(
                     self._twilio.send(

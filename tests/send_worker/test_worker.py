@@ -479,6 +479,38 @@ async def test_texts_wait_while_the_same_worker_sends_emails(
         assert texted < emailed - 0.3, "the texts went while the emails' request was out"
 
 
+@pytest.mark.parametrize("system_options", [{"only": {"sandbox"}}])
+async def test_texts_that_waited_for_the_emails_are_checked_again_after_the_wait(
+    system: System,
+    sandbox: httpx.AsyncClient,
+    pool: asyncpg.Pool,
+    producer: Producer,
+) -> None:
+    """Preferences are re-checked when a text is sent, not before it waits for the emails:
+    an opt-out that comes during the wait stops the text."""
+    _, answer = await NoticeStore(pool).create(
+        parse_notice(notice(4), dt.datetime.now(dt.UTC)), "test", None
+    )
+    jobs: dict[str, list[Record]] = {"email": [], "sms": []}
+    for job in await queued_jobs(pool, answer["id"]):
+        jobs[job.value["channel"]].append(job)
+    await sandbox.post("/_sandbox/faults", json={"provider": "sendgrid", "delay_s": 1.0})
+    async with send_worker(system.settings, pool, producer) as worker:
+        emailing = asyncio.create_task(worker.lane("email")(jobs["email"]))
+        await asyncio.sleep(0.2)  # the email request is out
+        texting = asyncio.create_task(worker.lane("sms")(jobs["sms"]))
+        await asyncio.sleep(0.2)  # the texts are waiting for it
+        await pool.execute("UPDATE recipients SET sms_wants = 'no' WHERE id = 'owner-0'")
+        await asyncio.gather(emailing, texting)
+    status, reason = await pool.fetchrow(
+        "SELECT status, reason FROM deliveries WHERE notice_id = $1::text::uuid"
+        " AND recipient_id = 'owner-0' AND channel = 'sms'",
+        answer["id"],
+    )
+    assert (status, reason) == ("skipped", "opted_out")
+    assert len(await sandbox_messages(sandbox, "twilio")) == 3
+
+
 async def test_texts_go_on_when_emails_never_stop() -> None:
     """The wait is bounded: texts are slowed by a stream of emails, not starved; once the
     emails stop, they wait for the gap between two batches only."""
