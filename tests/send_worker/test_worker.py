@@ -439,6 +439,21 @@ async def test_a_batch_is_read_and_recorded_by_key_even_without_table_statistics
     assert all("using deliveries_pkey" in line for line in reads), reads
 
 
+async def jobs_of_a_slow_email_request(
+    pool: asyncpg.Pool, sandbox: httpx.AsyncClient
+) -> tuple[str, dict[str, list[Record]]]:
+    """A notice to 4 recipients on both channels, its jobs by channel; SendGrid will take
+    1 s to answer the next request."""
+    _, answer = await NoticeStore(pool).create(
+        parse_notice(notice(4), dt.datetime.now(dt.UTC)), "test", None
+    )
+    jobs: dict[str, list[Record]] = {"email": [], "sms": []}
+    for job in await queued_jobs(pool, answer["id"]):
+        jobs[job.value["channel"]].append(job)
+    await sandbox.post("/_sandbox/faults", json={"provider": "sendgrid", "delay_s": 1.0})
+    return answer["id"], jobs
+
+
 @pytest.mark.parametrize("system_options", [{"only": {"sandbox"}}])
 @pytest.mark.parametrize("yield_s", [5.0, 0.0])
 async def test_texts_wait_while_the_same_worker_sends_emails(
@@ -451,13 +466,7 @@ async def test_texts_wait_while_the_same_worker_sends_emails(
     """Emails first: while the email lane's request is out (SendGrid slow to answer here),
     the text lane's texts wait for it, unless ``sms_yield_s`` is 0."""
     settings = dataclasses.replace(system.settings, sms_yield_s=yield_s)
-    _, answer = await NoticeStore(pool).create(
-        parse_notice(notice(4), dt.datetime.now(dt.UTC)), "test", None
-    )
-    jobs: dict[str, list[Record]] = {"email": [], "sms": []}
-    for job in await queued_jobs(pool, answer["id"]):
-        jobs[job.value["channel"]].append(job)
-    await sandbox.post("/_sandbox/faults", json={"provider": "sendgrid", "delay_s": 1.0})
+    _, jobs = await jobs_of_a_slow_email_request(pool, sandbox)
     async with send_worker(settings, pool, producer) as worker:
 
         async def email_lane() -> float:
@@ -488,13 +497,7 @@ async def test_texts_that_waited_for_the_emails_are_checked_again_after_the_wait
 ) -> None:
     """Preferences are re-checked when a text is sent, not before it waits for the emails:
     an opt-out that comes during the wait stops the text."""
-    _, answer = await NoticeStore(pool).create(
-        parse_notice(notice(4), dt.datetime.now(dt.UTC)), "test", None
-    )
-    jobs: dict[str, list[Record]] = {"email": [], "sms": []}
-    for job in await queued_jobs(pool, answer["id"]):
-        jobs[job.value["channel"]].append(job)
-    await sandbox.post("/_sandbox/faults", json={"provider": "sendgrid", "delay_s": 1.0})
+    notice_id, jobs = await jobs_of_a_slow_email_request(pool, sandbox)
     async with send_worker(system.settings, pool, producer) as worker:
         emailing = asyncio.create_task(worker.lane("email")(jobs["email"]))
         await asyncio.sleep(0.2)  # the email request is out
@@ -505,7 +508,7 @@ async def test_texts_that_waited_for_the_emails_are_checked_again_after_the_wait
     status, reason = await pool.fetchrow(
         "SELECT status, reason FROM deliveries WHERE notice_id = $1::text::uuid"
         " AND recipient_id = 'owner-0' AND channel = 'sms'",
-        answer["id"],
+        notice_id,
     )
     assert (status, reason) == ("skipped", "opted_out")
     assert len(await sandbox_messages(sandbox, "twilio")) == 3
