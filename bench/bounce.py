@@ -32,6 +32,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from bounce_policy.decisions import BouncePolicy
 from bounce_policy.policy import Policy
 from relaybook import database, logs
+from relaybook.deadletters import DeadLetters
 from relaybook.embedded import EmbeddedBroker, EmbeddedPostgres
 from relaybook.kafka import Consumer, Producer, Record, encode, ensure_topics
 from relaybook.settings import Settings
@@ -122,7 +123,7 @@ async def policy_consume(
         settings,
         ["delivery-events"],
         "bench-policy",
-        producer=producer,
+        dead_letters=DeadLetters(pool, producer, settings.topic("dead-letters")),
         max_batch=5000,
         gather_ms=100,
     )

@@ -28,7 +28,7 @@ def build(infra: Infrastructure) -> Deployable:
         infra.settings,
         ["delivery-events"],
         GROUP,
-        producer=infra.producer,
+        dead_letters=infra.dead_letters(),
         max_batch=5000,
         gather_ms=100,
     )

@@ -2,8 +2,9 @@
 (``acks=all``) and a consumer that commits offsets only after the work is durable.
 
 Every message is checked against its JSON Schema (``schemas/``) on both sides. A message
-that does not follow its contract is not dropped: it goes to the ``dead-letters`` topic
-with where it came from, and the consumer moves on.
+that does not follow its contract, or whose handling fails for good, is not dropped and
+does not stop its consumer: it is set aside in the dead letters
+(:mod:`relaybook.deadletters`) with where it came from, and the consumer moves on.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from aiokafka.errors import (
 from prometheus_client import Counter, Gauge, Histogram
 
 import schemas
+from relaybook import faults
+from relaybook.deadletters import DeadLetters
 from relaybook.logs import get_logger
 from relaybook.settings import Settings
 
@@ -49,11 +52,6 @@ CONSUMED = Counter(
     "Messages consumed and committed",
     ["topic", "group"],
 )
-DEAD_LETTERED = Counter(
-    "relaybook_kafka_messages_dead_lettered_total",
-    "Messages that broke their contract, moved to the dead-letters topic",
-    ["topic", "group"],
-)
 BATCH_SECONDS = Histogram(
     "relaybook_kafka_batch_seconds", "Time to handle and commit one consumed batch", ["group"]
 )
@@ -64,7 +62,7 @@ LAG = Gauge(
 )
 
 
-class BrokerError(RuntimeError):
+class BrokerError(faults.UnavailableError):
     """The broker cannot be reached or refused a request."""
 
 
@@ -271,6 +269,8 @@ class Record:
     offset: int
     key: str | None
     value: dict[str, Any]
+    #: the message as consumed (aiokafka's ``ConsumerRecord``), to set it aside as it was
+    message: Any = dataclasses.field(default=None, repr=False, compare=False)
 
 
 Handler = Callable[[list[Record]], Awaitable[None]]
@@ -310,7 +310,7 @@ class Consumer:
         topics: Sequence[str],
         group: str,
         *,
-        producer: Producer,
+        dead_letters: DeadLetters,
         max_batch: int = 500,
         gather_ms: int = 0,
         only: dict[str, str] | None = None,
@@ -324,7 +324,7 @@ class Consumer:
         self._settings = settings
         self._topics = [settings.topic(topic) for topic in topics]
         self._group = group
-        self._producer = producer
+        self._dead_letters = dead_letters
         self._max_batch = max_batch
         self._lock = asyncio.Lock()
         self._stopping = asyncio.Event()
@@ -371,20 +371,21 @@ class Consumer:
                 await self._task
 
     async def run(self, handler: Handler) -> None:
-        """Consumes until :meth:`stop` is called. When the handler fails (the database is
-        away, say), nothing is committed: the consumer goes back to the committed offsets
-        and tries the batch again after a growing pause, so nothing is skipped."""
+        """Consumes until :meth:`stop` is called. When a batch fails for a transient reason
+        (the database or the broker away), nothing is committed: the consumer goes back to
+        the committed offsets and tries the batch again after a growing pause, so nothing
+        is skipped. A failure for good is isolated to its message (:meth:`_isolate`)."""
         failures = 0
         while not self._stopping.is_set():
             try:
                 await self._poll_once(handler)
                 failures = 0
-            except Exception as problem:  # any handler failure: go back and retry later
+            except Exception as problem:  # noqa: BLE001 - transient by now: retried later
                 failures += 1
-                log.exception(
+                log.warning(
                     "batch failed; it will be consumed again",
                     group=self._group,
-                    error=str(problem)[:300],
+                    error=f"{type(problem).__name__}: {str(problem)[:300]}",
                     failures=failures,
                 )
                 async with self._lock:
@@ -423,11 +424,13 @@ class Consumer:
                     continue
                 record = self._decode(message)
                 if isinstance(record, str):
-                    await self._dead_letter(message, record)
+                    await self._dead_letters.record(
+                        message, self._group, "contract_violation", record
+                    )
                 else:
                     records.append(record)
         if records:
-            await handler(records)
+            await self._handle_or_isolate(records, handler)
         try:
             await self._consumer.commit(
                 {tp: messages[-1].offset + 1 for tp, messages in batches.items()}
@@ -441,6 +444,46 @@ class Consumer:
             CONSUMED.labels(tp.topic, self._group).inc(len(messages))
         BATCH_SECONDS.labels(self._group).observe(time.monotonic() - started)
 
+    async def _handle_or_isolate(self, records: list[Record], handler: Handler) -> None:
+        """Hands ``records`` to the handler. A failure for good is not the batch's: the
+        batch is halved and each half handled again, down to the messages that fail on
+        their own, which are set aside; the others are handled (handlers are idempotent,
+        and each call is one transaction, so a failed call left nothing behind). A
+        transient failure is raised: the whole batch is tried again later."""
+        try:
+            await handler(records)
+        except Exception as problem:
+            if faults.is_transient(problem):
+                raise
+            if len(records) == 1:
+                await self._set_aside(records[0].message, problem)
+                return
+            log.warning(
+                "batch failed for good; isolating the message at fault",
+                group=self._group,
+                messages=len(records),
+                error=f"{type(problem).__name__}: {str(problem)[:300]}",
+            )
+            middle = len(records) // 2
+            await self._handle_or_isolate(records[:middle], handler)
+            await self._handle_or_isolate(records[middle:], handler)
+
+    async def _set_aside(self, message: Any, problem: BaseException) -> None:
+        log.error(
+            "handling a message failed for good",
+            group=self._group,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            exc_info=problem,
+        )
+        await self._dead_letters.record(
+            message,
+            self._group,
+            faults.reason(problem),
+            f"{type(problem).__name__}: {problem}",
+        )
+
     def _wanted(self, message: Any) -> bool:
         # the headers as they come, not a dict of them: 0.34 instead of 0.53 us a message
         only = self._only
@@ -451,30 +494,10 @@ class Consumer:
         try:
             value = orjson.loads(message.value)
             schemas.validate(value)
-        except (ValueError, schemas.MessageError) as error:
+        except (ValueError, TypeError) as error:  # MessageError is a ValueError
             return str(error)
         key = message.key.decode(errors="replace") if message.key is not None else None
-        return Record(message.topic, message.partition, message.offset, key, value)
-
-    async def _dead_letter(self, message: Any, error: str) -> None:
-        log.warning(
-            "message breaks its contract, moved to dead letters",
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            error=error[:300],
-        )
-        headers = [
-            ("source_topic", message.topic.encode()),
-            ("source_partition", str(message.partition).encode()),
-            ("source_offset", str(message.offset).encode()),
-            ("consumer_group", self._group.encode()),
-            ("error", error[:1000].encode()),
-        ]
-        await self._producer.send_raw(
-            self._settings.topic("dead-letters"), message.value, key=message.key, headers=headers
-        )
-        DEAD_LETTERED.labels(message.topic, self._group).inc()
+        return Record(message.topic, message.partition, message.offset, key, value, message)
 
     async def _update_lag(self) -> None:
         now = time.monotonic()

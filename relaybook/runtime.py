@@ -18,6 +18,7 @@ from pathlib import Path
 import asyncpg
 
 from relaybook import database
+from relaybook.deadletters import DeadLetters
 from relaybook.embedded import EmbeddedBroker, EmbeddedPostgres
 from relaybook.kafka import Producer, ensure_topics
 from relaybook.logs import get_logger
@@ -49,6 +50,10 @@ class Infrastructure:
 
     async def check_broker(self) -> None:
         await self.producer.ping()
+
+    def dead_letters(self) -> DeadLetters:
+        """Where this process's consumers set aside what they cannot handle."""
+        return DeadLetters(self.pool, self.producer, self.settings.topic("dead-letters"))
 
     def events_outbox(self) -> Outbox:
         """The event outbox of this process's services, with the configured retention."""

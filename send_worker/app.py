@@ -38,7 +38,7 @@ def build(infra: Infrastructure) -> Deployable:
             settings,
             ["send-jobs"],
             GROUP.format(channel=channel),
-            producer=infra.producer,
+            dead_letters=infra.dead_letters(),
             only={"channel": channel},
             **LANE_FETCH[channel],
         )

@@ -12,11 +12,13 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 
 import schemas
+from relaybook.deadletters import DeadLetters
 from relaybook.kafka import Consumer, Producer, Record, murmur2
 from relaybook.settings import Settings
 
@@ -34,16 +36,21 @@ async def until(condition: Callable[[], bool], within: float = 20) -> None:
         await asyncio.sleep(0.05)
 
 
+@pytest.fixture
+def letters(pool: asyncpg.Pool, producer: Producer, settings: Settings) -> DeadLetters:
+    return DeadLetters(pool, producer, settings.topic("dead-letters"))
+
+
 async def consume(
     settings: Settings,
-    producer: Producer,
+    letters: DeadLetters,
     handler: Callable[[list[Record]], Awaitable[None]],
     done: Callable[[], bool],
     group: str = "test-group",
     **options: Any,
 ) -> None:
     """Runs a consumer in the group until ``done()``, then stops it."""
-    consumer = Consumer(settings, ["send-jobs"], group, producer=producer, **options)
+    consumer = Consumer(settings, ["send-jobs"], group, dead_letters=letters, **options)
     await consumer.start()
     task = asyncio.create_task(consumer.run(handler))
     try:
@@ -56,7 +63,7 @@ async def consume(
 
 
 async def test_messages_round_trip_through_a_group_and_a_restart_resumes_at_the_commit(
-    settings: Settings, producer: Producer
+    settings: Settings, producer: Producer, letters: DeadLetters
 ) -> None:
     first = [send_job(recipient_id=f"r{i}") for i in range(10)]
     await producer.send_many("send-jobs", [(job["recipient_id"], job) for job in first])
@@ -65,7 +72,7 @@ async def test_messages_round_trip_through_a_group_and_a_restart_resumes_at_the_
     async def handler(records: list[Record]) -> None:
         seen.extend(records)
 
-    await consume(settings, producer, handler, lambda: len(seen) >= 10)
+    await consume(settings, letters, handler, lambda: len(seen) >= 10)
     assert sorted(r.value["job_id"] for r in seen) == sorted(j["job_id"] for j in first)
     assert all(r.key == r.value["recipient_id"] for r in seen)
 
@@ -76,16 +83,17 @@ async def test_messages_round_trip_through_a_group_and_a_restart_resumes_at_the_
     async def handler_after_restart(records: list[Record]) -> None:
         resumed.extend(records)
 
-    await consume(settings, producer, handler_after_restart, lambda: len(resumed) >= 5)
+    await consume(settings, letters, handler_after_restart, lambda: len(resumed) >= 5)
     await asyncio.sleep(1)  # anything already committed would have arrived by now
     assert sorted(r.value["job_id"] for r in resumed) == sorted(j["job_id"] for j in second)
 
 
 async def test_a_batch_whose_handler_fails_is_consumed_again_until_it_succeeds(
-    settings: Settings, producer: Producer
+    settings: Settings, producer: Producer, letters: DeadLetters
 ) -> None:
-    """Nothing is committed for a failing batch: the consumer goes back to the committed
-    offset and tries again, and the messages after it are not skipped."""
+    """Nothing is committed for a batch that fails for a transient reason (the database
+    away): the consumer goes back to the committed offset and tries again, and the
+    messages after it are not skipped."""
     first, second = send_job(), send_job()
     await producer.send("send-jobs", first, key="r1")
     calls: list[list[str]] = []
@@ -95,10 +103,10 @@ async def test_a_batch_whose_handler_fails_is_consumed_again_until_it_succeeds(
         if len(calls) <= 2:
             if len(calls) == 1:
                 await producer.send("send-jobs", second, key="r1")
-            raise RuntimeError("database down")
+            raise ConnectionRefusedError("database down")
 
     await consume(
-        settings, producer, flaky, lambda: second["job_id"] in {j for c in calls[2:] for j in c}
+        settings, letters, flaky, lambda: second["job_id"] in {j for c in calls[2:] for j in c}
     )
     assert calls[0] == [first["job_id"]]
     handled = [job for call in calls[2:] for job in call]
@@ -137,7 +145,7 @@ async def _partitions(consumer: AIOKafkaConsumer, settings: Settings) -> set[Any
 
 
 async def test_a_message_that_breaks_its_contract_goes_to_dead_letters_and_the_rest_flows(
-    settings: Settings, producer: Producer
+    settings: Settings, producer: Producer, letters: DeadLetters
 ) -> None:
     raw = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
     await raw.start()
@@ -158,7 +166,7 @@ async def test_a_message_that_breaks_its_contract_goes_to_dead_letters_and_the_r
     async def handler(records: list[Record]) -> None:
         seen.extend(records)
 
-    await consume(settings, producer, handler, lambda: bool(seen))
+    await consume(settings, letters, handler, lambda: bool(seen))
     assert [r.value["job_id"] for r in seen] == [good["job_id"]]
 
     dead = AIOKafkaConsumer(
@@ -167,25 +175,93 @@ async def test_a_message_that_breaks_its_contract_goes_to_dead_letters_and_the_r
         auto_offset_reset="earliest",
     )
     await dead.start()
-    letters: list[Any] = []
+    published: list[Any] = []
     try:
         deadline = time.monotonic() + 10
-        while len(letters) < 2 and time.monotonic() < deadline:
+        while len(published) < 2 and time.monotonic() < deadline:
             for messages in (await dead.getmany(timeout_ms=500)).values():
-                letters.extend(messages)
+                published.extend(messages)
     finally:
         await dead.stop()
-    assert sorted(m.value for m in letters) == sorted(
+    assert sorted(m.value for m in published) == sorted(
         [b"{not json", json.dumps({"schema": "send-job/v1", "job_id": "nope"}).encode()]
     )
-    headers = dict(letters[0].headers)
+    headers = dict(published[0].headers)
     assert headers["source_topic"] == settings.topic("send-jobs").encode()
     assert headers["consumer_group"] == b"test-group"
+    assert headers["reason"] == b"contract_violation"
     assert headers["error"]
+    stored = await letters.list()
+    assert sorted(letter.value for letter in stored) == sorted(m.value for m in published)
+    assert {letter.reason for letter in stored} == {"contract_violation"}
+
+
+async def test_a_message_that_fails_for_good_is_set_aside_and_its_batch_goes_on(
+    settings: Settings,
+    producer: Producer,
+    letters: DeadLetters,
+    db: asyncpg.Connection,
+    pool: asyncpg.Pool,
+) -> None:
+    """A poison message (here a NUL, which PostgreSQL refuses in a text) fails its
+    batch's transaction every time: it is isolated and set aside, every other message of
+    the batch is stored, the offsets advance, and a good message after it is stored at
+    once. Once the cause is fixed, a replay stores it too, once."""
+    await db.execute("CREATE TABLE seen (job_id text PRIMARY KEY, recipient text NOT NULL)")
+    jobs = [send_job(recipient_id=f"r{i}") for i in range(40)]
+    poison = send_job(recipient_id="bad\u0000owner")
+    jobs.insert(17, poison)
+    fixed = False
+
+    async def store(records: list[Record]) -> None:
+        values = [
+            (r.value["job_id"], "fixed" if fixed else r.value["recipient_id"]) for r in records
+        ]
+        async with pool.acquire() as connection, connection.transaction():
+            await connection.executemany(
+                "INSERT INTO seen VALUES ($1, $2) ON CONFLICT DO NOTHING", values
+            )
+
+    async def stored() -> set[str]:
+        return {row["job_id"] for row in await db.fetch("SELECT job_id FROM seen")}
+
+    async def run_until(job_ids: set[str]) -> None:
+        consumer = Consumer(settings, ["send-jobs"], "poisoned", dead_letters=letters)
+        await consumer.start_running(store, "poisoned")
+        try:
+            deadline = time.monotonic() + 20
+            while not job_ids <= await stored():
+                assert time.monotonic() < deadline, "not stored in time"
+                await asyncio.sleep(0.05)
+        finally:
+            await consumer.stop()
+
+    # one key, one partition: the poison sits between good messages of one batch
+    await producer.send_many("send-jobs", [("same", job) for job in jobs])
+    late = send_job(recipient_id="late")
+    await producer.send("send-jobs", late, key="same")
+    started = time.monotonic()
+    await run_until({job["job_id"] for job in jobs if job is not poison} | {late["job_id"]})
+    assert time.monotonic() - started < 10
+    assert poison["job_id"] not in await stored()
+
+    [letter] = await letters.list()
+    assert json.loads(letter.value)["job_id"] == poison["job_id"]
+    assert letter.reason == "data_error"
+    assert "CharacterNotInRepertoire" in letter.error
+    assert letter.consumer_group == "poisoned"
+    assert letter.key == b"same"
+
+    fixed = True
+    assert await letters.replay([letter], by="ops") == 1
+    assert await letters.list() == []
+    await run_until({poison["job_id"]})
+    [replayed] = await letters.list(include_replayed=True)
+    assert replayed.replayed_by == "ops"
 
 
 async def test_members_joining_and_leaving_a_group_lose_no_message(
-    settings: Settings, producer: Producer
+    settings: Settings, producer: Producer, letters: DeadLetters
 ) -> None:
     """Partitions move between members as they come and go; every message is handled by
     someone, and a batch is committed by the member that handled it or handled again."""
@@ -206,8 +282,8 @@ async def test_members_joining_and_leaving_a_group_lose_no_message(
     def handled() -> set[str]:
         return set(seen["a"]) | set(seen["b"])
 
-    a = Consumer(settings, ["send-jobs"], "shared", producer=producer)
-    b = Consumer(settings, ["send-jobs"], "shared", producer=producer)
+    a = Consumer(settings, ["send-jobs"], "shared", dead_letters=letters)
+    b = Consumer(settings, ["send-jobs"], "shared", dead_letters=letters)
     await a.start()
     task_a = asyncio.create_task(a.run(handler_for("a")))
     await publish(30)
@@ -290,7 +366,7 @@ async def test_many_messages_keep_each_keys_order_on_the_java_clients_partition(
 
 
 async def test_a_consumer_for_one_channel_passes_over_the_others_jobs_undecoded(
-    settings: Settings, producer: Producer
+    settings: Settings, producer: Producer, letters: DeadLetters
 ) -> None:
     jobs = [send_job(channel=("email", "sms")[i % 2], recipient_id=f"r{i}") for i in range(20)]
     await producer.send_many("send-jobs", [(job["recipient_id"], job) for job in jobs])
@@ -299,7 +375,7 @@ async def test_a_consumer_for_one_channel_passes_over_the_others_jobs_undecoded(
     async def handler(records: list[Record]) -> None:
         seen.extend(records)
 
-    await consume(settings, producer, handler, lambda: len(seen) >= 10, only={"channel": "sms"})
+    await consume(settings, letters, handler, lambda: len(seen) >= 10, only={"channel": "sms"})
     await asyncio.sleep(1)  # an email job would have arrived by now
     assert sorted(r.value["recipient_id"] for r in seen) == sorted(
         job["recipient_id"] for job in jobs if job["channel"] == "sms"
@@ -312,6 +388,6 @@ async def test_a_consumer_for_one_channel_passes_over_the_others_jobs_undecoded(
     async def after_restart(records: list[Record]) -> None:
         resumed.extend(records)
 
-    await consume(settings, producer, after_restart, lambda: len(resumed) >= 1)
+    await consume(settings, letters, after_restart, lambda: len(resumed) >= 1)
     await asyncio.sleep(1)
     assert [r.value["recipient_id"] for r in resumed] == ["last"]
