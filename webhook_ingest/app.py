@@ -11,7 +11,6 @@ tracker stores each id once.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -33,6 +32,7 @@ from relaybook.timestamps import now_iso
 from webhook_ingest import WebhookError
 from webhook_ingest.events import (
     MalformedError,
+    parse_batch,
     sendgrid_event,
     twilio_inbound,
     twilio_status,
@@ -42,6 +42,7 @@ from webhook_ingest.signatures import (
     SENDGRID_TIMESTAMP,
     TWILIO_SIGNATURE,
     SendGridVerifier,
+    check_twilio_header,
     verify_twilio,
 )
 
@@ -75,17 +76,14 @@ class Ingest:
             log.warning("no SendGrid webhook public key configured: every SendGrid post is refused")
 
     async def sendgrid(self, request: Request) -> Response:
-        body = await self._body(request)
-        self._sendgrid.verify(
-            body,
+        signature = self._sendgrid.check_headers(
             request.headers.get(SENDGRID_SIGNATURE),
             request.headers.get(SENDGRID_TIMESTAMP),
             time.time(),
         )
-        try:
-            batch = json.loads(body)
-        except ValueError:
-            raise MalformedError("the body is not JSON") from None
+        body = await self._body(request)
+        self._sendgrid.verify(body, signature)
+        batch = parse_batch(body)
         if not isinstance(batch, list):
             raise MalformedError("the body is not a JSON array of events")
         received = now_iso()
@@ -113,6 +111,9 @@ class Ingest:
             raise WebhookError(413, "payload_too_large", str(problem)) from None
 
     async def _twilio_form(self, request: Request) -> dict[str, str]:
+        token = self._settings.twilio_auth_token
+        signature = check_twilio_header(token, request.headers.get(TWILIO_SIGNATURE))
+        assert token is not None  # checked with the header
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "application/x-www-form-urlencoded":
             raise WebhookError(415, "unsupported_media_type", "Twilio posts form-encoded bodies")
@@ -124,9 +125,7 @@ class Ingest:
         # Twilio signed the URL it was given, not the one this process sees behind a proxy
         query = request.scope["query_string"].decode("latin-1")
         url = self._settings.webhook_base_url + request.url.path + (f"?{query}" if query else "")
-        verify_twilio(
-            self._settings.twilio_auth_token, url, pairs, request.headers.get(TWILIO_SIGNATURE)
-        )
+        verify_twilio(token, url, pairs, signature)
         return dict(pairs)
 
     async def _publish(self, provider: str, messages: list[Message]) -> None:

@@ -10,10 +10,14 @@ knows yet are kept under their own name, never rejected.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
+from relaybook import storable
 from relaybook.timestamps import iso
 from webhook_ingest import WebhookError
 
@@ -56,6 +60,22 @@ class MalformedError(WebhookError):
         super().__init__(400, "malformed", detail)
 
 
+def parse_batch(body: bytes) -> Any:
+    """A signed body as JSON: by ``orjson`` (fast), or, for what it refuses that is still
+    JSON (a lone surrogate in a string), by the standard library, so the events are kept
+    (:func:`relaybook.storable.json_value`); nesting past about 1000 levels is refused."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise MalformedError("the body is nested too deeply") from None
+    except ValueError:  # UnicodeDecodeError and too many digits included
+        raise MalformedError("the body is not JSON") from None
+
+
 def _delivery_id(value: Any) -> str | None:
     """A correlation id we issued, or None for anything else (never an error: events about
     messages relaybook did not send are kept, just not correlated)."""
@@ -68,7 +88,7 @@ def _delivery_id(value: Any) -> str | None:
 
 
 def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
+    return storable.text(value) if isinstance(value, str) and value else None
 
 
 def sendgrid_event(raw: Any, index: int, received_at: str) -> dict[str, Any]:
@@ -88,10 +108,10 @@ def sendgrid_event(raw: Any, index: int, received_at: str) -> dict[str, Any]:
         occurred = dt.datetime.fromtimestamp(timestamp, dt.UTC)
     except (OverflowError, OSError, ValueError):
         raise MalformedError(f"event {index}: `timestamp` is out of range") from None
-    kind = SENDGRID_TYPES.get(name, name)
+    kind = SENDGRID_TYPES.get(name) or storable.text(name)
     event: dict[str, Any] = {
         "schema": "delivery-event/v1",
-        "event_id": f"sendgrid:{event_id}",
+        "event_id": f"sendgrid:{storable.text(event_id)}",
         "type": kind,
         "channel": "email",
         "provider": "sendgrid",
@@ -102,7 +122,7 @@ def sendgrid_event(raw: Any, index: int, received_at: str) -> dict[str, Any]:
         "address": _text(raw.get("email")),
         "reason": None,
         "provider_code": None,
-        "raw": raw,
+        "raw": _faithful(raw, index),
     }
     if kind in {"bounced", "dropped", "deferred"}:
         event["reason"] = _text(raw.get("reason")) or _text(raw.get("response"))
@@ -118,18 +138,32 @@ def sendgrid_event(raw: Any, index: int, received_at: str) -> dict[str, Any]:
         event["machine_open"] = raw.get("sg_machine_open") is True
     elif kind == "deferred":
         attempt = raw.get("attempt")
-        if isinstance(attempt, str) and attempt.isdigit() and int(attempt) >= 1:
-            event["attempt"] = int(attempt)
-        elif isinstance(attempt, int) and not isinstance(attempt, bool) and attempt >= 1:
+        if isinstance(attempt, str) and attempt.isascii() and attempt.isdigit():
+            attempt = int(attempt[:9])
+        if isinstance(attempt, int) and not isinstance(attempt, bool) and 1 <= attempt < 10**9:
             event["attempt"] = attempt
     return event
 
 
+def _faithful(raw: dict[str, Any], index: int) -> Any:
+    """The provider's event as received, storable (:func:`relaybook.storable.json_value`)."""
+    try:
+        return storable.json_value(raw)
+    except RecursionError:
+        raise MalformedError(f"event {index} is nested too deeply") from None
+
+
 def _required(form: Mapping[str, str], name: str) -> str:
-    value = form.get(name, "")
+    value = storable.text(form.get(name, ""))
     if not value:
         raise MalformedError(f"the form has no `{name}`")
     return value
+
+
+def _form(form: Mapping[str, str]) -> dict[str, str]:
+    """A Twilio form as received, storable: a NUL (``%00``) becomes U+FFFD in the names
+    and values it is in (the form is UTF-8 text, so it holds no lone surrogate)."""
+    return {storable.text(name): storable.text(value) for name, value in form.items()}
 
 
 def twilio_status(
@@ -139,7 +173,7 @@ def twilio_status(
     own: the event happened when it arrived."""
     sid = _required(form, "MessageSid")
     status = _required(form, "MessageStatus").lower()
-    code = form.get("ErrorCode") or None
+    code = _text(form.get("ErrorCode"))
     return {
         "schema": "delivery-event/v1",
         "event_id": f"twilio:{sid}:{status}",
@@ -150,10 +184,10 @@ def twilio_status(
         "received_at": received_at,
         "delivery_id": _delivery_id(delivery_id),
         "provider_message_id": sid,
-        "address": form.get("To") or None,
+        "address": _text(form.get("To")),
         "reason": TWILIO_ERRORS.get(code, f"Twilio error {code}") if code else None,
         "provider_code": code,
-        "raw": dict(form),
+        "raw": _form(form),
     }
 
 
@@ -162,7 +196,7 @@ def twilio_inbound(form: Mapping[str, str], received_at: str) -> dict[str, Any]:
     ``opted_in`` for START and its synonyms, ``inbound`` for anything else."""
     sid = _required(form, "MessageSid")
     sender = _required(form, "From")
-    keyword = form.get("Body", "").strip().upper()
+    keyword = storable.text(form.get("Body", "")).strip().upper()
     opt = form.get("OptOutType", "").upper()
     if keyword in OPT_OUT or opt == "STOP":
         kind = "opted_out"
@@ -183,5 +217,5 @@ def twilio_inbound(form: Mapping[str, str], received_at: str) -> dict[str, Any]:
         "address": sender,
         "reason": f"replied {keyword}" if kind != "inbound" else None,
         "provider_code": None,
-        "raw": dict(form),
+        "raw": _form(form),
     }

@@ -17,6 +17,7 @@ import binascii
 import hashlib
 import hmac
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -35,6 +36,22 @@ class SignatureError(WebhookError):
     403 when it is wrong or stale."""
 
 
+#: the longest signature header read: a DER ECDSA P-256 signature is at most 72 bytes
+MAX_SIGNATURE = 200
+
+
+class SendGridSignature(NamedTuple):
+    """The signature headers of a SendGrid post, checked for shape and freshness."""
+
+    der: bytes
+    timestamp: bytes
+
+
+def _ascii_digits(text: str) -> bool:
+    # str.isdigit() alone takes "²" and other digits int() refuses
+    return text.isascii() and text.isdigit()
+
+
 class SendGridVerifier:
     def __init__(self, public_keys: Sequence[str], tolerance_s: float) -> None:
         self._keys: list[ec.EllipticCurvePublicKey] = []
@@ -44,9 +61,11 @@ class SendGridVerifier:
             self._keys.append(key)
         self._tolerance = tolerance_s
 
-    def verify(self, body: bytes, signature: str | None, timestamp: str | None, now: float) -> None:
-        """Returns if one configured key signed ``timestamp + body`` recently enough;
-        raises :class:`SignatureError` otherwise."""
+    def check_headers(
+        self, signature: str | None, timestamp: str | None, now: float
+    ) -> SendGridSignature:
+        """The signature headers, checked for shape and freshness before the body is
+        read; raises :class:`SignatureError` for headers of any other shape."""
         if not signature or not timestamp:
             raise SignatureError(
                 401, "missing_signature", "the SendGrid signature headers are missing"
@@ -55,17 +74,25 @@ class SendGridVerifier:
             raise SignatureError(
                 403, "invalid_signature", "no SendGrid webhook public key is configured"
             )
-        if not timestamp.isdigit() or len(timestamp) > 12:
+        if not _ascii_digits(timestamp) or len(timestamp) > 12:
             raise SignatureError(403, "invalid_signature", "the timestamp is not Unix seconds")
         if abs(now - int(timestamp)) > self._tolerance:
             raise SignatureError(
                 403, "stale_signature", f"the timestamp is over {self._tolerance:g} s from now"
             )
+        if not signature.isascii() or len(signature) > MAX_SIGNATURE:
+            raise SignatureError(403, "invalid_signature", "the signature is not base64")
         try:
             der = base64.b64decode(signature, validate=True)
         except (binascii.Error, ValueError):
             raise SignatureError(403, "invalid_signature", "the signature is not base64") from None
-        signed = timestamp.encode() + body
+        return SendGridSignature(der, timestamp.encode())
+
+    def verify(self, body: bytes, headers: SendGridSignature) -> None:
+        """Returns if one configured key signed ``timestamp + body``; raises
+        :class:`SignatureError` otherwise."""
+        der = headers.der
+        signed = headers.timestamp + body
         for key in self._keys:
             try:
                 key.verify(der, signed, ec.ECDSA(hashes.SHA256()))
@@ -75,22 +102,27 @@ class SendGridVerifier:
         raise SignatureError(403, "invalid_signature", "the signature does not match")
 
 
-def verify_twilio(
-    auth_token: str | None,
-    url: str,
-    params: Sequence[tuple[str, str]],
-    signature: str | None,
-) -> None:
-    """Returns if ``signature`` is Twilio's over ``url`` and ``params``; raises
-    :class:`SignatureError` otherwise."""
+def check_twilio_header(auth_token: str | None, signature: str | None) -> bytes:
+    """The X-Twilio-Signature header, checked for shape before the body is read (an
+    HMAC-SHA1 in base64 is 28 ASCII characters); raises :class:`SignatureError`."""
     if not signature:
         raise SignatureError(401, "missing_signature", "the X-Twilio-Signature header is missing")
     if not auth_token:
         raise SignatureError(403, "invalid_signature", "no Twilio auth token is configured")
+    if not signature.isascii() or len(signature) != 28:
+        raise SignatureError(403, "invalid_signature", "the signature is not an HMAC-SHA1")
+    return signature.encode()
+
+
+def verify_twilio(
+    auth_token: str, url: str, params: Sequence[tuple[str, str]], signature: bytes
+) -> None:
+    """Returns if ``signature`` (checked by :func:`check_twilio_header`) is Twilio's over
+    ``url`` and ``params``; raises :class:`SignatureError` otherwise."""
     # sorted by name; a repeated name keeps its values in the order they came
     payload = url + "".join(name + value for name, value in sorted(params, key=lambda p: p[0]))
     expected = base64.b64encode(
         hmac.new(auth_token.encode(), payload.encode(), hashlib.sha1).digest()
-    ).decode()
+    )
     if not hmac.compare_digest(expected, signature):
         raise SignatureError(403, "invalid_signature", "the signature does not match")

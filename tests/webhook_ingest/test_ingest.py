@@ -25,6 +25,7 @@ from relaybook.embedded import EmbeddedBroker
 from relaybook.http import create_app
 from relaybook.kafka import Producer, ensure_topics
 from relaybook.settings import Settings
+from relaybook.storable import has_unstorable
 from relaybook.system import System
 from tests.support import read_topic, until
 from webhook_ingest.app import routes
@@ -398,3 +399,133 @@ async def test_while_the_broker_is_away_batches_get_503_and_are_recorded_once_it
     finally:
         await producer.stop()
         broker.stop()
+
+
+@pytest.mark.parametrize(
+    ("signature", "timestamp", "status"),
+    [
+        (None, "now", 401),
+        ("good", None, 401),
+        ("good", "²", 403),  # str.isdigit() says yes, int() says no
+        ("good", "\uff11\uff12\uff13\uff14\uff15\uff16\uff17\uff18\uff19\uff10", 403),  # fullwidth
+        ("good", "-1", 403),
+        ("good", "1e9", 403),
+        ("good", "9" * 40, 403),
+        ("é" * 20, "now", 403),
+        ("A" * 5000, "now", 403),
+        ("not base64!", "now", 403),
+    ],
+)
+async def test_a_sendgrid_signature_header_of_any_shape_is_refused_before_the_body_is_read(
+    ingest: httpx.AsyncClient,
+    system: System,
+    signature: str | None,
+    timestamp: str | None,
+    status: int,
+) -> None:
+    """The body is oversize: a 401/403 (not 413) shows the headers were judged first."""
+    body = encode([sendgrid_event("delivered", filler="x" * 70_000)])
+    good = signed(body)
+    headers: dict[str, bytes] = {"Content-Type": b"application/json"}
+    if signature is not None:
+        value = good["X-Twilio-Email-Event-Webhook-Signature"] if signature == "good" else signature
+        headers["X-Twilio-Email-Event-Webhook-Signature"] = value.encode("utf-8")
+    if timestamp is not None:
+        value = good["X-Twilio-Email-Event-Webhook-Timestamp"] if timestamp == "now" else timestamp
+        headers["X-Twilio-Email-Event-Webhook-Timestamp"] = value.encode("utf-8")
+
+    response = await ingest.post("/webhooks/sendgrid", content=body, headers=headers)
+
+    assert response.status_code == status, response.text
+    await _nothing_published(system)
+
+
+@pytest.mark.parametrize(
+    ("signature", "status"),
+    [(None, 401), ("é" * 28, 403), ("A" * 27, 403), ("A" * 5000, 403), ("Ā" * 28, 403)],
+)
+async def test_a_twilio_signature_header_of_any_shape_is_refused_before_the_body_is_read(
+    ingest: httpx.AsyncClient, system: System, signature: str | None, status: int
+) -> None:
+    headers = {"Content-Type": b"application/json"}  # judged after the signature
+    if signature is not None:
+        headers["X-Twilio-Signature"] = signature.encode("utf-8")
+    response = await ingest.post("/webhooks/twilio", content=b"x" * 70_000, headers=headers)
+    assert response.status_code == status, response.text
+    await _nothing_published(system)
+
+
+def _deep(levels: int) -> str:
+    return "[" * levels + "]" * levels
+
+
+@pytest.mark.parametrize(
+    ("fragment", "check"),
+    [
+        # what PostgreSQL cannot store: the event is kept, its texts made storable, its
+        # raw payload kept to the byte as escaped JSON
+        (r'"reason": "mailbox\u0000full", "type": "bounce"', "nul"),
+        (r'"reason": "half \ud800 a pair", "type": "bounce"', "surrogate"),
+        (r'"reason": "fine", "huge": 123456789012345678901234567890', "huge"),
+        ('"reason": "fine", "nested": ' + _deep(300), "deep"),
+        (r'"reason": "fine", "attempt": "²"', "superscript"),
+    ],
+)
+async def test_a_signed_event_with_unstorable_content_is_kept_harmlessly(
+    ingest: httpx.AsyncClient, system: System, fragment: str, check: str
+) -> None:
+    event_id = uuid.uuid4().hex
+    body = (
+        f'[{{"event": "bounce", "email": "owner@example.org", "timestamp": 1790000000, '
+        f'"sg_event_id": "{event_id}", "delivery_id": "{DELIVERY}", {fragment}}}]'
+    ).encode()
+    response = await ingest.post("/webhooks/sendgrid", content=body, headers=signed(body))
+    assert response.status_code == 200, response.text
+    [(_, event)] = await read_topic(system.settings, "delivery-events", 1)
+    schemas.validate(event)
+    assert event["event_id"] == f"sendgrid:{event_id}"
+    assert _storable(event)
+    if check == "nul":
+        assert event["reason"] == "mailbox\ufffdfull"
+        assert json.loads(event["raw"]["escaped_json"])["reason"] == "mailbox\x00full"
+    elif check == "surrogate":
+        assert event["reason"] == "half \ufffd a pair"
+        assert json.loads(event["raw"]["escaped_json"])["reason"] == "half \ud800 a pair"
+    elif check == "huge":
+        assert event["raw"]["reason"] == "fine"
+    elif check == "deep":
+        assert json.loads(event["raw"]["escaped_json"])["nested"] == json.loads(_deep(300))
+
+
+async def test_a_signed_batch_nested_past_the_parsers_limit_is_malformed(
+    ingest: httpx.AsyncClient, system: System
+) -> None:
+    body = f"[{_deep(5000)}]".encode()
+    response = await ingest.post("/webhooks/sendgrid", content=body, headers=signed(body))
+    assert (response.status_code, response.json()["error"]) == (400, "malformed")
+    await _nothing_published(system)
+
+
+async def test_a_twilio_form_with_a_nul_is_kept_harmlessly(
+    ingest: httpx.AsyncClient, system: System
+) -> None:
+    path = f"/webhooks/twilio?delivery_id={DELIVERY}"
+    form = twilio_form("undelivered", ErrorCode="3000\x005", Body="STOP\x00")
+    response = await ingest.post(
+        path, content=urlencode(form), headers=twilio_headers(PUBLIC + path, form)
+    )
+    assert response.status_code == 204, response.text
+    [(_, event)] = await read_topic(system.settings, "delivery-events", 1)
+    assert event["provider_code"] == "3000\ufffd5"
+    assert _storable(event)
+
+
+def _storable(value: Any) -> bool:
+    """No NUL nor lone surrogate in any string of ``value``."""
+    if isinstance(value, str):
+        return not has_unstorable(value)
+    if isinstance(value, dict):
+        return all(_storable(k) and _storable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_storable(item) for item in value)
+    return True
