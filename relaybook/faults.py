@@ -47,9 +47,11 @@ def _transient_itself(problem: BaseException) -> bool:
     if isinstance(problem, asyncpg.PostgresError):
         state = problem.sqlstate or ""
         return state[:2] in _TRANSIENT_SQLSTATE_CLASSES or state in _TRANSIENT_SQLSTATES
-    # asyncpg's own client errors: "connection is closed", "pool is closing"; its
-    # subclasses are about the call itself (an argument it cannot encode): permanent
-    return type(problem) is asyncpg.InterfaceError
+    # asyncpg's own client errors: "connection is closed", "pool is closing", and the
+    # protocol's state errors when a connection broke mid-statement ("cannot switch to
+    # state"); InterfaceError's subclasses are about the call itself (an argument it
+    # cannot encode): permanent
+    return type(problem) in (asyncpg.InterfaceError, asyncpg.InternalClientError)
 
 
 def reason(problem: BaseException) -> str:

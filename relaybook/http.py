@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+import asyncpg
 import structlog
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
@@ -24,6 +25,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from relaybook import faults
+from relaybook.faults import UnavailableError
 from relaybook.logs import get_logger
 
 log = get_logger(__name__)
@@ -86,6 +89,32 @@ async def _http_exception(_request: Request, exc: Exception) -> Response:
     )
 
 
+#: what a route raises when PostgreSQL or the broker is away (faults.is_transient sorts)
+_OUTAGES = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    UnavailableError,
+)
+#: seconds a client is asked to wait while a server is away
+RETRY_AFTER_S = 5
+
+
+async def _outage(request: Request, exc: Exception) -> Response:
+    """503 and ``Retry-After`` while a server is away; a 500 for anything else."""
+    if not faults.is_transient(exc):
+        return await _unexpected(request, exc)
+    log.warning("server unavailable", error=f"{type(exc).__name__}: {str(exc)[:200]}")
+    return error(
+        503,
+        "unavailable",
+        "a server relaybook needs is unavailable; retry later",
+        {"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
 async def _unexpected(_request: Request, exc: Exception) -> Response:
     log.error("unhandled error", exc_info=exc)
     return error(500, "internal_error", "an unexpected error occurred; it has been logged")
@@ -133,7 +162,12 @@ def create_app(
     """A Starlette app with the shared routes, JSON errors and request logging."""
     return Starlette(
         routes=[*service_routes(checks), *routes],
-        exception_handlers={HTTPException: _http_exception, Exception: _unexpected},
+        exception_handlers={
+            HTTPException: _http_exception,
+            # what a server away raises: answered here, not by the last-resort handler
+            **dict.fromkeys(_OUTAGES, _outage),
+            Exception: _unexpected,
+        },
         middleware=[Middleware(_RequestContext, service=service)],
         **kwargs,
     )

@@ -1,0 +1,247 @@
+"""Outages as a bad night brings them: PostgreSQL or the broker stopped under API and
+webhook load, then back. While a server is away every answer that needs it is a 503 with
+``Retry-After``, never a 500; the services recover by themselves; and every webhook event
+the provider got a 2xx for (or re-posted until it got one) is recorded once."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from provider_sandbox.signing import SendGridSigner
+from relaybook import database
+from relaybook.embedded import EmbeddedBroker, EmbeddedPostgres, free_ports
+from relaybook.kafka import ensure_topics
+from relaybook.settings import Settings
+from relaybook.system import System
+from tests.support import ADMIN, notice, until
+
+SIGNER = SendGridSigner(ec.generate_private_key(ec.SECP256R1()))
+#: how long a server stays away
+OUTAGE_S = 4.0
+log = logging.getLogger(__name__)
+
+
+class Load:
+    """API calls and signed webhook batches in a loop, as clients and SendGrid send them:
+    a batch not answered 2xx is posted again until it is (SendGrid retries for a day)."""
+
+    def __init__(self, api: httpx.AsyncClient | None, ingest: httpx.AsyncClient) -> None:
+        self.api = api
+        self.ingest = ingest
+        self.statuses: collections.Counter[tuple[str, int]] = collections.Counter()
+        self.missing_retry_after = 0
+        self.accepted: set[str] = set()
+        self.pending: list[bytes] = []
+        self.notice_id: str | None = None
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def note(self, kind: str, response: httpx.Response) -> None:
+        self.statuses[kind, response.status_code] += 1
+        if response.status_code == 503 and not response.headers.get("Retry-After", "").isdigit():
+            self.missing_retry_after += 1
+
+    async def api_loop(self) -> None:
+        assert self.api is not None
+        while not self._stop.is_set():
+            for call in (
+                self.api.get(f"/v1/notices/{self.notice_id}"),
+                self.api.get("/v1/journal", params={"limit": "5"}),
+                self.api.post("/v1/notices", json=notice(2, send=False)),
+                self.api.get("/v1/preferences"),
+            ):
+                self.note("api", await call)
+            await asyncio.sleep(0.02)
+
+    async def webhook_loop(self) -> None:
+        while not self._stop.is_set():
+            batch = json.dumps(
+                [
+                    {
+                        "event": "delivered",
+                        "email": "owner@example.org",
+                        "timestamp": int(time.time()),
+                        "sg_event_id": uuid.uuid4().hex,
+                    }
+                    for _ in range(10)
+                ]
+            ).encode()
+            for body in [*self.pending, batch]:
+                response = await self.ingest.post(
+                    "/webhooks/sendgrid",
+                    content=body,
+                    headers={
+                        "Content-Type": "application/json",
+                        **SIGNER.headers(body, int(time.time())),
+                    },
+                )
+                self.note("webhook", response)
+                if response.is_success:
+                    self.accepted.update(f"sendgrid:{e['sg_event_id']}" for e in json.loads(body))
+                    if body in self.pending:
+                        self.pending.remove(body)
+                elif body not in self.pending:
+                    self.pending.append(body)
+            await asyncio.sleep(0.02)
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._tasks = [asyncio.create_task(self.webhook_loop())]
+        if self.api is not None:
+            self._tasks.append(asyncio.create_task(self.api_loop()))
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await asyncio.gather(*self._tasks)
+
+    async def drain(self, within: float = 30) -> None:
+        """Re-posts what was refused until it is accepted, as the provider does."""
+        deadline = time.monotonic() + within
+        while self.pending:
+            assert time.monotonic() < deadline, f"{len(self.pending)} batches still refused"
+            self._stop.clear()
+            task = asyncio.create_task(self.webhook_loop())
+            await asyncio.sleep(0.2)
+            self._stop.set()
+            await task
+
+    def of(self, kind: str) -> dict[int, int]:
+        return {status: n for (k, status), n in sorted(self.statuses.items()) if k == kind}
+
+
+async def stored(url: str, event_ids: set[str]) -> dict[str, int]:
+    """How many times each of ``event_ids`` is in the journal's events."""
+    connection = await asyncpg.connect(url)
+    try:
+        rows = await connection.fetch(
+            "SELECT event_id, count(*) AS n FROM delivery_events "
+            "WHERE event_id = ANY($1::text[]) GROUP BY event_id",
+            list(event_ids),
+        )
+    finally:
+        await connection.close()
+    return {row["event_id"]: row["n"] for row in rows}
+
+
+def configured(settings: Settings, **changes: Any) -> Settings:
+    api_port, ingest_port, sandbox_port = free_ports(3)
+    return dataclasses.replace(
+        settings,
+        api_port=api_port,
+        ingest_port=ingest_port,
+        sandbox_port=sandbox_port,
+        admin_token=ADMIN,
+        sendgrid_webhook_public_keys=(SIGNER.public_key,),
+        ingest_publish_timeout_s=1.0,
+        **changes,
+    )
+
+
+@pytest.fixture
+async def own_postgres(tmp_path: Path) -> AsyncIterator[tuple[EmbeddedPostgres, str]]:
+    """A PostgreSQL server of this test's own, to stop and start again."""
+    server = EmbeddedPostgres(tmp_path / "pg")
+    url = await asyncio.to_thread(server.start)
+    await database.migrate(url)
+    yield server, url
+    await asyncio.to_thread(server.stop)
+
+
+async def test_postgresql_stopped_under_api_and_webhook_load_gives_503s_then_recovers(
+    settings: Settings, own_postgres: tuple[EmbeddedPostgres, str], tmp_path: Path
+) -> None:
+    server, url = own_postgres
+    own = configured(settings, database_url=url)
+    async with (
+        System(own, only={"dispatcher", "ingest", "tracker"}) as system,
+        httpx.AsyncClient(
+            base_url=system.servers["dispatcher"].url,
+            headers={"Authorization": f"Bearer {ADMIN}"},
+            timeout=30,
+        ) as api,
+        httpx.AsyncClient(base_url=system.servers["ingest"].url, timeout=30) as ingest,
+    ):
+        load = Load(api, ingest)
+        load.notice_id = (await api.post("/v1/notices", json=notice(3))).json()["id"]
+        load.start()
+        await asyncio.sleep(1)
+        await asyncio.to_thread(server.stop)
+        before_outage = collections.Counter(load.statuses)
+        await asyncio.sleep(OUTAGE_S)
+        during = load.statuses - before_outage
+        server = EmbeddedPostgres(tmp_path / "pg")
+        assert await asyncio.to_thread(server.start) == url
+        before_recovery = collections.Counter(load.statuses)
+        await asyncio.sleep(3)
+        await load.stop()
+        after = load.statuses - before_recovery
+        await load.drain()
+
+        log.info("answers by status: API %s, webhooks %s", load.of("api"), load.of("webhook"))
+        assert all(status < 500 or status == 503 for _, status in load.statuses), load.statuses
+        assert load.missing_retry_after == 0
+        assert during["api", 503] > 0, during
+        assert sum(n for (k, s), n in after.items() if k == "api" and s < 300) > 0, after
+
+        # the tracker retried while the database was away: every accepted event is there once
+        await until(lambda: _all_there(url, load.accepted), within=60)
+        assert set((await stored(url, load.accepted)).values()) == {1}
+    await asyncio.to_thread(server.stop)
+
+
+async def test_the_broker_stopped_under_webhook_load_gives_503s_and_nothing_is_recorded_twice(
+    settings: Settings,
+) -> None:
+    """Tansu keeps nothing across a restart: the test lets the tracker read everything
+    before the stop, so what is checked is ingest's side (503 with Retry-After while
+    away) and that each batch re-posted after it is back is recorded once."""
+    broker = EmbeddedBroker()
+    own = configured(settings, kafka_bootstrap_servers=broker.start())
+    url = own.database_url or ""
+    await ensure_topics(own)
+    try:
+        async with (
+            System(own, only={"ingest", "tracker"}) as system,
+            httpx.AsyncClient(base_url=system.servers["ingest"].url, timeout=30) as ingest,
+        ):
+            load = Load(None, ingest)
+            load.start()
+            await asyncio.sleep(1)
+            await load.stop()
+            await until(lambda: _all_there(url, load.accepted), within=30)
+            load.start()
+            broker.stop()
+            await asyncio.sleep(OUTAGE_S)
+            refused = load.of("webhook").get(503, 0)
+            broker = EmbeddedBroker(broker.port)
+            broker.start()
+            await ensure_topics(own)
+            await asyncio.sleep(3)
+            await load.stop()
+            await load.drain()
+            log.info("answers by status: webhooks %s", load.of("webhook"))
+            assert refused > 0
+            assert set(load.of("webhook")) <= {200, 503}, load.statuses
+            assert load.missing_retry_after == 0
+            await until(lambda: _all_there(url, load.accepted), within=60)
+            assert set((await stored(url, load.accepted)).values()) == {1}
+    finally:
+        broker.stop()
+
+
+async def _all_there(url: str, event_ids: set[str]) -> bool:
+    return len(await stored(url, event_ids)) == len(event_ids)
