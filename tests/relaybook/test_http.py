@@ -1,18 +1,26 @@
 """What every HTTP service shares: health, readiness that names what is missing, metrics,
-and JSON errors without tracebacks."""
+JSON errors without tracebacks, and one access-log line per request."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import socket
+import time
+from collections.abc import MutableMapping
+from typing import Any
 
 import httpx
 import pytest
-from starlette.requests import Request
+import structlog
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from starlette.types import Message
 
-from relaybook.http import PortInUseError, bind, create_app
+from relaybook import logs
+from relaybook.http import HttpServer, PortInUseError, bind, create_app
 
 
 async def _ok() -> None:
@@ -140,3 +148,166 @@ async def test_connections_accepted_on_a_bound_port_send_without_delay() -> None
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def _notice(request: Request) -> JSONResponse:
+    await request.body()
+    return JSONResponse({"id": request.path_params["notice_id"]})
+
+
+def _notices_app() -> Any:
+    return create_app(
+        "dispatcher",
+        [
+            Route("/v1/notices/{notice_id}", _notice, methods=["GET", "POST"]),
+            Route("/boom", _boom),
+        ],
+        {},
+    )
+
+
+def _requests(entries: list[MutableMapping[str, Any]]) -> list[MutableMapping[str, Any]]:
+    return [entry for entry in entries if entry["event"] == "request"]
+
+
+async def test_each_request_writes_one_access_line_with_the_route_template_only() -> None:
+    """The raw path holds ids, the query string and the body addresses: none of them is
+    logged, only the route they matched."""
+    transport = httpx.ASGITransport(app=_notices_app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        with structlog.testing.capture_logs() as entries:
+            await http.get(
+                "/v1/notices/n-4242?email=jane@example.org&To=%2B33612345678",
+                headers={"X-Request-Id": "req-1", "Authorization": "Bearer hunter2"},
+            )
+            await http.post("/v1/notices/n-4343", content=b"body: owner@example.org")
+    first, second = _requests(entries)
+    assert first == {
+        "event": "request",
+        "log_level": "info",
+        "method": "GET",
+        "route": "/v1/notices/{notice_id}",
+        "status": 200,
+        "duration_ms": first["duration_ms"],
+        "request_id": "req-1",
+        "service": "dispatcher",
+    }
+    assert isinstance(first["duration_ms"], float)
+    assert first["duration_ms"] >= 0
+    assert second["method"] == "POST"
+    assert second["route"] == "/v1/notices/{notice_id}"
+    assert len(second["request_id"]) == 32
+    text = json.dumps(entries)
+    for private in ("n-4242", "n-4343", "jane", "33612345678", "hunter2", "owner", "body"):
+        assert private not in text
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "route", "status", "level"),
+    [
+        ("GET", "/nowhere/jane@example.org", "unmatched", 404, "info"),
+        ("DELETE", "/v1/notices/n-1", "/v1/notices/{notice_id}", 405, "info"),
+        ("GET", "/boom", "/boom", 500, "warning"),
+        ("GET", "/healthz", "/healthz", 200, "debug"),
+        ("GET", "/readyz", "/readyz", 200, "debug"),
+        ("GET", "/metrics", "/metrics", 200, "debug"),
+    ],
+)
+async def test_the_access_line_level_follows_the_status_and_probes_are_debug(
+    method: str, path: str, route: str, status: int, level: str
+) -> None:
+    """Errors the app raised are logged once, as the 500 the client gets; probes and
+    scrapes stay at DEBUG so they do not flood the log."""
+    transport = httpx.ASGITransport(app=_notices_app(), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        with structlog.testing.capture_logs() as entries:
+            answer = await http.request(method, path)
+    assert answer.status_code == status
+    (line,) = _requests(entries)
+    assert (line["route"], line["status"], line["log_level"]) == (route, status, level)
+    assert "jane" not in json.dumps(line)
+
+
+async def test_a_client_gone_before_the_answer_is_one_line_with_status_499() -> None:
+    """The client hung up while sending its body: the request is still logged, once."""
+    messages: list[Message] = [
+        {"type": "http.request", "body": b"part of a body", "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return messages.pop(0)
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/notices/n-1",
+        "raw_path": b"/v1/notices/n-1",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"test"), (b"content-length", b"1000")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 80),
+    }
+    with structlog.testing.capture_logs() as entries, pytest.raises(ClientDisconnect):
+        await _notices_app()(scope, receive, send)
+    (line,) = _requests(entries)
+    assert (line["route"], line["status"], line["log_level"]) == (
+        "/v1/notices/{notice_id}",
+        499,
+        "info",
+    )
+
+
+async def test_a_running_service_writes_one_json_access_line_per_request(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Through uvicorn and the process's logging set-up: JSON lines, probes left out at
+    INFO, and a client that hangs up mid-body logged as 499."""
+    logs.configure("INFO", "json")
+    server = HttpServer("dispatcher", _notices_app(), bind(0, "RELAYBOOK_API_PORT"))
+    await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            await http.get("/v1/notices/n-4242?email=jane@example.org")
+            await http.get("/healthz")
+            await http.post("/v1/notices/n-4343", content=b"owner@example.org")
+        host, port = server.sock.getsockname()[:2]
+        _, writer = await asyncio.open_connection(host, port)
+        writer.write(b"POST /v1/notices/n-1 HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+        writer.write(b"part of a body")
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+        err = ""
+        deadline = time.monotonic() + 10
+        while '"status": 499' not in err and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+            err += capsys.readouterr().err
+    finally:
+        await server.stop()
+        structlog.reset_defaults()
+        logging.getLogger().handlers.clear()
+    # the test's own client (httpx) logs the URLs it calls; the service's lines are checked
+    lines = [json.loads(line) for line in err.splitlines()]
+    served = [line for line in lines if line["logger"] != "httpx"]
+    requests = [line for line in served if line["logger"] == "relaybook.access"]
+    assert [(line["method"], line["status"]) for line in requests] == [
+        ("GET", 200),
+        ("POST", 200),
+        ("POST", 499),
+    ]
+    assert {line["route"] for line in requests} == {"/v1/notices/{notice_id}"}
+    assert {line["level"] for line in requests} == {"info"}
+    assert all(line["service"] == "dispatcher" for line in requests)
+    assert all(line["request_id"] for line in requests)
+    text = json.dumps(served)
+    for private in ("n-4242", "jane", "owner", "part of a body"):
+        assert private not in text
