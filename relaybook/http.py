@@ -21,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -116,6 +116,12 @@ async def _outage(request: Request, exc: Exception) -> Response:
     )
 
 
+async def _client_gone(_request: Request, _exc: Exception) -> Response:
+    """The client hung up while its body was read: nobody reads the answer (nginx logs
+    such a request as 499), and it is not an error of ours."""
+    return Response(status_code=499)
+
+
 async def _unexpected(_request: Request, exc: Exception) -> Response:
     log.error("unhandled error", exc_info=exc)
     return error(500, "internal_error", "an unexpected error occurred; it has been logged")
@@ -167,6 +173,7 @@ def create_app(
             HTTPException: _http_exception,
             # what a server away raises: answered here, not by the last-resort handler
             **dict.fromkeys(_OUTAGES, _outage),
+            ClientDisconnect: _client_gone,
             Exception: _unexpected,
         },
         middleware=[Middleware(_RequestContext, service=service)],
