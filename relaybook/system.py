@@ -22,7 +22,7 @@ from provider_sandbox.app import Sandbox
 from relaybook.deployable import Deployable
 from relaybook.http import HttpServer, bind
 from relaybook.logs import get_logger
-from relaybook.runtime import Infrastructure, admin_token, infrastructure
+from relaybook.runtime import Infrastructure, admin_token, admin_token_path, infrastructure
 from relaybook.settings import Settings
 
 log = get_logger(__name__)
@@ -125,8 +125,12 @@ class System:
         self.servers[name] = server
         return server
 
-    def banner(self) -> str:
-        """What an operator needs after start: URLs, where the data is, the admin token."""
+    def banner(self, *, reveal_admin_token: bool = False) -> str:
+        """What an operator needs after start: URLs, where the data is, the admin token.
+
+        The admin token itself only with ``reveal_admin_token`` (`up` on a terminal): a
+        banner that may end up in a log file says where the token is instead. A configured
+        token is never shown: whoever configured it has it."""
         settings = self.settings
         lines = ["relaybook is up"]
         lines += [
@@ -157,6 +161,12 @@ class System:
             stand_in = " and ".join(stands_for) or "nobody"
             lines.append(f"  {'providers':16} the sandbox stands in for {stand_in}")
         if "dispatcher" in self.servers:
-            lines.append(f"  {'admin token':16} {admin_token(settings)}")
+            if settings.admin_token:
+                shown = "from RELAYBOOK_ADMIN_TOKEN"
+            elif reveal_admin_token:
+                shown = admin_token(settings)
+            else:
+                shown = f"in {admin_token_path(settings)}"
+            lines.append(f"  {'admin token':16} {shown}")
         lines.append("Press Ctrl-C to stop.")
         return "\n".join(lines)

@@ -4,8 +4,11 @@ defaults, stops cleanly on SIGTERM leaving no process behind, and finds its data
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pty
+import select
 import shutil
 import signal
 import subprocess
@@ -20,7 +23,7 @@ import psutil
 import pytest
 
 from relaybook.database import migrations
-from relaybook.embedded import free_ports, running_postgres_pid
+from relaybook.embedded import EmbeddedBroker, free_ports, running_postgres_pid
 
 RELAYBOOK = [sys.executable, "-m", "relaybook.cli"]
 
@@ -42,16 +45,24 @@ def environment(data_dir: Path, **extra: str) -> dict[str, str]:
 
 
 class Up:
-    """`relaybook up` in the background, with its output kept for the assertions."""
+    """`relaybook up` in the background, with its output kept for the assertions; its
+    stdout a file, or a terminal (a pseudo-terminal) with ``terminal``."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, *, terminal: bool = False) -> None:
         self.env = env
         self.api = f"http://127.0.0.1:{env['RELAYBOOK_API_PORT']}"
         self.ingest = f"http://127.0.0.1:{env['RELAYBOOK_INGEST_PORT']}"
         self._stdout = log_path.with_suffix(".out")
         self._stderr = log_path.with_suffix(".err")
+        self._terminal: int | None = None
+        _started.append(self)
         with self._stdout.open("w") as out, self._stderr.open("w") as err:
-            self.process = subprocess.Popen([*RELAYBOOK, "up"], env=env, stdout=out, stderr=err)
+            if terminal:
+                self._terminal, tty = pty.openpty()
+                self.process = subprocess.Popen([*RELAYBOOK, "up"], env=env, stdout=tty, stderr=err)
+                os.close(tty)
+            else:
+                self.process = subprocess.Popen([*RELAYBOOK, "up"], env=env, stdout=out, stderr=err)
 
     def wait_ready(self, timeout: float = 30) -> float:
         started = time.monotonic()
@@ -77,10 +88,26 @@ class Up:
         return psutil.Process(self.process.pid).children(recursive=True)
 
     def stdout(self) -> str:
-        return self._stdout.read_text()
+        if self._terminal is not None:  # what the terminal showed so far, kept in the file
+            with self._stdout.open("ab") as kept:
+                while select.select([self._terminal], [], [], 0)[0]:
+                    try:
+                        chunk = os.read(self._terminal, 65536)
+                    except OSError:  # EIO: the process is gone and everything was read
+                        chunk = b""
+                    if not chunk:
+                        os.close(self._terminal)
+                        self._terminal = None
+                        break
+                    kept.write(chunk)
+        return self._stdout.read_text().replace("\r\n", "\n")
 
     def stderr(self) -> str:
         return self._stderr.read_text()
+
+
+#: every `up` a test started, for its data dir fixture to stop if the test did not
+_started: list[Up] = []
 
 
 @pytest.fixture
@@ -90,6 +117,11 @@ def data_dir() -> Iterator[Path]:
     scratch = Path(tempfile.mkdtemp(prefix="relaybook-cli-"))
     path = scratch / "data"
     yield path
+    while _started:  # a test that failed half-way leaves no `up` behind either
+        process = _started.pop().process
+        if process.poll() is None:
+            process.kill()
+            process.wait(30)
     pid = running_postgres_pid(path)
     if pid is not None:  # never leave a server behind, even when a test failed
         psutil.Process(pid).terminate()
@@ -115,7 +147,8 @@ def test_up_is_ready_serves_health_and_stops_on_sigterm_leaving_nothing_behind(
     key = (data_dir / "sandbox" / "sendgrid-webhook-key").read_text().strip()
     assert key not in banner, "the private key stays in the data dir"
     token = (data_dir / "admin-token").read_text().strip()
-    assert f"admin token      {token}" in banner
+    assert f"admin token      in {data_dir}/admin-token" in banner
+    assert token not in banner, "not on a terminal: the banner may end up in a log"
     assert oct((data_dir / "admin-token").stat().st_mode & 0o777) == "0o600"
     assert httpx.get(f"{up.api}/healthz").json() == {"status": "ok"}
     assert httpx.get(f"{up.ingest}/healthz").json() == {"status": "ok"}
@@ -135,14 +168,19 @@ def test_up_is_ready_serves_health_and_stops_on_sigterm_leaving_nothing_behind(
 def test_a_second_up_on_the_same_data_dir_finds_its_data_again(
     data_dir: Path, tmp_path: Path
 ) -> None:
+    """...and on a terminal, the banner shows the admin token itself."""
     first = Up(environment(data_dir), tmp_path / "first")
     first.wait_ready()
     assert first.terminate() == 0
-    second = Up(environment(data_dir), tmp_path / "second")
+    second = Up(environment(data_dir), tmp_path / "second", terminal=True)
     second.wait_ready()
-    assert second.terminate() == 0
     token = (data_dir / "admin-token").read_text().strip()
-    assert f"admin token      {token}" in first.stdout()
+    deadline = time.monotonic() + 10
+    while "Press Ctrl-C" not in second.stdout():
+        assert time.monotonic() < deadline, second.stdout()
+        time.sleep(0.05)
+    assert second.terminate() == 0
+    assert token not in first.stdout()
     assert f"admin token      {token}" in second.stdout()
     if "RELAYBOOK_DATABASE_URL" not in os.environ:
         assert '"migration applied"' in first.stderr()
@@ -243,10 +281,15 @@ def test_after_up_is_killed_the_broker_dies_with_it_and_the_next_up_recovers(
     psutil.wait_procs(brokers, timeout=10)
     assert not [broker for broker in brokers if broker.is_running()]
 
+    stale = json.loads((data_dir / "owner.json").read_text())
+    assert stale["pid"] == killed.process.pid, "the owner file outlives a killed `up`"
+
     again = Up(environment(data_dir), tmp_path / "again")
     again.wait_ready()
+    assert json.loads((data_dir / "owner.json").read_text())["pid"] == again.process.pid
     assert again.terminate() == 0
-    assert running_postgres_pid(data_dir) is None
+    assert running_postgres_pid(data_dir) is None, "the next `up` adopted the server and stopped it"
+    assert not (data_dir / "owner.json").exists()
 
 
 def test_with_provider_credentials_up_runs_no_sandbox(data_dir: Path, tmp_path: Path) -> None:
@@ -286,3 +329,128 @@ def test_the_sandbox_runs_alone_without_database_or_broker(data_dir: Path, tmp_p
         assert process.wait(30) == 0
     assert described["sendgrid_webhook_public_key"]
     assert not (data_dir / "postgres").exists()
+
+
+# --- one owner per data dir: `up` owns it; brief commands use its database
+
+
+def run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*RELAYBOOK, *command], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def still_serving(up: Up, postgres_pid: int | None) -> None:
+    """`up` is still ready (its database answers) on the very same PostgreSQL server."""
+    assert up.process.poll() is None, up.stderr()
+    assert httpx.get(f"{up.api}/readyz", timeout=5).status_code == 200, up.stderr()
+    assert running_postgres_pid(up_data_dir(up)) == postgres_pid
+
+
+def up_data_dir(up: Up) -> Path:
+    return Path(up.env["RELAYBOOK_DATA_DIR"])
+
+
+def test_up_describes_itself_as_the_data_dir_owner(data_dir: Path, tmp_path: Path) -> None:
+    up = Up(environment(data_dir), tmp_path / "up")
+    up.wait_ready()
+    owner = json.loads((data_dir / "owner.json").read_text())
+    assert owner["pid"] == up.process.pid
+    assert owner["command"] == "relaybook up"
+    assert owner["urls"]["dispatcher"] == up.api
+    assert owner["urls"]["ingest"] == up.ingest
+    assert owner["started_at"]
+    if "RELAYBOOK_DATABASE_URL" not in os.environ:
+        assert owner["database_url"].startswith("postgres")
+    assert up.terminate() == 0
+    assert not (data_dir / "owner.json").exists(), "a stopped `up` owns nothing"
+
+
+def test_token_create_while_up_runs_uses_its_database_and_leaves_it_running(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    up = Up(environment(data_dir), tmp_path / "up")
+    up.wait_ready()
+    postgres = running_postgres_pid(data_dir)
+
+    created = run(
+        ["token", "create", "--name", "accounting", "--scopes", "journal:read"],
+        environment(data_dir),
+    )
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip()
+
+    still_serving(up, postgres)
+    answer = httpx.get(f"{up.api}/v1/journal", headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 200, answer.text
+    assert up.terminate() == 0
+
+
+def test_migrate_while_up_runs_leaves_it_running(data_dir: Path, tmp_path: Path) -> None:
+    up = Up(environment(data_dir), tmp_path / "up")
+    up.wait_ready()
+    postgres = running_postgres_pid(data_dir)
+
+    migrated = run(["migrate"], environment(data_dir))
+    assert migrated.returncode == 0, migrated.stderr
+    assert migrated.stdout.strip() == f"the database is current (migration {len(migrations())})"
+
+    still_serving(up, postgres)
+    assert up.terminate() == 0
+    assert running_postgres_pid(data_dir) is None
+
+
+def test_a_second_up_on_the_same_data_dir_exits_1_naming_the_first(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    first = Up(environment(data_dir), tmp_path / "first")
+    first.wait_ready()
+    postgres = running_postgres_pid(data_dir)
+
+    second = run(["up"], environment(data_dir))  # other ports, same data dir
+
+    assert second.returncode == 1
+    assert second.stderr.strip().splitlines()[-1] == (
+        f"relaybook: {data_dir} is in use by relaybook up (pid {first.process.pid}, "
+        f"API {first.api}): stop it first, or set another RELAYBOOK_DATA_DIR"
+    )
+    assert "Traceback" not in second.stderr
+    still_serving(first, postgres)
+    assert json.loads((data_dir / "owner.json").read_text())["pid"] == first.process.pid
+    assert first.terminate() == 0
+
+
+def test_a_single_dispatcher_never_prints_the_admin_token(
+    data_dir: Path, tmp_path: Path, database_url: str, broker: EmbeddedBroker
+) -> None:
+    secret = "never-print-this-admin-token"
+    env = environment(
+        data_dir,
+        RELAYBOOK_DATABASE_URL=database_url,
+        RELAYBOOK_KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers,
+        RELAYBOOK_TOPIC_PREFIX=f"cli{os.getpid()}.",
+        RELAYBOOK_ADMIN_TOKEN=secret,
+    )
+    api = f"http://127.0.0.1:{env['RELAYBOOK_API_PORT']}"
+    out, err = tmp_path / "dispatcher.out", tmp_path / "dispatcher.err"
+    with out.open("w") as stdout, err.open("w") as stderr:
+        process = subprocess.Popen(
+            [*RELAYBOOK, "dispatcher"], env=env, stdout=stdout, stderr=stderr
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, err.read_text()
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{api}/readyz", timeout=1).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, err.read_text()
+            time.sleep(0.1)
+        answer = httpx.get(f"{api}/v1/journal", headers={"Authorization": f"Bearer {secret}"})
+        assert answer.status_code == 200, "the configured token is the admin's"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    assert "admin token      from RELAYBOOK_ADMIN_TOKEN" in out.read_text()
+    assert secret not in out.read_text()
+    assert secret not in err.read_text()
