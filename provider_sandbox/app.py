@@ -69,6 +69,7 @@ class Sandbox:
             batch_interval_s=settings.sandbox_batch_interval_s,
         )
         self.messages: list[dict[str, Any]] = []
+        self.texts = twilio.Messages()  # the resources, for Twilio's list API
         self.faults: dict[str, collections.deque[Fault]] = {
             p: collections.deque() for p in PROVIDERS
         }
@@ -139,10 +140,7 @@ class Sandbox:
 
     async def create_message(self, request: Request) -> Response:
         sid = request.path_params["sid"]
-        if (
-            not _basic_auth_ok(request, self.credentials)
-            or sid != self.credentials.twilio_account_sid
-        ):
+        if not self._twilio_caller(request):
             return JSONResponse(twilio.TwilioError(401, 20003, "Authenticate").body(), 401)
         form = dict(
             parse_qsl((await request.body()).decode(errors="replace"), keep_blank_values=True)
@@ -159,6 +157,8 @@ class Sandbox:
         except twilio.TwilioError as refusal:
             return JSONResponse(refusal.body(), refusal.status)
         callback = form.get("StatusCallback")
+        created = time.time()
+        self.texts.add(resource, statuses, created)
         self.messages.append(
             {
                 "provider": "twilio",
@@ -169,14 +169,32 @@ class Sandbox:
                 "status_callback": callback,
                 "statuses": statuses,
                 "error_code": error_code,
-                "created_at": time.time(),
+                "created_at": created,
             }
         )
         if callback and self.webhooks:
             for step, status in enumerate(statuses):
                 params = twilio.callback_params(resource, status, error_code)
-                self.poster.post_twilio(callback, params, delay=0.02 * (step + 1))
+                self.poster.post_twilio(callback, params, delay=twilio.STEP_S * (step + 1))
         return JSONResponse(resource, 201)
+
+    async def list_messages(self, request: Request) -> Response:
+        """Twilio's Messages list: filtered, newest first, a page at a time (injected
+        faults are for the sends only)."""
+        if not self._twilio_caller(request):
+            return JSONResponse(twilio.TwilioError(401, 20003, "Authenticate").body(), 401)
+        try:
+            page = self.texts.page(request.path_params["sid"], request.query_params, time.time())
+        except twilio.TwilioError as refusal:
+            return JSONResponse(refusal.body(), refusal.status)
+        return JSONResponse(page)
+
+    def _twilio_caller(self, request: Request) -> bool:
+        """The account's own credentials, on the account's own path."""
+        return (
+            _basic_auth_ok(request, self.credentials)
+            and request.path_params["sid"] == self.credentials.twilio_account_sid
+        )
 
     async def inspect_messages(self, request: Request) -> Response:
         wanted = {
@@ -296,6 +314,9 @@ def build(sandbox: Sandbox) -> Starlette:
             Route("/v3/mail/send", sandbox.mail_send, methods=["POST"]),
             Route(
                 "/2010-04-01/Accounts/{sid}/Messages.json", sandbox.create_message, methods=["POST"]
+            ),
+            Route(
+                "/2010-04-01/Accounts/{sid}/Messages.json", sandbox.list_messages, methods=["GET"]
             ),
             Route("/_sandbox", sandbox.describe, methods=["GET"]),
             Route("/_sandbox/messages", sandbox.inspect_messages, methods=["GET"]),

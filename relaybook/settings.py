@@ -264,6 +264,12 @@ class Settings:
     send_max_attempts: int = _setting(
         _positive_int, 8, doc="tries of a send that meets transient errors before it fails"
     )
+    unknown_outcome_grace_s: float = _setting(
+        _float_seconds,
+        180.0,
+        doc="how long a send a crash left without an answer waits for the provider's word"
+        " (SendGrid's events, Twilio's list) before it goes again",
+    )
     bounce_email_hard_threshold: int = _setting(
         _positive_int, 3, doc="hard bounces of an email address that unsubscribe it"
     )

@@ -53,6 +53,7 @@ def build(infra: Infrastructure) -> Deployable:
     async def stop() -> None:
         for consumer in lanes.values():
             await consumer.stop()
+        await worker.close()
         await events.stop()
         await sendgrid.close()
         await twilio.close()

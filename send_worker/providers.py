@@ -1,13 +1,15 @@
 """Calling the providers. Email: SendGrid's payload built with the official SDK's mail
 helpers, up to 1000 personalizations per request (one per delivery, its ``delivery_id``
 in ``custom_args``), posted with an async HTTP client. SMS: the official Twilio SDK's
-async client, with a status-callback URL carrying the ``delivery_id``. Every call has a
+async client, with a status-callback URL carrying the ``delivery_id``; its list call finds
+the texts sent to a number (a send a crash left without an answer). Every call has a
 timeout; every answer becomes an :class:`Outcome`."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import logging
 import time
 from typing import Any, NamedTuple
@@ -26,6 +28,14 @@ from send_worker.retry import Outcome, http_outcome
 
 MAX_PERSONALIZATIONS = 1000
 _JSON = {"Content-Type": "application/json"}
+
+
+class Listed(NamedTuple):
+    """A text as Twilio's Messages list gives it."""
+
+    sid: str
+    body: str | None
+    created: dt.datetime
 
 
 class Email(NamedTuple):  # a thousand a request: 0.24 us each, a frozen dataclass 0.55
@@ -206,3 +216,18 @@ class Twilio:
             except aiohttp.ClientError as problem:
                 return Outcome.transient(f"connection error: {type(problem).__name__}")
         return Outcome.accepted(message.sid)
+
+    async def sent_to(self, to: str, since: dt.datetime) -> list[Listed] | None:
+        """The texts Twilio lists as sent to ``to`` since the day of ``since`` (its
+        ``DateSent`` filter is documented with a date; the caller compares the times),
+        newest first; one not sent yet (``date_sent`` null) is not among them. None when
+        the list could not be read."""
+        async with self._slots:
+            await self._throttle.wait()
+            try:
+                messages = await self._client.messages.list_async(
+                    to=to, date_sent_after=since.astimezone(dt.UTC).strftime("%Y-%m-%d")
+                )
+            except (TwilioRestException, TimeoutError, aiohttp.ClientError):
+                return None
+        return [Listed(m.sid, m.body, m.date_created) for m in messages if m.date_created]

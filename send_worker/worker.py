@@ -4,9 +4,10 @@ concurrently, record what they said, announce it.
 Per job: a delivery that is no longer queued, or already has a provider message id, was
 handled before (a job seen again after a crash) and is not sent again; if a worker
 recorded its outcome, the outcome is announced again, as recorded (same event id: the
-tracker keeps one). One whose recipient opted out, lost the address or got suppressed
-since is skipped with that reason (its event through the outbox, in the same
-transaction). The attempt is committed before the provider is called; the outcome next,
+tracker keeps one). One whose last attempt was at the provider when a worker crashed is
+asked about first (unknown_outcomes.py). One whose recipient opted out, lost the address
+or got suppressed since is skipped with that reason (its event through the outbox, in
+the same transaction). The attempt is committed before the provider is called; the outcome next,
 then its ``accepted`` / ``failed`` event is published, and only then are the batch's
 offsets committed: a crash anywhere loses nothing, and a job that comes again announces
 what was recorded but maybe not published. The outcome's event costs no outbox row (a
@@ -28,7 +29,7 @@ import random
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import asyncpg
@@ -41,6 +42,7 @@ from relaybook.settings import Settings
 from relaybook.timestamps import iso
 from send_worker.providers import MAX_PERSONALIZATIONS, Email, EmailContent, SendGrid, Twilio
 from send_worker.retry import Outcome, next_attempt
+from send_worker.unknown_outcomes import HELD, UnknownOutcomes
 
 log = get_logger(__name__)
 Q = sql.load("send_worker")
@@ -52,6 +54,9 @@ CHUNK = MAX_PERSONALIZATIONS
 
 #: how long after an email batch the lane counts as still sending: fetching its next one
 EMAIL_GAP_S = 0.2
+
+#: an attempt's number and start time: a row of start_attempts, or of an attempt in doubt
+Started = asyncpg.Record | Mapping[str, Any]
 
 OUTCOMES = Counter("relaybook_sends_total", "Sends by channel and outcome", ["channel", "outcome"])
 
@@ -77,6 +82,8 @@ class SendWorker:
         self._twilio = twilio
         self._emails_first = Precedence(settings.sms_yield_s, EMAIL_GAP_S)
         self._draw = random.Random()  # noqa: S311 - retry jitter, not a secret
+        self._unknown = UnknownOutcomes(pool, twilio, settings.unknown_outcome_grace_s)
+        self._later: set[asyncio.Task[None]] = set()
 
     def lane(self, channel: str) -> Callable[[list[Record]], Awaitable[None]]:
         """The handler of one channel's consumer group: the other channel's jobs are
@@ -107,6 +114,11 @@ class SendWorker:
     async def _send(self, ids: list[str]) -> None:
         async with self._pool.acquire() as connection:
             rows = await connection.fetch(Q["load_deliveries"], ids)
+        in_doubt = [
+            row for row in rows if row["unknown_attempt"] and not row["provider_message_id"]
+        ]
+        if in_doubt:  # a crash came while they were at the provider: the rare path
+            rows = await self._settle(rows, in_doubt)
         due = [row for row in rows if row["status"] == "queued" and not row["provider_message_id"]]
         recorded = [row for row in rows if row["outcome"] is not None]
         if recorded:  # a job seen again: its event may not have been published
@@ -125,6 +137,81 @@ class SendWorker:
             # crash repeats at most the waves in flight (an email request, or SMS_WAVE
             # texts); every wave ends even if another fails, so none is cut off mid-call.
             await _all(self._wave(wave, attempts, notices) for wave in _waves(due))
+
+    async def _settle(
+        self, rows: list[asyncpg.Record], in_doubt: list[asyncpg.Record]
+    ) -> list[asyncpg.Record]:
+        """Deliveries whose last attempt's outcome a crash left unknown: what the provider
+        has is recorded as that attempt's acceptance (and announced), those it may still
+        report wait on the retry queue (unknown_outcomes.py); returns the rows left to
+        handle as usual, those in doubt among them going again."""
+        verdict = await self._unknown.settle(in_doubt)
+        taken = [row for row in in_doubt if row["id"] in verdict.taken]
+        if taken:
+            await self._record(
+                taken,
+                {row["id"]: Outcome.accepted(verdict.taken[row["id"]]) for row in taken},
+                {
+                    row["id"]: {
+                        "attempt": row["unknown_attempt"],
+                        "started_at": row["unknown_since"],
+                    }
+                    for row in taken
+                },
+            )
+        if verdict.held:
+            async with self._pool.acquire() as connection:
+                await connection.execute(
+                    Q["hold"], list(verdict.held), list(verdict.held.values()), HELD
+                )
+            self._look_again(list(verdict.held), max(verdict.held.values()))
+        log.info(
+            "sends whose outcome a crash left unknown",
+            found=len(taken),
+            held=len(verdict.held),
+            again=sum(
+                1
+                for row in in_doubt
+                if row["status"] == "queued"
+                and row["id"] not in verdict.taken
+                and row["id"] not in verdict.held
+            ),
+        )
+        done = verdict.taken.keys() | verdict.held.keys()
+        return [row for row in rows if row["id"] not in done]
+
+    def _look_again(self, ids: list[uuid.UUID], due: dt.datetime) -> None:
+        """The relay sends a held delivery's job again only while it is queued, but the
+        provider's events may move it on meanwhile (SendGrid's ``processed``, Twilio's
+        callbacks, through the tracker): this worker settles those itself when they
+        are due, so their outcome is recorded and announced all the same."""
+
+        async def look_again() -> None:
+            await asyncio.sleep(max(0.0, (due - dt.datetime.now(dt.UTC)).total_seconds()))
+            try:
+                async with self._pool.acquire() as connection:
+                    rows = await connection.fetch(Q["load_deliveries"], ids)
+                moved_on = [
+                    row
+                    for row in rows
+                    if row["unknown_attempt"]
+                    and not row["provider_message_id"]
+                    and row["status"] != "queued"
+                ]
+                if moved_on:
+                    await self._settle(moved_on, moved_on)
+            except (OSError, asyncpg.PostgresError, BrokerError) as problem:
+                log.warning("sends in doubt not looked at again", error=str(problem))
+
+        task = asyncio.create_task(look_again())
+        self._later.add(task)
+        task.add_done_callback(self._later.discard)
+
+    async def close(self) -> None:
+        """Stops looking again at held deliveries (their jobs come again while queued)."""
+        for task in self._later:
+            task.cancel()
+        await asyncio.gather(*self._later, return_exceptions=True)
 
     async def _skip_unwanted(self, rows: list[asyncpg.Record]) -> list[asyncpg.Record]:
         reasons: dict[uuid.UUID, str] = {}
@@ -202,7 +289,7 @@ class SendWorker:
         self,
         rows: list[asyncpg.Record],
         outcomes: dict[uuid.UUID, Outcome],
-        attempts: dict[uuid.UUID, asyncpg.Record],
+        attempts: Mapping[uuid.UUID, Started],
     ) -> None:
         now = dt.datetime.now(dt.UTC)
         accepted: dict[str, list[Any]] = defaultdict(list)
@@ -337,7 +424,7 @@ class Precedence:
 
 
 def _attempted(
-    rows: list[asyncpg.Record], attempts: dict[uuid.UUID, asyncpg.Record]
+    rows: list[asyncpg.Record], attempts: Mapping[uuid.UUID, Started]
 ) -> tuple[list[uuid.UUID], list[int], list[dt.datetime], list[str]]:
     """The deliveries, their attempts (numbers and start times, as ``start_attempts``
     returned them) and the addresses they went to: the first parameters of each statement

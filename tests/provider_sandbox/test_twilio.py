@@ -5,6 +5,7 @@ callbacks that Twilio's own RequestValidator accepts."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qsl
@@ -205,3 +206,80 @@ async def test_the_inspection_endpoint_lists_what_was_sent(
     assert (await http.get("/_sandbox/messages", params={"to": "+330000"})).json() == {
         "messages": []
     }
+
+
+async def test_the_sdks_list_call_finds_messages_by_recipient_and_date_sent_page_by_page(
+    harness: Harness, twilio: Client
+) -> None:
+    """Twilio's Messages list as the official SDK calls it: ``To`` and ``DateSent>`` (the
+    SDK's ``date_sent_after``, a date or a time) filter, newest first, the same resource
+    as the create answer with ``date_sent`` and ``status`` as its story went, followed
+    page by page through ``next_page_uri``."""
+    created = [await create(harness, twilio, "+33612345678") for _ in range(5)]
+    other = await create(harness, twilio, "+33687654321")
+    await asyncio.sleep(0.1)  # sent and delivered, 20 ms apart
+    today = dt.datetime.now(dt.UTC)
+
+    listed = await twilio.messages.list_async(
+        to="+33612345678", date_sent_after=today - dt.timedelta(minutes=1), page_size=2
+    )
+    assert [m.sid for m in listed] == [m.sid for m in reversed(created)]
+    assert {m.status for m in listed} == {"delivered"}
+    assert all(m.date_sent is not None and m.date_created is not None for m in listed)
+    assert {m.body for m in listed} == {created[0].body}
+    assert len(await twilio.messages.list_async(to="+33612345678", limit=3)) == 3
+    on_the_day = await twilio.messages.list_async(date_sent_after=today.strftime("%Y-%m-%d"))
+    assert {m.sid for m in on_the_day} == {m.sid for m in [*created, other]}
+    assert await twilio.messages.list_async(date_sent_after=today + dt.timedelta(minutes=1)) == []
+    assert await twilio.messages.list_async(from_="+15005550000") == []
+
+    first = await twilio.messages.page_async(to="+33612345678", page_size=2)
+    assert first._payload["next_page_uri"].startswith(
+        f"/2010-04-01/Accounts/{harness.sandbox.credentials.twilio_account_sid}/Messages.json?"
+    )
+    assert first._payload["previous_page_uri"] is None
+    assert (first._payload["page"], first._payload["start"], first._payload["end"]) == (0, 0, 1)
+    later = await create(harness, twilio, "+33612345678")  # pages keep their place
+    second = await first.next_page_async()
+    assert [m.sid for m in second] == [created[2].sid, created[1].sid]
+    assert (second._payload["page"], second._payload["start"]) == (1, 2)
+    back = await second.previous_page_async()
+    assert [m.sid for m in back] == [created[4].sid, created[3].sid]
+    assert later.sid not in {m.sid for m in back}
+
+
+async def test_a_text_never_sent_has_no_date_sent_and_no_date_sent_filter_finds_it(
+    harness: Harness, http: Any
+) -> None:
+    """The list gives the resource the create call answered, as its story went on: a text
+    that failed before reaching the carrier never gets a ``date_sent``, so it is listed
+    without a date filter and not with one."""
+    account = harness.sandbox.credentials.twilio_account_sid
+    path = f"/2010-04-01/Accounts/{account}/Messages.json"
+    auth = (account, harness.sandbox.credentials.twilio_auth_token)
+    form = {"To": "+15005553007", "From": "+15005550006", "Body": "Deposit call Q4"}
+    created = (await http.post(path, data=form, auth=auth)).json()
+    await asyncio.sleep(0.1)  # queued, then failed
+    [listed] = (await http.get(path, params={"To": "+15005553007"}, auth=auth)).json()["messages"]
+    assert listed.keys() == created.keys()
+    story = {"status", "date_updated"}
+    assert {k: v for k, v in listed.items() if k not in story} == {
+        k: v for k, v in created.items() if k not in story
+    }
+    assert (listed["status"], listed["date_sent"]) == ("failed", None)
+    dated = {"To": "+15005553007", "DateSent>": dt.datetime.now(dt.UTC).date().isoformat()}
+    assert (await http.get(path, params=dated, auth=auth)).json()["messages"] == []
+
+
+async def test_the_list_refuses_bad_filters_and_wrong_credentials_as_twilio_does(
+    harness: Harness, twilio: Client, http: Any
+) -> None:
+    account = harness.sandbox.credentials.twilio_account_sid
+    path = f"/2010-04-01/Accounts/{account}/Messages.json"
+    token = harness.sandbox.credentials.twilio_auth_token
+    for params in ({"DateSent>": "yesterday"}, {"PageSize": "0"}, {"PageToken": "PAnope"}):
+        answer = await http.get(path, params=params, auth=(account, token))
+        assert (answer.status_code, answer.json()["code"]) == (400, 20001), params
+    assert (await http.get(path, auth=(account, "wrong"))).status_code == 401
+    answer = await http.get(path, params={"PageSize": "5000"}, auth=(account, token))
+    assert answer.json()["page_size"] == 1000

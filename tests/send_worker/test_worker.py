@@ -28,7 +28,7 @@ from relaybook.settings import Settings
 from relaybook.system import System
 from send_worker.providers import SendGrid, Twilio
 from send_worker.worker import Precedence, Q, SendWorker
-from tests.support import Deployable, notice, read_topic, until
+from tests.support import notice, read_topic, until
 
 SENT_OR_LATER = {"sent", "delivered", "opened", "clicked"}
 
@@ -235,16 +235,18 @@ async def send_worker(
     """A worker calling the sandbox, its outcomes published by ``publisher`` (by default
     ``producer``, which the outbox of its skips uses)."""
     sendgrid, twilio = SendGrid(settings), Twilio(settings)
+    worker = SendWorker(
+        settings,
+        pool,
+        events=Outbox(pool, producer),
+        producer=publisher or producer,
+        sendgrid=sendgrid,
+        twilio=twilio,
+    )
     try:
-        yield SendWorker(
-            settings,
-            pool,
-            events=Outbox(pool, producer),
-            producer=publisher or producer,
-            sendgrid=sendgrid,
-            twilio=twilio,
-        )
+        yield worker
     finally:
+        await worker.close()
         await sendgrid.close()
         await twilio.close()
 
@@ -304,101 +306,6 @@ async def test_an_outcome_recorded_but_not_published_is_announced_when_its_job_c
 
 def _event_id(event: dict[str, Any]) -> str:
     return str(event["event_id"])
-
-
-@pytest.mark.parametrize("system_options", [{"only": {"sandbox", "dispatcher"}}])
-async def test_a_worker_killed_mid_batch_loses_nothing_and_repeats_only_what_was_in_flight(
-    system: System,
-    api: httpx.AsyncClient,
-    sandbox: httpx.AsyncClient,
-    db: asyncpg.Connection,
-    tmp_path: Any,
-) -> None:
-    """SIGKILL leaves no time to clean up. On restart every job comes back: deliveries
-    already recorded are not sent again (their outcomes are announced again, in case the
-    kill came before they were); only those whose provider call was in flight at the kill
-    (an attempt started, its outcome not recorded) can go out a second time."""
-    import signal  # noqa: PLC0415
-
-    settings = system.settings
-    workers = Deployable(
-        "worker",
-        settings,
-        tmp_path,
-        RELAYBOOK_SENDGRID_API_KEY=settings.sendgrid_api_key or "",
-        RELAYBOOK_SENDGRID_BASE_URL=settings.sendgrid_base_url or "",
-        RELAYBOOK_TWILIO_ACCOUNT_SID=settings.twilio_account_sid or "",
-        RELAYBOOK_TWILIO_AUTH_TOKEN=settings.twilio_auth_token or "",
-        RELAYBOOK_TWILIO_BASE_URL=settings.twilio_base_url or "",
-        RELAYBOOK_TWILIO_FROM=settings.twilio_from or "",
-        RELAYBOOK_PUBLIC_WEBHOOK_BASE_URL=settings.webhook_base_url,
-        RELAYBOOK_TWILIO_RATE_LIMIT="150",
-        RELAYBOOK_SENDGRID_RATE_LIMIT="5",
-    )
-
-    body = notice(
-        0,
-        recipients=[
-            {"id": f"o{i}", "email": f"o{i}@example.org", "phone": f"+3362{i:07d}"}
-            for i in range(300)
-        ],
-    )
-    created = (await api.post("/v1/notices", json=body)).json()
-    worker = workers.start("first")
-
-    async def partly_sent() -> bool:
-        return (
-            await db.fetchval(
-                "SELECT count(*) FROM deliveries WHERE notice_id = $1::text::uuid "
-                "AND status = 'sent' AND channel = 'sms'",
-                created["id"],
-            )
-            >= 60
-        )
-
-    try:
-        await until(partly_sent, within=60)
-    finally:
-        worker.send_signal(signal.SIGKILL)
-        worker.wait(10)
-    in_flight = {
-        str(r["id"])
-        for r in await db.fetch(
-            "SELECT id FROM deliveries d WHERE notice_id = $1::text::uuid AND status = 'queued' "
-            "AND EXISTS (SELECT 1 FROM send_attempts a WHERE a.delivery_id = d.id "
-            "AND a.attempt > d.send_attempts)",
-            created["id"],
-        )
-    }
-    unsent = await db.fetchval(
-        "SELECT count(*) FROM deliveries WHERE notice_id = $1::text::uuid AND status = 'queued'",
-        created["id"],
-    )
-    assert unsent > 0, "the kill came mid-batch"
-
-    worker = workers.start("second")
-    try:
-        await until(lambda: settled(db, created["id"]), within=90)
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        assert worker.wait(30) == 0
-    rows = await db.fetch(
-        "SELECT id, channel, address, status FROM deliveries WHERE notice_id = $1::text::uuid",
-        created["id"],
-    )
-    assert {r["status"] for r in rows} == {"sent"}, "nothing lost"
-    sent = Counter(m["to"] for m in await sandbox_messages(sandbox, "twilio"))
-    sent += Counter(m["to"] for m in await sandbox_messages(sandbox, "sendgrid"))
-    repeated = {r["address"] for r in rows if sent[r["address"]] > 1}
-    assert all(sent[r["address"]] >= 1 for r in rows)
-    assert repeated <= {r["address"] for r in rows if str(r["id"]) in in_flight}
-    assert len(repeated) <= 50 + 1000, "at most the waves in flight"
-    announced = {
-        event["delivery_id"]
-        for _, event in await read_topic(settings, "delivery-events", len(rows))
-        if event["type"] == "accepted"
-    }
-    assert announced == {str(r["id"]) for r in rows}, "every outcome announced"
 
 
 async def test_a_batch_is_read_and_recorded_by_key_even_without_table_statistics(
