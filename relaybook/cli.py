@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
+import getpass
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -16,9 +18,10 @@ from typing import Any
 
 from relaybook import database, logs, ownership
 from relaybook import settings as settings_module
+from relaybook.deadletters import DeadLetters, Letter
 from relaybook.embedded import EmbeddedError, EmbeddedPostgres
 from relaybook.http import PortInUseError
-from relaybook.kafka import BrokerError
+from relaybook.kafka import BrokerError, Producer
 from relaybook.runtime import require_configured, settle_garbage_collector
 from relaybook.settings import Settings, SettingsError
 
@@ -56,6 +59,21 @@ def _parser() -> argparse.ArgumentParser:
         "--scopes",
         required=True,
         help="comma-separated: notices:write, journal:read, preferences:write",
+    )
+    letters = commands.add_parser(
+        "dead-letters", help="messages consumers set aside: list them, publish them again"
+    )
+    letter_commands = letters.add_subparsers(
+        dest="letters_command", required=True, metavar="ACTION"
+    )
+    listing = letter_commands.add_parser("list", help="the dead letters not replayed yet")
+    listing.add_argument("--all", action="store_true", help="the replayed ones too")
+    listing.add_argument("--limit", type=int, default=100, help="at most this many (100)")
+    replay = letter_commands.add_parser(
+        "replay", help="publish dead letters again to their topic, once the cause is fixed"
+    )
+    replay.add_argument(
+        "--id", type=int, action="append", dest="ids", help="this one (repeat); default: all"
     )
     return parser
 
@@ -106,7 +124,9 @@ async def _up(settings: Settings, _args: argparse.Namespace) -> int:
     ) as claim:
         async with System(settings) as system:
             claim.publish(
-                urls={name: server.url for name, server in system.servers.items()}, ready=True
+                urls={name: server.url for name, server in system.servers.items()},
+                kafka_bootstrap_servers=system.settings.kafka_bootstrap_servers,
+                ready=True,
             )
             settle_garbage_collector()
             # The generated admin token on a terminal only: redirected, the banner goes to
@@ -183,6 +203,90 @@ async def _token(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
+    """``dead-letters list`` and ``dead-letters replay``: on the configured servers, or
+    the running `up`'s of this data dir."""
+    command = f"relaybook dead-letters {args.letters_command}"
+    async with _database(settings, command) as url:
+        pool = await database.create_pool(url, max_size=1)
+        try:
+            if args.letters_command == "list":
+                found = await DeadLetters(pool, None, "").list(
+                    include_replayed=args.all, limit=args.limit
+                )
+                print(_letters_table(found))
+                return 0
+            producer = Producer(
+                dataclasses.replace(settings, kafka_bootstrap_servers=_broker(settings))
+            )
+            await producer.start()
+            try:
+                letters = DeadLetters(pool, producer, settings.topic("dead-letters"))
+                chosen = await letters.list(ids=args.ids or (), limit=10_000)
+                missing = sorted(set(args.ids or ()) - {letter.id for letter in chosen})
+                if missing:
+                    print(
+                        f"relaybook: no dead letter waiting with id {', '.join(map(str, missing))}",
+                        file=sys.stderr,
+                    )
+                    return EXIT_FAILED
+                replayed = await letters.replay(chosen, by=_who())
+            finally:
+                await producer.stop()
+        finally:
+            await pool.close()
+    print(f"{replayed} dead letter(s) published again to their topics")
+    return 0
+
+
+def _who() -> str:
+    """Who runs this command, for the record."""
+    try:
+        return getpass.getuser()
+    except OSError:  # no login name, no password entry (a container's user)
+        return "relaybook-cli"
+
+
+def _broker(settings: Settings) -> str:
+    """The configured broker, or the running `up`'s of this data dir."""
+    if settings.kafka_bootstrap_servers is not None:
+        return settings.kafka_bootstrap_servers
+    owner = ownership.read_owner(settings.data_dir)
+    if owner is not None and owner.kafka_bootstrap_servers is not None:
+        return owner.kafka_bootstrap_servers
+    raise SettingsError(
+        "replaying needs RELAYBOOK_KAFKA_BOOTSTRAP_SERVERS, or a running `relaybook up` "
+        "on this data dir"
+    )
+
+
+def _letters_table(letters: list[Letter]) -> str:
+    """One line a dead letter: never its content (it may hold addresses)."""
+    if not letters:
+        return "no dead letters"
+    rows = [("id", "set aside", "group", "from", "reason", "bytes", "replayed", "error")]
+    rows += [
+        (
+            str(letter.id),
+            letter.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            letter.consumer_group,
+            f"{letter.source_topic}[{letter.source_partition}]@{letter.source_offset}",
+            letter.reason,
+            str(len(letter.value)),
+            letter.replayed_at.strftime("%Y-%m-%d %H:%M") if letter.replayed_at else "-",
+            logs.mask_text(letter.error.splitlines()[0][:120]) if letter.error else "",
+        )
+        for letter in letters
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
+        + "  "
+        + row[-1]
+        for row in rows
+    )
+
+
 async def _settings(settings: Settings, _args: argparse.Namespace) -> int:
     current = settings.describe()
     for variable, default, meaning in settings_module.documented():
@@ -215,6 +319,7 @@ _COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any
     "tracker": _single,
     "bounce-policy": _single,
     "token": _token,
+    "dead-letters": _dead_letters,
 }
 
 

@@ -88,7 +88,10 @@ class Letter:
 class DeadLetters:
     """Records dead letters of one process's consumers, lists and replays them."""
 
-    def __init__(self, pool: asyncpg.Pool, producer: Publisher, dead_letters_topic: str) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, producer: Publisher | None, dead_letters_topic: str
+    ) -> None:
+        """``producer``: None to list only."""
         self._pool = pool
         self._producer = producer
         self._topic = dead_letters_topic
@@ -115,6 +118,7 @@ class DeadLetters:
                 [[name, base64.b64encode(value).decode()] for name, value in headers]
             ).decode(),
         )
+        assert self._producer is not None
         await self._producer.send_raw(
             self._topic,
             message.value or b"",
@@ -152,6 +156,7 @@ class DeadLetters:
     async def replay(self, letters: Sequence[Letter], by: str) -> int:
         """Publishes ``letters`` again to the topics they came from, as they were, and
         marks them replayed; returns how many."""
+        assert self._producer is not None
         for letter in letters:
             await self._producer.send_raw(
                 letter.source_topic, letter.value, key=letter.key, headers=letter.headers

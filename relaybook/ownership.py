@@ -64,6 +64,8 @@ class Owner:
     urls: dict[str, str] = dataclasses.field(default_factory=dict)
     #: fully started: a database_url still missing will not come
     ready: bool = False
+    #: the broker it uses (embedded or configured), for brief commands that publish
+    kafka_bootstrap_servers: str | None = None
 
     def describe(self) -> str:
         if "dispatcher" in self.urls:
