@@ -12,6 +12,8 @@ import dataclasses
 import datetime as dt
 import random
 
+from relaybook import storable
+
 BASE_S = 2.0
 CAP_S = 600.0
 
@@ -29,15 +31,17 @@ class Outcome:
 
     @classmethod
     def accepted(cls, message_id: str) -> Outcome:
-        return cls("accepted", message_id=message_id)
+        return cls("accepted", message_id=storable.text(message_id))
 
     @classmethod
     def permanent(cls, code: str, reason: str) -> Outcome:
-        return cls("permanent", code=code, reason=reason[:500])
+        # a provider's words go into the journal as they are, less what PostgreSQL
+        # cannot store (a NUL would fail the whole wave's outcome)
+        return cls("permanent", code=storable.text(code), reason=storable.text(reason[:500]))
 
     @classmethod
     def transient(cls, reason: str, not_before: float | None = None) -> Outcome:
-        return cls("transient", reason=reason[:500], retry_not_before=not_before)
+        return cls("transient", reason=storable.text(reason[:500]), retry_not_before=not_before)
 
 
 def http_outcome(status: int, reason: str, reset: str | None) -> Outcome:

@@ -12,7 +12,7 @@ from sendgrid.helpers.mail import Category, Content, CustomArg, From, Mail, Pers
 
 from relaybook.settings import Settings
 from send_worker.providers import Email, EmailContent, SendGrid, form
-from send_worker.retry import http_outcome, next_attempt
+from send_worker.retry import Outcome, http_outcome, next_attempt
 
 
 async def test_the_payload_is_exactly_what_the_sdk_helpers_build() -> None:
@@ -82,3 +82,11 @@ def test_a_text_s_form_is_encoded_as_aiohttp_would_encode_it() -> None:
         "StatusCallback": "http://127.0.0.1:8081/webhooks/twilio?delivery_id=abc-123",
     }
     assert form(data) == FormData(data)()._value
+
+
+def test_a_providers_words_are_kept_storable() -> None:
+    """A NUL or a lone surrogate in a provider's error would fail the wave's outcome in
+    PostgreSQL: they become U+FFFD, the rest is kept."""
+    outcome = http_outcome(400, "bad\x00address \ud800", None)
+    assert outcome.reason == "bad\ufffdaddress \ufffd"
+    assert Outcome.accepted("id\x00").message_id == "id\ufffd"
