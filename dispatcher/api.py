@@ -1,21 +1,30 @@
-"""What every dispatcher route shares: the contract's error answers for the exceptions
-the core raises, and reading a JSON body with a size limit."""
+"""The dispatcher's route registry. Each :class:`Operation` declares its method, path,
+scopes, and the types of its path parameters, query, headers, body and answers; the same
+declaration mounts the route (authenticating, then decoding the request into those types
+before the endpoint runs) and describes it in ``/openapi.json`` (``dispatcher.openapi``).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-import orjson
+import msgspec
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
-from dispatcher.auth import ForbiddenError, UnauthorizedError
-from dispatcher.validation import InvalidRequestError
+from dispatcher.auth import Authenticator, Caller, ForbiddenError, UnauthorizedError
+from dispatcher.validation import (
+    InvalidRequestError,
+    decode_body,
+    decode_path,
+    decode_query,
+)
 from relaybook.http import PayloadTooLargeError, error, read_body
-
-Handler = Callable[[Request], Awaitable[Response]]
+from relaybook.storable import has_unstorable
 
 
 class ApiError(Exception):
@@ -28,13 +37,119 @@ class ApiError(Exception):
         self.code = code
 
 
-def answers_errors(handler: Handler) -> Handler:
-    """Turns the core's exceptions into the contract's answers: 401, 403, 413, 422 with
-    the field at fault, or the :class:`ApiError`'s own."""
+@dataclasses.dataclass(frozen=True)
+class Call:
+    """A request as its endpoint gets it: authenticated and decoded into the operation's
+    declared types (``None`` where it declares none)."""
 
-    async def wrapped(request: Request) -> Response:
+    request: Request
+    caller: Caller
+    path: Any
+    query: Any
+    headers: Any
+    body: Any
+    #: the body's bytes as received (what an Idempotency-Key's request hash is of)
+    raw: bytes
+
+
+Endpoint = Callable[[Call], Awaitable[Response]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    """One documented answer: ``kind`` types a success's body; an error's body is the
+    contract's error with one of ``codes``."""
+
+    status: int
+    description: str
+    kind: Any = None
+    codes: tuple[str, ...] = ()
+    #: headers a success sets (name -> description)
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    summary: str
+    endpoint: Endpoint
+    #: the caller needs one of these scopes
+    scopes: tuple[str, ...]
+    #: the success, and the errors particular to this call (404, 409...)
+    answers: tuple[Answer, ...]
+    path_params: type[Any] | None = None
+    #: what a path naming nothing that can exist is a 404 about ("notice")
+    missing: str = ""
+    query: type[Any] | None = None
+    headers: type[Any] | None = None
+    body: type[Any] | None = None
+    max_body: int = 0
+    tag: str = ""
+
+    def errors(self) -> list[Answer]:
+        """Every error answer this call may give, the shared ones included."""
+        shared = [
+            Answer(401, "no token, or one that is not valid", codes=("unauthorized",)),
+            Answer(403, "the token lacks the scope this call needs", codes=("forbidden",)),
+            Answer(422, "a malformed request: `field` names what is at fault",
+                   codes=("invalid_request",)),
+            Answer(503, "PostgreSQL or Kafka is unavailable: retry after `Retry-After` seconds",
+                   codes=("unavailable",)),
+        ]  # fmt: skip
+        if self.body is not None:
+            shared.append(
+                Answer(413, f"the body is over {self.max_body} bytes", codes=("payload_too_large",))
+            )
+        own = [answer for answer in self.answers if answer.status >= 400]
+        merged: dict[int, Answer] = {}
+        for one in [*shared, *own]:
+            first = merged.get(one.status)
+            merged[one.status] = (
+                one
+                if first is None
+                else dataclasses.replace(
+                    first,
+                    description=f"{first.description}; {one.description}",
+                    codes=(*first.codes, *one.codes),
+                )
+            )
+        return [merged[status] for status in sorted(merged)]
+
+
+def answer(body: Any, status: int = 200) -> Response:
+    """An endpoint's JSON answer (encoded by msgspec, which writes typed dicts as fast as
+    plain ones)."""
+    return Response(msgspec.json.encode(body), status, media_type="application/json")
+
+
+def mount(operations: Iterable[Operation], auth: Authenticator) -> list[Route]:
+    """The routes serving ``operations``."""
+    return [
+        Route(op.path, _serve(op, auth), methods=[op.method], name=f"{op.method} {op.path}")
+        for op in operations
+    ]
+
+
+def _serve(op: Operation, auth: Authenticator) -> Callable[[Request], Awaitable[Response]]:
+    async def serve(request: Request) -> Response:
         try:
-            return await handler(request)
+            caller = await auth.caller(request, *op.scopes)
+            path = _path(request, op)
+            query = decode_query(request.query_params.multi_items(), op.query or _NoParameters)
+            headers = None
+            if op.headers is not None:
+                names = {
+                    f.encode_name.lower(): f.encode_name for f in msgspec.structs.fields(op.headers)
+                }
+                headers = decode_query(
+                    [(names[k], v) for k, v in request.headers.items() if k in names], op.headers
+                )
+            raw, body = b"", None
+            if op.body is not None:
+                raw = await read_body(request, op.max_body)
+                body = decode_body(raw, op.body)
+            return await op.endpoint(Call(request, caller, path, query, headers, body, raw))
         except UnauthorizedError as problem:
             return error(401, "unauthorized", str(problem), {"WWW-Authenticate": "Bearer"})
         except ForbiddenError as problem:
@@ -48,22 +163,29 @@ def answers_errors(handler: Handler) -> Handler:
         except ApiError as problem:
             return error(problem.status, problem.code, str(problem))
 
-    return wrapped
+    return serve
 
 
-async def json_body(request: Request, limit: int) -> tuple[bytes, Any]:
-    """The body as received and parsed; 413 over ``limit`` bytes, 422 if not JSON."""
-    raw = await read_body(request, limit)
+class _NoParameters(msgspec.Struct, forbid_unknown_fields=True):
+    """A call that takes no query parameter refuses any."""
+
+
+def _path(request: Request, op: Operation) -> Any:
+    if op.path_params is None:
+        return None
+    params: dict[str, str] = request.path_params
     try:
-        return raw, orjson.loads(raw)
-    except ValueError:
-        raise InvalidRequestError("(body)", "is not valid JSON") from None
+        return decode_path(params, op.path_params)
+    except InvalidRequestError:
+        if any(has_unstorable(value) for value in params.values()):
+            raise
+        # no row can have such an id
+        raise ApiError(404, "not_found", f"no such {op.missing}") from None
 
 
-def path_id(request: Request, name: str, what: str) -> uuid.UUID:
-    """The UUID path parameter ``name``; a 404 ``no such <what>`` when it is not one (no
-    such row can exist)."""
-    try:
-        return uuid.UUID(request.path_params[name])
-    except ValueError:
-        raise ApiError(404, "not_found", f"no such {what}") from None
+def not_found(what: str) -> ApiError:
+    return ApiError(404, "not_found", f"no such {what}")
+
+
+class NoticePath(msgspec.Struct):
+    notice_id: uuid.UUID

@@ -4,7 +4,8 @@ loop (preference changes are announced through it)."""
 
 from __future__ import annotations
 
-from dispatcher import journal, notices, preferences, resends
+from dispatcher import journal, notices, openapi, preferences, resends
+from dispatcher.api import Operation, mount
 from dispatcher.auth import Authenticator
 from dispatcher.outbox import Relay
 from dispatcher.store import NoticeStore
@@ -19,14 +20,15 @@ def build(infra: Infrastructure) -> Deployable:
     store = NoticeStore(infra.pool)
     auth = Authenticator(infra.pool, admin_token(settings))
     relay = Relay(infra.pool, infra.producer, settings.database_url)
+    ops = operations(
+        store,
+        journal.JournalReader(infra.pool),
+        preferences.Preferences(infra.pool),
+        resends.Resends(infra.pool),
+    )
     app = create_app(
         "dispatcher",
-        routes=[
-            *notices.routes(store, auth),
-            *journal.routes(journal.JournalReader(infra.pool), auth),
-            *preferences.routes(preferences.Preferences(infra.pool), auth),
-            *resends.routes(resends.Resends(infra.pool), auth),
-        ],
+        routes=[*mount(ops, auth), openapi.route(ops)],
         checks={"database": infra.check_database, "broker": infra.check_broker},
     )
     events = infra.events_outbox()
@@ -40,3 +42,18 @@ def build(infra: Infrastructure) -> Deployable:
         await relay.stop()
 
     return Deployable(app=app, start=start, stop=stop)
+
+
+def operations(
+    store: NoticeStore,
+    reader: journal.JournalReader,
+    prefs: preferences.Preferences,
+    resender: resends.Resends,
+) -> list[Operation]:
+    """Every ``/v1`` call: what is mounted is what ``/openapi.json`` describes."""
+    return [
+        *notices.operations(store),
+        *journal.operations(reader),
+        *resends.operations(resender),
+        *preferences.operations(prefs),
+    ]

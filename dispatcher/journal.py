@@ -4,141 +4,117 @@ timeline; a notice's recipients with the state of each of their messages."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import json
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+import msgspec
+from starlette.responses import Response
 
-from dispatcher.api import answers_errors, path_id
-from dispatcher.auth import Authenticator
+from dispatcher.answers import (
+    Channel,
+    Delivery,
+    DeliveryStatus,
+    JournalItem,
+    JournalPage,
+    NoticeRecipient,
+    NoticeRecipients,
+)
+from dispatcher.api import Answer, Call, NoticePath, Operation, answer, not_found
+from dispatcher.paging import (
+    DEFAULT_LIMIT,
+    Cursor,
+    Limit,
+    cursor_moment,
+    decode_cursor,
+    encode_cursor,
+)
 from dispatcher.store import iso
-from dispatcher.validation import InvalidRequestError
-from relaybook import sql
-from relaybook.http import error
+from dispatcher.validation import Id, InvalidRequestError, Moment, decode_query, in_utc
+from relaybook import sql, timestamps
 
 Q = sql.load("dispatcher")
 
 STATUSES = ("queued", "sent", "delivered", "opened", "clicked", "failed", "skipped")
 CHANNELS = ("email", "sms")
-DEFAULT_LIMIT, MAX_LIMIT = 100, 500
 
-#: query parameter -> (SQL condition on the journal, parser of the value)
-FILTERS: dict[str, tuple[str, Callable[[str, str], Any]]] = {}
+#: filter -> its SQL condition on the journal
+FILTERS: dict[str, str] = {
+    "notice_id": "d.notice_id = ${}",
+    "recipient_id": "d.recipient_id = ${}",
+    "channel": "d.channel = ${}",
+    "status": "d.status = '{}'",
+    "since": "d.created_at >= ${}",
+    "until": "d.created_at < ${}",
+    "source_service": "d.notice_id IN (SELECT id FROM notices WHERE source_service = ${})",
+    "source_kind": "d.notice_id IN (SELECT id FROM notices WHERE source_kind = ${})",
+    "source_reference": "d.notice_id IN (SELECT id FROM notices WHERE source_reference = ${})",
+}
 #: filters whose value is written into the statement rather than passed: a status is one
 #: of STATUSES, and the status index holds only some of them (migration 0011), which the
 #: planner sees only in the statement's text (a plan kept for any value cannot use it)
 WRITTEN_IN = {"status"}
 
 
-def _uuid(field: str, raw: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise InvalidRequestError(field, "must be a UUID") from None
+class JournalQuery(msgspec.Struct, forbid_unknown_fields=True):
+    """``GET /v1/journal``: every filter given must hold; ``since`` and ``until`` are on
+    when the message was created."""
+
+    notice_id: uuid.UUID | None = None
+    source_service: Id | None = None
+    source_kind: Id | None = None
+    source_reference: Id | None = None
+    recipient_id: Id | None = None
+    channel: Channel | None = None
+    status: DeliveryStatus | None = None
+    since: Moment | None = None
+    until: Moment | None = None
+    cursor: Cursor | None = None
+    limit: Limit = DEFAULT_LIMIT
 
 
-def _text(field: str, raw: str) -> str:
-    if not raw.strip() or len(raw) > 200:
-        raise InvalidRequestError(field, "must be 1 to 200 characters")
-    return raw
+class RecipientsQuery(msgspec.Struct, forbid_unknown_fields=True):
+    """``GET /v1/notices/{id}/recipients``: ``status`` keeps those with a message in that
+    state."""
+
+    status: DeliveryStatus | None = None
+    cursor: Cursor | None = None
+    limit: Limit = DEFAULT_LIMIT
 
 
-def _one_of(*allowed: str) -> Callable[[str, str], str]:
-    def parse(field: str, raw: str) -> str:
-        if raw not in allowed:
-            raise InvalidRequestError(field, f"must be one of {', '.join(allowed)}")
-        return raw
-
-    return parse
+class DeliveryPath(msgspec.Struct):
+    delivery_id: uuid.UUID
 
 
-def _moment(field: str, raw: str) -> dt.datetime:
-    try:
-        moment = dt.datetime.fromisoformat(raw)
-    except ValueError:
-        raise InvalidRequestError(field, "must be an ISO 8601 date-time") from None
-    if moment.tzinfo is None:
-        raise InvalidRequestError(field, "must say its time zone (e.g. Z or +01:00)")
-    return moment
-
-
-FILTERS.update(
-    {
-        "notice_id": ("d.notice_id = ${}", _uuid),
-        "recipient_id": ("d.recipient_id = ${}", _text),
-        "channel": ("d.channel = ${}", _one_of(*CHANNELS)),
-        "status": ("d.status = '{}'", _one_of(*STATUSES)),
-        "since": ("d.created_at >= ${}", _moment),
-        "until": ("d.created_at < ${}", _moment),
-        "source_service": (
-            "d.notice_id IN (SELECT id FROM notices WHERE source_service = ${})",
-            _text,
-        ),
-        "source_kind": ("d.notice_id IN (SELECT id FROM notices WHERE source_kind = ${})", _text),
-        "source_reference": (
-            "d.notice_id IN (SELECT id FROM notices WHERE source_reference = ${})",
-            _text,
-        ),
-    }
-)
-
-
-def encode_cursor(*parts: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps(parts).encode()).decode().rstrip("=")
-
-
-def decode_cursor(raw: str, size: int) -> list[str]:
-    try:
-        parts = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-    except (binascii.Error, ValueError):
-        raise InvalidRequestError("cursor", "is not a cursor this API gave out") from None
-    if (
-        not isinstance(parts, list)
-        or len(parts) != size
-        or not all(isinstance(p, str) for p in parts)
-    ):
-        raise InvalidRequestError("cursor", "is not a cursor this API gave out")
-    return parts
-
-
-def parse_limit(query: Mapping[str, str]) -> int:
-    raw = query.get("limit")
-    if raw is None:
-        return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise InvalidRequestError("limit", f"must be an integer from 1 to {MAX_LIMIT}")
-    return int(raw)
-
-
-def journal_statement(query: Mapping[str, str]) -> tuple[str, list[Any], int]:
+def journal_statement(query: JournalQuery | Mapping[str, str]) -> tuple[str, list[Any], int]:
     """The statement reading one page of the journal (with one row more than the page, to
     tell whether another follows), its values, and the page's size."""
-    unknown = sorted(set(query) - {*FILTERS, "cursor", "limit"})
-    if unknown:
-        raise InvalidRequestError(unknown[0], "is not a journal filter")
+    if not isinstance(query, JournalQuery):
+        query = decode_query(query.items(), JournalQuery)
     conditions, values = ["true"], []
-    for name, (condition, parse) in FILTERS.items():
-        if name not in query:
+    for name, condition in FILTERS.items():
+        value = getattr(query, name)
+        if value is None:
             continue
-        value = parse(name, query[name])
+        if isinstance(value, dt.datetime):
+            value = in_utc(name, value)
         if name in WRITTEN_IN:
             conditions.append(condition.format(value))
         else:
             values.append(value)
             conditions.append(condition.format(len(values)))
-    if "cursor" in query:
-        created, delivery = decode_cursor(query["cursor"], 2)
-        values += [_moment("cursor", created), _uuid("cursor", delivery)]
+    if query.cursor is not None:
+        created, delivery = decode_cursor(query.cursor, 2)
+        try:
+            delivery_id = uuid.UUID(delivery)
+        except ValueError:
+            raise InvalidRequestError("cursor", "is not a cursor this API gave out") from None
+        values += [cursor_moment(created), delivery_id]
         conditions.append(f"(d.created_at, d.id) < (${len(values) - 1}, ${len(values)})")
-    limit = parse_limit(query)
+    limit = query.limit
     return Q["journal"].format(where=" AND ".join(conditions), limit=limit + 1), values, limit
 
 
@@ -146,7 +122,7 @@ class JournalReader:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def page(self, query: Mapping[str, str]) -> dict[str, Any]:
+    async def page(self, query: JournalQuery) -> JournalPage:
         """``GET /v1/journal``: ``query`` is the request's query parameters."""
         text, values, limit = journal_statement(query)
         rows = await self._pool.fetch(text, *values)
@@ -156,7 +132,7 @@ class JournalReader:
         cursor = encode_cursor(last["created_at"].isoformat(), str(last["id"])) if last else None
         return {"items": items, "next_cursor": cursor}
 
-    async def delivery(self, delivery_id: uuid.UUID) -> dict[str, Any] | None:
+    async def delivery(self, delivery_id: uuid.UUID) -> Delivery | None:
         """``GET /v1/deliveries/{id}``: the journal row, its notice, and its timeline."""
         async with self._pool.acquire() as connection:
             row = await connection.fetchrow(Q["delivery"], delivery_id)
@@ -191,16 +167,16 @@ class JournalReader:
     async def notice_exists(self, notice_id: uuid.UUID) -> bool:
         return bool(await self._pool.fetchval(Q["notice_exists"], notice_id))
 
-    async def recipients(self, notice_id: uuid.UUID, query: Mapping[str, str]) -> dict[str, Any]:
-        """``GET /v1/notices/{id}/recipients``, in recipient id order."""
-        status = _one_of(*STATUSES)("status", query["status"]) if "status" in query else None
-        after = decode_cursor(query["cursor"], 1)[0] if "cursor" in query else ""
-        limit = parse_limit(query)
-        rows = await self._pool.fetch(Q["notice_recipients"], notice_id, after, status, limit + 1)
-        items = [
-            {"id": row["recipient_id"], "name": row["name"], **json.loads(row["channels"])}
-            for row in rows[:limit]
-        ]
+    async def recipients(
+        self, notice_id: uuid.UUID, query: RecipientsQuery, after: str
+    ) -> NoticeRecipients:
+        """``GET /v1/notices/{id}/recipients``, in recipient id order, after the recipient
+        id ``after``."""
+        limit = query.limit
+        rows = await self._pool.fetch(
+            Q["notice_recipients"], notice_id, after, query.status, limit + 1
+        )
+        items = [_recipient(row) for row in rows[:limit]]
         more = len(rows) > limit
         return {
             "items": items,
@@ -208,7 +184,17 @@ class JournalReader:
         }
 
 
-def _item(row: asyncpg.Record) -> dict[str, Any]:
+def _recipient(row: asyncpg.Record) -> NoticeRecipient:
+    channels = json.loads(row["channels"])
+    item: NoticeRecipient = {"id": row["recipient_id"], "name": row["name"]}
+    if "email" in channels:
+        item["email"] = channels["email"]
+    if "sms" in channels:
+        item["sms"] = channels["sms"]
+    return item
+
+
+def _item(row: asyncpg.Record) -> JournalItem:
     return {
         "delivery_id": str(row["id"]),
         "notice_id": str(row["notice_id"]),
@@ -217,7 +203,7 @@ def _item(row: asyncpg.Record) -> dict[str, Any]:
         "status": row["status"],
         "address": row["address"],
         "attempt": row["attempt"],
-        "created_at": iso(row["created_at"]),
+        "created_at": timestamps.iso(row["created_at"]),
         "sent_at": iso(row["sent_at"]),
         "delivered_at": iso(row["delivered_at"]),
         "opened_at": iso(row["opened_at"]),
@@ -228,30 +214,62 @@ def _item(row: asyncpg.Record) -> dict[str, Any]:
     }
 
 
-def routes(reader: JournalReader, auth: Authenticator) -> list[Route]:
-    @answers_errors
-    async def journal(request: Request) -> Response:
-        await auth.caller(request, "journal:read")
-        return JSONResponse(await reader.page(request.query_params))
+def operations(reader: JournalReader) -> list[Operation]:
+    async def journal(call: Call) -> Response:
+        return answer(await reader.page(call.query))
 
-    @answers_errors
-    async def delivery(request: Request) -> Response:
-        await auth.caller(request, "journal:read")
-        answer = await reader.delivery(path_id(request, "delivery_id", "delivery"))
-        if answer is None:
-            return error(404, "not_found", "no such delivery")
-        return JSONResponse(answer)
+    async def delivery(call: Call) -> Response:
+        found = await reader.delivery(call.path.delivery_id)
+        if found is None:
+            raise not_found("delivery")
+        return answer(found)
 
-    @answers_errors
-    async def recipients(request: Request) -> Response:
-        await auth.caller(request, "journal:read", "notices:write")
-        notice_id = path_id(request, "notice_id", "notice")
+    async def recipients(call: Call) -> Response:
+        notice_id = call.path.notice_id
+        cursor = call.query.cursor
+        after = decode_cursor(cursor, 1)[0] if cursor is not None else ""
         if not await reader.notice_exists(notice_id):
-            return error(404, "not_found", "no such notice")
-        return JSONResponse(await reader.recipients(notice_id, request.query_params))
+            raise not_found("notice")
+        return answer(await reader.recipients(notice_id, call.query, after))
 
     return [
-        Route("/v1/journal", journal, methods=["GET"]),
-        Route("/v1/deliveries/{delivery_id}", delivery, methods=["GET"]),
-        Route("/v1/notices/{notice_id}/recipients", recipients, methods=["GET"]),
+        Operation(
+            "GET",
+            "/v1/journal",
+            "Every message, newest first, filtered and paged by keyset",
+            journal,
+            scopes=("journal:read",),
+            answers=(Answer(200, "one page of the journal", JournalPage),),
+            query=JournalQuery,
+            tag="journal",
+        ),
+        Operation(
+            "GET",
+            "/v1/deliveries/{delivery_id}",
+            "One message with its event timeline",
+            delivery,
+            scopes=("journal:read",),
+            answers=(
+                Answer(200, "the message", Delivery),
+                Answer(404, "no such delivery", codes=("not_found",)),
+            ),
+            path_params=DeliveryPath,
+            missing="delivery",
+            tag="journal",
+        ),
+        Operation(
+            "GET",
+            "/v1/notices/{notice_id}/recipients",
+            "A notice's recipients, each with the state of their messages",
+            recipients,
+            scopes=("journal:read", "notices:write"),
+            answers=(
+                Answer(200, "one page of recipients, in id order", NoticeRecipients),
+                Answer(404, "no such notice", codes=("not_found",)),
+            ),
+            path_params=NoticePath,
+            missing="notice",
+            query=RecipientsQuery,
+            tag="notices",
+        ),
     ]

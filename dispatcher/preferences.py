@@ -7,22 +7,26 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import asyncpg
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+import msgspec
+from starlette.responses import Response
 
 from bounce_policy.decisions import address_key
-from dispatcher.api import answers_errors, json_body
-from dispatcher.auth import Authenticator
-from dispatcher.journal import decode_cursor, encode_cursor, parse_limit
+from dispatcher.answers import (
+    ChangedBy,
+    ChannelPreference,
+    Contact,
+    PreferencesPage,
+    RecipientPreferences,
+    Wants,
+)
+from dispatcher.api import Answer, Call, Operation, answer, not_found
+from dispatcher.paging import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, encode_cursor
 from dispatcher.store import iso
-from dispatcher.validation import InvalidRequestError, Recipient, parse_contact, parse_object
+from dispatcher.validation import UNSET, ContactChange, Id, InvalidRequestError
 from relaybook import outbox, sql
-from relaybook.http import error
 from relaybook.timestamps import now_iso
 
 Q = sql.load("dispatcher")
@@ -30,67 +34,82 @@ CHANNELS = ("email", "sms")
 KINDS = ("default", "owner", "manager", "support", "automatic")
 MAX_BODY_BYTES = 16 * 1024
 
-#: overview filter -> (SQL condition, allowed values)
+#: overview filter -> SQL condition
 OVERVIEW_FILTERS = {
-    "wants_email": (
-        "CASE WHEN email IS NULL THEN 'not_applicable' ELSE email_wants END = ${}",
-        ("yes", "no", "not_applicable"),
-    ),
-    "wants_sms": (
-        "CASE WHEN phone IS NULL THEN 'not_applicable' ELSE sms_wants END = ${}",
-        ("yes", "no", "not_applicable"),
-    ),
-    "reason": ("(email_changed_by_kind = ${0} OR sms_changed_by_kind = ${0})", KINDS),
+    "wants_email": "CASE WHEN email IS NULL THEN 'not_applicable' ELSE email_wants END = ${}",
+    "wants_sms": "CASE WHEN phone IS NULL THEN 'not_applicable' ELSE sms_wants END = ${}",
+    "reason": "(email_changed_by_kind = ${0} OR sms_changed_by_kind = ${0})",
 }
 
 
-def describe(row: asyncpg.Record) -> dict[str, Any]:
+class RecipientPath(msgspec.Struct):
+    recipient_id: Id
+
+
+class PreferenceChange(msgspec.Struct, forbid_unknown_fields=True):
+    """``PUT /v1/recipients/{id}/preferences``: at least one of ``email``, ``sms``,
+    ``never_auto_unsubscribe``, and always why. Setting ``yes`` where the bounce policy
+    unsubscribed the recipient is a support override, recorded as such."""
+
+    reason: Annotated[str, msgspec.Meta(max_length=500, pattern=r"\S")]
+    email: Literal["yes", "no"] | None = None
+    sms: Literal["yes", "no"] | None = None
+    never_auto_unsubscribe: bool | None = None
+
+
+class OverviewQuery(msgspec.Struct, forbid_unknown_fields=True):
+    """``GET /v1/preferences``; ``reason`` keeps recipients whose email or sms preference
+    was last set by that kind of author."""
+
+    wants_email: Wants | None = None
+    wants_sms: Wants | None = None
+    reason: ChangedBy | None = None
+    cursor: Cursor | None = None
+    limit: Limit = DEFAULT_LIMIT
+
+
+def _channel(row: asyncpg.Record, channel: str, address: str | None) -> ChannelPreference:
+    return {
+        "wants": "not_applicable" if address is None else row[f"{channel}_wants"],
+        "reason": row[f"{channel}_reason"],
+        "changed_by": row[f"{channel}_changed_by_kind"],
+        "changed_by_name": row[f"{channel}_changed_by"],
+        "changed_at": iso(row[f"{channel}_changed_at"]),
+    }
+
+
+def describe(row: asyncpg.Record) -> RecipientPreferences:
     """The contract's shape: per channel ``wants`` (``not_applicable`` without an
     address), the reason, who changed it (``changed_by``: default, owner, manager,
     support, automatic; ``changed_by_name``: the token or service) and when."""
-    answer: dict[str, Any] = {"recipient_id": row["id"], "name": row["name"]}
-    for channel, address in (("email", row["email"]), ("sms", row["phone"])):
-        answer[channel] = {
-            "wants": "not_applicable" if address is None else row[f"{channel}_wants"],
-            "reason": row[f"{channel}_reason"],
-            "changed_by": row[f"{channel}_changed_by_kind"],
-            "changed_by_name": row[f"{channel}_changed_by"],
-            "changed_at": iso(row[f"{channel}_changed_at"]),
-        }
-    answer["never_auto_unsubscribe"] = row["never_auto_unsubscribe"]
-    return answer
+    return {
+        "recipient_id": row["id"],
+        "name": row["name"],
+        "email": _channel(row, "email", row["email"]),
+        "sms": _channel(row, "sms", row["phone"]),
+        "never_auto_unsubscribe": row["never_auto_unsubscribe"],
+    }
 
 
-def parse_change(body: Any) -> tuple[dict[str, str], str, bool | None]:
+def parse_change(body: PreferenceChange) -> tuple[dict[str, str], str, bool | None]:
     """``({channel: yes|no}, reason, never_auto_unsubscribe or None)`` or
     :class:`InvalidRequestError`."""
-    if not isinstance(body, dict):
-        raise InvalidRequestError("(body)", "must be a JSON object")
-    unknown = sorted(set(body) - {*CHANNELS, "reason", "never_auto_unsubscribe"})
-    if unknown:
-        raise InvalidRequestError(unknown[0], "is not a preference field")
-    wanted = {}
-    for channel in CHANNELS:
-        if channel in body:
-            if body[channel] not in ("yes", "no"):
-                raise InvalidRequestError(channel, "must be yes or no")
-            wanted[channel] = body[channel]
-    never = body.get("never_auto_unsubscribe")
-    if never is not None and not isinstance(never, bool):
-        raise InvalidRequestError("never_auto_unsubscribe", "must be true or false")
+    wanted: dict[str, str] = {
+        channel: wants
+        for channel, wants in (("email", body.email), ("sms", body.sms))
+        if wants is not None
+    }
+    never = body.never_auto_unsubscribe
     if not wanted and never is None:
         raise InvalidRequestError("(body)", "say email, sms or never_auto_unsubscribe")
-    reason = body.get("reason")
-    if not isinstance(reason, str) or not 1 <= len(reason.strip()) <= 500:
-        raise InvalidRequestError("reason", "is required: 1 to 500 characters saying why")
-    return wanted, reason.strip(), never
+    return wanted, body.reason.strip(), never
 
 
 class Preferences:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def get(self, recipient_id: str) -> dict[str, Any] | None:
+    async def get(self, recipient_id: str) -> RecipientPreferences | None:
         row = await self._pool.fetchrow(Q["preferences"], recipient_id)
         return describe(row) if row is not None else None
 
@@ -101,7 +120,7 @@ class Preferences:
         reason: str,
         never: bool | None,
         caller: str,
-    ) -> dict[str, Any] | None:
+    ) -> RecipientPreferences | None:
         async with self._pool.acquire() as connection, connection.transaction():
             current = await connection.fetchrow(Q["lock_preferences"], recipient_id)
             if current is None:
@@ -153,58 +172,53 @@ class Preferences:
         assert row is not None
         return describe(row)
 
-    async def correct(self, contact: Recipient, caller: str) -> dict[str, Any] | None:
+    async def correct(
+        self, recipient_id: str, contact: ContactChange, caller: str
+    ) -> Contact | None:
         """``PATCH /v1/recipients/{id}``: the contact details a manager corrected (an
         address given as null is removed); answers them as they now are."""
+        given = {
+            "name": contact.name is not None,
+            "email": contact.email is not UNSET,
+            "phone": contact.phone is not UNSET,
+        }
         async with self._pool.acquire() as connection, connection.transaction():
             found = await connection.fetchval(
                 Q["update_contact"],
-                contact.id,
-                contact.name is not None,
+                recipient_id,
+                given["name"],
                 contact.name,
-                contact.email_given,
-                contact.email,
-                contact.phone_given,
-                contact.phone,
+                given["email"],
+                None if contact.email is UNSET else contact.email,
+                given["phone"],
+                None if contact.phone is UNSET else contact.phone,
             )
             if found is None:
                 return None
-            changed = [
-                field
-                for field, given in (
-                    ("name", contact.name is not None),
-                    ("email", contact.email_given),
-                    ("phone", contact.phone_given),
-                )
-                if given
-            ]
+            changed = [field for field, yes in given.items() if yes]
             await connection.execute(
                 Q["audit_preference"],
                 caller,
                 "contact_corrected",
-                contact.id,
+                recipient_id,
                 None,
                 json.dumps({"fields": changed}),
             )
-            row = await connection.fetchrow(Q["preferences"], contact.id)
+            row = await connection.fetchrow(Q["preferences"], recipient_id)
         assert row is not None
         return {"id": row["id"], "name": row["name"], "email": row["email"], "phone": row["phone"]}
 
-    async def overview(self, query: Mapping[str, str]) -> dict[str, Any]:
-        unknown = sorted(set(query) - {*OVERVIEW_FILTERS, "cursor", "limit"})
-        if unknown:
-            raise InvalidRequestError(unknown[0], "is not a preferences filter")
+    async def overview(self, query: OverviewQuery) -> PreferencesPage:
         conditions, values = ["true"], []
-        for name, (condition, allowed) in OVERVIEW_FILTERS.items():
-            if name in query:
-                if query[name] not in allowed:
-                    raise InvalidRequestError(name, f"must be one of {', '.join(allowed)}")
-                values.append(query[name])
+        for name, condition in OVERVIEW_FILTERS.items():
+            value = getattr(query, name)
+            if value is not None:
+                values.append(value)
                 conditions.append(condition.format(len(values)))
-        if "cursor" in query:
-            values.append(decode_cursor(query["cursor"], 1)[0])
+        if query.cursor is not None:
+            values.append(decode_cursor(query.cursor, 1)[0])
             conditions.append(f"id > ${len(values)}")
-        limit = parse_limit(query)
+        limit = query.limit
         text = Q["preferences_overview"].format(where=" AND ".join(conditions), limit=limit + 1)
         rows = await self._pool.fetch(text, *values)
         more = len(rows) > limit
@@ -238,48 +252,78 @@ def _event(
     }
 
 
-def routes(preferences: Preferences, auth: Authenticator) -> list[Route]:
-    @answers_errors
-    async def read(request: Request) -> Response:
-        await auth.caller(request, "journal:read", "preferences:write")
-        answer = await preferences.get(request.path_params["recipient_id"])
-        if answer is None:
-            return error(404, "not_found", "no such recipient")
-        return JSONResponse(answer)
+def operations(preferences: Preferences) -> list[Operation]:
+    async def read(call: Call) -> Response:
+        found = await preferences.get(call.path.recipient_id)
+        if found is None:
+            raise not_found("recipient")
+        return answer(found)
 
-    @answers_errors
-    async def write(request: Request) -> Response:
-        caller = await auth.caller(request, "preferences:write")
-        _, body = await json_body(request, MAX_BODY_BYTES)
-        wanted, reason, never = parse_change(body)
-        answer = await preferences.change(
-            request.path_params["recipient_id"], wanted, reason, never, caller.name
+    async def write(call: Call) -> Response:
+        wanted, reason, never = parse_change(call.body)
+        changed = await preferences.change(
+            call.path.recipient_id, wanted, reason, never, call.caller.name
         )
-        if answer is None:
-            return error(404, "not_found", "no such recipient")
-        return JSONResponse(answer)
+        if changed is None:
+            raise not_found("recipient")
+        return answer(changed)
 
-    @answers_errors
-    async def correct(request: Request) -> Response:
-        caller = await auth.caller(request, "preferences:write")
-        _, body = await json_body(request, MAX_BODY_BYTES)
-        recipient_id = request.path_params["recipient_id"]
-        contact = parse_contact(
-            parse_object(body, "(body)", {"name", "email", "phone"}), recipient_id
-        )
-        answer = await preferences.correct(contact, caller.name)
-        if answer is None:
-            return error(404, "not_found", "no such recipient")
-        return JSONResponse(answer)
+    async def correct(call: Call) -> Response:
+        corrected = await preferences.correct(call.path.recipient_id, call.body, call.caller.name)
+        if corrected is None:
+            raise not_found("recipient")
+        return answer(corrected)
 
-    @answers_errors
-    async def overview(request: Request) -> Response:
-        await auth.caller(request, "journal:read", "preferences:write")
-        return JSONResponse(await preferences.overview(request.query_params))
+    async def overview(call: Call) -> Response:
+        return answer(await preferences.overview(call.query))
 
+    missing = Answer(404, "no such recipient", codes=("not_found",))
     return [
-        Route("/v1/recipients/{recipient_id}/preferences", read, methods=["GET"]),
-        Route("/v1/recipients/{recipient_id}/preferences", write, methods=["PUT"]),
-        Route("/v1/recipients/{recipient_id}", correct, methods=["PATCH"]),
-        Route("/v1/preferences", overview, methods=["GET"]),
+        Operation(
+            "GET",
+            "/v1/recipients/{recipient_id}/preferences",
+            "A recipient's preferences per channel",
+            read,
+            scopes=("journal:read", "preferences:write"),
+            answers=(Answer(200, "the preferences", RecipientPreferences), missing),
+            path_params=RecipientPath,
+            missing="recipient",
+            tag="preferences",
+        ),
+        Operation(
+            "PUT",
+            "/v1/recipients/{recipient_id}/preferences",
+            "Change a recipient's preferences (audited and announced)",
+            write,
+            scopes=("preferences:write",),
+            answers=(Answer(200, "the new preferences", RecipientPreferences), missing),
+            path_params=RecipientPath,
+            missing="recipient",
+            body=PreferenceChange,
+            max_body=MAX_BODY_BYTES,
+            tag="preferences",
+        ),
+        Operation(
+            "PATCH",
+            "/v1/recipients/{recipient_id}",
+            "Correct a recipient's name or addresses",
+            correct,
+            scopes=("preferences:write",),
+            answers=(Answer(200, "the contact details as they now are", Contact), missing),
+            path_params=RecipientPath,
+            missing="recipient",
+            body=ContactChange,
+            max_body=MAX_BODY_BYTES,
+            tag="preferences",
+        ),
+        Operation(
+            "GET",
+            "/v1/preferences",
+            "The overview of preferences, filtered and paged",
+            overview,
+            scopes=("journal:read", "preferences:write"),
+            answers=(Answer(200, "one page of recipients, in id order", PreferencesPage),),
+            query=OverviewQuery,
+            tag="preferences",
+        ),
     ]

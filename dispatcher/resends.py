@@ -14,19 +14,25 @@ import dataclasses
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import Any
+from typing import Annotated, Any
 
 import asyncpg
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+import msgspec
+from starlette.responses import Response
 
-from dispatcher.api import ApiError, answers_errors, json_body, path_id
-from dispatcher.auth import Authenticator
-from dispatcher.store import OUTBOX_CHANNEL, add_job_pages, iso
-from dispatcher.validation import InvalidRequestError
-from relaybook import sql
-from relaybook.http import error
+from dispatcher.answers import (
+    Count,
+    Resend,
+    ResendHistory,
+    ResendOptions,
+    ResendRecord,
+    ResendScope,
+    ScopeCount,
+)
+from dispatcher.api import Answer, ApiError, Call, NoticePath, Operation, answer, not_found
+from dispatcher.store import OUTBOX_CHANNEL, add_job_pages
+from dispatcher.validation import MAX_RECIPIENTS, Id, InvalidRequestError
+from relaybook import sql, timestamps
 
 Q = sql.load("dispatcher")
 SCOPES = ("failed", "undelivered", "selected")
@@ -58,14 +64,17 @@ class Plan:
     #: would be retried, but the recipient unsubscribed, was suppressed or lost the address
     excluded: list[Message]
 
-    def counts(self) -> dict[str, Any]:
+    def counts(self) -> ScopeCount:
+        retry = _count(self.retry)
         return {
-            **_count(self.retry),
+            "recipients": retry["recipients"],
+            "email": retry["email"],
+            "sms": retry["sms"],
             "excluded": _count(self.excluded),
         }
 
 
-def _count(messages: Iterable[Message]) -> dict[str, int]:
+def _count(messages: Iterable[Message]) -> Count:
     listed = list(messages)
     return {
         "recipients": len({m.recipient_id for m in listed}),
@@ -96,32 +105,42 @@ def plan(messages: Iterable[Message], scope: str, selected: frozenset[str] = fro
     )
 
 
-def parse_request(body: Any) -> tuple[str, frozenset[str]]:
-    if not isinstance(body, dict):
-        raise InvalidRequestError("(body)", "must be a JSON object")
-    unknown = sorted(set(body) - {"scope", "recipient_ids"})
-    if unknown:
-        raise InvalidRequestError(unknown[0], "is not a resend field")
-    scope = body.get("scope")
-    if scope not in SCOPES:
-        raise InvalidRequestError("scope", f"must be one of {', '.join(SCOPES)}")
-    ids = body.get("recipient_ids")
-    if ids is not None and (
-        not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids)
-    ):
-        raise InvalidRequestError("recipient_ids", "must be a list of recipient ids")
-    if scope == "selected" and not ids:
+class ResendBody(msgspec.Struct, forbid_unknown_fields=True):
+    """``failed``: every failed channel; ``undelivered``: also what was never delivered, for
+    recipients who got the notice on no channel; ``selected``: the failed channels of the
+    ``recipient_ids`` (that scope only)."""
+
+    scope: ResendScope
+    recipient_ids: Annotated[list[Id], msgspec.Meta(max_length=MAX_RECIPIENTS)] | None = None
+
+
+class OptionsQuery(msgspec.Struct, forbid_unknown_fields=True):
+    #: comma-separated recipient ids: what the ``selected`` scope would resend
+    recipient_ids: Annotated[str, msgspec.Meta(max_length=4000)] | None = None
+
+
+def parse_request(body: ResendBody) -> tuple[str, frozenset[str]]:
+    ids = body.recipient_ids
+    if body.scope == "selected" and not ids:
         raise ResendError(422, "no_selection", "scope selected needs recipient_ids")
-    if scope != "selected" and ids:
+    if body.scope != "selected" and ids:
         raise InvalidRequestError("recipient_ids", "only scope selected takes recipient ids")
-    return scope, frozenset(ids or ())
+    return body.scope, frozenset(ids or ())
+
+
+def selection(raw: str | None) -> frozenset[str]:
+    """``a,b`` as recipient ids; a 422 for one no recipient could have."""
+    selected = frozenset(part.strip() for part in (raw or "").split(",") if part.strip())
+    if any(len(part) > 200 for part in selected):
+        raise InvalidRequestError("recipient_ids", "a recipient id is at most 200 characters")
+    return selected
 
 
 class Resends:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def options(self, notice_id: uuid.UUID, selected: frozenset[str]) -> dict[str, Any]:
+    async def options(self, notice_id: uuid.UUID, selected: frozenset[str]) -> ResendOptions:
         """Per scope: the recipients, emails and texts a resend would send now, and those
         left out because they cannot be contacted any more (``excluded``)."""
         async with self._pool.acquire() as connection:
@@ -129,13 +148,17 @@ class Resends:
                 raise ResendError(404, "not_found", "no such notice")
             messages = await _messages(connection, notice_id)
         _check_known(messages, selected)
-        answer = {scope: plan(messages, scope, selected).counts() for scope in SCOPES}
-        answer["selected"]["available"] = bool(selected)
-        return answer
+        chosen = plan(messages, "selected", selected).counts()
+        chosen["available"] = bool(selected)
+        return {
+            "failed": plan(messages, "failed").counts(),
+            "undelivered": plan(messages, "undelivered").counts(),
+            "selected": chosen,
+        }
 
     async def resend(
         self, notice_id: uuid.UUID, scope: str, selected: frozenset[str], caller: str
-    ) -> dict[str, Any]:
+    ) -> Resend:
         async with self._pool.acquire() as connection, connection.transaction():
             notice = await connection.fetchrow(Q["lock_notice"], notice_id)
             if notice is None:
@@ -186,12 +209,12 @@ class Resends:
     async def exists(self, notice_id: uuid.UUID) -> bool:
         return bool(await self._pool.fetchval(Q["notice_exists"], notice_id))
 
-    async def history(self, notice_id: uuid.UUID) -> list[dict[str, Any]]:
+    async def history(self, notice_id: uuid.UUID) -> list[ResendRecord]:
         rows = await self._pool.fetch(Q["resend_history"], notice_id)
         return [
             {
                 "id": str(row["id"]),
-                "created_at": iso(row["created_at"]),
+                "created_at": timestamps.iso(row["created_at"]),
                 "requested_by": row["requested_by"],
                 "scope": row["scope"],
                 "recipients": row["recipients"],
@@ -218,36 +241,72 @@ def _check_known(messages: list[Message], selected: frozenset[str]) -> None:
         raise InvalidRequestError("recipient_ids", f"not recipients of this notice: {shown}")
 
 
-def routes(resends: Resends, auth: Authenticator) -> list[Route]:
-    @answers_errors
-    async def options(request: Request) -> Response:
-        await auth.caller(request, "journal:read", "notices:write")
-        raw = request.query_params.get("recipient_ids", "")
-        selected = frozenset(part.strip() for part in raw.split(",") if part.strip())
-        return JSONResponse(
-            await resends.options(path_id(request, "notice_id", "notice"), selected)
-        )
+def operations(resends: Resends) -> list[Operation]:
+    async def options(call: Call) -> Response:
+        selected = selection(call.query.recipient_ids)
+        return answer(await resends.options(call.path.notice_id, selected))
 
-    @answers_errors
-    async def create(request: Request) -> Response:
-        caller = await auth.caller(request, "notices:write")
-        target = path_id(request, "notice_id", "notice")
-        _, body = await json_body(request, MAX_BODY_BYTES)
-        scope, selected = parse_request(body)
-        answer = await resends.resend(target, scope, selected, caller.name)
-        return JSONResponse(answer, 202)
+    async def create(call: Call) -> Response:
+        scope, selected = parse_request(call.body)
+        done = await resends.resend(call.path.notice_id, scope, selected, call.caller.name)
+        return answer(done, 202)
 
-    @answers_errors
-    async def history(request: Request) -> Response:
-        await auth.caller(request, "journal:read", "notices:write")
-        target = path_id(request, "notice_id", "notice")
+    async def history(call: Call) -> Response:
+        target = call.path.notice_id
         items = await resends.history(target)
         if not items and not await resends.exists(target):
-            return error(404, "not_found", "no such notice")
-        return JSONResponse({"items": items})
+            raise not_found("notice")
+        listed: ResendHistory = {"items": items}
+        return answer(listed)
 
+    missing = Answer(404, "no such notice", codes=("not_found",))
     return [
-        Route("/v1/notices/{notice_id}/resend-options", options, methods=["GET"]),
-        Route("/v1/notices/{notice_id}/resends", create, methods=["POST"]),
-        Route("/v1/notices/{notice_id}/resends", history, methods=["GET"]),
+        Operation(
+            "GET",
+            "/v1/notices/{notice_id}/resend-options",
+            "What each resend scope would send now, and whom it leaves out",
+            options,
+            scopes=("journal:read", "notices:write"),
+            answers=(
+                Answer(200, "per scope, the recipients, emails and texts", ResendOptions),
+                missing,
+            ),
+            path_params=NoticePath,
+            missing="notice",
+            query=OptionsQuery,
+            tag="resends",
+        ),
+        Operation(
+            "POST",
+            "/v1/notices/{notice_id}/resends",
+            "Resend failures, as new attempts linked to the ones they retry",
+            create,
+            scopes=("notices:write",),
+            answers=(
+                Answer(202, "the resend and what it sends", Resend),
+                missing,
+                Answer(
+                    409,
+                    "nothing to resend, the notice was never sent, or is still sending",
+                    codes=("no_failed_recipients", "notice_not_sent", "notice_sending"),
+                ),
+                Answer(422, "scope selected without recipient_ids", codes=("no_selection",)),
+            ),
+            path_params=NoticePath,
+            missing="notice",
+            body=ResendBody,
+            max_body=MAX_BODY_BYTES,
+            tag="resends",
+        ),
+        Operation(
+            "GET",
+            "/v1/notices/{notice_id}/resends",
+            "A notice's resends, newest first",
+            history,
+            scopes=("journal:read", "notices:write"),
+            answers=(Answer(200, "the resends", ResendHistory), missing),
+            path_params=NoticePath,
+            missing="notice",
+            tag="resends",
+        ),
     ]

@@ -8,17 +8,16 @@ import datetime as dt
 import hashlib
 import json
 import uuid
-from typing import Any
 
 import asyncpg
 
-from dispatcher.validation import NoticeRequest
+from dispatcher.answers import Channel, ChannelStats, Notice, Stats
+from dispatcher.validation import UNSET, NoticeRequest
 from relaybook import sql, timestamps
 from relaybook.database import Connection
 
 Q = sql.load("dispatcher")
 OUTBOX_CHANNEL = "relaybook_outbox"
-STAT_FIELDS = ("queued", "sent", "delivered", "opened", "clicked", "failed", "skipped")
 #: recipients per job page: up to 5,000 send jobs on two channels
 PAGE_RECIPIENTS = 2500
 
@@ -40,7 +39,7 @@ class NoticeStore:
         notice: NoticeRequest,
         caller: str,
         idempotency: tuple[str, bytes] | None,
-    ) -> tuple[int, dict[str, Any]]:
+    ) -> tuple[int, Notice]:
         """Creates the notice, upserts its recipients and fans out its deliveries, in one
         transaction. With an idempotency ``(key, request hash)``, a repeat of the same
         request returns the first answer; another request under that key raises
@@ -71,10 +70,10 @@ class NoticeStore:
                 Q["upsert_recipients"],
                 [p.id for p in people],
                 [p.name for p in people],
-                [p.email for p in people],
-                [p.phone for p in people],
-                [p.email_given for p in people],
-                [p.phone_given for p in people],
+                [None if p.email is UNSET else p.email for p in people],
+                [None if p.phone is UNSET else p.phone for p in people],
+                [p.email is not UNSET for p in people],
+                [p.phone is not UNSET for p in people],
             )
             ids = [p.id for p in people]
             await connection.execute(Q["insert_deliveries"], notice_id, ids, notice.channels)
@@ -94,7 +93,7 @@ class NoticeStore:
 
     async def _claim(
         self, connection: Connection, caller: str, key: str, hashed: bytes
-    ) -> tuple[int, dict[str, Any]] | None:
+    ) -> tuple[int, Notice] | None:
         if await connection.fetchval(Q["claim_idempotency_key"], caller, key, hashed):
             return None
         row = await connection.fetchrow(Q["idempotency_answer"], caller, key)
@@ -103,7 +102,7 @@ class NoticeStore:
             raise IdempotencyConflictError(key)
         return row["status"], json.loads(row["response"])
 
-    async def get(self, notice_id: uuid.UUID) -> dict[str, Any] | None:
+    async def get(self, notice_id: uuid.UUID) -> Notice | None:
         async with self.pool.acquire() as connection:
             return await self._describe(connection, notice_id)
 
@@ -117,19 +116,19 @@ class NoticeStore:
                 await connection.execute(Q["settle_notice"], notice_id)
             return bool(row["released"])
 
-    async def _describe(
-        self, connection: Connection, notice_id: uuid.UUID
-    ) -> dict[str, Any] | None:
+    async def _describe(self, connection: Connection, notice_id: uuid.UUID) -> Notice | None:
         row = await connection.fetchrow(Q["notice"], notice_id)
         if row is None:
             return None
         rows = await connection.fetch(Q["notice_stats"], notice_id)
-        stats = {stat["channel"]: {field: stat[field] for field in STAT_FIELDS} for stat in rows}
+        counted = {stat["channel"]: _stats(stat) for stat in rows}
         # every recipient has a delivery on every channel of the notice
         recipients = rows[0]["recipients"] if rows else 0
-        channels = [
-            c for c, on in (("email", row["email_subject"]), ("sms", row["sms_text"])) if on
-        ]
+        channels: list[Channel] = []
+        if row["email_subject"]:
+            channels.append("email")
+        if row["sms_text"]:
+            channels.append("sms")
         return {
             "id": str(row["id"]),
             "source": {
@@ -142,13 +141,35 @@ class NoticeStore:
             "status": row["status"],
             "send_at": iso(row["send_at"]),
             "released_at": iso(row["released_at"]),
-            "created_at": iso(row["created_at"]),
+            "created_at": timestamps.iso(row["created_at"]),
             "created_by": row["created_by"],
             "recipients": recipients,
-            "stats": {
-                channel: stats.get(channel, dict.fromkeys(STAT_FIELDS, 0)) for channel in channels
-            },
+            "stats": _channel_stats(counted, channels),
         }
+
+
+def _stats(row: asyncpg.Record | None) -> Stats:
+    def count(field: str) -> int:
+        return int(row[field]) if row is not None else 0
+
+    return {
+        "queued": count("queued"),
+        "sent": count("sent"),
+        "delivered": count("delivered"),
+        "opened": count("opened"),
+        "clicked": count("clicked"),
+        "failed": count("failed"),
+        "skipped": count("skipped"),
+    }
+
+
+def _channel_stats(counted: dict[str, Stats], channels: list[Channel]) -> ChannelStats:
+    stats: ChannelStats = {}
+    if "email" in channels:
+        stats["email"] = counted.get("email") or _stats(None)
+    if "sms" in channels:
+        stats["sms"] = counted.get("sms") or _stats(None)
+    return stats
 
 
 async def add_job_pages(

@@ -1,14 +1,25 @@
-"""What a valid notice is. ``parse_notice`` turns a request body into a :class:`NoticeRequest`
-or raises :class:`InvalidRequestError` naming the first field at fault (``recipients[3].email``).
+"""What a valid request is, and strict decoding into it.
+
+Bodies and query strings are decoded by msgspec into the typed definitions below (the same
+ones ``/openapi.json`` is generated from). Anything refused is an
+:class:`InvalidRequestError` naming the field at fault (``recipients[3].email``): a type,
+length or pattern msgspec checks, a NUL or lone surrogate (PostgreSQL cannot store them),
+a number not written in ASCII digits, a date-time that is not one in UTC (past year 9999
+or before year 1 once converted), or nesting too deep to decode.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import datetime as dt
 import re
-from collections.abc import Set
-from typing import Any, NamedTuple
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Any, TypeVar
+
+import msgspec
+
+from relaybook.storable import has_unstorable
 
 #: documented limits
 MAX_RECIPIENTS = 100_000
@@ -17,35 +28,94 @@ MAX_SMS = 1_600
 MAX_SUBJECT = 998
 MAX_ID = 200
 
-_EMAIL = re.compile(
+#: somewhere a character that is not white space: blank text is refused
+NOT_BLANK = r"\S"
+EMAIL = (
     r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
 )
-_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
-_RECIPIENT_FIELDS = frozenset({"id", "name", "email", "phone"})
-_ABSENT = object()
+E164 = r"^\+[1-9][0-9]{6,14}$"
+#: what a refused pattern means, said to the caller instead of the regex
+_PATTERN_MEANING = {
+    NOT_BLANK: "must not be empty or blank",
+    EMAIL: "is not a valid email address",
+    E164: "is not an E.164 phone number (+33612345678)",
+}
+
+Id = Annotated[str, msgspec.Meta(max_length=MAX_ID, pattern=NOT_BLANK)]
+Email = Annotated[
+    str, msgspec.Meta(max_length=254, pattern=EMAIL, examples=["a.martin@example.org"])
+]
+Phone = Annotated[str, msgspec.Meta(pattern=E164, examples=["+33612345678"])]
+#: an ISO 8601 (RFC 3339) date-time with its time zone
+Moment = Annotated[dt.datetime, msgspec.Meta(tz=True)]
+Title = Annotated[str, msgspec.Meta(max_length=500, pattern=NOT_BLANK)]
+Subject = Annotated[str, msgspec.Meta(max_length=MAX_SUBJECT, pattern=NOT_BLANK)]
+Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT, pattern=NOT_BLANK)]
+SmsText = Annotated[str, msgspec.Meta(max_length=MAX_SMS, pattern=NOT_BLANK)]
+
+UNSET = msgspec.UNSET
+UnsetType = msgspec.UnsetType
+T = TypeVar("T")
 
 
 class InvalidRequestError(ValueError):
-    """A request body is not acceptable; ``field`` says where."""
+    """A request is not acceptable; ``field`` says where."""
 
     def __init__(self, field: str, detail: str) -> None:
         super().__init__(f"{field}: {detail}")
         self.field = field
         self.detail = detail
 
-    def within(self, where: str) -> InvalidRequestError:
-        """The same error about a field of ``where`` (``recipients[3]``)."""
-        return InvalidRequestError(f"{where}.{self.field}" if self.field else where, self.detail)
+
+class Source(msgspec.Struct, forbid_unknown_fields=True):
+    """Who publishes the notice, and about what."""
+
+    service: Id
+    kind: Id
+    reference: Id
 
 
-class Recipient(NamedTuple):  # a NamedTuple: made 100,000 times for a large notice
-    id: str
-    name: str | None
-    email: str | None
-    phone: str | None
-    email_given: bool
-    phone_given: bool
+class EmailContent(msgspec.Struct, forbid_unknown_fields=True):
+    subject: Subject
+    text: Text
+    html: Text | None = None
+
+
+class SmsContent(msgspec.Struct, forbid_unknown_fields=True):
+    text: SmsText
+
+
+class Recipient(msgspec.Struct, forbid_unknown_fields=True):
+    """A recipient as a notice names them: an address left out is kept from before, one
+    given as null is removed."""
+
+    id: Id
+    name: Id | None = None
+    email: Email | UnsetType | None = UNSET
+    phone: Phone | UnsetType | None = UNSET
+
+
+class NoticeBody(msgspec.Struct, forbid_unknown_fields=True):
+    """``POST /v1/notices``: the channels are those whose content is given; ``send: true``
+    sends now, ``send_at`` (in the future) schedules, neither makes a draft."""
+
+    source: Source
+    title: Title
+    recipients: Annotated[list[Recipient], msgspec.Meta(min_length=1, max_length=MAX_RECIPIENTS)]
+    email: EmailContent | None = None
+    sms: SmsContent | None = None
+    send_at: Moment | None = None
+    send: bool = False
+
+
+class ContactChange(msgspec.Struct, forbid_unknown_fields=True):
+    """``PATCH /v1/recipients/{id}``: the contact details to correct (null removes an
+    address; a field left out is kept)."""
+
+    name: Id | None = None
+    email: Email | UnsetType | None = UNSET
+    phone: Phone | UnsetType | None = UNSET
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,130 +143,186 @@ class NoticeRequest:
         return "scheduled" if self.send_at else "draft"
 
 
-def parse_object(value: Any, field: str, allowed: Set[str]) -> dict[str, Any]:
-    """``value`` as an object with no field but ``allowed`` ones; ``field`` names it in
-    errors ("(body)" or "" for the request's own fields)."""
-    if not isinstance(value, dict):
-        raise InvalidRequestError(field, "must be an object")
-    if not value.keys() <= allowed:
-        unknown = sorted(value.keys() - allowed)[0]
-        raise InvalidRequestError(
-            f"{field}.{unknown}" if field not in ("(body)", "") else unknown, "is not a known field"
-        )
-    return value
-
-
-def _optional(value: Any, field: str, limit: int) -> str | None:
-    return None if value is None else _text(value, field, limit)
-
-
-def _text(value: Any, field: str, limit: int) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidRequestError(field, "must be a non-empty string")
-    if len(value) > limit:
-        raise InvalidRequestError(field, f"must be at most {limit} characters")
-    return value
-
-
-def parse_notice(body: Any, now: dt.datetime) -> NoticeRequest:
-    """Validates a ``POST /v1/notices`` body."""
-    body = parse_object(
-        body, "(body)", {"source", "title", "email", "sms", "recipients", "send_at", "send"}
-    )
-    source = parse_object(body.get("source"), "source", {"service", "kind", "reference"})
-    service = _text(source.get("service"), "source.service", MAX_ID)
-    kind = _text(source.get("kind"), "source.kind", MAX_ID)
-    reference = _text(source.get("reference"), "source.reference", MAX_ID)
-    title = _text(body.get("title"), "title", 500)
-    subject = text = html = sms = None
-    if body.get("email") is not None:
-        email = parse_object(body["email"], "email", {"subject", "text", "html"})
-        subject = _text(email.get("subject"), "email.subject", MAX_SUBJECT)
-        text = _text(email.get("text"), "email.text", MAX_TEXT)
-        html = _optional(email.get("html"), "email.html", MAX_TEXT)
-    if body.get("sms") is not None:
-        sms = _text(parse_object(body["sms"], "sms", {"text"}).get("text"), "sms.text", MAX_SMS)
-    if subject is None and sms is None:
+def parse_notice(body: NoticeBody | Any, now: dt.datetime) -> NoticeRequest:
+    """A ``POST /v1/notices`` body (decoded, or as plain JSON values) checked beyond its
+    type: some content, unique recipient ids, ``send_at`` in the future."""
+    if not isinstance(body, NoticeBody):
+        body = convert(body, NoticeBody)
+    if body.email is None and body.sms is None:
         raise InvalidRequestError("email", "a notice needs email or sms content (or both)")
-    send = body.get("send", False)
-    if not isinstance(send, bool):
-        raise InvalidRequestError("send", "must be true or false")
-    send_at = _send_at(body.get("send_at"), now)
-    if send and send_at is not None:
-        raise InvalidRequestError("send_at", "cannot be given with send: true")
-    return NoticeRequest(
-        service,
-        kind,
-        reference,
-        title,
-        subject,
-        text,
-        html,
-        sms,
-        _recipients(body.get("recipients")),
-        send_at,
-        send,
-    )
-
-
-def _send_at(value: Any, now: dt.datetime) -> dt.datetime | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise InvalidRequestError("send_at", "must be an ISO 8601 date-time with a time zone")
-    try:
-        when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidRequestError(
-            "send_at", "must be an ISO 8601 date-time with a time zone"
-        ) from None
-    if when.tzinfo is None:
-        raise InvalidRequestError("send_at", "must include a time zone (Z or +hh:mm)")
-    if when <= now:
-        raise InvalidRequestError("send_at", "must be in the future")
-    return when
-
-
-def _recipients(value: Any) -> list[Recipient]:
-    if not isinstance(value, list) or not value:
-        raise InvalidRequestError("recipients", "must be a non-empty list")
-    if len(value) > MAX_RECIPIENTS:
-        raise InvalidRequestError("recipients", f"at most {MAX_RECIPIENTS} recipients per notice")
+    send_at = body.send_at
+    if send_at is not None:
+        send_at = in_utc("send_at", send_at)
+        if body.send:
+            raise InvalidRequestError("send_at", "cannot be given with send: true")
+        if send_at <= now:
+            raise InvalidRequestError("send_at", "must be in the future")
     seen: dict[str, int] = {}
-    parsed = []
-    # each recipient's fields are named in an error only once there is one
-    for index, raw in enumerate(value):
-        try:
-            item = parse_object(raw, "", _RECIPIENT_FIELDS)
-            recipient = parse_contact(item, _text(item.get("id"), "id", MAX_ID))
-        except InvalidRequestError as error:
-            raise error.within(f"recipients[{index}]") from None
-        if recipient.id in seen:
+    for index, recipient in enumerate(body.recipients):
+        first = seen.setdefault(recipient.id, index)
+        if first != index:
             raise InvalidRequestError(
-                f"recipients[{index}].id", f"duplicate of recipients[{seen[recipient.id]}]"
+                f"recipients[{index}].id", f"duplicate of recipients[{first}]"
             )
-        seen[recipient.id] = index
-        parsed.append(recipient)
-    return parsed
-
-
-def parse_contact(item: dict[str, Any], recipient_id: str) -> Recipient:
-    """A recipient's contact details: an address left out is kept, one given as null is
-    removed."""
-    name = _optional(item.get("name"), "name", MAX_ID)
-    email = item.get("email", _ABSENT)
-    if email not in (None, _ABSENT) and (
-        not isinstance(email, str) or len(email) > 254 or not _EMAIL.match(email)
-    ):
-        raise InvalidRequestError("email", "is not a valid email address")
-    phone = item.get("phone", _ABSENT)
-    if phone not in (None, _ABSENT) and (not isinstance(phone, str) or not _E164.match(phone)):
-        raise InvalidRequestError("phone", "is not an E.164 phone number (+33612345678)")
-    return Recipient(
-        recipient_id,
-        name,
-        None if email is _ABSENT else email,
-        None if phone is _ABSENT else phone,
-        email is not _ABSENT,
-        phone is not _ABSENT,
+    email = body.email
+    return NoticeRequest(
+        body.source.service,
+        body.source.kind,
+        body.source.reference,
+        body.title,
+        email.subject if email else None,
+        email.text if email else None,
+        email.html if email else None,
+        body.sms.text if body.sms else None,
+        body.recipients,
+        send_at,
+        body.send,
     )
+
+
+def in_utc(field: str, moment: dt.datetime) -> dt.datetime:
+    """``moment`` in UTC; a 422 when UTC cannot hold it (past 9999-12-31 or before
+    0001-01-01 once converted), which neither Python nor the API's answers could."""
+    try:
+        return moment.astimezone(dt.UTC)
+    except OverflowError:
+        raise InvalidRequestError(field, "is out of range once converted to UTC") from None
+
+
+# --- strict decoding
+
+
+#: how msgspec says where it found a problem: `` - at `$.recipients[3].email` ``
+_AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_FIELD_NAMED = re.compile(r"^Object (?:missing required|contains unknown) field `(?P<name>[^`]*)`")
+_PATTERN = re.compile(r"^Expected `str` matching regex (?P<regex>(['\"]).*\2)$", re.DOTALL)
+#: an escaped NUL as JSON writes it; a raw NUL byte is not JSON at all
+_ESCAPED_NUL = b"\\u0000"
+
+
+def _field(path: str, name: str | None = None) -> str:
+    field = path.removeprefix(".")
+    if name is not None:
+        field = f"{field}.{name}" if field else name
+    return field or "(body)"
+
+
+def _refusal(problem: msgspec.ValidationError) -> InvalidRequestError:
+    """msgspec's ``Expected `str` of length >= 1 - at `$.title``` as the contract's
+    field and detail."""
+    message = str(problem)
+    path = ""
+    if (at := _AT.search(message)) is not None:
+        path = at["path"]
+        message = message[: at.start()]
+    named = _FIELD_NAMED.match(message)
+    field = _field(path, named["name"] if named else None)
+    if (pattern := _PATTERN.match(message)) is not None:
+        regex = ast.literal_eval(pattern["regex"])  # written as Python's repr() writes it
+        message = _PATTERN_MEANING.get(regex, message)
+    return InvalidRequestError(field, message)
+
+
+def convert(value: Any, kind: type[T]) -> T:
+    """Plain values (parsed JSON, query strings) as ``kind``, or the field at fault."""
+    try:
+        return msgspec.convert(value, kind, strict=False)
+    except msgspec.ValidationError as problem:
+        raise _refusal(problem) from None
+
+
+def decode_body(raw: bytes, kind: type[T]) -> T:
+    """A JSON request body as ``kind``: 422 naming the field for anything else, a NUL
+    included; never a 500, however the body is nested."""
+    if _ESCAPED_NUL in raw:  # rare: only then look for which field holds it
+        _refuse_nul(raw)
+    try:
+        return msgspec.json.decode(raw, type=kind)
+    except msgspec.ValidationError as problem:
+        raise _refusal(problem) from None
+    except msgspec.DecodeError as problem:
+        # lone surrogates (``\ud800``) and malformed JSON alike
+        raise InvalidRequestError("(body)", f"is not valid JSON ({problem})") from None
+    except RecursionError:
+        raise InvalidRequestError("(body)", "is nested too deeply") from None
+
+
+def _refuse_nul(raw: bytes) -> None:
+    try:
+        document = msgspec.json.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
+        return  # the typed decoding says what is wrong with it
+    field = _unstorable_at(document, "")
+    if field is not None:
+        raise InvalidRequestError(field or "(body)", "must not contain NUL characters")
+
+
+def _unstorable_at(value: Any, path: str) -> str | None:
+    """The path of the first text holding a NUL (or lone surrogate) in ``value``."""
+    # iterative: the document was decoded, but a walk as deep must not recurse
+    pending: list[tuple[Any, str]] = [(value, path)]
+    while pending:
+        item, where = pending.pop()
+        if isinstance(item, str):
+            if has_unstorable(item):
+                return where
+        elif isinstance(item, dict):
+            for key, inner in reversed(item.items()):
+                inside = f"{where}.{key}" if where else key
+                if has_unstorable(key):
+                    return inside
+                pending.append((inner, inside))
+        elif isinstance(item, list):
+            pending.extend((inner, f"{where}[{i}]") for i, inner in reversed(list(enumerate(item))))
+    return None
+
+
+_INTEGERS: dict[type[Any], frozenset[str]] = {}
+
+
+def _integers(kind: type[Any]) -> frozenset[str]:
+    """The fields of a query type that hold integers."""
+    if kind in _INTEGERS:
+        return _INTEGERS[kind]
+    info = msgspec.inspect.type_info(kind)
+    assert isinstance(info, msgspec.inspect.StructType)
+    _INTEGERS[kind] = frozenset(
+        field.encode_name
+        for field in info.fields
+        if isinstance(_unwrapped(field.type), msgspec.inspect.IntType)
+    )
+    return _INTEGERS[kind]
+
+
+def _unwrapped(info: msgspec.inspect.Type) -> msgspec.inspect.Type:
+    if isinstance(info, msgspec.inspect.UnionType):
+        kinds = [t for t in info.types if not isinstance(t, msgspec.inspect.NoneType)]
+        return kinds[0] if len(kinds) == 1 else info
+    return info
+
+
+def decode_query(query: Iterable[tuple[str, str]], kind: type[T]) -> T:
+    """Query parameters as ``kind``: a parameter named twice keeps its last value; an
+    integer is ASCII digits and nothing else (not ``²``, ``1e2`` or ``5.0``)."""
+    values: dict[str, Any] = {}
+    for name, value in query:
+        if has_unstorable(name) or has_unstorable(value):
+            raise InvalidRequestError(
+                name if not has_unstorable(name) else "(query)",
+                "must not contain NUL characters",
+            )
+        values[name] = value
+    for name in _integers(kind) & values.keys():
+        raw = values[name]
+        if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+            raise InvalidRequestError(name, "must be an integer written in digits 0-9")
+        values[name] = int(raw)
+    return convert(values, kind)
+
+
+def decode_path(params: Mapping[str, str], kind: type[T]) -> T:
+    """Path parameters as ``kind``; a NUL is a 422 like anywhere else."""
+    for name, value in params.items():
+        if has_unstorable(value):
+            raise InvalidRequestError(name, "must not contain NUL characters")
+    return convert(dict(params), kind)
