@@ -129,7 +129,7 @@ def sendgrid_event(raw: Any, index: int, received_at: str) -> dict[str, Any]:
         event["provider_code"] = _text(raw.get("status"))
     if kind == "bounced":
         bounce_type = raw.get("type")
-        event["bounce_type"] = bounce_type if bounce_type in {"bounce", "blocked"} else None
+        event["bounce_type"] = bounce_type if bounce_type in ("bounce", "blocked") else None
         classification = _text(raw.get("bounce_classification"))
         event["bounce_classification"] = classification.lower() if classification else None
     elif kind == "clicked":
