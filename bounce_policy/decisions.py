@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import uuid
 from typing import Any
@@ -124,7 +125,7 @@ class BouncePolicy:
                 rows = await connection.fetch(
                     Q["resubscribe"], change.channel, change.address, note, "automatic"
                 )
-                recipients = [r["id"] for r in rows]
+                recipients = [(r["agency_id"], r["id"]) for r in rows]
                 await _audit(connection, "resubscribe_expired", change, recipients)
                 key = f"{ACTOR}:expired:{uuid.uuid4()}"
                 await _announce(connection, recipients, key, "recipient.resubscribed", change)
@@ -207,7 +208,7 @@ async def _unsubscribe(connection: Connection, change: Change) -> None:
         change.reason,
         change.changed_by,
     )
-    recipients = [row["id"] for row in rows]
+    recipients = [(row["agency_id"], row["id"]) for row in rows]
     await _audit(connection, f"unsubscribe_{change.rule}", change, recipients)
     await _announce(
         connection, recipients, f"{ACTOR}:{suppression}", "recipient.unsubscribed", change
@@ -222,7 +223,7 @@ async def _opt_in(connection: Connection, change: Change) -> None:
     rows = await connection.fetch(
         Q["resubscribe"], change.channel, change.address, change.reason, "owner"
     )
-    recipients = [row["id"] for row in rows]
+    recipients = [(row["agency_id"], row["id"]) for row in rows]
     if not lifted and not recipients:
         return
     await _audit(connection, "resubscribe_opt_in", change, recipients)
@@ -230,17 +231,28 @@ async def _opt_in(connection: Connection, change: Change) -> None:
     await _announce(connection, recipients, key, "recipient.resubscribed", change)
 
 
+#: recipients as the policy finds them by address: ``(agency, recipient id)``, since an
+#: address is platform-wide and a recipient id is unique within its agency only
+Recipients = list[tuple[str, str]]
+
+
 async def _audit(
-    connection: Connection, action: str, change: Change, recipients: list[str]
+    connection: Connection, action: str, change: Change, recipients: Recipients
 ) -> None:
     details = {"channel": change.channel, "rule": change.rule, "evidence": change.evidence}
     await connection.execute(
-        Q["audit"], ACTOR, action, change.reason, json.dumps(details), recipients
+        Q["audit"],
+        ACTOR,
+        action,
+        change.reason,
+        json.dumps(details),
+        [agency for agency, _ in recipients],
+        [recipient for _, recipient in recipients],
     )
 
 
 async def _announce(
-    connection: Connection, recipients: list[str], key: str, kind: str, change: Change
+    connection: Connection, recipients: Recipients, key: str, kind: str, change: Change
 ) -> None:
     now = now_iso()
     messages = [
@@ -248,8 +260,9 @@ async def _announce(
             recipient,
             {
                 "schema": "recipient-event/v1",
-                "event_id": f"{key}:{recipient}",
+                "event_id": event_id(key, agency, recipient),
                 "type": kind,
+                "agency": agency,
                 "recipient_id": recipient,
                 "channel": change.channel,
                 "address": change.address,
@@ -260,6 +273,16 @@ async def _announce(
                 "occurred_at": now,
             },
         )
-        for recipient in recipients
+        for agency, recipient in recipients
     ]
     await outbox.add(connection, "recipient-events", messages)
+
+
+def event_id(key: str, agency: str, recipient: str) -> str:
+    """One change's event id for one recipient: unique, and within the contract's 200
+    characters however long the platform's ids are."""
+    whole = f"{key}:{agency}:{recipient}"
+    if len(whole) <= 200:
+        return whole
+    digest = hashlib.sha256(f"{agency}\x00{recipient}".encode()).hexdigest()[:40]
+    return f"{key[:150]}:{digest}"

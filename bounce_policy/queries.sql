@@ -69,7 +69,7 @@ SET email_wants = CASE WHEN $1 = 'email' THEN 'no' ELSE email_wants END,
 WHERE CASE WHEN $1 = 'email' THEN lower(r.email) = $2 AND r.email_wants = 'yes'
            ELSE r.phone = $2 AND r.sms_wants = 'yes' END
   AND ($4 = 'owner' OR NOT r.never_auto_unsubscribe)
-RETURNING r.id;
+RETURNING r.agency_id, r.id;
 
 -- name: lift_opt_out
 -- The owner opted back in (START): their own opt-out is lifted, nobody else's decision.
@@ -78,8 +78,9 @@ WHERE channel = $1 AND lower(address) = $2 AND lifted_at IS NULL AND rule = 'opt
 RETURNING id;
 
 -- name: audit
-INSERT INTO audit_log (actor, action, subject_type, subject_id, reason, details)
-SELECT $1, $2, 'recipient', id, $3, $4::jsonb FROM unnest($5::text[]) AS r (id);
+INSERT INTO audit_log (actor, action, subject_type, subject_id, reason, details, agency_id)
+SELECT $1, $2, 'recipient', id, $3, $4::jsonb, agency_id
+FROM unnest($5::text[], $6::text[]) AS r (agency_id, id);
 
 -- name: expire_suppressions
 -- Suppressions whose time is over are lifted, their failures no longer count, and the
@@ -113,4 +114,4 @@ WHERE CASE WHEN $1 = 'email'
                 AND r.email_changed_by_kind = $4 AND r.email_changed_by = 'bounce-policy'
            ELSE r.phone = $2 AND r.sms_wants = 'no'
                 AND r.sms_changed_by_kind = $4 AND r.sms_changed_by = 'bounce-policy' END
-RETURNING r.id;
+RETURNING r.agency_id, r.id;

@@ -18,6 +18,7 @@ import httpx
 
 from demo import owners as sample
 from demo.output import DemoStepError, Tour
+from dispatcher.auth import create_token
 from relaybook.embedded import free_ports, running_postgres_pid
 from relaybook.runtime import admin_token
 from relaybook.settings import Settings
@@ -26,6 +27,10 @@ from relaybook.system import System
 #: how long any one step may wait for messages to move before it fails
 WITHIN_S = 40.0
 DEPOSIT_CALL = "DC-2026-Q4"
+#: the agency (syndic) managing the sample co-ownership, and a second one beside it
+AGENCY, PROPERTY = "syndic-tilleuls", "residence-les-tilleuls"
+OTHER_AGENCY, OTHER_PROPERTY = "syndic-bellevue", "residence-bellevue"
+MANAGER_SCOPES = ["notices:write", "journal:read", "preferences:write"]
 
 
 async def run_demo(settings: Settings, *, data_dir: str | None, as_json: bool) -> int:
@@ -103,12 +108,30 @@ async def _tour(tour: Tour, settings: Settings) -> None:
                     step_started,
                 )
             tour.record("start-up to ready", True, f"{len(system.running)} services", started)
-            api = Api(client, system.servers["dispatcher"].url, admin_token(system.settings))
+            url = system.servers["dispatcher"].url
+            api = Api(client, url, admin_token(system.settings))
+            pool = system.infra.pool
+            manager = Api(
+                client,
+                url,
+                await create_token(pool, "manager-tilleuls", MANAGER_SCOPES, agencies=[AGENCY]),
+            )
+            support = Api(
+                client, url, await create_token(pool, "support-desk", [*MANAGER_SCOPES, "support"])
+            )
+            other = Api(
+                client,
+                url,
+                await create_token(
+                    pool, "manager-bellevue", MANAGER_SCOPES, agencies=[OTHER_AGENCY]
+                ),
+            )
             deposit_call = await _deposit_call(tour, api)
             await _journal(tour, api)
             await _bounce_policy(tour, api)
             await _resend(tour, api, deposit_call)
-            await _support(tour, api, deposit_call)
+            await _support(tour, api, manager, support, deposit_call)
+            await _agencies(tour, manager, other, deposit_call)
             await _summary(tour, api)
     except DemoStepError as problem:  # stop everything all the same, then report it
         failure = problem
@@ -136,9 +159,11 @@ def _notice(title: str, kind: str, reference: str, subject: str, text: str) -> d
             "reference": reference,
         },
         "title": title,
+        "agency": AGENCY,
+        "property": PROPERTY,
         "email": {"subject": subject, "text": f"{text} https://portal.tilleuls.example.org/"},
         "sms": {"text": f"Résidence Les Tilleuls: {subject}. Details on the owners' portal."},
-        "recipients": sample.owners(),
+        "recipients": [owner | {"properties": [PROPERTY]} for owner in sample.owners()],
         "send": True,
     }
 
@@ -483,17 +508,26 @@ async def _row(api: Api, notice_id: str, owner: str) -> dict[str, Any]:
 # --- 5. support ---------------------------------------------------------------------------
 
 
-async def _support(tour: Tour, api: Api, notice: dict[str, Any]) -> None:
-    tour.heading("5. Support brings an automatically unsubscribed owner back")
+async def _support(
+    tour: Tour, api: Api, manager: Api, support: Api, notice: dict[str, Any]
+) -> None:
+    tour.heading("5. Only support brings an automatically unsubscribed owner back")
     owner = sample.owner_id(next(iter(sample.BOUNCING)))
     started = time.monotonic()
-    await api.call(
+    await manager.call(
         "PATCH", f"/v1/recipients/{owner}", json={"email": f"{owner}@tilleuls.example.org"}
     )
-    status, answer = await api.call(
-        "PUT",
-        f"/v1/recipients/{owner}/preferences",
-        json={"email": "yes", "reason": "Owner called: new address confirmed (ticket 4411)"},
+    back = {"email": "yes", "reason": "Owner called: new address confirmed (ticket 4411)"}
+    status, answer = await manager.call("PUT", f"/v1/recipients/{owner}/preferences", json=back)
+    tour.record(
+        "the agency's manager cannot reverse it",
+        status == 403 and answer.get("error") == "support_only",
+        f"HTTP {status} {answer.get('error')}: contact support",
+        started,
+    )
+    started = time.monotonic()
+    status, answer = await support.call(
+        "PUT", f"/v1/recipients/{owner}/preferences", params={"agency": AGENCY}, json=back
     )
     email = answer.get("email", {}) if isinstance(answer, dict) else {}
     tour.table(
@@ -535,6 +569,56 @@ async def _support(tour: Tour, api: Api, notice: dict[str, Any]) -> None:
         )
 
     await _check(tour, "the owner receives it", received)
+
+
+async def _agencies(tour: Tour, tilleuls: Api, bellevue: Api, notice: dict[str, Any]) -> None:
+    tour.heading("6. Two agencies side by side, each sees only its own")
+    started = time.monotonic()
+    owners = [owner | {"properties": [OTHER_PROPERTY]} for owner in sample.owners()[:3]]
+    status, theirs = await bellevue.call(
+        "POST",
+        "/v1/notices",
+        json={
+            "source": {"service": "syndic", "kind": "announcement", "reference": "BV-LIFT"},
+            "title": "Lift maintenance, Résidence Bellevue",
+            "property": OTHER_PROPERTY,
+            "email": {"subject": "Lift maintenance", "text": "The lift stops on Monday."},
+            "recipients": owners,
+        },
+    )
+    tour.record(
+        "another agency drafts to owners of the same ids",
+        status == 201 and theirs.get("agency") == OTHER_AGENCY,
+        f"HTTP {status}: {len(owners)} owners of {OTHER_AGENCY}, ids {owners[0]['id']}...",
+        started,
+    )
+    started = time.monotonic()
+    seen = [
+        (await tilleuls.call("GET", f"/v1/notices/{theirs.get('id')}"))[0],
+        (await bellevue.call("GET", f"/v1/notices/{notice['id']}"))[0],
+    ]
+    own = await tilleuls.get("/v1/preferences", property=OTHER_PROPERTY)
+    same_id = await bellevue.get(f"/v1/recipients/{owners[0]['id']}/preferences")
+    journal = await bellevue.get("/v1/journal", limit="500")
+    tour.table(
+        ("asked by", "about", "answer"),
+        [
+            (AGENCY, f"{OTHER_AGENCY}'s notice", seen[0]),
+            (OTHER_AGENCY, f"{AGENCY}'s deposit call", seen[1]),
+            (AGENCY, f"owners of {OTHER_PROPERTY}", f"{len(own['items'])} listed"),
+            (OTHER_AGENCY, f"{owners[0]['id']}'s email", same_id["email"]["wants"]),
+            (OTHER_AGENCY, "its journal", f"{len(journal['items'])} messages"),
+        ],
+    )
+    tour.record(
+        "neither agency sees the other's data",
+        seen == [404, 404]
+        and own["items"] == []
+        and same_id.get("agency") == OTHER_AGENCY
+        and {item["notice_id"] for item in journal["items"]} == {theirs.get("id")},
+        "404 both ways; the same owner id is two recipients, one per agency",
+        started,
+    )
 
 
 async def _summary(tour: Tour, api: Api) -> None:

@@ -52,8 +52,13 @@ class ChannelStats(TypedDict, total=False):
     sms: Stats
 
 
-class Notice(TypedDict):
+class NoticeSummary(TypedDict):
+    """A notice as the notices list shows it (its statistics are on its own page)."""
+
     id: Uuid
+    #: the agency it was sent for, and its property (co-ownership), if any
+    agency: str
+    property: str | None
     source: SourceAnswer
     title: str
     channels: list[Channel]
@@ -62,8 +67,18 @@ class Notice(TypedDict):
     released_at: Timestamp | None
     created_at: Timestamp
     created_by: str
+
+
+class Notice(NoticeSummary):
+    """A notice with its recipients and statistics per channel."""
+
     recipients: int
     stats: ChannelStats
+
+
+class NoticesPage(TypedDict):
+    items: list[NoticeSummary]
+    next_cursor: str | None
 
 
 class JournalItem(TypedDict):
@@ -177,6 +192,8 @@ class ChannelPreference(TypedDict):
 
 
 class RecipientPreferences(TypedDict):
+    #: the agency the recipient is of (a recipient id is unique within its agency)
+    agency: str
     recipient_id: str
     name: str | None
     email: ChannelPreference

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from dispatcher import scope
 from dispatcher.auth import Authenticator, Caller, ForbiddenError, UnauthorizedError
 from dispatcher.validation import (
     InvalidRequestError,
@@ -135,21 +136,8 @@ def _serve(op: Operation, auth: Authenticator) -> Callable[[Request], Awaitable[
     async def serve(request: Request) -> Response:
         try:
             caller = await auth.caller(request, *op.scopes)
-            path = _path(request, op)
-            query = decode_query(request.query_params.multi_items(), op.query or _NoParameters)
-            headers = None
-            if op.headers is not None:
-                names = {
-                    f.encode_name.lower(): f.encode_name for f in msgspec.structs.fields(op.headers)
-                }
-                headers = decode_query(
-                    [(names[k], v) for k, v in request.headers.items() if k in names], op.headers
-                )
-            raw, body = b"", None
-            if op.body is not None:
-                raw = await read_body(request, op.max_body)
-                body = decode_body(raw, op.body)
-            return await op.endpoint(Call(request, caller, path, query, headers, body, raw))
+            with scope.serving(caller):
+                return await _call(op, request, caller)
         except UnauthorizedError as problem:
             return error(401, "unauthorized", str(problem), {"WWW-Authenticate": "Bearer"})
         except ForbiddenError as problem:
@@ -164,6 +152,23 @@ def _serve(op: Operation, auth: Authenticator) -> Callable[[Request], Awaitable[
             return error(problem.status, problem.code, str(problem))
 
     return serve
+
+
+async def _call(op: Operation, request: Request, caller: Caller) -> Response:
+    """The request decoded into the operation's types, handed to its endpoint."""
+    path = _path(request, op)
+    query = decode_query(request.query_params.multi_items(), op.query or _NoParameters)
+    headers = None
+    if op.headers is not None:
+        names = {f.encode_name.lower(): f.encode_name for f in msgspec.structs.fields(op.headers)}
+        headers = decode_query(
+            [(names[k], v) for k, v in request.headers.items() if k in names], op.headers
+        )
+    raw, body = b"", None
+    if op.body is not None:
+        raw = await read_body(request, op.max_body)
+        body = decode_body(raw, op.body)
+    return await op.endpoint(Call(request, caller, path, query, headers, body, raw))
 
 
 class _NoParameters(msgspec.Struct, forbid_unknown_fields=True):

@@ -8,6 +8,7 @@ from dispatcher import journal, notices, openapi, preferences, resends
 from dispatcher.api import Operation, mount
 from dispatcher.auth import Authenticator
 from dispatcher.outbox import Relay
+from dispatcher.scope import ScopedPool
 from dispatcher.store import NoticeStore
 from relaybook.deployable import Deployable
 from relaybook.http import create_app
@@ -17,14 +18,17 @@ from relaybook.runtime import Infrastructure, admin_token
 def build(infra: Infrastructure) -> Deployable:
     settings = infra.settings
     assert settings.database_url is not None
-    store = NoticeStore(infra.pool)
+    # the routes' queries see only their caller's agencies; the relay and the scheduler
+    # work across agencies
+    scoped = ScopedPool(infra.pool)
+    store = NoticeStore(scoped, settings.default_agency)
     auth = Authenticator(infra.pool, admin_token(settings))
     relay = Relay(infra.pool, infra.producer, settings.database_url)
     ops = operations(
         store,
-        journal.JournalReader(infra.pool),
-        preferences.Preferences(infra.pool),
-        resends.Resends(infra.pool),
+        journal.JournalReader(scoped),
+        preferences.Preferences(scoped, settings.default_agency),
+        resends.Resends(scoped),
     )
     app = create_app(
         "dispatcher",

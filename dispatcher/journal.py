@@ -32,6 +32,7 @@ from dispatcher.paging import (
     decode_cursor,
     encode_cursor,
 )
+from dispatcher.scope import ScopedPool
 from dispatcher.store import iso
 from dispatcher.validation import Id, InvalidRequestError, Moment, decode_query, in_utc
 from relaybook import sql, timestamps
@@ -52,6 +53,8 @@ FILTERS: dict[str, str] = {
     "source_service": "d.notice_id IN (SELECT id FROM notices WHERE source_service = ${})",
     "source_kind": "d.notice_id IN (SELECT id FROM notices WHERE source_kind = ${})",
     "source_reference": "d.notice_id IN (SELECT id FROM notices WHERE source_reference = ${})",
+    "agency": "d.agency_id = ${}",
+    "property": "d.notice_id IN (SELECT id FROM notices WHERE property_id = ${})",
 }
 #: filters whose value is written into the statement rather than passed: a status is one
 #: of STATUSES, and the status index holds only some of them (migration 0011), which the
@@ -72,6 +75,9 @@ class JournalQuery(msgspec.Struct, forbid_unknown_fields=True):
     status: DeliveryStatus | None = None
     since: Moment | None = None
     until: Moment | None = None
+    #: one agency's messages (among the caller's), and those about one of its properties
+    agency: Id | None = None
+    property: Id | None = None
     cursor: Cursor | None = None
     limit: Limit = DEFAULT_LIMIT
 
@@ -119,7 +125,7 @@ def journal_statement(query: JournalQuery | Mapping[str, str]) -> tuple[str, lis
 
 
 class JournalReader:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool | ScopedPool) -> None:
         self._pool = pool
 
     async def page(self, query: JournalQuery) -> JournalPage:

@@ -1,15 +1,9 @@
 -- Every query of the dispatcher (API, outbox relay, scheduler), by name.
 
--- name: token_by_hash
-SELECT name, scopes FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL;
-
--- name: insert_token
-INSERT INTO api_tokens (id, name, token_hash, scopes) VALUES ($1, $2, $3, $4);
-
 -- name: claim_idempotency_key
 -- Claims (caller, key) for this request; a concurrent claim waits here until ours commits.
-INSERT INTO idempotency_keys (caller, key, request_hash, status, response)
-VALUES ($1, $2, $3, 0, 'null')
+INSERT INTO idempotency_keys (caller, key, request_hash, status, response, agency_id)
+VALUES ($1, $2, $3, 0, 'null', $4)
 ON CONFLICT (caller, key) DO NOTHING
 RETURNING caller;
 
@@ -19,11 +13,27 @@ SELECT request_hash, status, response FROM idempotency_keys WHERE caller = $1 AN
 -- name: store_idempotency_answer
 UPDATE idempotency_keys SET status = $3, response = $4 WHERE caller = $1 AND key = $2;
 
+-- name: ensure_agency
+-- Agencies and properties are the platform's: named by a notice, they exist from then on.
+INSERT INTO agencies (id) VALUES ($1) ON CONFLICT DO NOTHING;
+
+-- name: ensure_properties
+INSERT INTO properties (agency_id, id)
+SELECT $1, id FROM unnest($2::text[]) AS p (id)
+ON CONFLICT DO NOTHING;
+
+-- name: link_properties
+-- The properties each recipient owns or rents in ($2 recipients, $3 properties, paired).
+INSERT INTO recipient_properties (agency_id, recipient_id, property_id)
+SELECT $1, r, p FROM unnest($2::text[], $3::text[]) AS l (r, p)
+ON CONFLICT DO NOTHING;
+
 -- name: insert_notice
 INSERT INTO notices (id, source_service, source_kind, source_reference, title, email_subject,
-                     email_text, email_html, sms_text, status, send_at, released_at, created_by)
+                     email_text, email_html, sms_text, status, send_at, released_at, created_by,
+                     agency_id, property_id)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
-        CASE WHEN $10 = 'sending' THEN now() END, $12);
+        CASE WHEN $10 = 'sending' THEN now() END, $12, $13, $14);
 
 -- name: upsert_recipients
 -- One statement for the whole list. An address left out of the request is kept; one given
@@ -38,17 +48,17 @@ WITH given AS (
         phone = CASE WHEN g.phone_given THEN g.phone ELSE r.phone END,
         updated_at = now()
     FROM given g
-    WHERE r.id = g.id
+    WHERE r.agency_id = $7 AND r.id = g.id
       AND (r.name, r.email, r.phone) IS DISTINCT FROM (
           COALESCE(g.name, r.name),
           CASE WHEN g.email_given THEN g.email ELSE r.email END,
           CASE WHEN g.phone_given THEN g.phone ELSE r.phone END)
     RETURNING r.id
 )
-INSERT INTO recipients (id, name, email, phone)
-SELECT id, name, email, phone FROM given
+INSERT INTO recipients (agency_id, id, name, email, phone)
+SELECT $7, id, name, email, phone FROM given
 WHERE NOT EXISTS (SELECT 1 FROM updated u WHERE u.id = given.id)
-ON CONFLICT (id) DO NOTHING;
+ON CONFLICT (agency_id, id) DO NOTHING;
 
 -- name: insert_deliveries
 -- One delivery per recipient and channel, queued or skipped with the reason. The relay
@@ -59,16 +69,17 @@ ON CONFLICT (id) DO NOTHING;
 -- The recipients are found first, each once: joined after the channels, the planner
 -- could work out the reason of every recipient in the table before matching the list.
 WITH first AS MATERIALIZED (SELECT uuid_v7() AS id)
-INSERT INTO deliveries (id, notice_id, recipient_id, channel, address, status, reason)
+INSERT INTO deliveries (id, notice_id, recipient_id, channel, address, status, reason,
+                        agency_id)
 SELECT uuid_v7_step(first.id, (r.position - 1) * cardinality($3::text[]) + c.position),
        $1, r.id, c.channel, x.addr,
        CASE WHEN x.reason IS NULL THEN 'queued' ELSE 'skipped' END,
-       x.reason
+       x.reason, $4
 FROM first
 CROSS JOIN (SELECT n.position, r.*
             FROM (SELECT id, row_number() OVER (ORDER BY id) AS position
                   FROM unnest($2::text[]) AS given (id)) AS n
-            JOIN recipients r ON r.id = n.id
+            JOIN recipients r ON r.agency_id = $4 AND r.id = n.id
             OFFSET 0) AS r
 CROSS JOIN unnest($3::text[]) WITH ORDINALITY AS c (channel, position)
 CROSS JOIN LATERAL (
@@ -105,8 +116,18 @@ GROUP BY page;
 
 -- name: notice
 SELECT id, source_service, source_kind, source_reference, title, email_subject, sms_text,
-       status, send_at, released_at, created_by, created_at
+       status, send_at, released_at, created_by, created_at, agency_id, property_id
 FROM notices WHERE id = $1;
+
+-- name: notices
+-- One page of the notices list, newest first. {where} is built from fixed conditions
+-- (dispatcher/notices.py: LIST_FILTERS); row-level security keeps the caller's agencies.
+SELECT id, source_service, source_kind, source_reference, title, email_subject, sms_text,
+       status, send_at, released_at, created_by, created_at, agency_id, property_id
+FROM notices n
+WHERE {where}
+ORDER BY created_at DESC, id DESC
+LIMIT {limit};
 
 -- name: notice_stats
 -- The funnel per channel over each recipient's latest attempt: sent counts every message
@@ -157,7 +178,7 @@ LIMIT 1
 FOR UPDATE SKIP LOCKED;
 
 -- SEND_JOB: each row's key (the recipient id), channel (the header the workers' lanes
--- filter on) and send-job/v1 message ($1: its created_at), written by PostgreSQL: the
+-- filter on), agency (a header too) and send-job/v1 message ($1: its created_at), written by PostgreSQL: the
 -- relay's Python only passes them on (building, checking and encoding each job there was
 -- most of its time; the relay checks one job a page against the contract). The JSON is
 -- json_build_object's: the fields in this order, ", " and " : " between them.
@@ -165,8 +186,8 @@ FOR UPDATE SKIP LOCKED;
 -- name: page_jobs
 -- A page's send jobs (SEND_JOB): its recipients' latest attempts still queued, in key
 -- order (one waiting for a retry is the retry queue's).
-SELECT d.recipient_id AS key, d.channel, json_build_object(
-           'schema', 'send-job/v1', 'job_id', d.id, 'delivery_id', d.id,
+SELECT d.recipient_id AS key, d.channel, d.agency_id AS agency, json_build_object(
+           'schema', 'send-job/v1', 'agency', d.agency_id, 'job_id', d.id, 'delivery_id', d.id,
            'notice_id', d.notice_id, 'recipient_id', d.recipient_id, 'channel', d.channel,
            'attempt', d.attempt, 'resend_id', d.resend_id, 'created_at', $1::text)::text AS job
 FROM deliveries d
@@ -181,8 +202,8 @@ UPDATE job_pages SET published_at = now() WHERE id = $1;
 -- name: claim_due_retries
 -- The relay's next due retries (put back by the send workers), as send jobs (SEND_JOB)
 -- with their delivery ids; replicas skip each other's.
-SELECT d.id, d.recipient_id AS key, d.channel, json_build_object(
-           'schema', 'send-job/v1', 'job_id', d.id, 'delivery_id', d.id,
+SELECT d.id, d.recipient_id AS key, d.channel, d.agency_id AS agency, json_build_object(
+           'schema', 'send-job/v1', 'agency', d.agency_id, 'job_id', d.id, 'delivery_id', d.id,
            'notice_id', d.notice_id, 'recipient_id', d.recipient_id, 'channel', d.channel,
            'attempt', d.attempt, 'resend_id', d.resend_id, 'created_at', $1::text)::text AS job
 FROM deliveries d
@@ -232,7 +253,7 @@ SELECT d.recipient_id, r.name,
            'delivery_id', d.id, 'status', d.status, 'reason', d.reason,
            'provider_code', d.provider_code, 'address', d.address)) AS channels
 FROM deliveries d
-JOIN recipients r ON r.id = d.recipient_id
+JOIN recipients r ON r.agency_id = d.agency_id AND r.id = d.recipient_id
 WHERE d.notice_id = $1 AND d.is_latest AND d.recipient_id > $2
 GROUP BY d.recipient_id, r.name
 HAVING $3::text IS NULL OR bool_or(d.status = $3)
@@ -245,15 +266,15 @@ SELECT EXISTS (SELECT 1 FROM notices WHERE id = $1);
 -- name: preferences
 SELECT id, name, email, phone, never_auto_unsubscribe,
        email_wants, email_reason, email_changed_by_kind, email_changed_by, email_changed_at,
-       sms_wants, sms_reason, sms_changed_by_kind, sms_changed_by, sms_changed_at
-FROM recipients WHERE id = $1;
+       sms_wants, sms_reason, sms_changed_by_kind, sms_changed_by, sms_changed_at, agency_id
+FROM recipients WHERE agency_id = $2 AND id = $1;
 
 -- name: lock_preferences
 SELECT id, email, phone, email_wants, email_changed_by_kind, sms_wants, sms_changed_by_kind
-FROM recipients WHERE id = $1 FOR UPDATE;
+FROM recipients WHERE agency_id = $2 AND id = $1 FOR UPDATE;
 
 -- name: set_preference
--- $2: channel; the other channel's columns are left as they are.
+-- $2: channel; the other channel's columns are left as they are. $7: the agency.
 UPDATE recipients
 SET email_wants = CASE WHEN $2 = 'email' THEN $3 ELSE email_wants END,
     email_reason = CASE WHEN $2 = 'email' THEN $4 ELSE email_reason END,
@@ -266,10 +287,11 @@ SET email_wants = CASE WHEN $2 = 'email' THEN $3 ELSE email_wants END,
     sms_changed_by = CASE WHEN $2 = 'sms' THEN $6 ELSE sms_changed_by END,
     sms_changed_at = CASE WHEN $2 = 'sms' THEN now() ELSE sms_changed_at END,
     updated_at = now()
-WHERE id = $1;
+WHERE agency_id = $7 AND id = $1;
 
 -- name: set_never_auto_unsubscribe
-UPDATE recipients SET never_auto_unsubscribe = $2, updated_at = now() WHERE id = $1;
+UPDATE recipients SET never_auto_unsubscribe = $2, updated_at = now()
+WHERE agency_id = $3 AND id = $1;
 
 -- name: lift_suppressions
 -- A support override: the address may be contacted again.
@@ -283,22 +305,26 @@ INSERT INTO address_health (channel, address, cleared_at) VALUES ($1, $2, now())
 ON CONFLICT (channel, address) DO UPDATE SET cleared_at = now();
 
 -- name: audit_preference
-INSERT INTO audit_log (actor, action, subject_type, subject_id, reason, details)
-VALUES ($1, $2, 'recipient', $3, $4, $5::jsonb);
+INSERT INTO audit_log (actor, action, subject_type, subject_id, reason, details, agency_id)
+VALUES ($1, $2, 'recipient', $3, $4, $5::jsonb, $6);
 
 -- name: preferences_overview
 -- {where} is built from fixed conditions (dispatcher/preferences.py: OVERVIEW_FILTERS).
 SELECT id, name, email, phone, never_auto_unsubscribe,
        email_wants, email_reason, email_changed_by_kind, email_changed_by, email_changed_at,
-       sms_wants, sms_reason, sms_changed_by_kind, sms_changed_by, sms_changed_at
+       sms_wants, sms_reason, sms_changed_by_kind, sms_changed_by, sms_changed_at, agency_id
 FROM recipients
 WHERE {where}
-ORDER BY id
+ORDER BY agency_id, id
 LIMIT {limit};
 
 -- name: lock_notice
 -- Resends of one notice take turns: the second sees the first's new attempts.
-SELECT id, status FROM notices WHERE id = $1 FOR UPDATE;
+SELECT id, status, agency_id FROM notices WHERE id = $1 FOR UPDATE;
+
+-- name: recipient_agencies
+-- The agencies (among those the caller sees) that have a recipient with this id.
+SELECT agency_id FROM recipients WHERE id = $1 ORDER BY agency_id LIMIT 2;
 
 -- name: resend_candidates
 -- Each recipient's latest attempt per channel, and whether it may be contacted there now
@@ -315,12 +341,13 @@ SELECT d.id, d.recipient_id, d.channel, d.status, d.attempt,
              AND s.lifted_at IS NULL AND (s.expires_at IS NULL OR s.expires_at > now())
              AND NOT (r.never_auto_unsubscribe AND s.rule <> 'opt_out')) AS reachable
 FROM deliveries d
-JOIN recipients r ON r.id = d.recipient_id
+JOIN recipients r ON r.agency_id = d.agency_id AND r.id = d.recipient_id
 WHERE d.notice_id = $1 AND d.is_latest;
 
 -- name: insert_resend
-INSERT INTO resends (id, notice_id, scope, requested_by, recipients, email, sms, "full")
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8);
+INSERT INTO resends (id, notice_id, scope, requested_by, recipients, email, sms, "full",
+                     agency_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9);
 
 -- name: retire_attempts
 UPDATE deliveries SET is_latest = false, updated_at = now() WHERE id = ANY($1::uuid[]);
@@ -328,11 +355,11 @@ UPDATE deliveries SET is_latest = false, updated_at = now() WHERE id = ANY($1::u
 -- name: insert_attempts
 -- The new attempts, linked to the ones they retry, queued for the relay like a first send.
 INSERT INTO deliveries (id, notice_id, recipient_id, channel, attempt, retry_of, resend_id,
-                        address, status)
+                        address, status, agency_id)
 SELECT uuid_v7(), d.notice_id, d.recipient_id, d.channel, d.attempt + 1, d.id, $2,
-       CASE d.channel WHEN 'email' THEN r.email ELSE r.phone END, 'queued'
+       CASE d.channel WHEN 'email' THEN r.email ELSE r.phone END, 'queued', d.agency_id
 FROM deliveries d
-JOIN recipients r ON r.id = d.recipient_id
+JOIN recipients r ON r.agency_id = d.agency_id AND r.id = d.recipient_id
 WHERE d.id = ANY($1::uuid[])
 ORDER BY d.recipient_id, d.channel;
 
@@ -352,5 +379,5 @@ SET name = CASE WHEN $2 THEN $3 ELSE name END,
     email = CASE WHEN $4 THEN $5 ELSE email END,
     phone = CASE WHEN $6 THEN $7 ELSE phone END,
     updated_at = now()
-WHERE id = $1
+WHERE agency_id = $8 AND id = $1
 RETURNING id;

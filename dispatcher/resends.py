@@ -30,6 +30,7 @@ from dispatcher.answers import (
     ScopeCount,
 )
 from dispatcher.api import Answer, ApiError, Call, NoticePath, Operation, answer, not_found
+from dispatcher.scope import ScopedPool
 from dispatcher.store import OUTBOX_CHANNEL, add_job_pages
 from dispatcher.validation import MAX_RECIPIENTS, Id, InvalidRequestError
 from relaybook import sql, timestamps
@@ -137,7 +138,7 @@ def selection(raw: str | None) -> frozenset[str]:
 
 
 class Resends:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool | ScopedPool) -> None:
         self._pool = pool
 
     async def options(self, notice_id: uuid.UUID, selected: frozenset[str]) -> ResendOptions:
@@ -191,6 +192,7 @@ class Resends:
                 counts["email"],
                 counts["sms"],
                 full,
+                notice["agency_id"],
             )
             retried = [m.delivery_id for m in chosen.retry]
             await connection.execute(Q["retire_attempts"], retried)

@@ -8,10 +8,12 @@ import datetime as dt
 import hashlib
 import json
 import uuid
+from typing import Any
 
 import asyncpg
 
-from dispatcher.answers import Channel, ChannelStats, Notice, Stats
+from dispatcher.answers import Channel, ChannelStats, Notice, NoticeSummary, Stats
+from dispatcher.scope import ScopedPool
 from dispatcher.validation import UNSET, NoticeRequest
 from relaybook import sql, timestamps
 from relaybook.database import Connection
@@ -31,8 +33,10 @@ def request_hash(body: bytes) -> bytes:
 
 
 class NoticeStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool | ScopedPool, default_agency: str = "default") -> None:
+        """``default_agency``: where a notice that names no agency goes."""
         self.pool = pool
+        self.default_agency = default_agency
 
     async def create(
         self,
@@ -44,11 +48,19 @@ class NoticeStore:
         transaction. With an idempotency ``(key, request hash)``, a repeat of the same
         request returns the first answer; another request under that key raises
         :class:`IdempotencyConflictError`."""
+        agency = notice.agency or self.default_agency
+        people = notice.recipients
         async with self.pool.acquire() as connection, connection.transaction():
             if idempotency is not None:
-                replay = await self._claim(connection, caller, *idempotency)
+                replay = await self._claim(connection, caller, agency, *idempotency)
                 if replay is not None:
                     return replay
+            await connection.execute(Q["ensure_agency"], agency)
+            places = sorted({p for person in people for p in person.properties})
+            if notice.property_id is not None:
+                places = sorted({*places, notice.property_id})
+            if places:
+                await connection.execute(Q["ensure_properties"], agency, places)
             notice_id = uuid.uuid4()
             await connection.execute(
                 Q["insert_notice"],
@@ -64,8 +76,9 @@ class NoticeStore:
                 notice.status,
                 notice.send_at,
                 caller,
+                agency,
+                notice.property_id,
             )
-            people = notice.recipients
             await connection.execute(
                 Q["upsert_recipients"],
                 [p.id for p in people],
@@ -74,9 +87,20 @@ class NoticeStore:
                 [None if p.phone is UNSET else p.phone for p in people],
                 [p.email is not UNSET for p in people],
                 [p.phone is not UNSET for p in people],
+                agency,
             )
+            links = [(p.id, place) for p in people for place in p.properties]
+            if links:
+                await connection.execute(
+                    Q["link_properties"],
+                    agency,
+                    [person for person, _ in links],
+                    [place for _, place in links],
+                )
             ids = [p.id for p in people]
-            await connection.execute(Q["insert_deliveries"], notice_id, ids, notice.channels)
+            await connection.execute(
+                Q["insert_deliveries"], notice_id, ids, notice.channels, agency
+            )
             await add_job_pages(
                 connection, notice_id, None, ids, released=notice.status == "sending"
             )
@@ -92,9 +116,9 @@ class NoticeStore:
         return 201, answer
 
     async def _claim(
-        self, connection: Connection, caller: str, key: str, hashed: bytes
+        self, connection: Connection, caller: str, agency: str, key: str, hashed: bytes
     ) -> tuple[int, Notice] | None:
-        if await connection.fetchval(Q["claim_idempotency_key"], caller, key, hashed):
+        if await connection.fetchval(Q["claim_idempotency_key"], caller, key, hashed, agency):
             return None
         row = await connection.fetchrow(Q["idempotency_answer"], caller, key)
         assert row is not None
@@ -122,30 +146,43 @@ class NoticeStore:
             return None
         rows = await connection.fetch(Q["notice_stats"], notice_id)
         counted = {stat["channel"]: _stats(stat) for stat in rows}
-        # every recipient has a delivery on every channel of the notice
-        recipients = rows[0]["recipients"] if rows else 0
-        channels: list[Channel] = []
-        if row["email_subject"]:
-            channels.append("email")
-        if row["sms_text"]:
-            channels.append("sms")
+        summary = summarize(row)
         return {
-            "id": str(row["id"]),
-            "source": {
-                "service": row["source_service"],
-                "kind": row["source_kind"],
-                "reference": row["source_reference"],
-            },
-            "title": row["title"],
-            "channels": channels,
-            "status": row["status"],
-            "send_at": iso(row["send_at"]),
-            "released_at": iso(row["released_at"]),
-            "created_at": timestamps.iso(row["created_at"]),
-            "created_by": row["created_by"],
-            "recipients": recipients,
-            "stats": _channel_stats(counted, channels),
+            **summary,
+            # every recipient has a delivery on every channel of the notice
+            "recipients": rows[0]["recipients"] if rows else 0,
+            "stats": _channel_stats(counted, summary["channels"]),
         }
+
+    async def page(self, query: str, values: list[Any]) -> list[asyncpg.Record]:
+        """The rows of one page of the notices list (the statement built by the route)."""
+        return await self.pool.fetch(query, *values)
+
+
+def summarize(row: asyncpg.Record) -> NoticeSummary:
+    """A notice row as the API shows it, without its statistics."""
+    channels: list[Channel] = []
+    if row["email_subject"]:
+        channels.append("email")
+    if row["sms_text"]:
+        channels.append("sms")
+    return {
+        "id": str(row["id"]),
+        "agency": row["agency_id"],
+        "property": row["property_id"],
+        "source": {
+            "service": row["source_service"],
+            "kind": row["source_kind"],
+            "reference": row["source_reference"],
+        },
+        "title": row["title"],
+        "channels": channels,
+        "status": row["status"],
+        "send_at": iso(row["send_at"]),
+        "released_at": iso(row["released_at"]),
+        "created_at": timestamps.iso(row["created_at"]),
+        "created_by": row["created_by"],
+    }
 
 
 def _stats(row: asyncpg.Record | None) -> Stats:

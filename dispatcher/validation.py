@@ -94,6 +94,10 @@ class Recipient(msgspec.Struct, forbid_unknown_fields=True):
     name: Id | None = None
     email: Email | UnsetType | None = UNSET
     phone: Phone | UnsetType | None = UNSET
+    #: the agency's properties this person owns or rents in (added to those known)
+    properties: Annotated[list[Id], msgspec.Meta(max_length=100)] = msgspec.field(
+        default_factory=list
+    )
 
 
 class NoticeBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -103,6 +107,11 @@ class NoticeBody(msgspec.Struct, forbid_unknown_fields=True):
     source: Source
     title: Title
     recipients: Annotated[list[Recipient], msgspec.Meta(min_length=1, max_length=MAX_RECIPIENTS)]
+    #: the agency it is sent for; default: the token's, when it is bound to exactly one,
+    #: else RELAYBOOK_DEFAULT_AGENCY
+    agency: Id | None = None
+    #: the agency's property (co-ownership) it is about, if any
+    property: Id | None = None
     email: EmailContent | None = None
     sms: SmsContent | None = None
     send_at: Moment | None = None
@@ -131,6 +140,8 @@ class NoticeRequest:
     recipients: list[Recipient]
     send_at: dt.datetime | None
     send: bool
+    agency: str | None = None
+    property_id: str | None = None
 
     @property
     def channels(self) -> list[str]:
@@ -177,6 +188,8 @@ def parse_notice(body: NoticeBody | Any, now: dt.datetime) -> NoticeRequest:
         body.recipients,
         send_at,
         body.send,
+        body.agency,
+        body.property,
     )
 
 
@@ -277,21 +290,29 @@ def _unstorable_at(value: Any, path: str) -> str | None:
     return None
 
 
-_INTEGERS: dict[type[Any], frozenset[str]] = {}
+#: per query type and kind of field: the fields of that kind
+_FIELDS_OF: dict[tuple[type[Any], type[Any]], frozenset[str]] = {}
 
 
 def _integers(kind: type[Any]) -> frozenset[str]:
     """The fields of a query type that hold integers."""
-    if kind in _INTEGERS:
-        return _INTEGERS[kind]
+    return _fields_of(kind, msgspec.inspect.IntType)
+
+
+def _lists(kind: type[Any]) -> frozenset[str]:
+    """The fields of a query type that a parameter given several times fills."""
+    return _fields_of(kind, msgspec.inspect.ListType)
+
+
+def _fields_of(kind: type[Any], wanted: type[msgspec.inspect.Type]) -> frozenset[str]:
+    if (kind, wanted) in _FIELDS_OF:
+        return _FIELDS_OF[kind, wanted]
     info = msgspec.inspect.type_info(kind)
     assert isinstance(info, msgspec.inspect.StructType)
-    _INTEGERS[kind] = frozenset(
-        field.encode_name
-        for field in info.fields
-        if isinstance(_unwrapped(field.type), msgspec.inspect.IntType)
+    _FIELDS_OF[kind, wanted] = frozenset(
+        field.encode_name for field in info.fields if isinstance(_unwrapped(field.type), wanted)
     )
-    return _INTEGERS[kind]
+    return _FIELDS_OF[kind, wanted]
 
 
 def _unwrapped(info: msgspec.inspect.Type) -> msgspec.inspect.Type:
@@ -302,16 +323,21 @@ def _unwrapped(info: msgspec.inspect.Type) -> msgspec.inspect.Type:
 
 
 def decode_query(query: Iterable[tuple[str, str]], kind: type[T]) -> T:
-    """Query parameters as ``kind``: a parameter named twice keeps its last value; an
-    integer is ASCII digits and nothing else (not ``²``, ``1e2`` or ``5.0``)."""
+    """Query parameters as ``kind``: a parameter named twice keeps its last value, or
+    all of them for a list; an integer is ASCII digits and nothing else (not ``²``,
+    ``1e2`` or ``5.0``)."""
     values: dict[str, Any] = {}
+    lists = _lists(kind)
     for name, value in query:
         if has_unstorable(name) or has_unstorable(value):
             raise InvalidRequestError(
                 name if not has_unstorable(name) else "(query)",
                 "must not contain NUL characters",
             )
-        values[name] = value
+        if name in lists:
+            values.setdefault(name, []).append(value)
+        else:
+            values[name] = value
     for name in _integers(kind) & values.keys():
         raw = values[name]
         if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:

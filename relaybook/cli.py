@@ -10,11 +10,14 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import datetime as dt
 import getpass
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
 
 from relaybook import database, logs, ownership
 from relaybook import settings as settings_module
@@ -24,6 +27,10 @@ from relaybook.http import PortInUseError
 from relaybook.kafka import BrokerError, Producer
 from relaybook.runtime import require_configured, settle_garbage_collector
 from relaybook.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from dispatcher.auth import Token
+    from dispatcher.people import Person
 
 EXIT_BAD_SETTING = 2
 EXIT_FAILED = 1
@@ -58,8 +65,47 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--scopes",
         required=True,
-        help="comma-separated: notices:write, journal:read, preferences:write",
+        help="comma-separated: notices:write, journal:read, preferences:write, support, "
+        "people:write",
     )
+    create.add_argument(
+        "--agency",
+        action="append",
+        dest="agencies",
+        metavar="AGENCY",
+        help="the agency it works for (repeat for several); none: platform-wide",
+    )
+    expiry = create.add_mutually_exclusive_group()
+    expiry.add_argument("--expires-in", metavar="DAYS", help="valid this many days")
+    expiry.add_argument(
+        "--expires-at", metavar="ISO", help="valid until then, e.g. 2027-01-31 (UTC unless given)"
+    )
+    token_commands.add_parser("list", help="every token: never the token itself")
+    revoke = token_commands.add_parser("revoke", help="revoke a token: 401 from now on")
+    revoke.add_argument("name_or_id", metavar="NAME_OR_ID", help="as `token list` shows it")
+    user = commands.add_parser("user", help="manage the people who sign in to the console")
+    user_commands = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
+    person = user_commands.add_parser("create", help="add a person; the password from stdin")
+    person.add_argument("--email", required=True, help="what they sign in with")
+    person.add_argument(
+        "--role", required=True, help="viewer, manager, administrator, support or ops"
+    )
+    person.add_argument(
+        "--agency",
+        action="append",
+        dest="agencies",
+        metavar="AGENCY",
+        help="an agency they work for (repeat for several); none for support and ops",
+    )
+    person.add_argument(
+        "--password-stdin",
+        action="store_true",
+        required=True,
+        help="read the password from stdin (never from the command line)",
+    )
+    user_commands.add_parser("list", help="everyone, disabled people included")
+    disable = user_commands.add_parser("disable", help="they can no longer sign in")
+    disable.add_argument("email", metavar="EMAIL")
     letters = commands.add_parser(
         "dead-letters", help="messages consumers set aside: list them, publish them again"
     )
@@ -172,7 +218,7 @@ async def _database(settings: Settings, command: str) -> AsyncIterator[str]:
 
 async def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
     async with _database(settings, "relaybook migrate") as url:
-        applied = await database.migrate(url)
+        applied = await database.migrate(url, default_agency=settings.default_agency)
     if applied:
         for migration in applied:
             print(f"applied {migration.version:04d}_{migration.name}")
@@ -181,26 +227,177 @@ async def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
-async def _token(settings: Settings, args: argparse.Namespace) -> int:
-    from dispatcher.auth import create_token  # noqa: PLC0415
-
-    scopes = [scope.strip() for scope in args.scopes.split(",") if scope.strip()]
-    async with _database(settings, "relaybook token create") as url:
-        await database.migrate(url)
+@contextlib.asynccontextmanager
+async def _pool(settings: Settings, command: str) -> AsyncIterator[asyncpg.Pool]:
+    """A small pool on the brief command's database, migrated."""
+    async with _database(settings, command) as url:
+        await database.migrate(url, default_agency=settings.default_agency)
         pool = await database.create_pool(url, max_size=1)
         try:
-            token = await create_token(pool, args.name, scopes)
-        except ValueError as problem:
-            print(f"relaybook token create: {problem}", file=sys.stderr)
-            return EXIT_BAD_SETTING
+            yield pool
         finally:
             await pool.close()
-    print(token)
-    print(
-        f"token {args.name!r} created with {', '.join(sorted(scopes))}; it is shown only once",
-        file=sys.stderr,
-    )
+
+
+async def _token(settings: Settings, args: argparse.Namespace) -> int:
+    """``token create``, ``token list`` and ``token revoke``."""
+    from dispatcher import auth  # noqa: PLC0415
+
+    action = args.token_command
+    command = f"relaybook token {action}"
+    try:
+        if action == "create":
+            scopes = [scope.strip() for scope in args.scopes.split(",") if scope.strip()]
+            expires_at = _expiry(args.expires_in, args.expires_at)
+            agencies = auth.check_token(args.name, scopes, args.agencies, expires_at)
+            async with _pool(settings, command) as pool:
+                token = await auth.create_token(
+                    pool, args.name, scopes, agencies=agencies, expires_at=expires_at
+                )
+            print(token)
+            print(
+                f"token {args.name!r} created with {', '.join(sorted(set(scopes)))} for "
+                f"{_agencies(agencies, 'every agency (platform-wide)')}, {_until(expires_at)}; "
+                "it is shown only once",
+                file=sys.stderr,
+            )
+        elif action == "list":
+            async with _pool(settings, command) as pool:
+                print(_tokens_table(await auth.list_tokens(pool)))
+        else:
+            async with _pool(settings, command) as pool:
+                revoked = await auth.revoke_token(pool, args.name_or_id)
+            when = revoked.revoked_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+            print(
+                f"token {revoked.name!r} ({revoked.id}) was revoked already, at {when}"
+                if revoked.already
+                else f"token {revoked.name!r} ({revoked.id}) revoked: it answers 401 from now on"
+            )
+    except ValueError as problem:
+        print(f"{command}: {problem}", file=sys.stderr)
+        return EXIT_BAD_SETTING
     return 0
+
+
+def _expiry(days: str | None, at: str | None) -> dt.datetime | None:
+    """``--expires-in DAYS`` or ``--expires-at ISO`` as a UTC time; ValueError if neither
+    makes sense."""
+    if days is not None:
+        if not days.isdigit() or not 1 <= int(days) <= 36_500:
+            raise ValueError(f"--expires-in takes a number of days, 1 to 36500; got {days!r}")
+        return dt.datetime.now(dt.UTC) + dt.timedelta(days=int(days))
+    if at is not None:
+        try:
+            moment = dt.datetime.fromisoformat(at)
+        except ValueError:
+            raise ValueError(
+                f"--expires-at takes an ISO date or time, e.g. 2027-01-31; got {at!r}"
+            ) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.UTC)
+        return moment.astimezone(dt.UTC)
+    return None
+
+
+def _agencies(agencies: Sequence[str] | None, everyone: str = "every agency") -> str:
+    return everyone if agencies is None else ", ".join(agencies)
+
+
+def _until(expires_at: dt.datetime | None) -> str:
+    if expires_at is None:
+        return "until revoked"
+    return f"until {expires_at.astimezone(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}"
+
+
+def _when(moment: dt.datetime | None) -> str:
+    return "-" if moment is None else moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _tokens_table(tokens: list[Token]) -> str:
+    """One line a token: never the token nor its hash (neither is kept or known)."""
+    if not tokens:
+        return "no tokens"
+    now = dt.datetime.now(dt.UTC)
+    rows = [("name", "id", "scopes", "agencies", "created", "expires", "revoked")]
+    rows += [
+        (
+            token.name,
+            str(token.id),
+            ",".join(token.scopes),
+            _agencies(token.agencies, "platform-wide"),
+            _when(token.created_at),
+            _when(token.expires_at)
+            + (" (expired)" if token.expires_at is not None and token.expires_at <= now else ""),
+            _when(token.revoked_at),
+        )
+        for token in tokens
+    ]
+    return _table(rows)
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+async def _user(settings: Settings, args: argparse.Namespace) -> int:
+    """``user create``, ``user list`` and ``user disable``."""
+    from dispatcher.people import People, PersonError, check_password, check_person  # noqa: PLC0415
+
+    command = f"relaybook user {args.user_command}"
+    try:
+        if args.user_command == "create":
+            email, agencies = check_person(args.email, args.role, args.agencies)
+            password = _read_password()
+            check_password(password)
+            async with _pool(settings, command) as pool:
+                person = await People(pool).create(email, args.role, password, agencies)
+            print(f"{person.email} created: {person.role} of {_agencies(person.agencies)}")
+        elif args.user_command == "list":
+            async with _pool(settings, command) as pool:
+                print(_people_table(await People(pool).list()))
+        else:
+            async with _pool(settings, command) as pool:
+                disabled = await People(pool).disable(args.email)
+            print(
+                f"{disabled.email} was disabled already, since {_when(disabled.since)} UTC"
+                if disabled.already
+                else f"{disabled.email} disabled: they can no longer sign in"
+            )
+    except PersonError as problem:
+        print(f"{command}: {problem}", file=sys.stderr)
+        return EXIT_BAD_SETTING
+    return 0
+
+
+def _read_password() -> str:
+    """The password from stdin (asked for without echo on a terminal), without its line
+    end: never from the command line, where other users' `ps` would see it."""
+    if sys.stdin.isatty():
+        return getpass.getpass("Password: ")
+    text = sys.stdin.read()
+    return text.removesuffix("\n").removesuffix("\r")
+
+
+def _people_table(people: list[Person]) -> str:
+    if not people:
+        return "no people"
+    rows = [("email", "role", "agencies", "created", "last sign-in", "disabled")]
+    rows += [
+        (
+            person.email,
+            person.role,
+            _agencies(person.agencies),
+            _when(person.created_at),
+            _when(person.last_sign_in_at),
+            _when(person.disabled_at),
+        )
+        for person in people
+    ]
+    return _table(rows)
 
 
 async def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
@@ -319,6 +516,7 @@ _COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any
     "tracker": _single,
     "bounce-policy": _single,
     "token": _token,
+    "user": _user,
     "dead-letters": _dead_letters,
 }
 

@@ -69,15 +69,19 @@ def migrations() -> list[Migration]:
     return found
 
 
-async def migrate(dsn: str) -> list[Migration]:
+async def migrate(dsn: str, *, default_agency: str = "default") -> list[Migration]:
     """Applies the migrations this database lacks; returns those it applied.
 
     Idempotent, and safe when several processes run it at once. Refuses to run when an
     applied migration's file has changed since, or when the database is newer than the
     code (a rollback would otherwise run old code on a schema it does not know).
+    ``default_agency``: the agency rows from before agencies go to (migration 0014).
     """
     connection = await connect(dsn)
     try:
+        await connection.execute(
+            "SELECT set_config('relaybook.default_agency', $1, false)", default_agency
+        )
         await connection.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
         try:
             await connection.execute(_BOOKKEEPING)

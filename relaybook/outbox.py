@@ -23,13 +23,13 @@ import orjson
 
 import schemas
 from relaybook.database import Connection
-from relaybook.kafka import BrokerError, Producer
+from relaybook.kafka import BrokerError, Producer, headers_for
 from relaybook.logs import get_logger
 
 log = get_logger(__name__)
 
 _CLAIM = """
-SELECT id, topic, key, payload FROM outbox
+SELECT id, topic, key, payload, payload->>'agency' AS agency FROM outbox
 WHERE published_at IS NULL
 ORDER BY id
 LIMIT $1
@@ -105,7 +105,7 @@ class Outbox:
                 by_topic: dict[str, list[tuple[str | None, bytes, list[tuple[str, bytes]]]]] = {}
                 for row in rows:
                     by_topic.setdefault(row["topic"], []).append(
-                        (row["key"], row["payload"].encode(), [])
+                        (row["key"], row["payload"].encode(), headers_for(row["topic"], row))
                     )
                 for topic, records in by_topic.items():
                     await self._producer.send_encoded(topic, records)

@@ -111,7 +111,7 @@ async def infrastructure(
             )
             embedded.append("broker")
         assert settings.database_url is not None
-        await database.migrate(settings.database_url)
+        await database.migrate(settings.database_url, default_agency=settings.default_agency)
         await ensure_topics(settings)
         pool = await database.create_pool(settings.database_url, max_size=pool_size)
         stack.push_async_callback(pool.close)

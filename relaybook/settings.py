@@ -103,6 +103,13 @@ def _text(raw: str) -> str:
     return raw.strip()
 
 
+def _agency(raw: str) -> str:
+    value = raw.strip()
+    if not 1 <= len(value) <= 200 or any(c in value for c in "\x00\r\n"):
+        raise ValueError("must be an agency id: 1 to 200 characters on one line")
+    return value
+
+
 def _log_format(raw: str) -> str:
     value = raw.strip().lower()
     if value not in {"auto", "json", "console"}:
@@ -204,6 +211,12 @@ class Settings:
         _text, secret=True, doc="API admin token; unset: generated and kept in the data dir"
     )
     topic_prefix: str = _setting(_text, "relaybook.", doc="prefix of every Kafka topic")
+    default_agency: str = _setting(
+        _agency,
+        "default",
+        doc="agency of notices that name none (token bound to several or none), and of "
+        "the data from before agencies",
+    )
     kafka_partitions: int = _setting(
         _positive_int, 6, doc="partitions of topics created at start-up"
     )

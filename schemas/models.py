@@ -14,6 +14,7 @@ class SendJob(TypedDict):
     """``send-job/v1``: one attempt at one delivery."""
 
     schema: Literal["send-job/v1"]
+    agency: NotRequired[str]
     job_id: str
     delivery_id: str
     notice_id: str
@@ -28,6 +29,7 @@ class DeliveryEvent(TypedDict):
     """``delivery-event/v1``: one canonical event about one message."""
 
     schema: Literal["delivery-event/v1"]
+    agency: NotRequired[str | None]
     event_id: str
     type: str
     channel: Channel
@@ -51,6 +53,7 @@ class RecipientEvent(TypedDict):
     """``recipient-event/v1``: a recipient may no longer (or again) be contacted."""
 
     schema: Literal["recipient-event/v1"]
+    agency: NotRequired[str]
     event_id: str
     type: Literal["recipient.unsubscribed", "recipient.resubscribed"]
     recipient_id: str

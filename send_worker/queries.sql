@@ -8,7 +8,8 @@
 -- hash join. Right after a large fan-out the planner has no statistics on the new rows
 -- and scanned all deliveries and hashed all recipients for each batch of 1000 (62 ms
 -- instead of a few).
-SELECT d.id, d.notice_id, d.recipient_id, d.channel, d.status, d.provider_message_id,
+SELECT d.id, d.notice_id, d.recipient_id, d.channel, d.agency_id, d.status,
+       d.provider_message_id,
        greatest(d.send_attempts, a.attempt) AS attempts_made,
        -- an attempt newer than the delivery's send_attempts: started, and a crash came
        -- before its answer was recorded (unknown_outcomes.py); null on the common path
@@ -34,7 +35,8 @@ SELECT d.id, d.notice_id, d.recipient_id, d.channel, d.status, d.provider_messag
                  AND NOT (r.never_auto_unsubscribe AND s.rule <> 'opt_out')) AS suppressed
 FROM (SELECT DISTINCT unnest($1::uuid[])) AS job (id)  -- a job given twice is sent once
 CROSS JOIN LATERAL (SELECT * FROM deliveries WHERE id = job.id LIMIT 1) d
-CROSS JOIN LATERAL (SELECT * FROM recipients WHERE id = d.recipient_id LIMIT 1) r
+CROSS JOIN LATERAL (SELECT * FROM recipients
+                    WHERE agency_id = d.agency_id AND id = d.recipient_id LIMIT 1) r
 -- the latest attempt, as the max(attempt) this replaced: one backward step on the key
 LEFT JOIN LATERAL (SELECT attempt, started_at FROM send_attempts
                    WHERE delivery_id = d.id ORDER BY attempt DESC LIMIT 1) a ON true;
@@ -83,7 +85,7 @@ SET status = CASE WHEN d.status = 'queued' THEN 'sent' ELSE d.status END,
 FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[], $5::text[])
          AS u (id, attempt, started_at, address, message_id)
 WHERE d.id = u.id
-RETURNING d.id, d.channel, 'accepted' AS outcome, d.sent_at AS outcome_at, d.address AS sent_to,
+RETURNING d.id, d.channel, d.agency_id, 'accepted' AS outcome, d.sent_at AS outcome_at, d.address AS sent_to,
           d.provider, d.provider_message_id, d.reason, d.provider_code, d.send_attempts;
 
 -- name: record_failed
@@ -95,7 +97,7 @@ SET status = 'failed', reason = u.reason, provider_code = u.code, provider = $7,
 FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[], $5::text[], $6::text[])
          AS u (id, attempt, started_at, address, reason, code)
 WHERE d.id = u.id AND d.status = 'queued'
-RETURNING d.id, d.channel, 'failed' AS outcome, d.failed_at AS outcome_at, d.address AS sent_to,
+RETURNING d.id, d.channel, d.agency_id, 'failed' AS outcome, d.failed_at AS outcome_at, d.address AS sent_to,
           d.provider, d.provider_message_id, d.reason, d.provider_code, d.send_attempts;
 
 -- name: schedule_retry

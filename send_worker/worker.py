@@ -479,6 +479,7 @@ def _event(
     the worker called), or ``skipped`` (by relaybook itself, before any call)."""
     return {
         "schema": "delivery-event/v1",
+        "agency": row["agency_id"],
         "event_id": f"relaybook:{row['id']}:{attempt}:{kind}",
         "type": kind,
         "channel": row["channel"],

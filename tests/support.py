@@ -38,6 +38,20 @@ def notice(count: int = 3, **changes: Any) -> dict[str, Any]:
     return body
 
 
+def storable_everywhere(value: Any) -> bool:
+    """No NUL nor lone surrogate in any string of ``value`` (keys included): what
+    PostgreSQL stores and every JSON encoder writes."""
+    from relaybook.storable import has_unstorable  # noqa: PLC0415
+
+    if isinstance(value, str):
+        return not has_unstorable(value)
+    if isinstance(value, dict):
+        return all(storable_everywhere(k) and storable_everywhere(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(storable_everywhere(item) for item in value)
+    return True
+
+
 async def until(condition: Callable[[], Any], within: float = 30) -> None:
     deadline = time.monotonic() + within
     while not await condition():

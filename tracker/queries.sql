@@ -26,10 +26,13 @@ WHERE provider_message_id = ANY($1::text[]) AND channel = 'sms';
 -- to be projected.
 INSERT INTO delivery_events (event_id, delivery_id, channel, provider, type, occurred_at,
                              received_at, provider_message_id, address, reason,
-                             provider_code, payload)
-SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[],
-                     $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[],
-                     $10::text[], $11::text[], $12::jsonb[])
+                             provider_code, payload, agency_id)
+SELECT e.*, (SELECT d.agency_id FROM deliveries d WHERE d.id = e.delivery_id)
+FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[],
+            $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[],
+            $10::text[], $11::text[], $12::jsonb[])
+    AS e (event_id, delivery_id, channel, provider, type, occurred_at, received_at,
+          provider_message_id, address, reason, provider_code, payload)
 ON CONFLICT (event_id) DO NOTHING
 RETURNING event_id;
 

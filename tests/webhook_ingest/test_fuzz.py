@@ -24,7 +24,7 @@ import schemas
 from provider_sandbox.signing import SendGridSigner, twilio_signature
 from relaybook.storable import has_unstorable
 from relaybook.system import System
-from tests.support import until
+from tests.support import storable_everywhere, until
 from webhook_ingest import WebhookError
 from webhook_ingest.events import parse_batch, sendgrid_event, twilio_inbound, twilio_status
 from webhook_ingest.signatures import SendGridVerifier, check_twilio_header, verify_twilio
@@ -82,22 +82,12 @@ PROPERTIES = settings(
 )
 
 
-def _storable(value: Any) -> bool:
-    if isinstance(value, str):
-        return not has_unstorable(value)
-    if isinstance(value, dict):
-        return all(_storable(k) and _storable(v) for k, v in value.items())
-    if isinstance(value, list):
-        return all(_storable(item) for item in value)
-    return True
-
-
 def _canonical(event: dict[str, Any]) -> None:
     """What a consumer needs of an event: its contract, and JSON that orjson writes and
     PostgreSQL stores."""
     schemas.validate(event)
     orjson.dumps(event)
-    assert _storable(event)
+    assert storable_everywhere(event)
 
 
 def refusal(call: Callable[[], Any]) -> int | None:

@@ -25,9 +25,8 @@ from relaybook.embedded import EmbeddedBroker
 from relaybook.http import create_app
 from relaybook.kafka import Producer, ensure_topics
 from relaybook.settings import Settings
-from relaybook.storable import has_unstorable
 from relaybook.system import System
-from tests.support import read_topic, until
+from tests.support import read_topic, storable_everywhere, until
 from webhook_ingest.app import routes
 
 SIGNER = SendGridSigner(ec.generate_private_key(ec.SECP256R1()))
@@ -484,7 +483,7 @@ async def test_a_signed_event_with_unstorable_content_is_kept_harmlessly(
     [(_, event)] = await read_topic(system.settings, "delivery-events", 1)
     schemas.validate(event)
     assert event["event_id"] == f"sendgrid:{event_id}"
-    assert _storable(event)
+    assert storable_everywhere(event)
     if check == "nul":
         assert event["reason"] == "mailbox\ufffdfull"
         assert json.loads(event["raw"]["escaped_json"])["reason"] == "mailbox\x00full"
@@ -517,15 +516,4 @@ async def test_a_twilio_form_with_a_nul_is_kept_harmlessly(
     assert response.status_code == 204, response.text
     [(_, event)] = await read_topic(system.settings, "delivery-events", 1)
     assert event["provider_code"] == "3000\ufffd5"
-    assert _storable(event)
-
-
-def _storable(value: Any) -> bool:
-    """No NUL nor lone surrogate in any string of ``value``."""
-    if isinstance(value, str):
-        return not has_unstorable(value)
-    if isinstance(value, dict):
-        return all(_storable(k) and _storable(v) for k, v in value.items())
-    if isinstance(value, list):
-        return all(_storable(item) for item in value)
-    return True
+    assert storable_everywhere(event)
