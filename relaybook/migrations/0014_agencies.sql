@@ -114,13 +114,14 @@ CREATE TRIGGER notices_keep_agency BEFORE UPDATE OF agency_id ON notices
 CREATE INDEX resends_agency_idx ON resends (agency_id);
 CREATE INDEX audit_log_agency_idx ON audit_log (agency_id, at) WHERE agency_id IS NOT NULL;
 
--- What the caller of the API may see: every agency, or those listed. The settings are
--- read once per statement (a scalar subquery is an InitPlan), not once per row.
+-- What the caller of the API may see: every agency, or those listed (a NULL, nothing set,
+-- sees nothing). Plain expressions, inlined into each policy: written with scalar
+-- subqueries to read the settings once per statement, the checks ran as subplans per
+-- row, and a 100,000-recipient notice took 6.5 to 7.7 s to create instead of 4.4.
 CREATE FUNCTION relaybook_sees(agency text) RETURNS boolean
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    SELECT (SELECT coalesce(current_setting('relaybook.all_agencies', true), '') = 'on')
-           OR agency = ANY ((SELECT coalesce(nullif(current_setting('relaybook.agencies', true),
-                                                    ''), '{}')::text[])::text[])
+    SELECT current_setting('relaybook.all_agencies', true) = 'on'
+           OR agency = ANY (current_setting('relaybook.agencies', true)::text[])
 $$;
 
 DO $$
