@@ -180,13 +180,13 @@ def naive_app(settings: Settings, pool: asyncpg.Pool) -> Any:
     verifier = SendGridVerifier(settings.sendgrid_webhook_public_keys, 300)
 
     async def receive(request: Request) -> Response:
-        body = await request.body()
-        verifier.verify(
-            body,
+        signature = verifier.check_headers(
             request.headers.get(SENDGRID_SIGNATURE),
             request.headers.get(SENDGRID_TIMESTAMP),
             time.time(),
         )
+        body = await request.body()
+        verifier.verify(body, signature)
         for raw in json.loads(body):  # one row and one commit per event
             await pool.execute(
                 "INSERT INTO naive_events VALUES ($1, $2, $3, to_timestamp($4), $5) "
