@@ -27,7 +27,7 @@ from relaybook.embedded import EmbeddedBroker, EmbeddedPostgres, free_ports
 from relaybook.kafka import ensure_topics
 from relaybook.settings import Settings
 from relaybook.system import System
-from tests.support import ADMIN, notice, until
+from tests.support import ADMIN, notice, read_topic, until
 
 SIGNER = SendGridSigner(ec.generate_private_key(ec.SECP256R1()))
 #: how long a server stays away
@@ -245,3 +245,35 @@ async def test_the_broker_stopped_under_webhook_load_gives_503s_and_nothing_is_r
 
 async def _all_there(url: str, event_ids: set[str]) -> bool:
     return len(await stored(url, event_ids)) == len(event_ids)
+
+
+async def test_while_the_broker_is_away_the_api_accepts_notices_and_they_go_out_after(
+    settings: Settings,
+) -> None:
+    """The dispatcher's routes need only PostgreSQL: a notice posted while the broker is
+    away is accepted into the outbox (201, never 500) and its send jobs are published once
+    the broker is back."""
+    broker = EmbeddedBroker()
+    own = configured(settings, kafka_bootstrap_servers=broker.start())
+    await ensure_topics(own)
+    try:
+        async with (
+            System(own, only={"dispatcher"}) as system,
+            httpx.AsyncClient(
+                base_url=system.servers["dispatcher"].url,
+                headers={"Authorization": f"Bearer {ADMIN}"},
+                timeout=30,
+            ) as api,
+        ):
+            broker.stop()
+            answers = [(await api.post("/v1/notices", json=notice(5))) for _ in range(3)]
+            assert [answer.status_code for answer in answers] == [201, 201, 201]
+            notice_id = answers[0].json()["id"]
+            assert (await api.get(f"/v1/notices/{notice_id}")).status_code == 200
+            broker = EmbeddedBroker(broker.port)
+            broker.start()
+            await ensure_topics(own)
+            jobs = await read_topic(own, "send-jobs", 3 * 5 * 2, within=60)
+            assert {job["notice_id"] for _, job in jobs} == {a.json()["id"] for a in answers}
+    finally:
+        broker.stop()
