@@ -83,17 +83,18 @@ CREATE TABLE recipient_properties (
 );
 
 -- A delivery's recipient is checked by (agency, id) now, once per statement as before
--- (0006); a delivery is its notice's agency's.
+-- (0006); a delivery is its notice's agency's. Each distinct notice and recipient is
+-- looked up once: a fan-out is one notice, and two channels per recipient.
 CREATE OR REPLACE FUNCTION deliveries_check_references() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF EXISTS (SELECT 1 FROM new_deliveries d
+    IF EXISTS (SELECT 1 FROM (SELECT DISTINCT notice_id, agency_id FROM new_deliveries) d
                WHERE NOT EXISTS (SELECT 1 FROM notices n
                                  WHERE n.id = d.notice_id AND n.agency_id = d.agency_id)) THEN
         RAISE foreign_key_violation USING
             MESSAGE = 'a delivery refers to a notice of its agency that does not exist';
     END IF;
-    IF EXISTS (SELECT 1 FROM new_deliveries d
+    IF EXISTS (SELECT 1 FROM (SELECT DISTINCT agency_id, recipient_id FROM new_deliveries) d
                WHERE NOT EXISTS (SELECT 1 FROM recipients r
                                  WHERE r.agency_id = d.agency_id AND r.id = d.recipient_id)) THEN
         RAISE foreign_key_violation USING
