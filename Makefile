@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PG15_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 
-.PHONY: demo test lint typecheck check up lock clean
+.PHONY: demo test test-kafka kafka lint typecheck check up lock clean
 
 $(BIN)/relaybook: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,18 @@ test: $(BIN)/relaybook
 
 test-pg15: $(BIN)/relaybook
 	RELAYBOOK_DATABASE_URL=$(PG15_URL) $(BIN)/python -m pytest
+
+# Apache Kafka for RELAYBOOK_EMBEDDED_BROKER=kafka and test-kafka: the pinned release's
+# jars, fetched once per machine by Maven into ~/.cache/relaybook (needs Java 17+).
+kafka: $(BIN)/relaybook
+	$(BIN)/python -c "from relaybook.kafka_release import classpath, cache_dir; classpath(); print(cache_dir())"
+
+# The tests that use the broker, on an embedded Apache Kafka instead of Tansu
+# (KAFKA_NODES=3: replication 3, min.insync.replicas 2; KAFKA_TESTS: which tests).
+KAFKA_NODES ?= 1
+KAFKA_TESTS ?= tests
+test-kafka: kafka
+	$(BIN)/python -m pytest --broker=kafka --kafka-nodes=$(KAFKA_NODES) $(KAFKA_TESTS)
 
 check: lint typecheck test
 

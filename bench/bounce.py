@@ -34,7 +34,7 @@ from bounce_policy.policy import Policy
 from relaybook import database, logs
 from relaybook.deadletters import DeadLetters
 from relaybook.embedded import EmbeddedBroker, EmbeddedPostgres
-from relaybook.kafka import Consumer, Producer, Record, encode, ensure_topics
+from relaybook.kafka import Consumer, Producer, Record, client_options, encode, ensure_topics
 from relaybook.settings import Settings
 
 PEOPLE = 20_000
@@ -89,7 +89,7 @@ def stream(count: int, draw: random.Random) -> list[dict[str, Any]]:
 async def raw_consume(settings: Settings, count: int) -> float:
     consumer = AIOKafkaConsumer(
         settings.topic("delivery-events"),
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **client_options(settings),
         group_id="bench-raw",
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -173,7 +173,7 @@ async def run(count: int) -> None:
             PEOPLE,
         )
         events = stream(count, random.Random(6))  # noqa: S311 - test data
-        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
+        producer = AIOKafkaProducer(**client_options(settings), acks="all")
         await producer.start()
         topic = settings.topic("delivery-events")
         await asyncio.gather(

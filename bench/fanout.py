@@ -44,7 +44,7 @@ from aiokafka import AIOKafkaProducer
 
 from relaybook import logs
 from relaybook.embedded import EmbeddedBroker, EmbeddedPostgres, free_ports
-from relaybook.kafka import encode
+from relaybook.kafka import client_options, encode
 from relaybook.runtime import settle_garbage_collector
 from relaybook.settings import Settings
 from relaybook.system import System
@@ -80,7 +80,7 @@ def notice(
 
 
 async def floor(
-    url: str, bootstrap: str, topic: str, count: int, channels: tuple[str, ...]
+    url: str, settings: Settings, topic: str, count: int, channels: tuple[str, ...]
 ) -> tuple[float, float]:
     """COPY the same delivery-like rows into a table whose rows survive a crash, as
     relaybook's must, then produce the same job messages: the least any design has to do.
@@ -96,7 +96,7 @@ async def floor(
         "CREATE TABLE floor (id uuid, notice_id uuid, recipient_id text, channel text,"
         " address text, status text)"
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    producer = AIOKafkaProducer(**client_options(settings), acks="all", linger_ms=5)
     await producer.start()
     started = time.monotonic()
     await connection.copy_records_to_table("floor", records=rows)
@@ -221,7 +221,7 @@ async def run(
                 await asyncio.sleep(0.05)
             published_s = time.monotonic() - started
         copy_s, produce_s = await floor(
-            database_url, bootstrap, settings.topic("floor"), recipients, channels
+            database_url, settings, settings.topic("floor"), recipients, channels
         )
         floor_s = copy_s + produce_s
 

@@ -44,7 +44,7 @@ from provider_sandbox.signing import SENDGRID_SIGNATURE, SENDGRID_TIMESTAMP, Sen
 from relaybook import logs
 from relaybook.embedded import EmbeddedBroker, EmbeddedPostgres, free_ports
 from relaybook.http import HttpServer, bind, create_app
-from relaybook.kafka import encode
+from relaybook.kafka import client_options, encode
 from relaybook.settings import Settings
 from relaybook.system import System
 from relaybook.timestamps import now_iso
@@ -207,11 +207,11 @@ def naive_app(settings: Settings, pool: asyncpg.Pool) -> Any:
 # --- the raw floor ------------------------------------------------------------------
 
 
-async def floor(bootstrap: str, topic: str, events: list[dict[str, Any]]) -> float:
+async def floor(settings: Settings, topic: str, events: list[dict[str, Any]]) -> float:
     received = now_iso()
     values = [encode(sendgrid_event(raw, 0, received)) for raw in events]
     keys = [raw["delivery_id"].encode() for raw in events]
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    producer = AIOKafkaProducer(**client_options(settings), acks="all", linger_ms=5)
     await producer.start()
     try:
         started = time.perf_counter()
@@ -297,7 +297,7 @@ async def run(total: int, naive_total: int, concurrency: int) -> None:
                 f"{system.servers['ingest'].url}/webhooks/sendgrid", key, batches, concurrency
             )
 
-        floor_s = await floor(bootstrap, settings.topic("floor"), events)
+        floor_s = await floor(settings, settings.topic("floor"), events)
 
         naive_events = events[:naive_total]
         naive_batches = scratch / "naive.jsonl"

@@ -13,7 +13,9 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import os
 import random
+import ssl
 import struct
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -28,13 +30,14 @@ from aiokafka.errors import (
     KafkaError,
     TopicAlreadyExistsError,
 )
+from aiokafka.helpers import create_ssl_context
 from prometheus_client import Counter, Gauge, Histogram
 
 import schemas
 from relaybook import faults
 from relaybook.deadletters import DeadLetters
 from relaybook.logs import get_logger
-from relaybook.settings import Settings
+from relaybook.settings import Settings, SettingsError
 
 log = get_logger(__name__)
 
@@ -102,11 +105,55 @@ def encode(message: dict[str, Any]) -> bytes:
     return orjson.dumps(message)
 
 
+def client_options(settings: Settings) -> dict[str, Any]:
+    """Where the cluster is and how to reach it: the keyword arguments every aiokafka
+    producer, consumer and admin client of relaybook is built with, so that a secured
+    cluster is reached by all of them or by none.
+
+    Raises :class:`SettingsError` (one line) when the TLS files cannot be loaded."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_security_protocol.endswith("SSL"):
+        options["ssl_context"] = _ssl_context(
+            settings.kafka_ssl_ca_file, settings.kafka_ssl_cert_file, settings.kafka_ssl_key_file
+        )
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        options["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        options["sasl_plain_username"] = settings.kafka_sasl_username
+        options["sasl_plain_password"] = settings.kafka_sasl_password
+    return options
+
+
+@functools.cache
+def _ssl_context(
+    ca_file: os.PathLike[str] | None,
+    cert_file: os.PathLike[str] | None,
+    key_file: os.PathLike[str] | None,
+) -> ssl.SSLContext:
+    # One context per process and files: loading them for every client costs a few ms each.
+    try:
+        context: ssl.SSLContext = create_ssl_context(
+            cafile=ca_file,
+            certfile=cert_file,
+            keyfile=key_file,
+            # an encrypted key fails here instead of OpenSSL prompting on the terminal
+            password=_no_passphrase,
+        )
+    except (ssl.SSLError, OSError) as error:
+        files = ", ".join(str(path) for path in (ca_file, cert_file, key_file) if path)
+        raise SettingsError(f"the Kafka TLS files ({files}) cannot be loaded: {error}") from None
+    return context
+
+
+def _no_passphrase() -> str:
+    return ""
+
+
 async def ensure_topics(settings: Settings, names: Iterable[str] = TOPICS) -> None:
     """Creates relaybook's topics with the configured partition count when they are missing."""
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=10_000
-    )
+    admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=10_000)
     try:
         await admin.start()
     except KafkaError as error:
@@ -170,7 +217,7 @@ class Producer:
     def __init__(self, settings: Settings, *, client_id: str = "relaybook") -> None:
         self._settings = settings
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
+            **client_options(settings),
             client_id=client_id,
             acks="all",
             enable_idempotence=settings.kafka_enable_idempotence,
@@ -335,7 +382,7 @@ class Consumer:
         self._lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
+            **client_options(settings),
             group_id=group,
             client_id=group,
             enable_auto_commit=False,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import asyncpg
 
-from relaybook import database, ownership
+from relaybook import database, kafka_cluster, kafka_release, ownership
 from relaybook.deadletters import DeadLetters
 from relaybook.embedded import EmbeddedBroker, EmbeddedPostgres
 from relaybook.kafka import Producer, ensure_topics
@@ -78,6 +78,16 @@ def require_configured(settings: Settings, command: str) -> None:
         )
 
 
+async def prepare_embedded_kafka(settings: Settings) -> bool:
+    """Whether ``settings`` select the embedded Apache Kafka; if so, checks Java and
+    fetches the jars on first use, so that without Java or Maven start-up stops at once
+    with one line (:class:`SettingsError`, exit 2), before anything has started."""
+    if not (settings.uses_embedded_broker and settings.embedded_broker == "kafka"):
+        return False
+    await asyncio.to_thread(kafka_release.classpath)
+    return True
+
+
 @contextlib.asynccontextmanager
 async def infrastructure(
     settings: Settings, *, pool_size: int = 10
@@ -85,6 +95,7 @@ async def infrastructure(
     """Starts the embedded servers that are not configured, applies migrations, creates the
     topics, opens a pool and a producer; stops all of it, in reverse, on exit."""
     embedded: list[str] = []
+    embeds_kafka = await prepare_embedded_kafka(settings)
     async with contextlib.AsyncExitStack() as stack:
         if settings.uses_embedded_postgres:
             # The data dir's owner runs the server on it: `up` has claimed it already (this
@@ -98,7 +109,23 @@ async def infrastructure(
             claim.publish(database_url=url)
             settings = dataclasses.replace(settings, database_url=url)
             embedded.append("postgres")
-        if settings.uses_embedded_broker:
+        if embeds_kafka:
+            cluster = kafka_cluster.EmbeddedKafka(
+                settings.data_dir, nodes=settings.embedded_kafka_nodes, port=settings.broker_port
+            )
+            # From this thread, like the Tansu broker below; it blocks the loop while the
+            # nodes start (seconds), before anything else runs on it.
+            servers = cluster.start()
+            stack.callback(cluster.stop)
+            settings = dataclasses.replace(
+                settings,
+                kafka_bootstrap_servers=servers,
+                kafka_session_timeout_ms=settings.session_timeout_ms,
+                kafka_enable_idempotence=True,
+                kafka_replication_factor=cluster.replication_factor,
+            )
+            embedded.append("kafka")
+        elif settings.uses_embedded_broker:
             broker = EmbeddedBroker(settings.broker_port)
             # Started from this thread, not a worker thread: the broker is tied to the
             # lifetime of the thread that spawned it (see EmbeddedBroker).

@@ -97,6 +97,33 @@ def _bootstrap_servers(raw: str) -> str:
     return ",".join(servers)
 
 
+def _choice(*allowed: str) -> Callable[[str], str]:
+    """A parser accepting one of ``allowed`` (case-insensitive), returned as spelt there."""
+
+    def parse(raw: str) -> str:
+        by_upper = {value.upper(): value for value in allowed}
+        value = by_upper.get(raw.strip().upper())
+        if value is None:
+            raise ValueError(f"must be {', '.join(allowed[:-1])} or {allowed[-1]}")
+        return value
+
+    return parse
+
+
+def _kafka_nodes(raw: str) -> int:
+    value = _int(raw)
+    if value not in {1, 3}:
+        raise ValueError("must be 1 or 3")
+    return value
+
+
+def _existing_file(raw: str) -> Path:
+    path = Path(raw.strip()).expanduser()
+    if not path.is_file():
+        raise ValueError("is not a file that exists")
+    return path
+
+
 def _text(raw: str) -> str:
     if not raw.strip():
         raise ValueError("must not be empty")
@@ -186,8 +213,9 @@ def _codes(raw: str) -> tuple[str, ...]:
 def _setting(
     parse: Callable[[str], Any], default: Any = None, *, secret: bool = False, doc: str = ""
 ) -> Any:
+    # secrets are left out of the repr too, so a logged or printed Settings never shows one
     return dataclasses.field(
-        default=default, metadata={"parse": parse, "secret": secret, "doc": doc}
+        default=default, repr=not secret, metadata={"parse": parse, "secret": secret, "doc": doc}
     )
 
 
@@ -225,6 +253,37 @@ class Settings:
     )
     kafka_enable_idempotence: bool = _setting(
         _bool, False, doc="idempotent producer; on for a real Kafka cluster"
+    )
+    kafka_security_protocol: str = _setting(
+        _choice("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+        "PLAINTEXT",
+        doc="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
+    )
+    kafka_sasl_mechanism: str | None = _setting(
+        _choice("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
+        doc="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; needed with SASL_*",
+    )
+    kafka_sasl_username: str | None = _setting(_text, doc="SASL user; needed with SASL_*")
+    kafka_sasl_password: str | None = _setting(
+        _text, secret=True, doc="SASL password; needed with SASL_*"
+    )
+    kafka_ssl_ca_file: Path | None = _setting(
+        _existing_file, doc="PEM CA bundle trusted for the brokers; unset: the system's"
+    )
+    kafka_ssl_cert_file: Path | None = _setting(
+        _existing_file, doc="PEM client certificate (mutual TLS), key included or beside it"
+    )
+    kafka_ssl_key_file: Path | None = _setting(
+        _existing_file, doc="PEM private key of the client certificate"
+    )
+    embedded_broker: str = _setting(
+        _choice("tansu", "kafka"),
+        "tansu",
+        doc="embedded broker of `up`: tansu (in memory) or kafka (Apache Kafka, needs Java"
+        " 17+ and Maven)",
+    )
+    embedded_kafka_nodes: int = _setting(
+        _kafka_nodes, 1, doc="nodes of the embedded Apache Kafka: 1, or 3 (replication 3)"
     )
     kafka_session_timeout_ms: int | None = _setting(
         _positive_int,
@@ -462,6 +521,7 @@ def load(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings
 
 
 def _check_together(settings: Settings) -> None:
+    _check_kafka_security(settings)
     ports = {
         "RELAYBOOK_API_PORT": settings.api_port,
         "RELAYBOOK_INGEST_PORT": settings.ingest_port,
@@ -472,3 +532,44 @@ def _check_together(settings: Settings) -> None:
         if port in seen:
             raise SettingsError(f"{variable}={port}: the same port as {seen[port]}")
         seen[port] = variable
+
+
+def _check_kafka_security(settings: Settings) -> None:
+    """Security settings that only make sense together: one left out, or one the chosen
+    protocol would silently ignore, is refused rather than guessed."""
+    protocol = settings.kafka_security_protocol
+    where = f"with RELAYBOOK_KAFKA_SECURITY_PROTOCOL={protocol}"
+    sasl = {
+        "RELAYBOOK_KAFKA_SASL_MECHANISM": settings.kafka_sasl_mechanism,
+        "RELAYBOOK_KAFKA_SASL_USERNAME": settings.kafka_sasl_username,
+        "RELAYBOOK_KAFKA_SASL_PASSWORD": settings.kafka_sasl_password,
+    }
+    ssl_files = {
+        "RELAYBOOK_KAFKA_SSL_CA_FILE": settings.kafka_ssl_ca_file,
+        "RELAYBOOK_KAFKA_SSL_CERT_FILE": settings.kafka_ssl_cert_file,
+        "RELAYBOOK_KAFKA_SSL_KEY_FILE": settings.kafka_ssl_key_file,
+    }
+    if protocol != "PLAINTEXT" and settings.kafka_bootstrap_servers is None:
+        raise SettingsError(
+            f"RELAYBOOK_KAFKA_SECURITY_PROTOCOL={protocol} needs "
+            "RELAYBOOK_KAFKA_BOOTSTRAP_SERVERS: the embedded brokers listen in plain text"
+        )
+    if protocol.startswith("SASL_"):
+        missing = [variable for variable, value in sasl.items() if value is None]
+        if missing:
+            raise SettingsError(f"{where}, set {' and '.join(missing)} too")
+    else:
+        stray = [variable for variable, value in sasl.items() if value is not None]
+        if stray:
+            raise SettingsError(
+                f"{stray[0]} is set but unused {where} (use SASL_PLAINTEXT or SASL_SSL)"
+            )
+    if protocol.endswith("SSL"):
+        if settings.kafka_ssl_key_file is not None and settings.kafka_ssl_cert_file is None:
+            raise SettingsError(
+                "RELAYBOOK_KAFKA_SSL_KEY_FILE is set without RELAYBOOK_KAFKA_SSL_CERT_FILE"
+            )
+    else:
+        stray = [variable for variable, value in ssl_files.items() if value is not None]
+        if stray:
+            raise SettingsError(f"{stray[0]} is set but unused {where} (use SSL or SASL_SSL)")

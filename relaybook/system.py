@@ -22,7 +22,13 @@ from provider_sandbox.app import Sandbox
 from relaybook.deployable import Deployable
 from relaybook.http import HttpServer, bind
 from relaybook.logs import get_logger
-from relaybook.runtime import Infrastructure, admin_token, admin_token_path, infrastructure
+from relaybook.runtime import (
+    Infrastructure,
+    admin_token,
+    admin_token_path,
+    infrastructure,
+    prepare_embedded_kafka,
+)
 from relaybook.settings import Settings
 
 log = get_logger(__name__)
@@ -94,9 +100,11 @@ class System:
                 port = getattr(self.settings, setting)
                 sockets[name] = bind(port, f"RELAYBOOK_{setting.upper()}")
                 self._stack.callback(sockets[name].close)
+        wanted = [name for name in self._selected if name in _BUILDERS]
+        if wanted:
+            await prepare_embedded_kafka(self.settings)  # no Java: one line, nothing started
         if "sandbox" in self._selected:
             await self._start_sandbox(sockets["sandbox"])
-        wanted = [name for name in self._selected if name in _BUILDERS]
         if wanted:
             self.infra = await self._stack.enter_async_context(infrastructure(self.settings))
             self.settings = self.infra.settings
@@ -147,7 +155,13 @@ class System:
                 lines.append(f"  {'database':16} embedded PostgreSQL, data in {settings.data_dir}")
             else:
                 lines.append(f"  {'database':16} configured (RELAYBOOK_DATABASE_URL)")
-            broker = "embedded broker" if "broker" in self.infra.embedded else "configured Kafka"
+            broker = (
+                "embedded broker"
+                if "broker" in self.infra.embedded
+                else f"embedded Apache Kafka ({settings.embedded_kafka_nodes} node(s))"
+                if "kafka" in self.infra.embedded
+                else "configured Kafka"
+            )
             lines.append(f"  {'broker':16} {broker} at {settings.kafka_bootstrap_servers}")
         if self.sandbox is not None:
             stands_for = [

@@ -1,8 +1,11 @@
 """Real servers for every test: one PostgreSQL and one Kafka-protocol broker per session.
 
 PostgreSQL is the embedded server, or the one ``RELAYBOOK_DATABASE_URL`` names (CI runs
-the suite on both). Each test gets its own database, cloned from a migrated template,
-and its own topic prefix, so tests never see each other's rows or messages.
+the suite on both). The broker is Tansu, or with ``--broker=kafka`` (``make test-kafka``)
+an embedded Apache Kafka of ``--kafka-nodes`` nodes, idempotent producer on; only the
+tests that use the broker run then. Each test gets its own database, cloned from a
+migrated template, and its own topic prefix, so tests never see each other's rows or
+messages.
 """
 
 from __future__ import annotations
@@ -24,9 +27,39 @@ import pytest
 from relaybook import database
 from relaybook.embedded import EmbeddedBroker, EmbeddedPostgres, free_ports
 from relaybook.kafka import Producer, ensure_topics
+from relaybook.kafka_cluster import EmbeddedKafka
 from relaybook.settings import Settings
 from relaybook.system import System
 from tests.support import ADMIN
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("relaybook")
+    group.addoption(
+        "--broker",
+        choices=("tansu", "kafka"),
+        default="tansu",
+        help="the session's broker: tansu (in memory, default) or kafka (Apache Kafka, "
+        "embedded; runs only the tests that use the broker)",
+    )
+    group.addoption(
+        "--kafka-nodes",
+        type=int,
+        choices=(1, 3),
+        default=1,
+        help="nodes of the embedded Apache Kafka (3: replication 3, min.insync.replicas 2)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On Apache Kafka, the tests that never reach the broker are left out: the Tansu
+    pass has run them already."""
+    if config.getoption("--broker") != "kafka":
+        return
+    kept = [item for item in items if "broker" in getattr(item, "fixturenames", ())]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept
 
 
 def with_database(url: str, name: str) -> str:
@@ -105,25 +138,43 @@ class _scratch_database:  # noqa: N801 - used like a function
 
 
 @pytest.fixture(scope="session")
-def broker() -> Iterator[EmbeddedBroker]:
-    server = EmbeddedBroker()
-    server.start()
+def broker(pytestconfig: pytest.Config) -> Iterator[EmbeddedBroker | EmbeddedKafka]:
+    """The session's broker (``--broker``); the nodes of an Apache Kafka log to
+    ``server.log`` files under a temporary directory, removed afterwards."""
+    if pytestconfig.getoption("--broker") == "tansu":
+        tansu = EmbeddedBroker()
+        tansu.start()
+        try:
+            yield tansu
+        finally:
+            tansu.stop()
+        return
+    scratch = Path(tempfile.mkdtemp(prefix="relaybook-test-kafka-"))
+    kafka = EmbeddedKafka(scratch, nodes=pytestconfig.getoption("--kafka-nodes"))
+    kafka.start()
     try:
-        yield server
+        yield kafka
     finally:
-        server.stop()
+        kafka.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 @pytest.fixture
-async def settings(database_url: str, broker: EmbeddedBroker, tmp_path: Path) -> Settings:
+async def settings(
+    database_url: str, broker: EmbeddedBroker | EmbeddedKafka, tmp_path: Path
+) -> Settings:
     """Settings for one test: its own database, its own topics (fresh prefix), its own
-    data dir."""
+    data dir; on Apache Kafka, what production runs with (idempotent producer, every
+    node a replica)."""
+    on_kafka = isinstance(broker, EmbeddedKafka)
     test_settings = Settings(
         database_url=database_url,
         kafka_bootstrap_servers=broker.bootstrap_servers,
         data_dir=tmp_path,
         topic_prefix=f"t{uuid.uuid4().hex[:10]}.",
         kafka_partitions=3,
+        kafka_replication_factor=broker.replication_factor if on_kafka else 1,
+        kafka_enable_idempotence=on_kafka,
         # the embedded broker hands a departed member's partitions over only after this
         kafka_session_timeout_ms=1000,
     )

@@ -52,6 +52,16 @@ def storable_everywhere(value: Any) -> bool:
     return True
 
 
+def own_tansu(bootstrap_servers: str) -> dict[str, Any]:
+    """Setting changes for a test that runs on a Tansu broker of its own (to stop and
+    restart it), whichever broker the session has: Tansu has no idempotent producer."""
+    return {
+        "kafka_bootstrap_servers": bootstrap_servers,
+        "kafka_enable_idempotence": False,
+        "kafka_replication_factor": 1,
+    }
+
+
 async def until(condition: Callable[[], Any], within: float = 30) -> None:
     deadline = time.monotonic() + within
     while not await condition():
@@ -67,9 +77,11 @@ async def read_topic(
     moment after that, so a test also sees a message that should not be there."""
     from aiokafka import AIOKafkaConsumer  # noqa: PLC0415 - only some tests read topics
 
+    from relaybook.kafka import client_options  # noqa: PLC0415
+
     consumer = AIOKafkaConsumer(
         settings.topic(topic),
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **client_options(settings),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
     )
@@ -105,6 +117,8 @@ class Deployable:
             "RELAYBOOK_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
             "RELAYBOOK_TOPIC_PREFIX": settings.topic_prefix,
             "RELAYBOOK_KAFKA_SESSION_TIMEOUT_MS": "1000",
+            "RELAYBOOK_KAFKA_ENABLE_IDEMPOTENCE": str(settings.kafka_enable_idempotence),
+            "RELAYBOOK_KAFKA_REPLICATION_FACTOR": str(settings.kafka_replication_factor),
             "RELAYBOOK_DATA_DIR": str(logs),
             "RELAYBOOK_LOG_FORMAT": "json",
             **extra,

@@ -27,7 +27,7 @@ from relaybook.embedded import EmbeddedBroker, EmbeddedPostgres, free_ports
 from relaybook.kafka import ensure_topics
 from relaybook.settings import Settings
 from relaybook.system import System
-from tests.support import ADMIN, notice, read_topic, until
+from tests.support import ADMIN, notice, own_tansu, read_topic, until
 
 SIGNER = SendGridSigner(ec.generate_private_key(ec.SECP256R1()))
 #: how long a server stays away
@@ -210,7 +210,7 @@ async def test_the_broker_stopped_under_webhook_load_gives_503s_and_nothing_is_r
     before the stop, so what is checked is ingest's side (503 with Retry-After while
     away) and that each batch re-posted after it is back is recorded once."""
     broker = EmbeddedBroker()
-    own = configured(settings, kafka_bootstrap_servers=broker.start())
+    own = configured(settings, **own_tansu(broker.start()))
     url = own.database_url or ""
     await ensure_topics(own)
     try:
@@ -254,7 +254,7 @@ async def test_while_the_broker_is_away_the_api_accepts_notices_and_they_go_out_
     away is accepted into the outbox (201, never 500) and its send jobs are published once
     the broker is back."""
     broker = EmbeddedBroker()
-    own = configured(settings, kafka_bootstrap_servers=broker.start())
+    own = configured(settings, **own_tansu(broker.start()))
     await ensure_topics(own)
     try:
         async with (

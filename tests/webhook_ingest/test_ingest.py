@@ -26,7 +26,7 @@ from relaybook.http import create_app
 from relaybook.kafka import Producer, ensure_topics
 from relaybook.settings import Settings
 from relaybook.system import System
-from tests.support import read_topic, storable_everywhere, until
+from tests.support import own_tansu, read_topic, storable_everywhere, until
 from webhook_ingest.app import routes
 
 SIGNER = SendGridSigner(ec.generate_private_key(ec.SECP256R1()))
@@ -356,7 +356,7 @@ async def test_while_the_broker_is_away_batches_get_503_and_are_recorded_once_it
     broker = EmbeddedBroker()
     own = dataclasses.replace(
         settings,
-        kafka_bootstrap_servers=broker.start(),
+        **own_tansu(broker.start()),
         sendgrid_webhook_public_keys=(SIGNER.public_key,),
         ingest_publish_timeout_s=1.0,
     )
