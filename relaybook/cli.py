@@ -404,34 +404,30 @@ async def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
     """``dead-letters list`` and ``dead-letters replay``: on the configured servers, or
     the running `up`'s of this data dir."""
     command = f"relaybook dead-letters {args.letters_command}"
-    async with _database(settings, command) as url:
-        pool = await database.create_pool(url, max_size=1)
-        try:
-            if args.letters_command == "list":
-                found = await DeadLetters(pool, None, "").list(
-                    include_replayed=args.all, limit=args.limit
-                )
-                print(_letters_table(found))
-                return 0
-            producer = Producer(
-                dataclasses.replace(settings, kafka_bootstrap_servers=_broker(settings))
+    async with _pool(settings, command) as pool:
+        if args.letters_command == "list":
+            found = await DeadLetters(pool, None, "").list(
+                include_replayed=args.all, limit=args.limit
             )
-            await producer.start()
-            try:
-                letters = DeadLetters(pool, producer, settings.topic("dead-letters"))
-                chosen = await letters.list(ids=args.ids or (), limit=10_000)
-                missing = sorted(set(args.ids or ()) - {letter.id for letter in chosen})
-                if missing:
-                    print(
-                        f"relaybook: no dead letter waiting with id {', '.join(map(str, missing))}",
-                        file=sys.stderr,
-                    )
-                    return EXIT_FAILED
-                replayed = await letters.replay(chosen, by=_who())
-            finally:
-                await producer.stop()
+            print(_letters_table(found))
+            return 0
+        producer = Producer(
+            dataclasses.replace(settings, kafka_bootstrap_servers=_broker(settings))
+        )
+        await producer.start()
+        try:
+            letters = DeadLetters(pool, producer, settings.topic("dead-letters"))
+            chosen = await letters.list(ids=args.ids or (), limit=10_000)
+            missing = sorted(set(args.ids or ()) - {letter.id for letter in chosen})
+            if missing:
+                print(
+                    f"relaybook: no dead letter waiting with id {', '.join(map(str, missing))}",
+                    file=sys.stderr,
+                )
+                return EXIT_FAILED
+            replayed = await letters.replay(chosen, by=_who())
         finally:
-            await pool.close()
+            await producer.stop()
     print(f"{replayed} dead letter(s) published again to their topics")
     return 0
 
@@ -475,13 +471,7 @@ def _letters_table(letters: list[Letter]) -> str:
         )
         for letter in letters
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
-        + "  "
-        + row[-1]
-        for row in rows
-    )
+    return _table(rows)
 
 
 async def _settings(settings: Settings, _args: argparse.Namespace) -> int:
