@@ -7,7 +7,10 @@ from __future__ import annotations
 from dispatcher import journal, notices, openapi, preferences, resends
 from dispatcher.api import Operation, mount
 from dispatcher.auth import Authenticator
+from dispatcher.console import app as console
+from dispatcher.console.live import Announcements
 from dispatcher.outbox import Relay
+from dispatcher.people import People
 from dispatcher.scope import ScopedPool
 from dispatcher.store import NoticeStore
 from relaybook.deployable import Deployable
@@ -24,15 +27,17 @@ def build(infra: Infrastructure) -> Deployable:
     store = NoticeStore(scoped, settings.default_agency)
     auth = Authenticator(infra.pool, admin_token(settings))
     relay = Relay(infra.pool, infra.producer, settings.database_url)
-    ops = operations(
-        store,
-        journal.JournalReader(scoped),
-        preferences.Preferences(scoped, settings.default_agency),
-        resends.Resends(scoped),
+    reader = journal.JournalReader(scoped)
+    prefs = preferences.Preferences(scoped, settings.default_agency)
+    resender = resends.Resends(scoped)
+    ops = operations(store, reader, prefs, resender)
+    announcements = Announcements(settings.database_url)
+    pages = console.routes(
+        infra.pool, announcements, store, reader, prefs, resender, People(infra.pool)
     )
     app = create_app(
         "dispatcher",
-        routes=[*mount(ops, auth), openapi.route(ops)],
+        routes=[*mount(ops, auth), openapi.route(ops), *pages],
         checks={"database": infra.check_database, "broker": infra.check_broker},
     )
     events = infra.events_outbox()
@@ -42,6 +47,7 @@ def build(infra: Infrastructure) -> Deployable:
         await events.start()
 
     async def stop() -> None:
+        await announcements.close()
         await events.stop()
         await relay.stop()
 

@@ -34,12 +34,14 @@ class Caller:
 
     ``name`` is recorded as the author of what it does (a token's name, a person's email);
     ``agencies`` are those it may see, ``None`` for every agency (platform-wide);
-    ``roles`` are a person's (empty for a token)."""
+    ``roles`` are a person's (empty for a token), ``person`` their id (None for a
+    token)."""
 
     name: str
     scopes: frozenset[str]
     agencies: frozenset[str] | None
     roles: frozenset[str] = frozenset()
+    person: uuid.UUID | None = None
 
     def sees(self, agency: str) -> bool:
         """Whether this caller may see ``agency``'s data."""

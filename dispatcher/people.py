@@ -141,7 +141,7 @@ class People:
             )
         except asyncpg.UniqueViolationError:
             raise PersonError(f"{email} has an account already") from None
-        log.info("person created", email=email, role=role, agencies=bound)
+        log.info("person created", role=role, agencies=bound)
         return Person(email, role, None if bound is None else tuple(bound), created, None, None)
 
     async def list(self) -> list[Person]:
@@ -165,7 +165,7 @@ class People:
         if row is None:
             raise PersonError(f"nobody has the email {email.strip()!r}")
         if not row["already"]:
-            log.info("person disabled", email=row["email"])
+            log.info("person disabled")
         return Disabled(row["email"], row["disabled_at"], row["already"])
 
     async def sign_in(self, email: str, password: str) -> Caller | None:
@@ -183,19 +183,21 @@ class People:
             reason = (
                 "unknown email" if row is None else "wrong password" if not matches else "disabled"
             )
-            log.info("sign-in refused", email=email, reason=reason)
+            # an email is personal data: never logged, the person's id when there is one
+            log.info("sign-in refused", person=row["id"] if row else None, reason=reason)
             return None
         renewed = None
         if self._hasher.check_needs_rehash(row["password_hash"]):
             renewed = await _off_loop(functools.partial(self._hasher.hash, password))
         await self._pool.execute(Q["signed_in"], row["id"], renewed)
-        log.info("signed in", email=row["email"], role=row["role"])
+        log.info("signed in", person=row["id"], role=row["role"])
         agencies = row["agencies"]
         return Caller(
             row["email"],
             ROLES[row["role"]],
             None if agencies is None else frozenset(agencies),
             frozenset({row["role"]}),
+            row["id"],
         )
 
     def _matches(self, stored: str | None, password: str) -> bool:

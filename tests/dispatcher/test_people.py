@@ -55,6 +55,7 @@ def people(pool: asyncpg.Pool) -> People:
     ],
 )
 async def test_each_role_signs_in_with_its_scopes_on_its_agencies(
+    pool: asyncpg.Pool,
     people: People,
     role: str,
     agencies: list[str] | None,
@@ -63,7 +64,11 @@ async def test_each_role_signs_in_with_its_scopes_on_its_agencies(
 ) -> None:
     await people.create(f"{role}@example.org", role, PASSWORD, agencies)
     caller = await people.sign_in(f"{role}@example.org", PASSWORD)
-    assert caller == Caller(f"{role}@example.org", frozenset(scopes), sees, frozenset({role}))
+    assert caller is not None
+    person = await pool.fetchval("SELECT id FROM people")
+    assert caller == Caller(
+        f"{role}@example.org", frozenset(scopes), sees, frozenset({role}), person
+    )
     assert ROLES[role] == frozenset(scopes)
 
 

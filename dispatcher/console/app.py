@@ -1,0 +1,44 @@
+"""The console's routes, mounted by the dispatcher beside ``/v1``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import asyncpg
+from starlette.routing import BaseRoute, Mount
+from starlette.staticfiles import StaticFiles
+
+from dispatcher.console import journal, notices, preferences, signin
+from dispatcher.console.live import Announcements
+from dispatcher.console.sessions import Sessions
+from dispatcher.console.web import Console
+from dispatcher.journal import JournalReader
+from dispatcher.people import People
+from dispatcher.preferences import Preferences
+from dispatcher.resends import Resends
+from dispatcher.store import NoticeStore
+
+
+def routes(  # noqa: PLR0917 - the dispatcher's stores, each once
+    pool: asyncpg.Pool,
+    announcements: Announcements,
+    store: NoticeStore,
+    reader: JournalReader,
+    prefs: Preferences,
+    resender: Resends,
+    people: People,
+) -> list[BaseRoute]:
+    """``pool``: the tables' owner's (sessions and people are no agency's data); the
+    stores: the API's, scoped to each request's caller."""
+    console = Console(Sessions(pool), pool)
+    return [
+        *signin.routes(console, people),
+        *notices.routes(console, store, reader, resender, announcements),
+        *journal.routes(console, reader),
+        *preferences.routes(console, prefs),
+        Mount(
+            "/ui/static",
+            StaticFiles(directory=Path(__file__).with_name("static")),
+            name="console static",
+        ),
+    ]

@@ -1,0 +1,117 @@
+"""The console's sessions, kept on the server: the browser holds an opaque random cookie,
+the database only its SHA-256 (migration 0017). Each request reads the person again, so
+disabling them, or changing their role or agencies, applies from their next click.
+
+A session ends when its person signs out or is disabled, after :data:`IDLE` without a
+request, or :data:`LIFETIME` after signing in whatever happens. Sign-ins refused for an
+email are counted (by the hash of the email, never the email): past :data:`FAILURES` in
+:data:`WINDOW`, that email's sign-ins are refused without checking the password.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import secrets
+import uuid
+
+import asyncpg
+
+from dispatcher.auth import Caller
+from dispatcher.people import ROLES
+from relaybook import sql
+
+Q = sql.load("dispatcher", "console.sql")
+
+IDLE = dt.timedelta(minutes=30)
+LIFETIME = dt.timedelta(hours=12)
+FAILURES = 5
+WINDOW = dt.timedelta(minutes=15)
+
+
+@dataclasses.dataclass(frozen=True)
+class Session:
+    """A signed-in person, as of this request."""
+
+    token_hash: bytes
+    person: Caller
+    #: the token every change made in this session must carry
+    csrf: str
+    #: the agency the person picked to work on (None: every agency they may see)
+    agency: str | None
+    time_zone: str
+    role: str
+
+    @property
+    def caller(self) -> Caller:
+        """The person, narrowed to the agency they picked: what the pages may see."""
+        if self.agency is None:
+            return self.person
+        return dataclasses.replace(self.person, agencies=frozenset({self.agency}))
+
+
+def _hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def email_key(email: str) -> bytes:
+    """What a refused sign-in is counted under: a hash, not the email."""
+    return hashlib.sha256(email.strip().lower().encode()).digest()
+
+
+class Sessions:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def open(self, person_id: uuid.UUID, time_zone: str) -> str:
+        """A new session for that person; returns its cookie (shown only now). Also
+        forgets expired sessions."""
+        token = secrets.token_urlsafe(32)
+        async with self._pool.acquire() as connection, connection.transaction():
+            await connection.execute(Q["forget_expired_sessions"], IDLE)
+            await connection.execute(
+                Q["open_session"],
+                _hash(token),
+                person_id,
+                secrets.token_urlsafe(32),
+                time_zone,
+                LIFETIME,
+            )
+        return token
+
+    async def find(self, token: str) -> Session | None:
+        """The live session of that cookie (and marks it seen), or None."""
+        if not token or len(token) > 100:
+            return None
+        row = await self._pool.fetchrow(Q["find_session"], _hash(token), IDLE)
+        if row is None:
+            return None
+        agencies = row["agencies"]
+        person = Caller(
+            row["email"],
+            ROLES[row["role"]],
+            None if agencies is None else frozenset(agencies),
+            frozenset({row["role"]}),
+            row["id"],
+        )
+        agency = row["agency"]
+        if agency is not None and not person.sees(agency):
+            agency = None  # their agencies changed since they picked it
+        return Session(_hash(token), person, row["csrf"], agency, row["time_zone"], row["role"])
+
+    async def pick_agency(self, session: Session, agency: str | None) -> None:
+        await self._pool.execute(Q["pick_agency"], session.token_hash, agency)
+
+    async def close(self, session: Session) -> None:
+        await self._pool.execute(Q["close_session"], session.token_hash)
+
+    async def throttled(self, email: str) -> dt.timedelta | None:
+        """How long until that email may try again, or None if it may now."""
+        wait: dt.timedelta | None = await self._pool.fetchval(
+            Q["sign_in_wait"], email_key(email), WINDOW, FAILURES
+        )
+        return wait
+
+    async def refused(self, email: str) -> None:
+        await self._pool.execute(Q["sign_in_refused"], email_key(email), WINDOW)

@@ -1,0 +1,141 @@
+"""Signing in and out, the language switch and the agency picker."""
+
+from __future__ import annotations
+
+import math
+import secrets
+import zoneinfo
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from dispatcher.console import i18n
+from dispatcher.console.web import (
+    HEADERS,
+    LOGIN_PATH,
+    SESSION_COOKIE,
+    Console,
+    PageError,
+    View,
+    request_language,
+    safe_next,
+)
+from dispatcher.people import People
+
+i18n.french(
+    {
+        "Sign in": "Se connecter",
+        "Sign out": "Se déconnecter",
+        "Email": "E-mail",
+        "Password": "Mot de passe",
+        "Wrong email or password.": "E-mail ou mot de passe incorrect.",
+        "Too many attempts: try again in {minutes} min.":
+            "Trop de tentatives : réessayez dans {minutes} min.",
+        "Your session has ended: sign in again.": "Votre session a pris fin : reconnectez-vous.",
+        "All my agencies": "Toutes mes agences",
+        "Agency": "Agence",
+        "Show": "Afficher",
+        "This agency is not one of yours.": "Cette agence n'est pas l'une des vôtres.",
+    }
+)  # fmt: skip
+
+LOGIN_COOKIE = "rb_login"
+DEFAULT_TIME_ZONE = "Europe/Paris"
+_ZONES = zoneinfo.available_timezones()
+
+
+def routes(console: Console, people: People) -> list[BaseRoute]:
+    async def login_form(request: Request) -> Response:
+        return _login_page(console, request, request.query_params.get("next"))
+
+    async def login(request: Request) -> Response:
+        form = await request.form(max_fields=10, max_files=0)
+        email = str(form.get("email", ""))[:300]
+        password = str(form.get("password", ""))
+        target = safe_next(str(form.get("next", "")))
+        token = request.cookies.get(LOGIN_COOKIE, "")
+        if not token or not secrets.compare_digest(token, str(form.get("csrf", ""))):
+            return _login_page(console, request, target, "Your session has ended: sign in again.")
+        wait = await console.sessions.throttled(email)
+        if wait is not None:
+            minutes = max(1, math.ceil(wait.total_seconds() / 60))
+            response = _login_page(
+                console, request, target, "Too many attempts: try again in {minutes} min.",
+                status=429, minutes=minutes,
+            )  # fmt: skip
+            response.headers["Retry-After"] = str(math.ceil(wait.total_seconds()))
+            return response
+        person = await people.sign_in(email, password)
+        if person is None or person.person is None:
+            await console.sessions.refused(email)
+            return _login_page(console, request, target, "Wrong email or password.", status=401)
+        zone = str(form.get("time_zone", ""))
+        cookie = await console.sessions.open(
+            person.person, zone if zone in _ZONES else DEFAULT_TIME_ZONE
+        )
+        response = RedirectResponse(target, 303, headers=HEADERS)
+        response.set_cookie(
+            SESSION_COOKIE, cookie, path="/ui", httponly=True, samesite="lax",
+            secure=request.url.scheme == "https",
+        )  # fmt: skip
+        response.delete_cookie(LOGIN_COOKIE, path=LOGIN_PATH)
+        return response
+
+    async def logout(view: View) -> Response:
+        await console.sessions.close(view.session)
+        response = RedirectResponse(LOGIN_PATH, 303, headers=HEADERS)
+        response.delete_cookie(SESSION_COOKIE, path="/ui")
+        return response
+
+    async def pick_agency(view: View) -> Response:
+        agency = view.field("agency") or None
+        if agency is not None and not view.session.person.sees(agency):
+            raise PageError(403, "This agency is not one of yours.")
+        await console.sessions.pick_agency(view.session, agency)
+        return RedirectResponse(safe_next(view.field("back")), 303)
+
+    async def switch_language(request: Request) -> Response:
+        chosen = request.query_params.get("to", "")
+        response = RedirectResponse(safe_next(request.query_params.get("back")), 303)
+        if chosen in i18n.LANGUAGES:
+            response.set_cookie(
+                i18n.COOKIE, chosen, max_age=365 * 86400, path="/ui", samesite="lax"
+            )
+        return response
+
+    async def home(_request: Request) -> Response:
+        return RedirectResponse("/ui/notices", 303)
+
+    return [
+        Route("/ui", home, methods=["GET"]),
+        Route("/ui/", home, methods=["GET"]),
+        Route(LOGIN_PATH, login_form, methods=["GET"]),
+        Route(LOGIN_PATH, login, methods=["POST"]),
+        console.page("/ui/logout", logout, scopes=(), methods=("POST",)),
+        console.page("/ui/agency", pick_agency, scopes=(), methods=("POST",)),
+        Route("/ui/language", switch_language, methods=["GET"]),
+    ]
+
+
+def _login_page(
+    console: Console,
+    request: Request,
+    target: str | None,
+    message: str | None = None,
+    *,
+    status: int = 200,
+    **values: object,
+) -> Response:
+    """The sign-in form, with a fresh token in a cookie and the form (double submit: a
+    page of another site cannot sign a browser in)."""
+    token = secrets.token_urlsafe(24)
+    response = console.render(
+        request, "login.html", status, view=None, csrf=token, next=safe_next(target),
+        message=message, values=values, language_now=request_language(request),
+    )  # fmt: skip
+    response.set_cookie(
+        LOGIN_COOKIE, token, path=LOGIN_PATH, httponly=True, samesite="strict",
+        secure=request.url.scheme == "https",
+    )  # fmt: skip
+    return response
