@@ -33,7 +33,7 @@ def build(infra: Infrastructure) -> Deployable:
     ops = operations(store, reader, prefs, resender)
     announcements = Announcements(settings.database_url)
     pages = console.routes(
-        infra.pool, announcements, store, reader, prefs, resender, People(infra.pool)
+        infra.pool, scoped, announcements, store, reader, prefs, resender, People(infra.pool)
     )
     app = create_app(
         "dispatcher",

@@ -16,11 +16,13 @@ from dispatcher.journal import JournalReader
 from dispatcher.people import People
 from dispatcher.preferences import Preferences
 from dispatcher.resends import Resends
+from dispatcher.scope import ScopedPool
 from dispatcher.store import NoticeStore
 
 
 def routes(  # noqa: PLR0917 - the dispatcher's stores, each once
     pool: asyncpg.Pool,
+    scoped: ScopedPool,
     announcements: Announcements,
     store: NoticeStore,
     reader: JournalReader,
@@ -28,14 +30,15 @@ def routes(  # noqa: PLR0917 - the dispatcher's stores, each once
     resender: Resends,
     people: People,
 ) -> list[BaseRoute]:
-    """``pool``: the tables' owner's (sessions and people are no agency's data); the
-    stores: the API's, scoped to each request's caller."""
+    """``pool``: the tables' owner's (sessions and people are no agency's data);
+    ``scoped`` and the stores: the API's, scoped to each request's caller (a page's own
+    queries of agency data go through ``scoped``)."""
     console = Console(Sessions(pool), pool)
     return [
         *signin.routes(console, people),
-        *notices.routes(console, store, reader, resender, announcements),
-        *journal.routes(console, reader),
-        *preferences.routes(console, prefs),
+        *notices.routes(console, scoped, store, reader, resender, announcements),
+        *journal.routes(console, scoped, reader),
+        *preferences.routes(console, scoped, prefs),
         Mount(
             "/ui/static",
             StaticFiles(directory=Path(__file__).with_name("static")),
