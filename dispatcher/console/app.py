@@ -8,7 +8,7 @@ import asyncpg
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
-from dispatcher.console import journal, notices, preferences, signin
+from dispatcher.console import journal, notices, preferences, signin, unreachable
 from dispatcher.console.live import Announcements
 from dispatcher.console.sessions import Sessions
 from dispatcher.console.web import Console
@@ -38,6 +38,7 @@ def routes(  # noqa: PLR0917 - the dispatcher's stores, each once
         *signin.routes(console, people),
         *notices.routes(console, scoped, store, reader, resender, announcements),
         *journal.routes(console, scoped, reader),
+        *unreachable.routes(console, scoped),
         *preferences.routes(console, scoped, prefs),
         Mount(
             "/ui/static",

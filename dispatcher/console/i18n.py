@@ -23,6 +23,48 @@ def french(texts: dict[str, str]) -> None:
         _FRENCH[english] = translated
 
 
+# The words every page shares (statuses, channels, roles): one French each, here.
+french(
+    {
+        "queued": "en attente",
+        "sent": "envoyé",
+        "delivered": "livré",
+        "opened": "ouvert",
+        "clicked": "cliqué",
+        "failed": "échec",
+        "skipped": "non envoyé",
+        "email": "e-mail",
+        "sms": "SMS",
+        "draft": "brouillon",
+        "scheduled": "programmé",
+        "sending": "en cours d'envoi",
+        "partially_failed": "échecs partiels",
+        "viewer": "lecteur",
+        "manager": "gestionnaire",
+        "administrator": "administrateur",
+        "support": "support",
+        "ops": "exploitation",
+        "yes": "oui",
+        "no": "non",
+        "not_applicable": "non applicable",
+        "Skip to content": "Aller au contenu",
+        "Main": "Principal",
+        "Language": "Langue",
+        "Journal": "Journal de bord",
+        "Preferences": "Préférences",
+        "Unreachable owners": "Propriétaires injoignables",
+        "Back to the notices": "Retour aux avis",
+        "This page does not exist, or is not yours to see.":
+            "Cette page n'existe pas, ou vous n'y avez pas accès.",
+        "Your role does not allow this.": "Votre rôle ne le permet pas.",
+        "This form has expired: reload the page and try again.":
+            "Ce formulaire a expiré : rechargez la page et réessayez.",
+        "The service is busy or restarting: try again in a moment.":
+            "Le service est occupé ou redémarre : réessayez dans un instant.",
+    }
+)  # fmt: skip
+
+
 def translate(language: str, text: str, **values: object) -> str:
     """``text`` in ``language``, with ``{name}`` replaced by ``values``. An English text
     without French shows in English (a test lists those: there should be none)."""

@@ -141,6 +141,8 @@ class Console:
             t=lambda text, **values: i18n.translate(language, text, **values),
             language=language,
             path=request.url.path,
+            # where this page is, as it was asked for (raw path and query): to come back to
+            page_url=_here(request),
             quote=quote,
             **context,
         )
@@ -211,6 +213,13 @@ async def _admit(view: View, needed: frozenset[str]) -> None:
     sent = view.form.get(CSRF_FIELD) or view.request.headers.get(CSRF_HEADER, "")
     if not isinstance(sent, str) or not hmac.compare_digest(sent.encode(), session.csrf.encode()):
         raise PageError(403, "This form has expired: reload the page and try again.")
+
+
+def _here(request: Request) -> str:
+    raw = request.scope.get("raw_path")
+    path = raw.decode("latin-1").split("?", 1)[0] if raw else request.url.path
+    query = request.url.query
+    return path + (f"?{query}" if query else "")
 
 
 def request_language(request: Request) -> str:
