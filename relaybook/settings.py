@@ -312,6 +312,9 @@ class Settings:
     ingest_publish_timeout_s: float = _setting(
         _float_seconds, 5.0, doc="how long a webhook waits for the broker before a 503"
     )
+    ingest_max_events_in_flight: int = _setting(
+        _positive_int, 20_000, doc="events an ingest waits on the broker for; past it, 503"
+    )
     email_from: str = _setting(_text, "notices@relaybook.test", doc="sender address of emails")
     email_from_name: str | None = _setting(_text, doc="sender name of emails")
     provider_timeout_s: float = _setting(

@@ -24,7 +24,7 @@ from starlette.routing import Route
 import schemas
 from relaybook.deployable import Deployable
 from relaybook.http import PayloadTooLargeError, create_app, error, read_body
-from relaybook.kafka import BrokerError, Producer
+from relaybook.kafka import BrokerError, OverloadedError, Producer, SharedBatches
 from relaybook.logs import get_logger
 from relaybook.runtime import Infrastructure
 from relaybook.settings import Settings
@@ -68,7 +68,9 @@ Message = tuple[str | None, dict[str, Any]]
 class Ingest:
     def __init__(self, settings: Settings, producer: Producer) -> None:
         self._settings = settings
-        self._producer = producer
+        # the events of concurrent posts share record batches; past the bound, a post is
+        # refused whole at once (503 and Retry-After: the provider posts it again)
+        self._publisher = SharedBatches(producer, settings.ingest_max_events_in_flight)
         self._sendgrid = SendGridVerifier(
             settings.sendgrid_webhook_public_keys, settings.sendgrid_webhook_tolerance_s
         )
@@ -133,9 +135,11 @@ class Ingest:
             return
         try:
             await asyncio.wait_for(
-                self._producer.send_many("delivery-events", messages),
+                self._publisher.send_many("delivery-events", messages),
                 self._settings.ingest_publish_timeout_s,
             )
+        except OverloadedError:
+            raise WebhookError(503, "unavailable", "too many events in flight; retry") from None
         except (BrokerError, TimeoutError) as problem:
             log.warning("webhook not recorded: the broker did not acknowledge", error=str(problem))
             raise WebhookError(503, "unavailable", "cannot record the events now; retry") from None
