@@ -353,7 +353,7 @@ class Pages:
         back = _property_url(asked.agency, query.property) if query.property else "/ui/preferences"
         return view.render(
             "preference_owner.html",
-            status,
+            http_status=status,
             owner=found,
             channels=[_channel(view, found, c, evidence) for c in CHANNELS],
             history=[_entry(view, row) for row in rows[:HISTORY_PAGE]],

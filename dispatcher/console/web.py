@@ -107,8 +107,10 @@ class View:
     def may(self, scope_name: str) -> bool:
         return scope_name in self.caller.scopes
 
-    def render(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
-        return self.console.render(self.request, template, status, view=self, **context)
+    def render(self, template: str, *, http_status: int = 200, **context: Any) -> HTMLResponse:
+        """The page of ``template`` (``http_status`` is the answer's; a template variable
+        may be called ``status``)."""
+        return self.console.render(self.request, template, http_status, view=self, **context)
 
     def field(self, name: str) -> str:
         """A field of the form posted (empty when missing)."""

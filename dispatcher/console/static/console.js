@@ -17,19 +17,22 @@ for (const select of document.querySelectorAll("select[data-autosubmit]")) {
 
 // Dialogs: a button with data-opens="ID" opens the <dialog id=ID> as a modal (the page
 // behind is inert, so focus stays inside; Escape closes it, and so does data-closes).
-for (const opener of document.querySelectorAll("[data-opens]")) {
-  opener.addEventListener("click", () => {
+// Listened to on the document: a button a live refresh put in the page works too.
+document.addEventListener("click", (event) => {
+  const opener = event.target.closest("[data-opens]");
+  if (opener) {
     const dialog = document.getElementById(opener.dataset.opens);
     if (!dialog) return;
+    event.preventDefault();
     dialog.dispatchEvent(new CustomEvent("relaybook:opening", { detail: opener }));
     dialog.showModal();
-    const first = dialog.querySelector("[autofocus], input:not([disabled]), button:not([disabled])");
+    const first = dialog.querySelector("[autofocus], input:not([disabled]):not([type=hidden]), button:not([disabled])");
     if (first) first.focus();
-  });
-}
-for (const closer of document.querySelectorAll("[data-closes]")) {
-  closer.addEventListener("click", () => closer.closest("dialog").close());
-}
+    return;
+  }
+  const closer = event.target.closest("[data-closes]");
+  if (closer) closer.closest("dialog").close();
+});
 
 // Live parts: an element with data-live="URL" listens to that server-sent-events stream;
 // on each "changed" event the page is fetched again and every element with
