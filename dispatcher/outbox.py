@@ -23,10 +23,11 @@ from typing import Any
 
 import asyncpg
 import orjson
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 import schemas
 from dispatcher.store import OUTBOX_CHANNEL, Q
+from relaybook import sql
 from relaybook.kafka import Producer, headers_for
 from relaybook.logs import get_logger
 from relaybook.timestamps import now_iso
@@ -45,6 +46,23 @@ RELAY_PAGE_SECONDS = Histogram(
     "relaybook_outbox_page_seconds", "Claim, publish and stamp one page of send jobs"
 )
 RELEASED = Counter("relaybook_notices_released_total", "Notices released", ["by"])
+#: how often the backlog's gauges are read again
+WATCH_S = 5.0
+BACKLOG = Gauge(
+    "relaybook_outbox_backlog",
+    "Work waiting to be published: send-job pages due, event-outbox rows, retries due",
+    ["kind"],
+)
+BACKLOG_AGE = Gauge(
+    "relaybook_outbox_oldest_age_seconds",
+    "How long the oldest of each kind of waiting work has waited (0: none waits)",
+    ["kind"],
+)
+QUEUED_AGE = Gauge(
+    "relaybook_oldest_queued_delivery_age_seconds",
+    "Age of the oldest delivery still queued of a notice being sent (0: none)",
+)
+_BACKLOG = sql.load("dispatcher", "backlog.sql")["backlog"]
 
 
 class Relay:
@@ -70,6 +88,7 @@ class Relay:
                 self._forever(self.release_due, "scheduler", asyncio.Event()), name="scheduler"
             )
         )
+        self._tasks.append(asyncio.create_task(self._watch(), name="backlog"))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -131,6 +150,25 @@ class Relay:
             [(row["key"], row["job"].encode(), headers_for("send-jobs", row)) for row in rows],
         )
         JOBS_PUBLISHED.inc(len(rows))
+
+    async def _watch(self) -> None:
+        """Keeps the backlog's gauges current (a failed read keeps the last figures)."""
+        while True:
+            with contextlib.suppress(asyncpg.PostgresError, OSError):
+                await self.measure_backlog()
+            await asyncio.sleep(WATCH_S)
+
+    async def measure_backlog(self) -> None:
+        row = await self._pool.fetchrow(_BACKLOG)
+        assert row is not None
+        for kind, count, age in (
+            ("send_job_pages", row["pages"], row["oldest_page_s"]),
+            ("events", row["events"], row["oldest_event_s"]),
+            ("retries", row["retries"], row["oldest_retry_s"]),
+        ):
+            BACKLOG.labels(kind).set(count)
+            BACKLOG_AGE.labels(kind).set(max(0.0, float(age or 0)))
+        QUEUED_AGE.set(max(0.0, float(row["oldest_queued_s"] or 0)))
 
     async def release_due(self) -> bool:
         """Releases the scheduled notices whose time has come."""

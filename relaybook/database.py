@@ -12,10 +12,14 @@ import dataclasses
 import functools
 import hashlib
 import re
+from collections.abc import Iterator
 from importlib import resources
 from typing import Any
 
 import asyncpg
+from prometheus_client import REGISTRY
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from relaybook.logs import get_logger
 
@@ -142,6 +146,35 @@ async def connect(dsn: str, **kwargs: Any) -> asyncpg.Connection:
 RANDOM_PAGE_COST = "1.1"
 
 
+class _PoolUsage(Collector):
+    """``relaybook_db_pool_connections{state}``: the connections of this process's pools,
+    in use, idle and at most, read when scraped (a pool waiting for a free connection shows
+    as in_use at max)."""
+
+    def __init__(self) -> None:
+        self._pools: list[asyncpg.Pool] = []
+
+    def watch(self, pool: asyncpg.Pool) -> None:
+        self._pools = [p for p in self._pools if not p.is_closing()] + [pool]
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "relaybook_db_pool_connections",
+            "PostgreSQL connections of this process's pools, by state",
+            labels=["state"],
+        )
+        pools = [p for p in self._pools if not p.is_closing()]
+        idle = sum(p.get_idle_size() for p in pools)
+        family.add_metric(["in_use"], sum(p.get_size() for p in pools) - idle)
+        family.add_metric(["idle"], idle)
+        family.add_metric(["max"], sum(p.get_max_size() for p in pools))
+        yield family
+
+
+POOLS = _PoolUsage()
+REGISTRY.register(POOLS)
+
+
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     """A connection pool; fails fast with :class:`DatabaseError` when the server is away."""
     try:
@@ -156,6 +189,7 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
     except (OSError, asyncpg.PostgresError, TimeoutError) as error:
         raise DatabaseError(f"cannot connect to PostgreSQL: {error}") from error
     assert pool is not None
+    POOLS.watch(pool)
     return pool
 
 

@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 import aiohttp
 import httpx
 import orjson
+from prometheus_client import Counter, Histogram
 from sendgrid.helpers.mail import Category, Content, From, Mail
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
@@ -28,6 +29,22 @@ from send_worker.retry import Outcome, http_outcome
 
 MAX_PERSONALIZATIONS = 1000
 _JSON = {"Content-Type": "application/json"}
+
+CALL_SECONDS = Histogram(
+    "relaybook_provider_call_seconds",
+    "Time of one call to a provider, from the request to its answer (waiting for a slot apart)",
+    ["provider", "call"],
+)
+CALLS = Counter(
+    "relaybook_provider_calls_total",
+    "Calls to providers by answer: the HTTP status, or timeout or connection_error",
+    ["provider", "call", "code"],
+)
+
+
+def _called(provider: str, call: str, started: float, code: int | str) -> None:
+    CALL_SECONDS.labels(provider, call).observe(time.perf_counter() - started)
+    CALLS.labels(provider, call, str(code)).inc()
 
 
 class Listed(NamedTuple):
@@ -114,14 +131,18 @@ class SendGrid:
         payload = self.payload(content, emails)
         async with self._slots:
             await self._throttle.wait()
+            started = time.perf_counter()
             try:
                 response = await self._client.post(
                     "/v3/mail/send", content=orjson.dumps(payload), headers=_JSON
                 )
             except httpx.TimeoutException:
+                _called("sendgrid", "mail_send", started, "timeout")
                 return Outcome.transient("timeout: SendGrid did not answer in time")
             except httpx.TransportError as problem:
+                _called("sendgrid", "mail_send", started, "connection_error")
                 return Outcome.transient(f"connection error: {type(problem).__name__}")
+        _called("sendgrid", "mail_send", started, response.status_code)
         if response.status_code == 202:
             return Outcome.accepted(response.headers.get("X-Message-Id", ""))
         return http_outcome(
@@ -200,6 +221,7 @@ class Twilio:
         )
         async with self._slots:
             await self._throttle.wait()
+            started = time.perf_counter()
             try:
                 message = await self._client.messages.create_async(
                     to=to,
@@ -208,13 +230,17 @@ class Twilio:
                     **sender,
                 )
             except TwilioRestException as refused:
+                _called("twilio", "messages_create", started, refused.status)
                 if refused.status == 429 or refused.status >= 500:
                     return Outcome.transient(f"{refused.status} Twilio error {refused.code}")
                 return Outcome.permanent(str(refused.code), str(refused.msg))
             except TimeoutError:
+                _called("twilio", "messages_create", started, "timeout")
                 return Outcome.transient("timeout: Twilio did not answer in time")
             except aiohttp.ClientError as problem:
+                _called("twilio", "messages_create", started, "connection_error")
                 return Outcome.transient(f"connection error: {type(problem).__name__}")
+        _called("twilio", "messages_create", started, 201)
         return Outcome.accepted(message.sid)
 
     async def sent_to(self, to: str, since: dt.datetime) -> list[Listed] | None:
@@ -224,10 +250,19 @@ class Twilio:
         the list could not be read."""
         async with self._slots:
             await self._throttle.wait()
+            started = time.perf_counter()
             try:
                 messages = await self._client.messages.list_async(
                     to=to, date_sent_after=since.astimezone(dt.UTC).strftime("%Y-%m-%d")
                 )
-            except (TwilioRestException, TimeoutError, aiohttp.ClientError):
+            except TwilioRestException as refused:
+                _called("twilio", "messages_list", started, refused.status)
                 return None
+            except TimeoutError:
+                _called("twilio", "messages_list", started, "timeout")
+                return None
+            except aiohttp.ClientError:
+                _called("twilio", "messages_list", started, "connection_error")
+                return None
+            _called("twilio", "messages_list", started, 200)
         return [Listed(m.sid, m.body, m.date_created) for m in messages if m.date_created]

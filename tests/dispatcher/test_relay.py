@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from prometheus_client import REGISTRY
 
 import schemas
 from dispatcher.outbox import Relay
@@ -144,3 +145,35 @@ async def test_a_retry_is_published_once_when_it_comes_due(
     assert (
         await db.fetchval("SELECT next_attempt_at FROM deliveries WHERE id = $1::uuid", due) is None
     )
+
+
+def gauge(name: str, **labels: str) -> float | None:
+    return REGISTRY.get_sample_value(name, labels)
+
+
+async def test_the_backlog_gauges_say_what_waits_and_for_how_long(
+    pool: asyncpg.Pool, producer: Producer, settings: Settings, db: asyncpg.Connection
+) -> None:
+    draft = await create(pool, send=False)
+    watcher = relay(pool, producer, settings)
+    await watcher.measure_backlog()
+    assert gauge("relaybook_outbox_backlog", kind="send_job_pages") == 0, "a draft waits apart"
+    assert gauge("relaybook_oldest_queued_delivery_age_seconds") == 0
+    assert await NoticeStore(pool).release(draft)
+    await db.execute("UPDATE job_pages SET created_at = now() - interval '1 minute'")
+    await db.execute("UPDATE deliveries SET created_at = now() - interval '1 minute'")
+    await db.execute("UPDATE notices SET released_at = now() - interval '30 seconds'")
+    await watcher.measure_backlog()
+    assert gauge("relaybook_outbox_backlog", kind="send_job_pages") == 3
+    assert 59 < (gauge("relaybook_outbox_oldest_age_seconds", kind="send_job_pages") or 0) < 90
+    assert 29 < (gauge("relaybook_oldest_queued_delivery_age_seconds") or 0) < 60
+    await drain(watcher)
+    some = await db.fetchval("SELECT id FROM deliveries WHERE status = 'queued' LIMIT 1")
+    await db.execute(
+        "UPDATE deliveries SET next_attempt_at = now() - interval '10 seconds' WHERE id = $1",
+        some,
+    )
+    await watcher.measure_backlog()
+    assert gauge("relaybook_outbox_backlog", kind="send_job_pages") == 0
+    assert gauge("relaybook_outbox_backlog", kind="retries") == 1
+    assert 9 < (gauge("relaybook_outbox_oldest_age_seconds", kind="retries") or 0) < 40

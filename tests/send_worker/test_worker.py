@@ -19,6 +19,7 @@ import asyncpg
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
+from prometheus_client import REGISTRY
 
 from dispatcher.store import NoticeStore
 from dispatcher.validation import parse_notice
@@ -37,6 +38,11 @@ async def sandbox_messages(sandbox: httpx.AsyncClient, provider: str) -> list[di
     return (await sandbox.get("/_sandbox/messages", params={"provider": provider})).json()[
         "messages"
     ]
+
+
+def calls(provider: str, call: str, code: str) -> float:
+    labels = {"provider": provider, "call": call, "code": code}
+    return REGISTRY.get_sample_value("relaybook_provider_calls_total", labels) or 0.0
 
 
 async def settled(db: asyncpg.Connection, notice_id: str) -> bool:
@@ -82,11 +88,21 @@ async def test_a_notice_to_300_recipients_reaches_each_once_per_channel(
 async def test_transient_errors_are_retried_until_the_provider_accepts(
     api: httpx.AsyncClient, sandbox: httpx.AsyncClient, db: asyncpg.Connection
 ) -> None:
+    answers = [
+        ("sendgrid", "mail_send", "503"), ("sendgrid", "mail_send", "202"),
+        ("twilio", "messages_create", "500"), ("twilio", "messages_create", "201"),
+    ]  # fmt: skip
+    before = [calls(*answer) for answer in answers]
     await sandbox.post("/_sandbox/faults", json={"provider": "sendgrid", "status": 503, "count": 1})
     await sandbox.post("/_sandbox/faults", json={"provider": "sendgrid", "status": 429})
     await sandbox.post("/_sandbox/faults", json={"provider": "twilio", "status": 500, "count": 2})
     created = (await api.post("/v1/notices", json=notice(3))).json()
     await until(lambda: settled(db, created["id"]), within=60)
+    counted = [calls(*answer) - was for answer, was in zip(answers, before, strict=True)]
+    assert counted[0] >= 1, "each provider answer is counted by its code"
+    assert counted[1] >= 1
+    assert counted[2] >= 2
+    assert counted[3] >= 3
     rows = await db.fetch(
         "SELECT channel, status, send_attempts, reason FROM deliveries "
         "WHERE notice_id = $1::text::uuid",
