@@ -63,4 +63,4 @@ def build(infra: Infrastructure) -> Deployable:
                 await task
         await events.stop()
 
-    return Deployable(app=None, start=start, stop=stop)
+    return Deployable(app=infra.consumer_app("bounce-policy", [consumer]), start=start, stop=stop)

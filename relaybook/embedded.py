@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from relaybook.logs import get_logger
+from relaybook.settings import PORTS
 
 log = get_logger(__name__)
 
@@ -43,12 +44,18 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
         return ports
 
 
+def free_port_settings() -> dict[str, int]:
+    """A free port for every deployable (settings field -> port): for the demo, tests and
+    benches, which must never take the default ports a running `up` may hold."""
+    return dict(zip(PORTS, free_ports(len(PORTS)), strict=True))
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nobody listens on right now."""
     return free_ports(1, host)[0]
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+def die_with_parent() -> None:  # pragma: no cover - runs in the child
     """Linux: the child gets SIGTERM when the process that started it dies, even by SIGKILL,
     so an embedded broker is never left behind."""
     # PR_SET_PDEATHSIG follows the spawning *thread*: spawn from a long-lived one.
@@ -159,7 +166,7 @@ class EmbeddedBroker:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only calls prctl
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - only calls prctl
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -499,12 +499,15 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, lock: asyncio.Lock, group: str) -> None:
         self._lock = lock
         self._group = group
+        #: the group gave this member its share at least once (some partitions, or none)
+        self.joined = False
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         async with self._lock:
             log.info("partitions revoked", group=self._group, partitions=_names(revoked))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.joined = True
         log.info("partitions assigned", group=self._group, partitions=_names(assigned))
 
 
@@ -559,6 +562,7 @@ class Consumer:
             rebalance_timeout_ms=settings.session_timeout_ms,
             heartbeat_interval_ms=max(100, settings.session_timeout_ms // 10),
         )
+        self._rebalance = _Rebalance(self._lock, group)
         self._last_lag_update = 0.0
         self._task: asyncio.Task[None] | None = None
         #: first offset of each partition in the batch being handled, to go back to
@@ -571,12 +575,24 @@ class Consumer:
             raise BrokerError(
                 f"cannot reach Kafka at {self._settings.kafka_bootstrap_servers}: {error}"
             ) from error
-        self._consumer.subscribe(self._topics, listener=_Rebalance(self._lock, self._group))
+        self._consumer.subscribe(self._topics, listener=self._rebalance)
 
     async def start_running(self, handler: Handler, name: str) -> None:
         """Joins the group and runs :meth:`run` in the background until :meth:`stop`."""
         await self.start()
         self._task = asyncio.create_task(self.run(handler), name=name)
+
+    @property
+    def group(self) -> str:
+        return self._group
+
+    async def check_joined(self) -> None:
+        """A readiness check: raises until this member has joined its group, and once its
+        loop has ended."""
+        if self._task is not None and self._task.done():
+            raise BrokerError(f"the {self._group} consumer has stopped")
+        if not self._rebalance.joined:
+            raise BrokerError(f"not in the {self._group} group yet")
 
     async def stop(self) -> None:
         """Lets the batch in hand finish (and commit), then leaves the group."""

@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from relaybook.embedded import EmbeddedError, _die_with_parent, free_ports
+from relaybook.embedded import EmbeddedError, die_with_parent, free_ports
 from relaybook.kafka_release import KAFKA_VERSION, classpath, require_java
 from relaybook.logs import get_logger
 
@@ -92,7 +92,7 @@ class EmbeddedKafka:
     def start(self, timeout: float = 90.0) -> str:
         """Starts every node and waits until the cluster answers a metadata request with
         all its brokers; returns the bootstrap servers. Call it from a long-lived thread:
-        the nodes die with the thread that started them (see ``_die_with_parent``)."""
+        the nodes die with the thread that started them (see ``die_with_parent``)."""
         started = time.monotonic()
         jars = classpath()
         java = require_java()
@@ -119,7 +119,7 @@ class EmbeddedKafka:
                         # out of the terminal's process group: Ctrl-C stops relaybook,
                         # which stops the nodes after its consumers, not all at once
                         start_new_session=True,
-                        preexec_fn=_die_with_parent,  # noqa: PLW1509 - only calls prctl
+                        preexec_fn=die_with_parent,  # noqa: PLW1509 - only calls prctl
                     )
                 )
         try:

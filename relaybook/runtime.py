@@ -12,15 +12,17 @@ import datetime as dt
 import gc
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
 import asyncpg
+from starlette.applications import Starlette
 
 from relaybook import database, kafka_cluster, kafka_release, ownership
 from relaybook.deadletters import DeadLetters
 from relaybook.embedded import EmbeddedBroker, EmbeddedPostgres
-from relaybook.kafka import Producer, ensure_topics
+from relaybook.http import Check, create_app
+from relaybook.kafka import Consumer, Producer, ensure_topics
 from relaybook.logs import get_logger
 from relaybook.outbox import Outbox
 from relaybook.settings import Settings, SettingsError
@@ -50,6 +52,13 @@ class Infrastructure:
 
     async def check_broker(self) -> None:
         await self.producer.ping()
+
+    def consumer_app(self, service: str, consumers: Iterable[Consumer]) -> Starlette:
+        """``/healthz``, ``/readyz`` and ``/metrics`` of a deployable that consumes: ready
+        once PostgreSQL and Kafka answer and each consumer has joined its group."""
+        checks: dict[str, Check] = {"database": self.check_database, "broker": self.check_broker}
+        checks |= {f"group {consumer.group}": consumer.check_joined for consumer in consumers}
+        return create_app(service, routes=[], checks=checks)
 
     def dead_letters(self) -> DeadLetters:
         """Where this process's consumers set aside what they cannot handle."""

@@ -234,6 +234,11 @@ class Settings:
     api_port: int = _setting(_port, 8000, doc="dispatcher API and dashboard")
     ingest_port: int = _setting(_port, 8001, doc="webhook ingest")
     sandbox_port: int = _setting(_port, 8025, doc="provider sandbox")
+    worker_port: int = _setting(_port, 8002, doc="send workers' health, readiness and metrics")
+    tracker_port: int = _setting(_port, 8003, doc="journal tracker's health, readiness and metrics")
+    bounce_policy_port: int = _setting(
+        _port, 8004, doc="bounce policy's health, readiness and metrics"
+    )
     broker_port: int = _setting(_port_or_zero, 0, doc="embedded broker port; 0 picks a free one")
     admin_token: str | None = _setting(
         _text, secret=True, doc="API admin token; unset: generated and kept in the data dir"
@@ -477,6 +482,24 @@ def env_name(field_name: str) -> str:
     return PREFIX + field_name.upper()
 
 
+def environment(settings: Settings) -> dict[str, str]:
+    """``settings`` as the variables that :func:`load` reads back into the same settings
+    (what `up` hands the process of each deployable); unset ones are left out."""
+    variables = {}
+    for field in dataclasses.fields(Settings):
+        value = getattr(settings, field.name)
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            shown = "true" if value else "false"
+        elif isinstance(value, tuple):
+            shown = ",".join(value)
+        else:
+            shown = str(value)
+        variables[env_name(field.name)] = shown
+    return variables
+
+
 def documented() -> list[tuple[str, str, str]]:
     """(variable, default, meaning) for every setting, for the README and ``--help``."""
     rows = []
@@ -523,13 +546,14 @@ def load(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings
     return settings
 
 
+#: the settings of the ports the deployables serve on
+PORTS = ("api_port", "ingest_port", "sandbox_port", "worker_port", "tracker_port",
+         "bounce_policy_port")  # fmt: skip
+
+
 def _check_together(settings: Settings) -> None:
     _check_kafka_security(settings)
-    ports = {
-        "RELAYBOOK_API_PORT": settings.api_port,
-        "RELAYBOOK_INGEST_PORT": settings.ingest_port,
-        "RELAYBOOK_SANDBOX_PORT": settings.sandbox_port,
-    }
+    ports = {env_name(name): getattr(settings, name) for name in PORTS}
     seen: dict[int, str] = {}
     for variable, port in ports.items():
         if port in seen:

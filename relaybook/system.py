@@ -34,11 +34,11 @@ from relaybook.settings import Settings
 log = get_logger(__name__)
 
 #: deployable -> (port setting or None, what it is), in start order
-_DEPLOYABLES: dict[str, tuple[str | None, str]] = {
+DEPLOYABLES: dict[str, tuple[str | None, str]] = {
     "sandbox": ("sandbox_port", "provider sandbox"),
-    "worker": (None, "send workers"),
-    "tracker": (None, "journal tracker"),
-    "bounce-policy": (None, "bounce policy"),
+    "worker": ("worker_port", "send workers"),
+    "tracker": ("tracker_port", "journal tracker"),
+    "bounce-policy": ("bounce_policy_port", "bounce policy"),
     "dispatcher": ("api_port", "dispatcher API"),
     "ingest": ("ingest_port", "webhook ingest"),
 }
@@ -67,7 +67,7 @@ class System:
         self.settings = settings
         if only is None:
             only = set(_BUILDERS) | ({"sandbox"} if needs_sandbox(settings) else set())
-        self._selected = [name for name in _DEPLOYABLES if name in only]
+        self._selected = [name for name in DEPLOYABLES if name in only]
         self._stack = contextlib.AsyncExitStack()
         self.servers: dict[str, HttpServer] = {}
         self.running: list[str] = []
@@ -95,7 +95,7 @@ class System:
         # Ports first: a taken port is reported before anything slow starts.
         sockets: dict[str, socket.socket] = {}
         for name in self._selected:
-            setting = _DEPLOYABLES[name][0]
+            setting = DEPLOYABLES[name][0]
             if setting is not None:
                 port = getattr(self.settings, setting)
                 sockets[name] = bind(port, f"RELAYBOOK_{setting.upper()}")
@@ -134,53 +134,71 @@ class System:
         return server
 
     def banner(self, *, reveal_admin_token: bool = False) -> str:
-        """What an operator needs after start: URLs, where the data is, the admin token.
+        """What an operator needs after start (:func:`banner`)."""
+        return banner(
+            self.settings,
+            {name: server.url for name, server in self.servers.items()},
+            embedded=self.infra.embedded if self.infra is not None else None,
+            sandbox=self.sandbox is not None,
+            reveal_admin_token=reveal_admin_token,
+        )
 
-        The admin token itself only with ``reveal_admin_token`` (`up` on a terminal): a
-        banner that may end up in a log file says where the token is instead. A configured
-        token is never shown: whoever configured it has it."""
-        settings = self.settings
-        lines = ["relaybook is up"]
-        lines += [
-            f"  {_DEPLOYABLES[name][1]:16} {server.url}" for name, server in self.servers.items()
-        ]
-        if "worker" in self.running:
-            lines.append(f"  {'send workers':16} consuming {settings.topic('send-jobs')}")
-        if "bounce-policy" in self.running:
-            lines.append(f"  {'bounce policy':16} consuming {settings.topic('delivery-events')}")
-        if "tracker" in self.running:
-            lines.append(f"  {'journal tracker':16} consuming {settings.topic('delivery-events')}")
-        if self.infra is not None:
-            if "postgres" in self.infra.embedded:
-                lines.append(f"  {'database':16} embedded PostgreSQL, data in {settings.data_dir}")
-            else:
-                lines.append(f"  {'database':16} configured (RELAYBOOK_DATABASE_URL)")
-            broker = (
-                "embedded broker"
-                if "broker" in self.infra.embedded
-                else f"embedded Apache Kafka ({settings.embedded_kafka_nodes} node(s))"
-                if "kafka" in self.infra.embedded
-                else "configured Kafka"
+
+def banner(
+    settings: Settings,
+    urls: dict[str, str],
+    *,
+    embedded: list[str] | None,
+    sandbox: bool,
+    reveal_admin_token: bool = False,
+) -> str:
+    """What an operator needs after start: URLs, where the data is, the admin token.
+
+    ``urls``: each deployable's; ``embedded``: the embedded servers (None: no
+    infrastructure, the sandbox alone). The admin token itself only with
+    ``reveal_admin_token`` (`up` on a terminal): a banner that may end up in a log file
+    says where the token is instead. A configured token is never shown: whoever
+    configured it has it."""
+    lines = ["relaybook is up"]
+    consumes = {
+        "worker": "send-jobs", "tracker": "delivery-events", "bounce-policy": "delivery-events"
+    }  # fmt: skip
+    for name, url in urls.items():
+        line = f"  {DEPLOYABLES[name][1]:16} {url}"
+        if name in consumes:
+            line += f" (consuming {settings.topic(consumes[name])})"
+        lines.append(line)
+    if embedded is not None:
+        if "postgres" in embedded:
+            lines.append(f"  {'database':16} embedded PostgreSQL, data in {settings.data_dir}")
+        else:
+            lines.append(f"  {'database':16} configured (RELAYBOOK_DATABASE_URL)")
+        broker = (
+            "embedded broker"
+            if "broker" in embedded
+            else f"embedded Apache Kafka ({settings.embedded_kafka_nodes} node(s))"
+            if "kafka" in embedded
+            else "configured Kafka"
+        )
+        lines.append(f"  {'broker':16} {broker} at {settings.kafka_bootstrap_servers}")
+    if sandbox:
+        stands_for = [
+            provider
+            for provider, url in (
+                ("SendGrid", settings.sendgrid_base_url),
+                ("Twilio", settings.twilio_base_url),
             )
-            lines.append(f"  {'broker':16} {broker} at {settings.kafka_bootstrap_servers}")
-        if self.sandbox is not None:
-            stands_for = [
-                provider
-                for provider, url in (
-                    ("SendGrid", settings.sendgrid_base_url),
-                    ("Twilio", settings.twilio_base_url),
-                )
-                if url == self.servers["sandbox"].url
-            ]
-            stand_in = " and ".join(stands_for) or "nobody"
-            lines.append(f"  {'providers':16} the sandbox stands in for {stand_in}")
-        if "dispatcher" in self.servers:
-            if settings.admin_token:
-                shown = "from RELAYBOOK_ADMIN_TOKEN"
-            elif reveal_admin_token:
-                shown = admin_token(settings)
-            else:
-                shown = f"in {admin_token_path(settings)}"
-            lines.append(f"  {'admin token':16} {shown}")
-        lines.append("Press Ctrl-C to stop.")
-        return "\n".join(lines)
+            if url == urls["sandbox"]
+        ]
+        stand_in = " and ".join(stands_for) or "nobody"
+        lines.append(f"  {'providers':16} the sandbox stands in for {stand_in}")
+    if "dispatcher" in urls:
+        if settings.admin_token:
+            shown = "from RELAYBOOK_ADMIN_TOKEN"
+        elif reveal_admin_token:
+            shown = admin_token(settings)
+        else:
+            shown = f"in {admin_token_path(settings)}"
+        lines.append(f"  {'admin token':16} {shown}")
+    lines.append("Press Ctrl-C to stop.")
+    return "\n".join(lines)

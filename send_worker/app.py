@@ -58,4 +58,4 @@ def build(infra: Infrastructure) -> Deployable:
         await sendgrid.close()
         await twilio.close()
 
-    return Deployable(app=None, start=start, stop=stop)
+    return Deployable(app=infra.consumer_app("worker", lanes.values()), start=start, stop=stop)

@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from relaybook import database
-from relaybook.embedded import EmbeddedBroker, EmbeddedPostgres, free_ports
+from relaybook.embedded import EmbeddedBroker, EmbeddedPostgres, free_port_settings
 from relaybook.kafka import Producer, ensure_topics
 from relaybook.kafka_cluster import EmbeddedKafka
 from relaybook.settings import Settings
@@ -195,12 +195,9 @@ async def system(settings: Settings, system_options: dict[str, Any]) -> AsyncIte
     """``system_options``: settings to change, and ``only`` (which deployables run)."""
     options = dict(system_options)
     only = options.pop("only", None)
-    api_port, ingest_port, sandbox_port = free_ports(3)
     configured = dataclasses.replace(
         settings,
-        api_port=api_port,
-        ingest_port=ingest_port,
-        sandbox_port=sandbox_port,
+        **free_port_settings(),
         admin_token=ADMIN,
         sandbox_batch_interval_s=0.05,
         **options,

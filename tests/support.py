@@ -12,6 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from relaybook.embedded import free_port_settings
+from relaybook.settings import env_name
+
 #: the admin token of the in-process system fixture
 ADMIN = "test-admin-token"
 
@@ -121,6 +124,7 @@ class Deployable:
             "RELAYBOOK_KAFKA_REPLICATION_FACTOR": str(settings.kafka_replication_factor),
             "RELAYBOOK_DATA_DIR": str(logs),
             "RELAYBOOK_LOG_FORMAT": "json",
+            **{env_name(name): str(port) for name, port in free_port_settings().items()},
             **extra,
         }
 

@@ -28,4 +28,6 @@ def build(infra: Infrastructure) -> Deployable:
     async def start() -> None:
         await consumer.start_running(journal.handle, "tracker")
 
-    return Deployable(app=None, start=start, stop=consumer.stop)
+    return Deployable(
+        app=infra.consumer_app("tracker", [consumer]), start=start, stop=consumer.stop
+    )

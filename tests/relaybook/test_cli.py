@@ -23,7 +23,8 @@ import psutil
 import pytest
 
 from relaybook.database import migrations
-from relaybook.embedded import EmbeddedBroker, free_ports, running_postgres_pid
+from relaybook.embedded import EmbeddedBroker, free_port_settings, running_postgres_pid
+from relaybook.settings import env_name
 
 RELAYBOOK = [sys.executable, "-m", "relaybook.cli"]
 
@@ -32,14 +33,8 @@ def environment(data_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYBOOK_")}
     if "RELAYBOOK_DATABASE_URL" in os.environ:  # the suite's second PostgreSQL
         env["RELAYBOOK_DATABASE_URL"] = os.environ["RELAYBOOK_DATABASE_URL"]
-    api, ingest, sandbox = free_ports(3)
-    env.update(
-        RELAYBOOK_DATA_DIR=str(data_dir),
-        RELAYBOOK_API_PORT=str(api),
-        RELAYBOOK_INGEST_PORT=str(ingest),
-        RELAYBOOK_SANDBOX_PORT=str(sandbox),
-        RELAYBOOK_LOG_FORMAT="json",
-    )
+    env.update({env_name(name): str(port) for name, port in free_port_settings().items()})
+    env.update(RELAYBOOK_DATA_DIR=str(data_dir), RELAYBOOK_LOG_FORMAT="json")
     env.update(extra)
     return env
 

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from provider_sandbox.signing import SendGridSigner
 from relaybook import database
-from relaybook.embedded import EmbeddedBroker, EmbeddedPostgres, free_ports
+from relaybook.embedded import EmbeddedBroker, EmbeddedPostgres, free_port_settings
 from relaybook.kafka import ensure_topics
 from relaybook.settings import Settings
 from relaybook.system import System
@@ -138,12 +138,9 @@ async def stored(url: str, event_ids: set[str]) -> dict[str, int]:
 
 
 def configured(settings: Settings, **changes: Any) -> Settings:
-    api_port, ingest_port, sandbox_port = free_ports(3)
     return dataclasses.replace(
         settings,
-        api_port=api_port,
-        ingest_port=ingest_port,
-        sandbox_port=sandbox_port,
+        **free_port_settings(),
         admin_token=ADMIN,
         sendgrid_webhook_public_keys=(SIGNER.public_key,),
         ingest_publish_timeout_s=1.0,

@@ -179,3 +179,20 @@ def test_the_readmes_settings_table_lists_every_setting_with_its_default() -> No
     for variable, default, _meaning in settings_module.documented():
         shown = f"`{default}`" if default else ""
         assert f"| `{variable}` | {shown} |" in readme, variable
+
+
+def test_settings_as_variables_read_back_into_the_same_settings() -> None:
+    from relaybook.settings import environment, load  # noqa: PLC0415
+
+    configured = load(
+        {
+            "RELAYBOOK_DATABASE_URL": "postgresql://u:p@db:5432/relaybook",
+            "RELAYBOOK_KAFKA_BOOTSTRAP_SERVERS": "k1:9092,k2:9092",
+            "RELAYBOOK_KAFKA_ENABLE_IDEMPOTENCE": "false",
+            "RELAYBOOK_SANDBOX_WEBHOOKS": "false",
+            "RELAYBOOK_WORKER_PORT": "9102",
+            "RELAYBOOK_SMS_YIELD_S": "0.5",
+        }
+    )
+    assert load(environment(configured)) == configured
+    assert load(environment(load({}))) == load({})
