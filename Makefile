@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PG15_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 
-.PHONY: demo test test-kafka kafka lint typecheck check up lock clean
+.PHONY: demo test test-kafka kafka lint typecheck check up lock clean screenshots
 
 $(BIN)/relaybook: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ test-kafka: kafka
 	$(BIN)/python -m pytest --broker=kafka --kafka-nodes=$(KAFKA_NODES) $(KAFKA_TESTS)
 
 check: lint typecheck test
+
+# The README's pictures of the console (docs/console-*.png): a real `relaybook up` fed the
+# demo's co-ownership, photographed by Debian's Chromium (/usr/bin/chromium).
+screenshots: $(BIN)/relaybook
+	$(BIN)/python -m docs.screenshots
 
 # Re-pin every dependency (needs network access to the package index).
 lock: $(BIN)/relaybook

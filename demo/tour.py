@@ -6,7 +6,11 @@ everything, and exit non-zero naming the first step that misbehaved."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import re
+import secrets
+import signal
 import sys
 import tempfile
 import time
@@ -19,7 +23,8 @@ import httpx
 from demo import owners as sample
 from demo.output import DemoStepError, Tour
 from dispatcher.auth import create_token
-from relaybook.embedded import free_ports, running_postgres_pid
+from dispatcher.people import People
+from relaybook.embedded import free_port_settings, running_postgres_pid
 from relaybook.runtime import admin_token
 from relaybook.settings import Settings
 from relaybook.system import System
@@ -31,29 +36,34 @@ DEPOSIT_CALL = "DC-2026-Q4"
 AGENCY, PROPERTY = "syndic-tilleuls", "residence-les-tilleuls"
 OTHER_AGENCY, OTHER_PROPERTY = "syndic-bellevue", "residence-bellevue"
 MANAGER_SCOPES = ["notices:write", "journal:read", "preferences:write"]
+#: the person the tour leaves signed up for the console (the password is made per run)
+CONSOLE_MANAGER = "manager@tilleuls.example.org"
 
 
-async def run_demo(settings: Settings, *, data_dir: str | None, as_json: bool) -> int:
+async def run_demo(
+    settings: Settings, *, data_dir: str | None, as_json: bool, stay: bool = False
+) -> int:
     """Runs the tour on embedded servers and the sandbox (of ``settings`` only the logging
-    is kept); returns the process exit code (0 only if every step behaved)."""
+    is kept); returns the process exit code (0 only if every step behaved). With
+    ``stay``, the system stays up after the tour until SIGINT or SIGTERM, for a newcomer
+    to sign in to the console and click through what the tour did."""
     tour = Tour(as_json)
     started = time.monotonic()
     error: str | None = None
-    api_port, ingest_port, sandbox_port = free_ports(3)
+    # never the default ports, which a running `up` may hold
+    ports: dict[str, Any] = free_port_settings()
     with tempfile.TemporaryDirectory(prefix="relaybook-demo-") as scratch:
         # Always the embedded defaults, whatever is configured: the tour's made-up owners
         # must never reach a real database, broker or provider.
         demo_settings = Settings(
             data_dir=Path(data_dir) if data_dir else Path(scratch),
-            api_port=api_port,
-            ingest_port=ingest_port,
-            sandbox_port=sandbox_port,
+            **ports,
             sandbox_batch_interval_s=0.1,
             log_level=settings.log_level,
             log_format=settings.log_format,
         )
         try:
-            await _tour(tour, demo_settings)
+            await _tour(tour, demo_settings, stay=stay)
         except DemoStepError as failure:
             error = str(failure)
     total = time.monotonic() - started
@@ -84,7 +94,7 @@ class Api:
         return (await self.call("GET", path, params=params))[1]
 
 
-async def _tour(tour: Tour, settings: Settings) -> None:
+async def _tour(tour: Tour, settings: Settings, *, stay: bool) -> None:
     started = time.monotonic()
     system = System(settings)
     try:
@@ -133,6 +143,11 @@ async def _tour(tour: Tour, settings: Settings) -> None:
             await _support(tour, api, manager, support, deposit_call)
             await _agencies(tour, manager, other, deposit_call)
             await _summary(tour, api)
+            password = await _console(tour, client, url, pool)
+            if stay:
+                await _stay(tour, url, password)
+            else:
+                tour.say("       (it stops with the tour: `relaybook demo --stay` keeps it up)")
     except DemoStepError as problem:  # stop everything all the same, then report it
         failure = problem
     finally:
@@ -654,3 +669,75 @@ async def _ready(client: httpx.AsyncClient, url: str, within: float = 15) -> dic
             answer = {"status": "no answer", "checks": {"http": str(problem)}}
         await asyncio.sleep(0.1)
     return answer
+
+
+# --- 7. the console -----------------------------------------------------------------------
+
+
+async def _console(tour: Tour, client: httpx.AsyncClient, url: str, pool: Any) -> str:
+    """A manager of the agency, with a password made now, signs in to the console and
+    finds the tour's notices there; returns the password."""
+    tour.heading("7. The console: what the tour did, in a browser")
+    started = time.monotonic()
+    password = secrets.token_urlsafe(12)
+    await People(pool).create(CONSOLE_MANAGER, "manager", password, [AGENCY])
+    browser = httpx.AsyncClient(timeout=30, headers={"Accept-Language": "en"})
+    async with browser:
+        form = await browser.get(f"{url}/ui/login")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        signed = await browser.post(
+            f"{url}/ui/login",
+            data={
+                "csrf": csrf.group(1) if csrf else "",
+                "email": CONSOLE_MANAGER,
+                "password": password,
+                "next": "/ui/notices",
+            },
+        )
+        tour.record(
+            "a manager signs in to the console",
+            signed.status_code == 303 and signed.headers.get("location") == "/ui/notices",
+            f"HTTP {form.status_code} then {signed.status_code} -> "
+            f"{signed.headers.get('location')}: {CONSOLE_MANAGER}, manager of {AGENCY}",
+            started,
+        )
+        started = time.monotonic()
+        listing = await browser.get(f"{url}/ui/notices")
+    titles = ("Deposit call Q4 2026", "General assembly 2027", "Lift replacement")
+    shown = [title for title in titles if title in listing.text]
+    hidden = "Lift maintenance, Résidence Bellevue" not in listing.text
+    tour.record(
+        "the console lists the tour's notices",
+        listing.status_code == 200 and shown == list(titles) and hidden,
+        f"HTTP {listing.status_code}: {len(shown)} of {len(titles)} notices shown"
+        + ("" if hidden else "; the other agency's notice shown too"),
+        started,
+        data={"console": f"{url}/ui/", "email": CONSOLE_MANAGER},
+    )
+    tour.say(f"       console   {url}/ui/")
+    tour.say(f"       sign in   {CONSOLE_MANAGER}  password {password}")
+    return password
+
+
+async def _stay(tour: Tour, url: str, password: str) -> None:
+    """Keeps everything up until Ctrl-C (or SIGTERM), the sign-in in plain sight."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for signum in signals:
+        loop.add_signal_handler(signum, stop.set)
+    lines = [
+        "",
+        f"relaybook demo --stay: the system stays up until Ctrl-C. Open {url}/ui/ and sign",
+        f"in as {CONSOLE_MANAGER} with the password {password} to click through the tour.",
+    ]
+    # with --json, stdout holds only the report (printed at the end): the sign-in goes
+    # to stderr
+    print("\n".join(lines), file=sys.stderr if tour.as_json else sys.stdout, flush=True)
+    try:
+        await stop.wait()
+    finally:
+        for signum in signals:
+            with contextlib.suppress(ValueError, RuntimeError):
+                loop.remove_signal_handler(signum)
+    tour.say("relaybook demo: stopping")

@@ -50,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="a self-checking tour on the embedded defaults")
     demo.add_argument("--data-dir", help="keep the demo's data here (default: a temporary dir)")
     demo.add_argument("--json", action="store_true", help="print a machine-readable report")
+    demo.add_argument(
+        "--stay",
+        action="store_true",
+        help="keep the system up after the tour, until Ctrl-C, to click through it in the "
+        "console (the sign-in is printed)",
+    )
     commands.add_parser("migrate", help="apply database migrations (idempotent)")
     commands.add_parser("settings", help="list the settings, their defaults and current values")
     commands.add_parser("dispatcher", help="the dispatcher API alone (configured servers)")
@@ -190,7 +196,7 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
     if settings.log_level == "INFO":
         logs.configure("WARNING", settings.log_format)
 
-    return await run_demo(settings, data_dir=args.data_dir, as_json=args.json)
+    return await run_demo(settings, data_dir=args.data_dir, as_json=args.json, stay=args.stay)
 
 
 @contextlib.asynccontextmanager
