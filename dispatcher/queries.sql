@@ -68,6 +68,8 @@ ON CONFLICT (agency_id, id) DO NOTHING;
 -- deliveries_latest_idx and the recipient's journal too, not at random places in them.
 -- The recipients are found first, each once: joined after the channels, the planner
 -- could work out the reason of every recipient in the table before matching the list.
+-- The reasons are resend_candidates' too, written out in each for speed: the two must
+-- stay in step (tests/dispatcher/test_resends.py checks they agree).
 WITH first AS MATERIALIZED (SELECT uuid_v7() AS id)
 INSERT INTO deliveries (id, notice_id, recipient_id, channel, address, status, reason,
                         agency_id)
@@ -327,21 +329,34 @@ SELECT id, status, agency_id FROM notices WHERE id = $1 FOR UPDATE;
 SELECT agency_id FROM recipients WHERE id = $1 ORDER BY agency_id LIMIT 2;
 
 -- name: resend_candidates
--- Each recipient's latest attempt per channel, and whether it may be contacted there now
--- (an address, a yes, no active suppression).
-SELECT d.id, d.recipient_id, d.channel, d.status, d.attempt,
-       CASE d.channel WHEN 'email' THEN r.email ELSE r.phone END AS address,
-       (CASE d.channel WHEN 'email' THEN r.email ELSE r.phone END) IS NOT NULL
-       AND (CASE d.channel WHEN 'email' THEN r.email_wants ELSE r.sms_wants END) = 'yes'
-       AND NOT EXISTS (
-           SELECT 1 FROM suppressions s
-           WHERE s.channel = d.channel
-             AND lower(s.address) = lower(CASE d.channel WHEN 'email' THEN r.email
-                                                         ELSE r.phone END)
-             AND s.lifted_at IS NULL AND (s.expires_at IS NULL OR s.expires_at > now())
-             AND NOT (r.never_auto_unsubscribe AND s.rule <> 'opt_out')) AS reachable
+-- Each recipient's latest attempt per channel, with the recipient's name and why they
+-- cannot be contacted there now: insert_deliveries' reasons (no_address,
+-- auto_unsubscribed, opted_out, suppressed, in that order of precedence; NULL: they may
+-- be), written the same way. The two copies must stay in step: change one, change both.
+-- They are not one view or function because insert_deliveries is the hot path of a
+-- 100,000-recipient fan-out, tuned as it is written (see its comments): its copy stays
+-- inline there. Everything else that asks (the API's resend counts, the console's "left
+-- out, and why") asks dispatcher.resends, which reads it from here.
+SELECT d.id, d.recipient_id, r.name, d.channel, d.status, x.reason
 FROM deliveries d
 JOIN recipients r ON r.agency_id = d.agency_id AND r.id = d.recipient_id
+CROSS JOIN LATERAL (
+    SELECT CASE
+               WHEN a.addr IS NULL THEN 'no_address'
+               WHEN a.wants = 'no' AND a.kind = 'automatic' THEN 'auto_unsubscribed'
+               WHEN a.wants = 'no' THEN 'opted_out'
+               WHEN EXISTS (SELECT 1 FROM suppressions s
+                            WHERE s.channel = d.channel AND lower(s.address) = lower(a.addr)
+                              AND s.lifted_at IS NULL
+                              AND (s.expires_at IS NULL OR s.expires_at > now())
+                              AND NOT (r.never_auto_unsubscribe AND s.rule <> 'opt_out'))
+                   THEN 'suppressed'
+           END AS reason
+    FROM (SELECT CASE d.channel WHEN 'email' THEN r.email ELSE r.phone END AS addr,
+                 CASE d.channel WHEN 'email' THEN r.email_wants ELSE r.sms_wants END AS wants,
+                 CASE d.channel WHEN 'email' THEN r.email_changed_by_kind
+                                ELSE r.sms_changed_by_kind END AS kind) a
+) x
 WHERE d.notice_id = $1 AND d.is_latest;
 
 -- name: insert_resend

@@ -1,11 +1,14 @@
 """Resending what failed, without a new notice: for each scope, how many recipients,
-emails and texts would go out (and how many are left out because the recipient cannot
-be contacted there any more); the resend itself, as new attempts linked to the ones they
+emails and texts would go out (and who is left out, and why: the recipient cannot be
+contacted there any more); the resend itself, as new attempts linked to the ones they
 retry; and the history.
 
 Which messages a scope takes is a pure function (:func:`plan`); the store runs it on the
 notice's latest attempts with the notice row locked, so two resends at the same moment
-never retry the same message twice: the second sees the first's queued attempts.
+never retry the same message twice: the second sees the first's queued attempts. Why a
+recipient cannot be contacted on a channel now comes with those attempts
+(``resend_candidates`` in queries.sql, the fan-out's own reasons), for the API's counts
+and the console's dialog alike.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Annotated, Any
 
 import asyncpg
@@ -55,14 +58,26 @@ class Message:
     recipient_id: str
     channel: str
     status: str
-    #: may be contacted there now: an address, a yes, no suppression
-    reachable: bool
+    #: why the recipient cannot be contacted there now, as the fan-out skips a message:
+    #: ``no_address``, ``auto_unsubscribed``, ``opted_out`` or ``suppressed``; None if
+    #: they may be
+    reason: str | None
+    #: the recipient's, if the platform gave one
+    name: str | None = None
+
+    @property
+    def reachable(self) -> bool:
+        """May be contacted there now."""
+        return self.reason is None
 
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
+    """What a scope retries, in recipient order, and what it leaves out."""
+
     retry: list[Message]
-    #: would be retried, but the recipient unsubscribed, was suppressed or lost the address
+    #: would be retried, but the recipient unsubscribed, was suppressed or lost the
+    #: address (each message's ``reason`` says which); in recipient and channel order
     excluded: list[Message]
 
     def counts(self) -> ScopeCount:
@@ -89,21 +104,32 @@ def plan(messages: Iterable[Message], scope: str, selected: frozenset[str] = fro
     with one; ``undelivered``: the failed or never-delivered channels of recipients who
     got the notice on no channel; ``selected``: the failed channels of the ``selected``
     recipients. Skipped and queued messages are never retried."""
-    by_recipient: dict[str, list[Message]] = defaultdict(list)
+    return _plan(_by_recipient(messages), scope, selected)
+
+
+def _by_recipient(messages: Iterable[Message]) -> list[tuple[str, list[Message]]]:
+    """Each recipient's messages, in recipient order (grouped once for every scope)."""
+    grouped: dict[str, list[Message]] = defaultdict(list)
     for message in messages:
-        by_recipient[message.recipient_id].append(message)
+        grouped[message.recipient_id].append(message)
+    return sorted(grouped.items())
+
+
+def _plan(
+    by_recipient: list[tuple[str, list[Message]]], scope: str, selected: frozenset[str]
+) -> Plan:
     chosen: list[Message] = []
-    for recipient, own in sorted(by_recipient.items()):
+    for recipient, own in by_recipient:
         if scope == "undelivered":
             if any(m.status in DELIVERED for m in own):
                 continue
             chosen += [m for m in own if m.status in {"failed", "sent"}]
         elif scope == "failed" or recipient in selected:
             chosen += [m for m in own if m.status == "failed"]
-    return Plan(
-        retry=[m for m in chosen if m.reachable],
-        excluded=[m for m in chosen if not m.reachable],
-    )
+    excluded = [m for m in chosen if not m.reachable]
+    # a few, listed by the console: sorted here rather than every candidate by the query
+    excluded.sort(key=lambda m: (m.recipient_id, m.channel))
+    return Plan(retry=[m for m in chosen if m.reachable], excluded=excluded)
 
 
 class ResendBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -118,6 +144,18 @@ class ResendBody(msgspec.Struct, forbid_unknown_fields=True):
 class OptionsQuery(msgspec.Struct, forbid_unknown_fields=True):
     #: comma-separated recipient ids: what the ``selected`` scope would resend
     recipient_ids: Annotated[str, msgspec.Meta(max_length=4000)] | None = None
+
+
+def options_of(plans: Mapping[str, Plan], selected: frozenset[str]) -> ResendOptions:
+    """The API's answer about ``plans`` (one per scope, ``selected`` being the recipients
+    the ``selected`` scope was planned for)."""
+    chosen = plans["selected"].counts()
+    chosen["available"] = bool(selected)
+    return {
+        "failed": plans["failed"].counts(),
+        "undelivered": plans["undelivered"].counts(),
+        "selected": chosen,
+    }
 
 
 def parse_request(body: ResendBody) -> tuple[str, frozenset[str]]:
@@ -144,18 +182,20 @@ class Resends:
     async def options(self, notice_id: uuid.UUID, selected: frozenset[str]) -> ResendOptions:
         """Per scope: the recipients, emails and texts a resend would send now, and those
         left out because they cannot be contacted any more (``excluded``)."""
+        return options_of(await self.plans(notice_id, selected), selected)
+
+    async def plans(self, notice_id: uuid.UUID, selected: frozenset[str]) -> dict[str, Plan]:
+        """Per scope (:data:`SCOPES`, ``selected`` for the ``selected`` recipients): what a
+        resend would retry now, and the messages it would leave out, each with its
+        recipient's name and why. A 404 :class:`ResendError` for a notice the caller cannot
+        see, an :class:`InvalidRequestError` for a selected id no recipient of it has."""
         async with self._pool.acquire() as connection:
             if not await connection.fetchval(Q["notice_exists"], notice_id):
                 raise ResendError(404, "not_found", "no such notice")
             messages = await _messages(connection, notice_id)
         _check_known(messages, selected)
-        chosen = plan(messages, "selected", selected).counts()
-        chosen["available"] = bool(selected)
-        return {
-            "failed": plan(messages, "failed").counts(),
-            "undelivered": plan(messages, "undelivered").counts(),
-            "selected": chosen,
-        }
+        grouped = _by_recipient(messages)
+        return {scope: _plan(grouped, scope, selected) for scope in SCOPES}
 
     async def resend(
         self, notice_id: uuid.UUID, scope: str, selected: frozenset[str], caller: str
@@ -172,14 +212,15 @@ class Resends:
                 )
             messages = await _messages(connection, notice_id)
             _check_known(messages, selected)
-            chosen = plan(messages, scope, selected)
+            grouped = _by_recipient(messages)
+            chosen = _plan(grouped, scope, selected)
             if not chosen.retry:
                 detail = "nothing to resend in this scope: every message was delivered"
                 if chosen.excluded:
                     detail = "nothing to resend: the recipients left cannot be contacted any more"
                 raise ResendError(409, "no_failed_recipients", detail)
             counts = _count(chosen.retry)
-            everyone = _count(plan(messages, "failed").retry)["recipients"]
+            everyone = _count(_plan(grouped, "failed", selected).retry)["recipients"]
             resend_id = uuid.uuid4()
             full = scope == "failed" or counts["recipients"] >= everyone
             await connection.execute(
@@ -231,7 +272,14 @@ class Resends:
 async def _messages(connection: Any, notice_id: uuid.UUID) -> list[Message]:
     rows = await connection.fetch(Q["resend_candidates"], notice_id)
     return [
-        Message(row["id"], row["recipient_id"], row["channel"], row["status"], row["reachable"])
+        Message(
+            row["id"],
+            row["recipient_id"],
+            row["channel"],
+            row["status"],
+            row["reason"],
+            row["name"],
+        )
         for row in rows
     ]
 

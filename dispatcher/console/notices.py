@@ -4,8 +4,8 @@ why), the resend history; the resend itself; and the page's live updates.
 
 They answer what the API answers, through its stores scoped to the person signed in, and
 its rules: the list's filters are ``NoticesQuery``, the table is the API's recipients
-page, the counts are ``Resends.options`` and whom a scope leaves out is
-``dispatcher.resends.plan`` on the reasons the fan-out skips a message for.
+page, and the dialog's counts and whom each scope leaves out, and why, are
+``Resends.plans`` (the reasons the fan-out skips a message for).
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from dispatcher.resends import (
     ResendBody,
     ResendError,
     Resends,
+    options_of,
     parse_request,
-    plan,
     selection,
 )
 from dispatcher.scope import ScopedPool
@@ -78,8 +78,8 @@ SCOPE_HELP = {
 #: why a resend leaves a message out (the fan-out's skip reasons, as they stand now)
 LEFT_OUT_REASONS = {
     "no_address": "no address",
-    "opted_out": "unsubscribed since",
-    "auto_unsubscribed": "unsubscribed automatically since",
+    "opted_out": "unsubscribed since it was sent",
+    "auto_unsubscribed": "unsubscribed automatically since it was sent",
     "suppressed": "suppressed address",
 }
 #: why a message was skipped when the notice went out (a failure's reason is the
@@ -170,8 +170,9 @@ i18n.french(
         "and {count} more": "et {count} de plus",
         "{who}, {channel}: {reason}": "{who}, {channel} : {reason}",
         "no address": "pas d'adresse",
-        "unsubscribed since": "désabonné depuis",
-        "unsubscribed automatically since": "désabonné automatiquement depuis",
+        "unsubscribed since it was sent": "désabonné depuis l'envoi",
+        "unsubscribed automatically since it was sent":
+            "désabonné automatiquement depuis l'envoi",
         "suppressed address": "adresse bloquée",
         "No address": "Pas d'adresse",
         "Opted out": "Ne souhaite pas recevoir",
@@ -372,34 +373,27 @@ class _Pages:
         )
 
     async def _scopes(self, notice_id: uuid.UUID, selected: frozenset[str]) -> list[Scope]:
-        """Each scope's counts (the API's), and whom it leaves out: the resend's own plan
-        over the messages of the recipients who cannot be contacted somewhere."""
+        """Each scope's counts (the API's), and whom it leaves out and why: the resend's
+        own plan."""
         try:
             with _ticked_ids():
-                counts = await self.resender.options(notice_id, selected)
+                plans = await self.resender.plans(notice_id, selected)
         except ResendError:
             raise not_found() from None
-        rows = await self.scoped.fetch(Q["left_out"], notice_id)
-        about = {row["id"]: row for row in rows}
-        messages = [
-            Message(row["id"], row["recipient_id"], row["channel"], row["status"],
-                    reachable=row["reason"] is None)
-            for row in rows
-        ]  # fmt: skip
+        counts = options_of(plans, selected)
         each = {
             "failed": counts["failed"],
             "undelivered": counts["undelivered"],
             "selected": counts["selected"],
         }
-
-        def left_out(message: Message) -> LeftOut:
-            row = about[message.delivery_id]
-            return LeftOut(row["name"] or message.recipient_id, message.channel, row["reason"])
-
         return [
-            Scope(name, each[name], [left_out(m) for m in plan(messages, name, selected).excluded])
-            for name in SCOPES
+            Scope(name, each[name], [_left_out(m) for m in plans[name].excluded]) for name in SCOPES
         ]
+
+
+def _left_out(message: Message) -> LeftOut:
+    assert message.reason is not None, "a plan leaves out only who cannot be contacted"
+    return LeftOut(message.name or message.recipient_id, message.channel, message.reason)
 
 
 def _notice_id(view: View) -> uuid.UUID:

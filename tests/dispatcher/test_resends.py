@@ -1,7 +1,8 @@
-"""Resends: which messages each scope takes (a pure plan, table-driven), every answer of
-the API against a notice with delivered, failed-on-one-channel, failed-on-both, skipped
-and since-unsubscribed recipients, concurrent resends, the history, and the statistics
-and notice status once the resent messages are processed."""
+"""Resends: which messages each scope takes (a pure plan, table-driven) and what it leaves
+out, and why; why a recipient cannot be contacted now, exactly as the fan-out skips a
+message; every answer of the API against a notice with delivered, failed-on-one-channel,
+failed-on-both, skipped and since-unsubscribed recipients, concurrent resends, the
+history, and the statistics and notice status once the resent messages are processed."""
 
 from __future__ import annotations
 
@@ -13,20 +14,21 @@ import asyncpg
 import httpx
 import pytest
 
-from dispatcher.resends import Message, plan
+from dispatcher.resends import Message, Q, plan
 from tests.support import notice, until
 
 # --- the plan, pure ------------------------------------------------------------------
 
 
 def messages(**people: tuple[str | None, str | None]) -> list[Message]:
-    """``name=(email status, sms status)``; a trailing ``!`` marks an unreachable one."""
+    """``name=(email status, sms status)``; a trailing ``!`` marks one where the recipient
+    cannot be contacted now (opted out)."""
     found = []
     for name, statuses in people.items():
         for channel, status in zip(("email", "sms"), statuses, strict=True):
             if status is not None:
-                reachable = not status.endswith("!")
-                found.append(Message(uuid.uuid4(), name, channel, status.rstrip("!"), reachable))
+                reason = "opted_out" if status.endswith("!") else None
+                found.append(Message(uuid.uuid4(), name, channel, status.rstrip("!"), reason))
     return found
 
 
@@ -75,6 +77,117 @@ def test_selected_takes_the_failed_channels_of_the_selection() -> None:
         "sms": 1,
         "excluded": {"recipients": 1, "email": 1, "sms": 0},
     }
+
+
+def test_what_a_scope_leaves_out_says_why_in_recipient_and_channel_order() -> None:
+    given = [
+        Message(uuid.uuid4(), "b", "sms", "failed", "suppressed"),
+        Message(uuid.uuid4(), "b", "email", "failed", "no_address"),
+        Message(uuid.uuid4(), "a", "email", "failed", "opted_out"),
+        Message(uuid.uuid4(), "a", "sms", "failed", None),
+    ]
+    chosen = plan(given, "failed")
+    assert [(m.recipient_id, m.channel) for m in chosen.retry] == [("a", "sms")]
+    assert [(m.recipient_id, m.channel, m.reason) for m in chosen.excluded] == [
+        ("a", "email", "opted_out"),
+        ("b", "email", "no_address"),
+        ("b", "sms", "suppressed"),
+    ]
+
+
+# --- why a recipient cannot be contacted, in step with the fan-out ----------------------
+
+#: id: (recipient columns, suppressions of its addresses, expected email and sms reasons)
+REACH: dict[str, tuple[dict[str, Any], list[dict[str, Any]], tuple[str | None, str | None]]] = {
+    "fine": ({}, [], (None, None)),
+    "no-phone": ({"phone": None}, [], (None, "no_address")),
+    "opted": ({"email_wants": "no", "email_changed_by_kind": "manager"}, [], ("opted_out", None)),
+    "auto": (
+        {"sms_wants": "no", "sms_changed_by_kind": "automatic"}, [], (None, "auto_unsubscribed")
+    ),
+    "bounced": ({}, [{"channel": "email", "upper": True}], ("suppressed", None)),
+    "protected": (
+        {"never_auto_unsubscribe": True},
+        [{"channel": "email"}, {"channel": "sms", "rule": "opt_out"}],
+        (None, "suppressed"),
+    ),
+    "lifted": ({}, [{"channel": "email", "lifted": True}], (None, None)),
+    "expired": ({}, [{"channel": "sms", "expired": True}], (None, None)),
+    "opted-first": (
+        {"email_wants": "no", "email_changed_by_kind": "owner"},
+        [{"channel": "email"}],
+        ("opted_out", None),
+    ),
+    "address-first": (
+        {"email": None, "email_wants": "no", "email_changed_by_kind": "automatic"},
+        [],
+        ("no_address", None),
+    ),
+}  # fmt: skip
+
+
+async def test_the_reasons_a_resend_leaves_out_are_the_fan_outs(db: asyncpg.Connection) -> None:
+    """resend_candidates and insert_deliveries each write the rule (the fan-out's copy is
+    tuned): on the same recipients, they give every message the same reason."""
+    agency, notice_id = "agency-r", uuid.uuid4()
+    await db.execute("INSERT INTO agencies (id) VALUES ($1)", agency)
+    for number, (rid, (columns, suppressions, _)) in enumerate(REACH.items()):
+        row = {
+            "email": f"p{number}@example.org",
+            "phone": f"+3361{number:07d}",
+            "email_wants": "yes",
+            "email_changed_by_kind": "default",
+            "sms_wants": "yes",
+            "sms_changed_by_kind": "default",
+            "never_auto_unsubscribe": False,
+            **columns,
+        }
+        await db.execute(
+            "INSERT INTO recipients (agency_id, id, email, phone, email_wants, "
+            "email_changed_by_kind, sms_wants, sms_changed_by_kind, never_auto_unsubscribe) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            agency,
+            rid,
+            *row.values(),
+        )
+        for suppression in suppressions:
+            address = row["email" if suppression["channel"] == "email" else "phone"]
+            await db.execute(
+                "INSERT INTO suppressions (channel, address, rule, reason, expires_at, lifted_at) "
+                "VALUES ($1, $2, $3, 'test', CASE WHEN $4 THEN now() - interval '1 day' END, "
+                "CASE WHEN $5 THEN now() END)",
+                suppression["channel"],
+                address.upper() if suppression.get("upper") else address,
+                suppression.get("rule", "hard_bounce"),
+                suppression.get("expired", False),
+                suppression.get("lifted", False),
+            )
+    await db.execute(
+        "INSERT INTO notices (id, source_service, source_kind, source_reference, title, "
+        "email_subject, sms_text, status, created_by, agency_id) "
+        "VALUES ($1, 's', 'k', 'r', 't', 'subject', 'text', 'draft', 'test', $2)",
+        notice_id,
+        agency,
+    )
+    await db.execute(Q["insert_deliveries"], notice_id, list(REACH), ["email", "sms"], agency)
+
+    fanned_out = {
+        (row["recipient_id"], row["channel"]): row["reason"]
+        for row in await db.fetch(
+            "SELECT recipient_id, channel, reason FROM deliveries WHERE notice_id = $1", notice_id
+        )
+    }
+    now = {
+        (row["recipient_id"], row["channel"]): row["reason"]
+        for row in await db.fetch(Q["resend_candidates"], notice_id)
+    }
+    expected = {
+        (rid, channel): reason
+        for rid, (_, _, reasons) in REACH.items()
+        for channel, reason in zip(("email", "sms"), reasons, strict=True)
+    }
+    assert fanned_out == expected
+    assert now == expected
 
 
 # --- the API, with everything running ---------------------------------------------------
