@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
+import structlog
 
 from relaybook import database, logs, ownership
 from relaybook import settings as settings_module
@@ -167,16 +168,16 @@ def stop_on_signals() -> asyncio.Event:
 
 
 async def _up(settings: Settings, _args: argparse.Namespace) -> int:
-    from relaybook.system import System  # noqa: PLC0415 - imports every deployable
+    from relaybook.processes import Processes  # noqa: PLC0415 - imports every deployable
 
     stop = stop_on_signals()
     # The data dir first: a second `up` on it is refused before it binds or starts anything.
     with await asyncio.to_thread(
         ownership.claim, settings.data_dir, "relaybook up", shares_database=True
     ) as claim:
-        async with System(settings) as system:
+        async with Processes(settings) as system:
             claim.publish(
-                urls={name: server.url for name, server in system.servers.items()},
+                urls=system.urls,
                 kafka_bootstrap_servers=system.settings.kafka_bootstrap_servers,
                 ready=True,
             )
@@ -493,6 +494,8 @@ async def _single(settings: Settings, args: argparse.Namespace) -> int:
     if args.command != "sandbox":  # the sandbox needs neither database nor broker
         require_configured(settings, args.command)
     stop = stop_on_signals()
+    # every line says which deployable wrote it (under `up`, they share one output)
+    structlog.contextvars.bind_contextvars(deployable=args.command)
     async with System(settings, only={args.command}) as system:
         settle_garbage_collector()
         print(system.banner(), flush=True)

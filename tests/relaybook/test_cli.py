@@ -47,6 +47,10 @@ class Up:
         self.env = env
         self.api = f"http://127.0.0.1:{env['RELAYBOOK_API_PORT']}"
         self.ingest = f"http://127.0.0.1:{env['RELAYBOOK_INGEST_PORT']}"
+        self.deployables = {
+            name: f"http://127.0.0.1:{env[f'RELAYBOOK_{name.upper()}_PORT']}"
+            for name in ("api", "ingest", "worker", "tracker", "bounce_policy")
+        }
         self._stdout = log_path.with_suffix(".out")
         self._stderr = log_path.with_suffix(".err")
         self._terminal: int | None = None
@@ -65,9 +69,10 @@ class Up:
         while time.monotonic() < deadline:
             assert self.process.poll() is None, f"up exited early:\n{self.stderr()}"
             try:
-                if all(
+                # ready: every deployable says so, and `up` has printed its banner
+                if "relaybook is up" in self.stdout() and all(
                     httpx.get(f"{url}/readyz", timeout=1).status_code == 200
-                    for url in (self.api, self.ingest)
+                    for url in self.deployables.values()
                 ):
                     return time.monotonic() - started
             except httpx.HTTPError:
