@@ -454,3 +454,36 @@ def test_a_single_dispatcher_never_prints_the_admin_token(
     assert "admin token      from RELAYBOOK_ADMIN_TOKEN" in out.read_text()
     assert secret not in out.read_text()
     assert secret not in err.read_text()
+
+
+def test_up_starts_a_deployable_that_died_again_and_stops_them_all(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    up = Up(environment(data_dir), tmp_path / "up")
+    up.wait_ready(timeout=60)
+    deployables = {
+        " ".join(child.cmdline()[-1:]): child
+        for child in psutil.Process(up.process.pid).children()
+        if "relaybook.cli" in child.cmdline()
+    }
+    assert set(deployables) == {"dispatcher", "ingest", "worker", "tracker", "bounce-policy"}
+    deployables["worker"].kill()
+    deployables["worker"].wait(10)
+    worker = up.deployables["worker"]
+    deadline = time.monotonic() + 60
+    while True:  # the worker comes back, in a new process
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{worker}/readyz", timeout=1).status_code == 200:
+                break
+        assert time.monotonic() < deadline, up.stderr()
+        time.sleep(0.2)
+    assert httpx.get(f"{up.api}/readyz").status_code == 200, "the others went on"
+    logged = [json.loads(line) for line in up.stderr().splitlines() if line.startswith("{")]
+    restarted = [e for e in logged if e["event"] == "deployable exited; starting it again"]
+    assert [e["deployable"] for e in restarted] == ["worker"]
+    tagged = {e.get("deployable") for e in logged if e["event"] == "relaybook ready"}
+    assert {"dispatcher", "worker", "tracker"} <= tagged, "each line names its deployable"
+    now_running = psutil.Process(up.process.pid).children()
+    assert up.terminate() == 0
+    psutil.wait_procs(now_running, timeout=10)
+    assert not [child for child in now_running if child.is_running()]
