@@ -56,6 +56,17 @@ FILTERS: dict[str, str] = {
     "agency": "d.agency_id = ${}",
     "property": "d.notice_id IN (SELECT id FROM notices WHERE property_id = ${})",
 }
+#: filters on the notice that pick few notices (one deposit call, one co-ownership): the
+#: page is then read notice by notice, each newest first by its own index, instead of by
+#: scanning every newer message of every other notice (a deposit call of last month on a
+#: journal of 1,000,000 messages: 267 ms a page, against ~6)
+NOTICE_FILTERS: dict[str, str] = {
+    "source_service": "n.source_service = ${}",
+    "source_kind": "n.source_kind = ${}",
+    "source_reference": "n.source_reference = ${}",
+    "property": "n.property_id = ${}",
+}
+NARROW = ("source_reference", "property")
 #: filters whose value is written into the statement rather than passed: a status is one
 #: of STATUSES, and the status index holds only some of them (migration 0011), which the
 #: planner sees only in the statement's text (a plan kept for any value cannot use it)
@@ -100,10 +111,15 @@ def journal_statement(query: JournalQuery | Mapping[str, str]) -> tuple[str, lis
     tell whether another follows), its values, and the page's size."""
     if not isinstance(query, JournalQuery):
         query = decode_query(query.items(), JournalQuery)
-    conditions, values = ["true"], []
+    by_notices = any(getattr(query, name) is not None for name in NARROW)
+    conditions, values, notices = ["true"], [], ["true"]
     for name, condition in FILTERS.items():
         value = getattr(query, name)
         if value is None:
+            continue
+        if by_notices and name in NOTICE_FILTERS:
+            values.append(value)
+            notices.append(NOTICE_FILTERS[name].format(len(values)))
             continue
         if isinstance(value, dt.datetime):
             value = in_utc(name, value)
@@ -121,7 +137,13 @@ def journal_statement(query: JournalQuery | Mapping[str, str]) -> tuple[str, lis
         values += [cursor_moment(created), delivery_id]
         conditions.append(f"(d.created_at, d.id) < (${len(values) - 1}, ${len(values)})")
     limit = query.limit
-    return Q["journal"].format(where=" AND ".join(conditions), limit=limit + 1), values, limit
+    where = " AND ".join(conditions)
+    if by_notices:
+        text = Q["journal_by_notices"].format(
+            where=where, notices=" AND ".join(notices), limit=limit + 1
+        )
+        return text, values, limit
+    return Q["journal"].format(where=where, limit=limit + 1), values, limit
 
 
 class JournalReader:

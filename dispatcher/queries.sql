@@ -232,6 +232,25 @@ WHERE {where}
 ORDER BY d.created_at DESC, d.id DESC
 LIMIT {limit};
 
+-- name: journal_by_notices
+-- One page of the journal of the few notices {notices} picks (dispatcher/journal.py:
+-- NARROW): each notice's newest messages by its own index (deliveries_notice_journal_idx),
+-- a page at most of each, then the newest of those.
+SELECT d.*
+FROM notices n
+CROSS JOIN LATERAL (
+    SELECT d.id, d.notice_id, d.recipient_id, d.channel, d.status, d.address, d.attempt,
+           d.created_at, d.sent_at, d.delivered_at, d.opened_at, d.clicked_at, d.failed_at,
+           d.reason, d.provider_code
+    FROM deliveries d
+    WHERE d.notice_id = n.id AND {where}
+    ORDER BY d.created_at DESC, d.id DESC
+    LIMIT {limit}
+) d
+WHERE {notices}
+ORDER BY d.created_at DESC, d.id DESC
+LIMIT {limit};
+
 -- name: delivery
 SELECT d.id, d.notice_id, d.recipient_id, d.channel, d.status, d.address, d.attempt,
        d.retry_of, d.resend_id, d.is_latest, d.provider, d.provider_message_id,

@@ -245,3 +245,37 @@ async def test_end_to_end_the_journal_tells_what_happened_to_each_message(
     bounce = (await api.get(f"/v1/deliveries/{bounced}")).json()
     assert bounce["reason"].startswith("550 5.1.1")
     assert any(e["type"] == "bounced" and e["delivery_id"] is None for e in bounce["events"])
+
+
+async def test_the_journal_of_a_reference_reads_each_notice_by_its_own_index(
+    api: httpx.AsyncClient, pool: asyncpg.Pool
+) -> None:
+    """A deposit call of last month is a few notices among many: its page is read notice
+    by notice off each one's index, never by scanning every newer message; its pages
+    still cover each of its messages once, newest first, across its notices."""
+    for count in (3, 4):
+        body = notice(count, send=False, property="tilleuls")
+        body["source"]["reference"] = "DC-2026-10"
+        assert (await api.post("/v1/notices", json=body)).status_code == 201
+    await api.post("/v1/notices", json=notice(5, send=False))  # newer, another reference
+    for params in ({"source_reference": "DC-2026-10"}, {"property": "tilleuls"}):
+        seen: list[tuple[str, str]] = []
+        cursor = None
+        while True:
+            page = (
+                await api.get(
+                    "/v1/journal",
+                    params={**params, "limit": "3"} | ({"cursor": cursor} if cursor else {}),
+                )
+            ).json()
+            seen += [(i["delivery_id"], i["notice_id"]) for i in page["items"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert len(seen) == len(set(seen)) == 14, params
+        assert [d for d, _ in seen] == sorted((d for d, _ in seen), reverse=True), "newest first"
+        text, values, _ = journal_statement(params)
+        async with pool.acquire() as connection, connection.transaction():
+            await connection.execute("SET LOCAL enable_seqscan = off")
+            plan = "\n".join(row[0] for row in await connection.fetch(f"EXPLAIN {text}", *values))
+        assert "Index Scan Backward using deliveries_notice_journal_idx" in plan, plan
