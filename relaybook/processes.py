@@ -34,7 +34,7 @@ from relaybook import settings as configuration
 from relaybook.embedded import die_with_parent
 from relaybook.http import bind
 from relaybook.logs import get_logger
-from relaybook.runtime import infrastructure
+from relaybook.runtime import infrastructure, prepare_embedded_kafka
 from relaybook.settings import Settings
 from relaybook.system import DEPLOYABLES, System, banner, needs_sandbox
 
@@ -99,7 +99,8 @@ class Processes:
         await asyncio.gather(*self._watchers, return_exceptions=True)
         await asyncio.gather(*(self._stop(child) for child in self.children.values()))
         await self._stack.aclose()
-        log.info("relaybook stopped")
+        if self.children:  # not when start-up stopped before anything ran
+            log.info("relaybook stopped")
 
     async def _start(self) -> None:
         # Ports first: a taken port is reported before anything slow starts (each
@@ -108,6 +109,7 @@ class Processes:
             setting = DEPLOYABLES[name][0]
             assert setting is not None
             bind(getattr(self.settings, setting), configuration.env_name(setting)).close()
+        await prepare_embedded_kafka(self.settings)  # no Java: one line, nothing started
         if needs_sandbox(self.settings):
             sandbox = await self._stack.enter_async_context(System(self.settings, only={"sandbox"}))
             self.settings = sandbox.settings

@@ -311,7 +311,7 @@ class _Pages:
             "notice.html",
             notice=found,
             notice_id=str(notice_id),
-            funnels=[(c, _funnel(view, found["stats"][c])) for c in found["channels"]],
+            funnels=[(c, _funnel(view, c, found["stats"][c])) for c in found["channels"]],
             table=table,
             history=history,
             # there for a live update to reveal the button once failures come in
@@ -477,9 +477,10 @@ def _several_agencies(view: View) -> bool:
     return agencies is None or len(agencies) > 1
 
 
-def _funnel(view: View, stats: Stats) -> dict[str, list[tuple[str, int, str]]]:
+def _funnel(view: View, channel: str, stats: Stats) -> dict[str, list[tuple[str, int, str]]]:
     """A channel's funnel (each step with its share of what was sent) and the states apart
-    from it."""
+    from it. A text is never opened nor clicked (no provider reports it): its funnel ends
+    at delivered."""
     sent = stats["sent"]
 
     def share(value: int) -> str:
@@ -491,8 +492,14 @@ def _funnel(view: View, stats: Stats) -> dict[str, list[tuple[str, int, str]]]:
         "steps": [
             ("Sent", sent, ""),
             ("Delivered", stats["delivered"], share(stats["delivered"])),
-            ("Opened", stats["opened"], share(stats["opened"])),
-            ("Clicked", stats["clicked"], share(stats["clicked"])),
+            *(
+                [
+                    ("Opened", stats["opened"], share(stats["opened"])),
+                    ("Clicked", stats["clicked"], share(stats["clicked"])),
+                ]
+                if channel == "email"
+                else []
+            ),
         ],
         "apart": [
             ("Failed", stats["failed"], ""),
