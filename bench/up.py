@@ -1,0 +1,152 @@
+"""Webhooks into the whole system as users run it (issue 22): `relaybook up`, each
+deployable in its own process, the tracker and the bounce policy consuming what ingest
+publishes, all on the same two cores.
+
+For each number of posts in flight (8, 32 and 128 by default), the load generator of
+bench/ingest.py (another process; it posts a refused batch again after 0.1 s, as SendGrid
+does) posts fresh signed SendGrid batches of 100 events, each event unique and about a
+real delivery; then the tracker's catch-up is timed: from the last post answered to the
+last of those events stored in PostgreSQL (its lag back to zero).
+
+    .venv/bin/python bench/up.py [--events 60000] [--concurrency 8,32,128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import importlib.util
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import asyncpg
+import httpx
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+from provider_sandbox.signing import SendGridSigner
+from relaybook import ownership
+from relaybook.embedded import free_port_settings
+from relaybook.settings import env_name
+
+# bench/ingest.py's load generator, events and deliveries (bench/ is no package)
+_spec = importlib.util.spec_from_file_location("ingest", Path(__file__).with_name("ingest.py"))
+assert _spec is not None
+assert _spec.loader is not None
+ingest = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(ingest)
+
+
+def start_up(data_dir: Path, public_key: str) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
+    ports = free_port_settings()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYBOOK_")}
+    env |= {env_name(name): str(port) for name, port in ports.items()}
+    env |= {
+        "RELAYBOOK_DATA_DIR": str(data_dir),
+        "RELAYBOOK_LOG_LEVEL": "WARNING",
+        "RELAYBOOK_LOG_FORMAT": "json",
+        "RELAYBOOK_SENDGRID_WEBHOOK_PUBLIC_KEYS": public_key,
+    }
+    log = (data_dir.parent / "up.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "relaybook.cli", "up"], env=env, stdout=log, stderr=log
+    )
+    return process, ports
+
+
+async def until_ready(ports: dict[str, int], process: subprocess.Popen[bytes]) -> None:
+    urls = [
+        f"http://127.0.0.1:{port}/readyz" for name, port in ports.items() if name != "sandbox_port"
+    ]
+    async with httpx.AsyncClient(timeout=2) as client:
+        while True:
+            assert process.poll() is None, "up exited"
+            try:
+                answers = [await client.get(url) for url in urls]
+                if all(answer.status_code == 200 for answer in answers):
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.2)
+
+
+async def run(total: int, levels: list[int]) -> None:
+    scratch = Path(tempfile.mkdtemp(prefix="relaybook-bench-up-"))
+    data_dir = scratch / "data"
+    private = ec.generate_private_key(ec.SECP256R1())
+    key = base64.b64encode(
+        private.private_bytes(Encoding.DER, PrivateFormat.PKCS8, NoEncryption())
+    ).decode()
+    process, ports = start_up(data_dir, SendGridSigner(private).public_key)
+    results = []
+    try:
+        await until_ready(ports, process)
+        owner = ownership.read_owner(data_dir)
+        assert owner is not None
+        assert owner.database_url is not None
+        url = f"http://127.0.0.1:{ports['ingest_port']}/webhooks/sendgrid"
+        connection = await asyncpg.connect(owner.database_url)
+        draw = random.Random(22)  # noqa: S311 - test data, not secrets
+        stored_before = 0
+        for level in levels:
+            deliveries = await ingest.prepare_deliveries(
+                owner.database_url, total // len(ingest.STORY), f"level{level}"
+            )
+            events = ingest.sendgrid_events(deliveries, draw)
+            unique = len({event["sg_event_id"] for event in events})
+            batches = scratch / f"batches-{level}.jsonl"
+            batches.write_text(
+                "\n".join(
+                    json.dumps(events[start : start + ingest.BATCH])
+                    for start in range(0, len(events), ingest.BATCH)
+                )
+            )
+            figures = await ingest.load(url, key, batches, level)
+            answered = time.perf_counter()
+            while True:
+                stored = await connection.fetchval("SELECT count(*) FROM delivery_events")
+                if stored - stored_before >= unique:
+                    break
+                await asyncio.sleep(0.02)
+            catch_up = time.perf_counter() - answered
+            stored_before = stored
+            posts = figures["posts"]
+            results.append(
+                f"{level:>3} posts in flight: {len(events) / figures['seconds']:>7,.0f} events/s "
+                f"accepted, p50 {figures['p50_ms']:6.1f} ms, p99 {figures['p99_ms']:6.1f} ms, "
+                f"{figures['refused']} posts refused (503) of {posts + figures['refused']} "
+                f"({100 * figures['refused'] / (posts + figures['refused']):.0f} %); "
+                f"tracker caught up {catch_up:.2f} s after the last answer"
+            )
+        await connection.close()
+    finally:
+        process.terminate()
+        process.wait(60)
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}; date {time.strftime('%Y-%m-%d %H:%M %Z')}; "
+        "broker: the embedded Tansu"
+    )
+    print(f"relaybook up (a process per deployable), {total:,} events a level, batches of 100")
+    for line in results:
+        print(line)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=60_000)
+    parser.add_argument("--concurrency", default="8,32,128")
+    args = parser.parse_args()
+    asyncio.run(run(args.events, [int(level) for level in args.concurrency.split(",")]))
+
+
+if __name__ == "__main__":
+    main()
