@@ -1,4 +1,4 @@
-"""The journal-tracker deployable: two members of consumer group ``relaybook-tracker`` on
+"""The journal-tracker deployable: a member of consumer group ``relaybook-tracker`` on
 ``delivery-events``. Replicas share the partitions; events are keyed by delivery, so one
 delivery's events are always handled by one replica."""
 
@@ -10,35 +10,24 @@ from relaybook.runtime import Infrastructure
 from tracker.journal import Journal
 
 GROUP = "relaybook-tracker"
-#: members of the group in one tracker process
-MEMBERS = 2
 
 
 def build(infra: Infrastructure) -> Deployable:
     journal = Journal(infra.pool)
-    # Two members of the group in one process: while one waits for PostgreSQL to store its
-    # batch, the other decodes and prepares the next (a member alone leaves the process
-    # idle for two thirds of each batch: bench/ingest.py's tracker went from 15,500-17,000
-    # to 17,500-21,000 events/s). Big batches (waiting up to 100 ms to fill them): one
-    # transaction per batch, and the events of one message often land in the same one.
-    consumers = [
-        Consumer(
-            infra.settings,
-            ["delivery-events"],
-            GROUP,
-            dead_letters=infra.dead_letters(),
-            max_batch=5000,
-            gather_ms=100,
-        )
-        for _ in range(MEMBERS)
-    ]
+    # big batches (waiting up to 100 ms to fill them): one transaction per batch, and the
+    # events of one message often land in the same one
+    consumer = Consumer(
+        infra.settings,
+        ["delivery-events"],
+        GROUP,
+        dead_letters=infra.dead_letters(),
+        max_batch=5000,
+        gather_ms=100,
+    )
 
     async def start() -> None:
-        for number, consumer in enumerate(consumers):
-            await consumer.start_running(journal.handle, f"tracker-{number}")
+        await consumer.start_running(journal.handle, "tracker")
 
-    async def stop() -> None:
-        for consumer in consumers:
-            await consumer.stop()
-
-    return Deployable(app=infra.consumer_app("tracker", consumers), start=start, stop=stop)
+    return Deployable(
+        app=infra.consumer_app("tracker", [consumer]), start=start, stop=consumer.stop
+    )

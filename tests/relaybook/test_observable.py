@@ -15,7 +15,7 @@ async def test_the_consumers_serve_health_readiness_and_metrics_on_their_own_por
 ) -> None:
     groups = {
         "worker": {"group relaybook-workers-email", "group relaybook-workers-sms"},
-        "tracker": {"group relaybook-tracker #1", "group relaybook-tracker #2"},
+        "tracker": {"group relaybook-tracker"},
         "bounce-policy": {"group relaybook-bounce-policy"},
     }
     ports = {name: system.servers[name].url for name in groups}
