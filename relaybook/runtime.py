@@ -57,12 +57,7 @@ class Infrastructure:
         """``/healthz``, ``/readyz`` and ``/metrics`` of a deployable that consumes: ready
         once PostgreSQL and Kafka answer and each consumer has joined its group."""
         checks: dict[str, Check] = {"database": self.check_database, "broker": self.check_broker}
-        members = list(consumers)
-        for number, consumer in enumerate(members, 1):
-            name = f"group {consumer.group}"
-            if sum(other.group == consumer.group for other in members) > 1:
-                name += f" #{number}"  # several members of one group in this process
-            checks[name] = consumer.check_joined
+        checks |= {f"group {consumer.group}": consumer.check_joined for consumer in consumers}
         return create_app(service, routes=[], checks=checks)
 
     def dead_letters(self) -> DeadLetters:
