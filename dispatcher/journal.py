@@ -24,6 +24,7 @@ from dispatcher.answers import (
     NoticeRecipients,
 )
 from dispatcher.api import Answer, Call, NoticePath, Operation, answer, not_found
+from dispatcher.notices import LIST_FILTERS
 from dispatcher.paging import (
     DEFAULT_LIMIT,
     Cursor,
@@ -60,11 +61,9 @@ FILTERS: dict[str, str] = {
 #: page is then read notice by notice, each newest first by its own index, instead of by
 #: scanning every newer message of every other notice (a deposit call of last month on a
 #: journal of 1,000,000 messages: 267 ms a page, against ~6)
-NOTICE_FILTERS: dict[str, str] = {
-    "source_service": "n.source_service = ${}",
-    "source_kind": "n.source_kind = ${}",
-    "source_reference": "n.source_reference = ${}",
-    "property": "n.property_id = ${}",
+NOTICE_FILTERS = {
+    name: LIST_FILTERS[name]  # the notices list's own conditions on them
+    for name in ("source_service", "source_kind", "source_reference", "property")
 }
 NARROW = ("source_reference", "property")
 #: filters whose value is written into the statement rather than passed: a status is one
