@@ -210,9 +210,12 @@ def murmur2(data: bytes) -> int:
     return h ^ (h >> 15)
 
 
-def partition_of(key: bytes, partitions: Sequence[int]) -> int:
+def partition_of(key: bytes | None, partitions: Sequence[int]) -> int:
     """The partition the Java client's default partitioner gives ``key``, so a key's
-    partition is the same whichever client produced it."""
+    partition is the same whichever client produced it; a message without a key goes to
+    any of them."""
+    if key is None:
+        return random.choice(partitions)  # noqa: S311 - spreading, not a secret
     return partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
 
 
@@ -290,7 +293,7 @@ class Producer:
             # Record batches filled here, one open per partition, instead of a send() and
             # a future per message (that bookkeeping cost more than the messages): a
             # partition's batches go out in order, so one key's messages stay in order.
-            partitions = sorted(await self._producer.partitions_for(full_topic))
+            partitions = await self.partitions(full_topic)
             open_batches: dict[int, Any] = {}
             placed: dict[bytes, int] = {}  # a recipient's email and text share a key
             sent = []
@@ -298,7 +301,7 @@ class Producer:
                 encoded = key.encode() if key is not None else None
                 record = {"key": encoded, "value": value, "timestamp": None, "headers": headers}
                 if encoded is None:
-                    partition = random.choice(partitions)  # noqa: S311 - spreading, not a secret
+                    partition = partition_of(None, partitions)
                 elif (partition := placed.get(encoded, -1)) < 0:
                     partition = placed[encoded] = partition_of(encoded, partitions)
                 batch = open_batches.get(partition)
@@ -395,10 +398,7 @@ class SharedBatches:
             # no await from the first record placed to the last: a call is in or out whole
             for key, message in messages:
                 encoded = key.encode() if key is not None else None
-                if encoded is None:
-                    partition = random.choice(partitions)  # noqa: S311 - spreading, not a secret
-                else:
-                    partition = partition_of(encoded, partitions)
+                partition = partition_of(encoded, partitions)
                 lane = self._lanes.get((full_topic, partition))
                 if lane is None:
                     lane = self._lanes[full_topic, partition] = _Lane(
