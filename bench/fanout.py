@@ -38,12 +38,11 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import httpx
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import murmur2 as aiokafka_murmur2
+from floors import produce_in_batches
 
 from relaybook import logs
 from relaybook.embedded import EmbeddedBroker, EmbeddedPostgres, free_ports
@@ -128,22 +127,7 @@ async def floor(
     futures = [await producer.send(topic, job(row), key=str(row[2]).encode()) for row in rows]
     await asyncio.gather(*futures)
     per_message = time.monotonic()
-    partitions = sorted(await producer.partitions_for(topic))
-    batches: dict[int, Any] = {}
-    acknowledged = []
-    for row in rows:
-        key = str(row[2]).encode()
-        partition = partitions[(aiokafka_murmur2(key) & 0x7FFFFFFF) % len(partitions)]
-        batch = batches.get(partition)
-        record = {"key": key, "value": job(row), "timestamp": None}
-        if batch is None or batch.append(**record) is None:
-            if batch is not None:
-                acknowledged.append(await producer.send_batch(batch, topic, partition=partition))
-            batch = batches[partition] = producer.create_batch()
-            batch.append(**record)
-    for partition, batch in batches.items():
-        acknowledged.append(await producer.send_batch(batch, topic, partition=partition))
-    await asyncio.gather(*acknowledged)
+    await produce_in_batches(producer, topic, ((str(row[2]).encode(), job(row)) for row in rows))
     batched = time.monotonic()
     await producer.stop()
     await connection.close()

@@ -35,9 +35,9 @@ from urllib.parse import urlsplit
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+from floors import produce_in_batches
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -224,21 +224,7 @@ async def floor(
     await producer.start()
     try:
         started = time.perf_counter()
-        partitions = sorted(await producer.partitions_for(topic))
-        batches: dict[int, Any] = {}
-        acknowledged = []
-        for key, value in zip(keys, values, strict=True):
-            partition = partitions[(aiokafka_murmur2(key) & 0x7FFFFFFF) % len(partitions)]
-            batch = batches.get(partition)
-            if batch is None or batch.append(key=key, value=value, timestamp=None) is None:
-                if batch is not None:
-                    sent = await producer.send_batch(batch, topic, partition=partition)
-                    acknowledged.append(sent)
-                batch = batches[partition] = producer.create_batch()
-                batch.append(key=key, value=value, timestamp=None)
-        for partition, batch in batches.items():
-            acknowledged.append(await producer.send_batch(batch, topic, partition=partition))
-        await asyncio.gather(*acknowledged)
+        await produce_in_batches(producer, topic, zip(keys, values, strict=True))
         batched = time.perf_counter() - started
         started = time.perf_counter()
         pending = [
