@@ -35,11 +35,10 @@ class NoticeHeaders(msgspec.Struct, forbid_unknown_fields=True):
     ) = msgspec.field(default=None, name="Idempotency-Key")
 
 
-class NoticesQuery(msgspec.Struct, forbid_unknown_fields=True):
-    """``GET /v1/notices``: every filter given must hold (``status`` may repeat: any of
-    them); ``since`` and ``until`` are on when the notice was created."""
+class NoticeFilters(msgspec.Struct, forbid_unknown_fields=True):
+    """What picks notices (LIST_FILTERS), and a page of them: every filter given must
+    hold; ``since`` and ``until`` are on when the notice was created."""
 
-    status: list[NoticeStatus] | None = None
     source_service: Id | None = None
     source_kind: Id | None = None
     source_reference: Id | None = None
@@ -49,6 +48,12 @@ class NoticesQuery(msgspec.Struct, forbid_unknown_fields=True):
     until: Moment | None = None
     cursor: Cursor | None = None
     limit: Limit = DEFAULT_LIMIT
+
+
+class NoticesQuery(NoticeFilters, forbid_unknown_fields=True):
+    """``GET /v1/notices``: the filters, and ``status`` (may repeat: any of them)."""
+
+    status: list[NoticeStatus] | None = None
 
 
 #: filter -> its SQL condition on the notices list

@@ -37,18 +37,15 @@ from dispatcher.console.journal import (
 )
 from dispatcher.console.web import Console, View
 from dispatcher.journal import CHANNELS
-from dispatcher.notices import LIST_FILTERS
+from dispatcher.notices import LIST_FILTERS, NoticeFilters
 from dispatcher.paging import (
-    DEFAULT_LIMIT,
     MAX_LIMIT,
-    Cursor,
-    Limit,
     cursor_moment,
     decode_cursor,
     encode_cursor,
 )
 from dispatcher.scope import ScopedPool
-from dispatcher.validation import Id, InvalidRequestError, Moment, in_utc
+from dispatcher.validation import InvalidRequestError, in_utc
 
 #: the CSV's columns: the notice's date, these (field -> header), and per channel its own
 TEXTS = {
@@ -84,20 +81,10 @@ i18n.french(
 )  # fmt: skip
 
 
-class UnreachableQuery(msgspec.Struct, forbid_unknown_fields=True):
-    """``/ui/unreachable``: one notice, or the notices ``GET /v1/notices`` filters on
-    (``since`` and ``until`` on when the notice was created)."""
+class UnreachableQuery(NoticeFilters, forbid_unknown_fields=True):
+    """``/ui/unreachable``: one notice, or the notices ``GET /v1/notices`` filters on."""
 
     notice_id: uuid.UUID | None = None
-    source_service: Id | None = None
-    source_kind: Id | None = None
-    source_reference: Id | None = None
-    agency: Id | None = None
-    property: Id | None = None
-    since: Moment | None = None
-    until: Moment | None = None
-    cursor: Cursor | None = None
-    limit: Limit = DEFAULT_LIMIT
 
 
 #: the form's filters, in its order
