@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PG15_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 
-.PHONY: demo test test-kafka kafka lint typecheck check up lock clean screenshots
+.PHONY: demo test test-kafka kafka lint typecheck check up lock clean screenshots check-deploy
 
 $(BIN)/relaybook: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,12 @@ test-kafka: kafka
 	$(BIN)/python -m pytest --broker=kafka --kafka-nodes=$(KAFKA_NODES) $(KAFKA_TESTS)
 
 check: lint typecheck test
+
+# deploy/ validated without a container engine: hadolint, yamllint, docker-compose config,
+# promtool, kubernetes-validate, tests/deploy (installs Debian's docker-compose and
+# prometheus when missing).
+check-deploy: $(BIN)/relaybook
+	deploy/check
 
 # The README's pictures of the console (docs/console-*.png): a real `relaybook up` fed the
 # demo's co-ownership, photographed by Debian's Chromium (/usr/bin/chromium).

@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 import structlog
 import uvicorn
-from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Gauge, Histogram, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -39,6 +39,12 @@ REQUEST_SECONDS = Histogram(
     "relaybook_http_request_seconds",
     "HTTP request latency",
     ["service", "route", "status"],
+)
+READY = Gauge(
+    "relaybook_ready",
+    "1 when every readiness check passes (what /readyz would answer), 0 otherwise; "
+    "checked when scraped",
+    ["service"],
 )
 
 _CODES = {
@@ -127,8 +133,9 @@ async def _unexpected(_request: Request, exc: Exception) -> Response:
     return error(500, "internal_error", "an unexpected error occurred; it has been logged")
 
 
-def service_routes(checks: Mapping[str, Check]) -> list[BaseRoute]:
-    """``/healthz`` (the process is alive), ``/readyz`` (every check passes) and ``/metrics``."""
+def service_routes(checks: Mapping[str, Check], service: str = "") -> list[BaseRoute]:
+    """``/healthz`` (the process is alive), ``/readyz`` (every check passes) and ``/metrics``
+    (with ``relaybook_ready{service}``, the readiness checks run at each scrape)."""
 
     async def healthz(_request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -146,6 +153,11 @@ def service_routes(checks: Mapping[str, Check]) -> list[BaseRoute]:
         )
 
     async def metrics(_request: Request) -> Response:
+        # Readiness as a series: an alert then sees a deployable that runs but cannot work
+        # (its database or broker away, its consumer out of its group), which the scrape's
+        # own `up` does not. The checks are a query and a metadata request, each bounded.
+        results = await asyncio.gather(*(_run_check(check) for check in checks.values()))
+        READY.labels(service).set(1 if all(result == "ok" for result in results) else 0)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return [
@@ -168,7 +180,7 @@ def create_app(
 ) -> Starlette:
     """A Starlette app with the shared routes, JSON errors and request logging."""
     return Starlette(
-        routes=[*service_routes(checks), *routes],
+        routes=[*service_routes(checks, service), *routes],
         exception_handlers={
             HTTPException: _http_exception,
             # what a server away raises: answered here, not by the last-resort handler

@@ -108,7 +108,8 @@ class Processes:
         for name in CHILDREN:
             setting = DEPLOYABLES[name][0]
             assert setting is not None
-            bind(getattr(self.settings, setting), configuration.env_name(setting)).close()
+            port, variable = getattr(self.settings, setting), configuration.env_name(setting)
+            bind(port, variable, self.settings.listen_address).close()
         await prepare_embedded_kafka(self.settings)  # no Java: one line, nothing started
         if needs_sandbox(self.settings):
             sandbox = await self._stack.enter_async_context(System(self.settings, only={"sandbox"}))
@@ -122,7 +123,7 @@ class Processes:
         for name in CHILDREN:
             setting = DEPLOYABLES[name][0]
             assert setting is not None
-            url = f"http://127.0.0.1:{getattr(self.settings, setting)}"
+            url = f"http://{self._host}:{getattr(self.settings, setting)}"
             child = self.children[name] = Child(name, url)
             await self._spawn(child, environment)
             self._watchers.append(
@@ -130,6 +131,12 @@ class Processes:
             )
         await self._until_ready()
         log.info("relaybook ready", services=list(self.urls))
+
+    @property
+    def _host(self) -> str:
+        """Where this process reaches its children: loopback when they listen everywhere."""
+        address = self.settings.listen_address
+        return "127.0.0.1" if address == "0.0.0.0" else address  # noqa: S104 - compared, not bound
 
     async def _spawn(self, child: Child, environment: dict[str, str]) -> None:
         child.process = await asyncio.create_subprocess_exec(

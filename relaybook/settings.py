@@ -10,6 +10,7 @@ import base64
 import binascii
 import dataclasses
 import difflib
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -122,6 +123,13 @@ def _existing_file(raw: str) -> Path:
     if not path.is_file():
         raise ValueError("is not a file that exists")
     return path
+
+
+def _ipv4(raw: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(raw.strip()))
+    except ValueError:
+        raise ValueError("must be an IPv4 address: 127.0.0.1, or 0.0.0.0 for every one") from None
 
 
 def _text(raw: str) -> str:
@@ -238,6 +246,11 @@ class Settings:
     tracker_port: int = _setting(_port, 8003, doc="journal tracker's health, readiness and metrics")
     bounce_policy_port: int = _setting(
         _port, 8004, doc="bounce policy's health, readiness and metrics"
+    )
+    listen_address: str = _setting(
+        _ipv4,
+        "127.0.0.1",
+        doc="address the HTTP ports listen on; 0.0.0.0 (every interface) in a container",
     )
     broker_port: int = _setting(_port_or_zero, 0, doc="embedded broker port; 0 picks a free one")
     admin_token: str | None = _setting(

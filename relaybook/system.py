@@ -98,7 +98,9 @@ class System:
             setting = DEPLOYABLES[name][0]
             if setting is not None:
                 port = getattr(self.settings, setting)
-                sockets[name] = bind(port, f"RELAYBOOK_{setting.upper()}")
+                sockets[name] = bind(
+                    port, f"RELAYBOOK_{setting.upper()}", self.settings.listen_address
+                )
                 self._stack.callback(sockets[name].close)
         wanted = [name for name in self._selected if name in _BUILDERS]
         if wanted:
