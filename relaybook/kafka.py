@@ -25,13 +25,17 @@ from typing import Any, Protocol
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.conn import collect_hosts, create_conn
 from aiokafka.errors import (
     CommitFailedError,
     IllegalStateError,
     KafkaError,
+    SaslAuthenticationFailed,
     TopicAlreadyExistsError,
+    for_code,
 )
 from aiokafka.helpers import create_ssl_context
+from aiokafka.protocol.metadata import MetadataRequest
 from prometheus_client import Counter, Gauge, Histogram
 
 import schemas
@@ -156,8 +160,63 @@ def _no_passphrase() -> str:
     return ""
 
 
+async def check_reachable(settings: Settings) -> None:
+    """Returns once a bootstrap server answers a metadata request over relaybook's
+    security settings; else raises :class:`BrokerError` saying why, in one line: the SASL
+    credentials refused, the broker's certificate not trusted, or the server away.
+
+    aiokafka's clients only log why they cannot bootstrap, and then raise "Unable to
+    bootstrap": a process checks this first so that start-up stops with the reason."""
+    options = client_options(settings)
+    del options["bootstrap_servers"]
+    problem = "no bootstrap server"
+    for host, port, _ in collect_hosts(settings.kafka_bootstrap_servers or ""):
+        try:
+            connection = await create_conn(host, port, request_timeout_ms=10_000, **options)
+        except (KafkaError, OSError, TimeoutError) as error:
+            problem = _refusal(settings, f"{host}:{port}", error)
+            continue
+        try:
+            # a broker that wants a client certificate closes the connection only now
+            await connection.send(MetadataRequest([]))
+        except (KafkaError, OSError, TimeoutError) as error:
+            problem = _refusal(settings, f"{host}:{port}", error)
+            continue
+        finally:
+            connection.close()
+        return
+    raise BrokerError(problem)
+
+
+def _refusal(settings: Settings, server: str, error: BaseException) -> str:
+    """What an operator needs to hear of a failed connection to ``server``."""
+    if isinstance(error, SaslAuthenticationFailed):
+        return (
+            f"Kafka at {server} refused the SASL credentials of user "
+            f"{settings.kafka_sasl_username!r} ({settings.kafka_sasl_mechanism}): check "
+            f"RELAYBOOK_KAFKA_SASL_USERNAME and RELAYBOOK_KAFKA_SASL_PASSWORD ({error})"
+        )
+    if isinstance(error, ssl.SSLCertVerificationError):
+        trusted = (
+            f"RELAYBOOK_KAFKA_SSL_CA_FILE={settings.kafka_ssl_ca_file}"
+            if settings.kafka_ssl_ca_file is not None
+            else "the system's authorities (RELAYBOOK_KAFKA_SSL_CA_FILE is not set)"
+        )
+        return (
+            f"the TLS certificate of Kafka at {server} is not trusted by {trusted}: "
+            f"{error.verify_message}"
+        )
+    said = str(error) if isinstance(error, KafkaError) else f"{type(error).__name__}: {error}"
+    if isinstance(error, TimeoutError):
+        said = "no answer within 10 s"
+    return f"cannot reach Kafka at {server}: {said}"
+
+
 async def ensure_topics(settings: Settings, names: Iterable[str] = TOPICS) -> None:
-    """Creates relaybook's topics with the configured partition count when they are missing."""
+    """Creates relaybook's topics with the configured partition count when they are missing.
+
+    Raises :class:`BrokerError` naming the topics the cluster did not create and why (no
+    Create ACL for relaybook's principal, more replicas than brokers...)."""
     admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=10_000)
     try:
         await admin.start()
@@ -169,17 +228,23 @@ async def ensure_topics(settings: Settings, names: Iterable[str] = TOPICS) -> No
         existing = set(await admin.list_topics())
         missing = [settings.topic(name) for name in names if settings.topic(name) not in existing]
         if missing:
-            # another replica may create them meanwhile
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(
-                    [
-                        NewTopic(
-                            topic,
-                            settings.kafka_partitions,
-                            settings.kafka_replication_factor,
-                        )
-                        for topic in missing
-                    ]
+            answer = await admin.create_topics(
+                [
+                    NewTopic(topic, settings.kafka_partitions, settings.kafka_replication_factor)
+                    for topic in missing
+                ]
+            )
+            # aiokafka raises none of the topics' errors: each is in the answer
+            refused: dict[str, list[str]] = {}
+            for topic, code, *said in answer.topic_errors:
+                # another replica may have created it meanwhile
+                if code not in {0, TopicAlreadyExistsError.errno}:
+                    why = f"{for_code(code).__name__}: {said[0] if said else ''}"
+                    refused.setdefault(why, []).append(topic)
+            if refused:
+                raise BrokerError(
+                    "Kafka did not create "
+                    + "; ".join(f"{', '.join(sorted(ts))} ({why})" for why, ts in refused.items())
                 )
             log.info("topics created", topics=missing, partitions=settings.kafka_partitions)
     finally:

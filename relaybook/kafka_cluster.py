@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import json
 import signal
 import socket
 import subprocess
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from relaybook.embedded import EmbeddedError, die_with_parent, free_ports
@@ -50,6 +53,40 @@ logger.state.level = WARN
 """
 
 
+@dataclasses.dataclass(frozen=True)
+class ListenerSecurity:
+    """How the client listener of an embedded Kafka is secured.
+
+    ``protocol``: ``SSL`` or ``SASL_SSL``. ``cert_file``: the brokers' certificate chain
+    (PEM, their own certificate first) and ``key_file`` its private key (PEM, not
+    encrypted); both are written into one PEM key store per node. ``client_ca_file``:
+    with it, clients must present a certificate these authorities signed (mutual TLS).
+    ``scram_users``: for ``SASL_SSL``, the SCRAM-SHA-512 users (name -> password), created
+    when the storage is formatted, that is on the first start of a data directory only.
+    ``authorize``: the nodes check ACLs (``StandardAuthorizer``): a client of the secured
+    listener may do only what ACLs grant its principal. The principal of the PLAINTEXT
+    listeners, ``User:ANONYMOUS`` (the nodes themselves, and whoever connects to those
+    ports on 127.0.0.1, as tests do to grant ACLs), is a super user.
+    """
+
+    protocol: str
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None = None
+    scram_users: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    authorize: bool = False
+
+    def __post_init__(self) -> None:
+        if self.protocol not in {"SSL", "SASL_SSL"}:
+            raise ValueError("a secured listener speaks SSL or SASL_SSL")
+        if (self.protocol == "SASL_SSL") != bool(self.scram_users):
+            raise ValueError("SCRAM users go with SASL_SSL, and SASL_SSL needs some")
+        for name, password in self.scram_users.items():
+            # StorageTool's --add-scram reads name=...,password=... between brackets
+            if not name or not password or any(c in name + password for c in ",=[]'\""):
+                raise ValueError(f"SCRAM user {name!r}: no empty name or password, no ,=[]'\"")
+
+
 class EmbeddedKafka:
     """Apache Kafka in KRaft mode on 127.0.0.1: ``nodes`` combined broker-controller
     nodes (1, or 3 with replication 3 and ``min.insync.replicas=2``), data under
@@ -59,16 +96,31 @@ class EmbeddedKafka:
     for three: the ports may then change from one start to the next on the same data,
     which a quorum formatted with ``--standalone`` (it records its voters' endpoints)
     would not allow.
+
+    With ``security``, the clients' listener (:attr:`ports`) is secured, and the brokers
+    replicate between themselves over a PLAINTEXT listener of their own
+    (:attr:`internal_ports`), which also serves the readiness check.
     """
 
-    def __init__(self, data_dir: Path, *, nodes: int = 1, port: int = 0) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        nodes: int = 1,
+        port: int = 0,
+        security: ListenerSecurity | None = None,
+    ) -> None:
         if nodes not in {1, 3}:
             raise ValueError("an embedded Kafka has 1 or 3 nodes")
         self.nodes = nodes
+        self.security = security
         self.root = data_dir.resolve() / "kafka"
-        chosen = free_ports(2 * nodes)
+        chosen = free_ports((2 if security is None else 3) * nodes)
         self.ports = [port or chosen[0], *chosen[1:nodes]]
-        self.controller_ports = chosen[nodes:]
+        self.controller_ports = chosen[nodes : 2 * nodes]
+        #: the PLAINTEXT listeners the brokers use between themselves: the clients' ones
+        #: unless those are secured
+        self.internal_ports = self.ports if security is None else chosen[2 * nodes :]
         self._processes: list[subprocess.Popen[bytes]] = []
 
     @property
@@ -94,36 +146,9 @@ class EmbeddedKafka:
         all its brokers; returns the bootstrap servers. Call it from a long-lived thread:
         the nodes die with the thread that started them (see ``die_with_parent``)."""
         started = time.monotonic()
-        jars = classpath()
-        java = require_java()
-        self._configure(java, jars)
-        for node in range(1, self.nodes + 1):
-            directory = self.node_dir(node)
-            with (directory / "stdout.log").open("ab") as output:
-                self._processes.append(
-                    subprocess.Popen(  # noqa: S603 - the JDK's java, our own arguments
-                        [
-                            java,
-                            *JVM_OPTIONS,
-                            f"-Dlog4j2.configurationFile={directory / 'log4j2.properties'}",
-                            f"-Dkafka.logs.dir={directory}",
-                            "-cp",
-                            jars,
-                            "kafka.Kafka",
-                            str(directory / "server.properties"),
-                        ],
-                        stdout=output,
-                        stderr=subprocess.STDOUT,
-                        stdin=subprocess.DEVNULL,
-                        cwd=directory,
-                        # out of the terminal's process group: Ctrl-C stops relaybook,
-                        # which stops the nodes after its consumers, not all at once
-                        start_new_session=True,
-                        preexec_fn=die_with_parent,  # noqa: PLW1509 - only calls prctl
-                    )
-                )
+        self.launch()
         try:
-            self._wait_until_ready(timeout)
+            self.wait_until_ready(timeout)
         except BaseException:
             self.stop()
             raise
@@ -135,6 +160,45 @@ class EmbeddedKafka:
             seconds=round(time.monotonic() - started, 1),
         )
         return self.bootstrap_servers
+
+    def launch(self) -> None:
+        """Configures (and on first start formats) every node and starts their JVMs,
+        without waiting for them: :meth:`wait_until_ready` does (on any thread)."""
+        jars = classpath()
+        java = require_java()
+        self._configure(java, jars)
+        self._processes = [self._launch(java, jars, node) for node in range(1, self.nodes + 1)]
+
+    def restart(self, node: int) -> None:
+        """Starts node ``node`` (1-based) again after :meth:`kill`, without waiting."""
+        process = self._processes[node - 1]
+        if process.poll() is None:
+            raise EmbeddedError(f"embedded kafka node {node} is still running")
+        self._processes[node - 1] = self._launch(require_java(), classpath(), node)
+
+    def _launch(self, java: str, jars: str, node: int) -> subprocess.Popen[bytes]:
+        directory = self.node_dir(node)
+        with (directory / "stdout.log").open("ab") as output:
+            return subprocess.Popen(  # noqa: S603 - the JDK's java, our own arguments
+                [
+                    java,
+                    *JVM_OPTIONS,
+                    f"-Dlog4j2.configurationFile={directory / 'log4j2.properties'}",
+                    f"-Dkafka.logs.dir={directory}",
+                    "-cp",
+                    jars,
+                    "kafka.Kafka",
+                    str(directory / "server.properties"),
+                ],
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=directory,
+                # out of the terminal's process group: Ctrl-C stops relaybook,
+                # which stops the nodes after its consumers, not all at once
+                start_new_session=True,
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - only calls prctl
+            )
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM to every node at once (a node stopped alone waits for a quorum that
@@ -160,6 +224,18 @@ class EmbeddedKafka:
         process.kill()
         process.wait()
 
+    def active_controller(self) -> int:
+        """The node (1-based) that leads the controller quorum now, as the quorum state
+        of a running node records it."""
+        for node, process in enumerate(self._processes, 1):
+            state = self.node_dir(node) / "data" / "__cluster_metadata-0" / "quorum-state"
+            if process.poll() is None:
+                with contextlib.suppress(OSError, ValueError):
+                    leader = json.loads(state.read_text()).get("leaderId", -1)
+                    if leader > 0:
+                        return int(leader)
+        raise EmbeddedError("no embedded kafka node knows the active controller")
+
     # --- configuration and storage
 
     def _configure(self, java: str, jars: str) -> None:
@@ -175,12 +251,37 @@ class EmbeddedKafka:
             (directory / "log4j2.properties").write_text(
                 _LOG4J2.format(file=directory / "server.log")
             )
+            if self.security is not None:
+                self._write_key_store(directory / "keystore.pem")
             if (directory / "data" / "meta.properties").exists():
                 continue
             cluster_id = cluster_id or self._cluster_id(java, jars)
             self._run_tool(
-                java, jars, "format", "--cluster-id", cluster_id, "--config", str(properties)
+                java,
+                jars,
+                "format",
+                "--cluster-id",
+                cluster_id,
+                "--config",
+                str(properties),
+                *self._scram_arguments(),
             )
+
+    def _write_key_store(self, path: Path) -> None:
+        """The PEM key store of ``ssl.keystore.type=PEM``: the key, then the chain."""
+        assert self.security is not None
+        text = self.security.key_file.read_text().strip() + "\n"
+        text += self.security.cert_file.read_text().strip() + "\n"
+        path.touch(mode=0o600)
+        path.write_text(text)
+
+    def _scram_arguments(self) -> list[str]:
+        users = self.security.scram_users if self.security is not None else {}
+        return [
+            argument
+            for name, password in users.items()
+            for argument in ("--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]")
+        ]
 
     def _cluster_id(self, java: str, jars: str) -> str:
         """The id of the cluster being formatted: the one a node already holds, or new."""
@@ -251,13 +352,59 @@ class EmbeddedKafka:
             # gives the embedded brokers (RELAYBOOK_KAFKA_SESSION_TIMEOUT_MS)
             "group.initial.rebalance.delay.ms": 0,
             "group.min.session.timeout.ms": 500,
+            # and a node that died is fenced (its partitions led elsewhere) within 3 s,
+            # not the default 9 s
+            "broker.heartbeat.interval.ms": 500,
+            "broker.session.timeout.ms": 3000,
             "auto.create.topics.enable": "false",
         }
+        if self.security is not None:
+            settings |= self._secured_listeners(node)
         return "".join(f"{name}={value}\n" for name, value in settings.items())
+
+    def _secured_listeners(self, node: int) -> dict[str, object]:
+        """The settings of a node whose clients' listener (CLIENT) is secured; the brokers
+        replicate over INTERNAL, in PLAINTEXT on 127.0.0.1 like the controllers."""
+        assert self.security is not None
+        port, internal = self.ports[node - 1], self.internal_ports[node - 1]
+        controller = self.controller_ports[node - 1]
+        settings: dict[str, object] = {
+            "listeners": f"CLIENT://127.0.0.1:{port},INTERNAL://127.0.0.1:{internal},"
+            f"CONTROLLER://127.0.0.1:{controller}",
+            "advertised.listeners": f"CLIENT://127.0.0.1:{port},INTERNAL://127.0.0.1:{internal}",
+            "listener.security.protocol.map": f"CLIENT:{self.security.protocol},"
+            "INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": "INTERNAL",
+            "listener.name.client.ssl.keystore.type": "PEM",
+            "listener.name.client.ssl.keystore.location": self.node_dir(node) / "keystore.pem",
+        }
+        if self.security.client_ca_file is not None:
+            settings |= {
+                "listener.name.client.ssl.client.auth": "required",
+                "listener.name.client.ssl.truststore.type": "PEM",
+                "listener.name.client.ssl.truststore.location": self.security.client_ca_file,
+            }
+        if self.security.protocol == "SASL_SSL":
+            settings |= {
+                "listener.name.client.sasl.enabled.mechanisms": "SCRAM-SHA-512",
+                # without a login module for the mechanism the node does not start ("Could
+                # not find a 'KafkaServer' ... entry in the JAAS configuration")
+                "listener.name.client.scram-sha-512.sasl.jaas.config": (
+                    "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+                ),
+            }
+        if self.security.authorize:
+            settings |= {
+                "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                "super.users": "User:ANONYMOUS",
+                "allow.everyone.if.no.acl.found": "false",
+            }
+        return settings
 
     # --- readiness
 
-    def _wait_until_ready(self, timeout: float) -> None:
+    def wait_until_ready(self, timeout: float = 90.0) -> None:
+        """Waits until every node is up and the cluster is ready for relaybook's clients."""
         deadline = time.monotonic() + timeout
         while True:
             for node, process in enumerate(self._processes, 1):
@@ -278,7 +425,7 @@ class EmbeddedKafka:
     def _listening(self) -> bool:
         """Whether every node accepts connections (before that, a metadata request would
         only make the client log its refused connections)."""
-        for port in self.ports:
+        for port in dict.fromkeys(self.ports + self.internal_ports):
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             except OSError:
@@ -287,7 +434,8 @@ class EmbeddedKafka:
 
     def _answers_metadata(self) -> bool:
         """Whether the cluster is ready for relaybook's clients (:meth:`_metadata_complete`).
-        Runs on a thread of its own: the caller may be inside an event loop already."""
+        Runs on a thread of its own: the caller may be inside an event loop already. Asks
+        the PLAINTEXT listeners between brokers: a secured cluster's needs no credentials."""
         answer: list[bool] = []
         thread = threading.Thread(
             target=lambda: answer.append(asyncio.run(self._metadata_complete())),
@@ -302,7 +450,8 @@ class EmbeddedKafka:
         from aiokafka import AIOKafkaClient  # noqa: PLC0415 - only while starting
         from aiokafka.errors import KafkaError  # noqa: PLC0415
 
-        client = AIOKafkaClient(bootstrap_servers=self.bootstrap_servers, request_timeout_ms=2000)
+        servers = ",".join(f"127.0.0.1:{port}" for port in self.internal_ports)
+        client = AIOKafkaClient(bootstrap_servers=servers, request_timeout_ms=2000)
         try:
             await asyncio.wait_for(client.bootstrap(), timeout=3)
             metadata = client.cluster

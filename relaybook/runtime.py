@@ -22,7 +22,7 @@ from relaybook import database, kafka_cluster, kafka_release, ownership
 from relaybook.deadletters import DeadLetters
 from relaybook.embedded import EmbeddedBroker, EmbeddedPostgres
 from relaybook.http import Check, create_app
-from relaybook.kafka import Consumer, Producer, ensure_topics
+from relaybook.kafka import Consumer, Producer, check_reachable, ensure_topics
 from relaybook.logs import get_logger
 from relaybook.outbox import Outbox
 from relaybook.settings import Settings, SettingsError
@@ -148,6 +148,7 @@ async def infrastructure(
             embedded.append("broker")
         assert settings.database_url is not None
         await database.migrate(settings.database_url, default_agency=settings.default_agency)
+        await check_reachable(settings)  # a refusal's reason, in one line, before any client
         await ensure_topics(settings)
         pool = await database.create_pool(settings.database_url, max_size=pool_size)
         stack.push_async_callback(pool.close)

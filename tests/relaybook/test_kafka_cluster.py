@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from relaybook.kafka_cluster import EmbeddedKafka
+from relaybook.kafka_cluster import EmbeddedKafka, ListenerSecurity
 
 
 def properties(cluster: EmbeddedKafka, node: int) -> dict[str, str]:
@@ -54,3 +55,68 @@ def test_a_cluster_has_one_node_or_three(tmp_path: Path) -> None:
 
 def cluster_port() -> int:
     return 39_092
+
+
+def test_a_secured_cluster_secures_the_clients_listener_only(tmp_path: Path) -> None:
+    security = ListenerSecurity(
+        "SASL_SSL", tmp_path / "broker.pem", tmp_path / "broker.key", scram_users={"rb": "pw"}
+    )
+    cluster = EmbeddedKafka(tmp_path, nodes=3, security=security)
+    assert len(set(cluster.ports + cluster.controller_ports + cluster.internal_ports)) == 9
+    for node in (1, 2, 3):
+        shown = properties(cluster, node)
+        port, internal = cluster.ports[node - 1], cluster.internal_ports[node - 1]
+        assert shown["advertised.listeners"] == (
+            f"CLIENT://127.0.0.1:{port},INTERNAL://127.0.0.1:{internal}"
+        )
+        assert shown["listener.security.protocol.map"] == (
+            "CLIENT:SASL_SSL,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT"
+        )
+        assert shown["inter.broker.listener.name"] == "INTERNAL"
+        assert shown["listener.name.client.sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+        assert shown["listener.name.client.ssl.keystore.type"] == "PEM"
+        assert "listener.name.client.ssl.client.auth" not in shown
+        assert "authorizer.class.name" not in shown
+    assert cluster._scram_arguments() == ["--add-scram", "SCRAM-SHA-512=[name=rb,password=pw]"]
+    assert cluster.bootstrap_servers.split(",") == [f"127.0.0.1:{p}" for p in cluster.ports]
+
+
+def test_mutual_tls_and_acls_when_asked(tmp_path: Path) -> None:
+    security = ListenerSecurity(
+        "SSL", tmp_path / "b.pem", tmp_path / "b.key", client_ca_file=tmp_path / "ca.pem"
+    )
+    shown = properties(EmbeddedKafka(tmp_path, security=security), 1)
+    assert shown["listener.name.client.ssl.client.auth"] == "required"
+    assert shown["listener.name.client.ssl.truststore.type"] == "PEM"
+    assert shown["listener.name.client.ssl.truststore.location"] == str(tmp_path / "ca.pem")
+    assert "listener.name.client.sasl.enabled.mechanisms" not in shown
+    checked = dataclasses.replace(security, authorize=True)
+    shown = properties(EmbeddedKafka(tmp_path, security=checked), 1)
+    assert shown["authorizer.class.name"].endswith(".StandardAuthorizer")
+    assert shown["super.users"] == "User:ANONYMOUS"  # the PLAINTEXT listeners' principal
+
+
+def test_an_unsecured_cluster_serves_its_clients_and_brokers_on_one_plaintext_listener(
+    tmp_path: Path,
+) -> None:
+    cluster = EmbeddedKafka(tmp_path, nodes=1)
+    assert cluster.internal_ports == cluster.ports
+    shown = properties(cluster, 1)
+    assert shown["inter.broker.listener.name"] == "PLAINTEXT"
+    assert not [name for name in shown if name.startswith(("listener.name.", "ssl.", "sasl."))]
+
+
+@pytest.mark.parametrize(
+    ("protocol", "users", "message"),
+    [
+        ("SASL_PLAINTEXT", {"rb": "pw"}, "speaks SSL or SASL_SSL"),
+        ("SASL_SSL", {}, "SASL_SSL needs some"),
+        ("SSL", {"rb": "pw"}, "SCRAM users go with SASL_SSL"),
+        ("SASL_SSL", {"rb": "p,w"}, "no empty name or password"),
+    ],
+)
+def test_a_listener_security_that_cannot_work_is_refused(
+    tmp_path: Path, protocol: str, users: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        ListenerSecurity(protocol, tmp_path / "c.pem", tmp_path / "k.pem", scram_users=users)
