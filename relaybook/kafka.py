@@ -570,6 +570,11 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: Any) -> None:
         async with self._lock:
             log.info("partitions revoked", group=self._group, partitions=_names(revoked))
+        for tp in revoked:
+            # the new owner reports this partition's lag from now on: a value left here
+            # would stay frozen in the series of this process
+            with contextlib.suppress(KeyError):
+                LAG.remove(tp.topic, str(tp.partition), self._group)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         self.joined = True
@@ -660,19 +665,24 @@ class Consumer:
             raise BrokerError(f"not in the {self._group} group yet")
 
     async def stop(self) -> None:
-        """Lets the batch in hand finish (and commit), then leaves the group."""
+        """Lets the batch in hand finish (and commit), then leaves the group.
+
+        The loop ends first (it starts no batch once ``_stopping`` is set), so the lock is
+        free when the consumer leaves: leaving revokes the partitions, and the revocation
+        takes the lock. Holding it here would deadlock whenever another member of the
+        group is in the same process."""
         self._stopping.set()
-        async with self._lock:
-            await self._consumer.stop()
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self._consumer.stop()
 
     async def run(self, handler: Handler) -> None:
         """Consumes until :meth:`stop` is called. When a batch fails for a transient reason
         (the database or the broker away), nothing is committed: the consumer goes back to
         the committed offsets and tries the batch again after a growing pause, so nothing
         is skipped. A failure for good is isolated to its message (:meth:`_isolate`)."""
+        self._task = self._task or asyncio.current_task()  # what :meth:`stop` waits for
         failures = 0
         while not self._stopping.is_set():
             try:

@@ -14,12 +14,13 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
+from prometheus_client import REGISTRY
 
 import schemas
 from relaybook.deadletters import DeadLetters
-from relaybook.kafka import Consumer, Producer, Record, murmur2
+from relaybook.kafka import LAG, Consumer, Producer, Record, _Rebalance, murmur2
 from relaybook.settings import Settings
 
 
@@ -391,3 +392,37 @@ async def test_a_consumer_for_one_channel_passes_over_the_others_jobs_undecoded(
     await consume(settings, letters, after_restart, lambda: len(resumed) >= 1)
     await asyncio.sleep(1)
     assert [r.value["recipient_id"] for r in resumed] == ["last"]
+
+
+async def test_two_members_of_a_group_in_one_process_stop_together_without_waiting_on_each_other(
+    settings: Settings, producer: Producer, letters: DeadLetters
+) -> None:
+    """Leaving the group revokes partitions, and a revocation waits for the batch in
+    hand: a member must not hold its own batch lock while it leaves."""
+    await producer.send_many("send-jobs", [(str(i), send_job()) for i in range(200)])
+    seen: list[Record] = []
+
+    async def handler(records: list[Record]) -> None:
+        seen.extend(records)
+        await asyncio.sleep(0.01)
+
+    members = [
+        Consumer(settings, ["send-jobs"], "pair", dead_letters=letters, max_batch=20)
+        for _ in range(2)
+    ]
+    for number, member in enumerate(members):
+        await member.start_running(handler, f"pair-{number}")
+    await until(lambda: len(seen) >= 200)
+    first, second = members
+    await asyncio.wait_for(first.stop(), 20)
+    # the second stops while the first's departure makes it rejoin (revoking first)
+    await asyncio.sleep(0.1)
+    await asyncio.wait_for(second.stop(), 20)
+
+
+async def test_a_revoked_partition_leaves_its_lag_series_to_the_new_owner() -> None:
+    partition = TopicPartition("t.send-jobs", 4)
+    LAG.labels(partition.topic, "4", "lagging").set(7)
+    await _Rebalance(asyncio.Lock(), "lagging").on_partitions_revoked([partition])
+    labels = {"topic": partition.topic, "partition": "4", "group": "lagging"}
+    assert REGISTRY.get_sample_value("relaybook_kafka_consumer_lag", labels) is None
