@@ -4,7 +4,8 @@
    published (2N jobs), beside the raw floor measured in the same run: COPY of the same
    2N delivery rows into a PostgreSQL table (an ordinary one: its rows survive a crash, as
    relaybook's must) plus producing the same 2N job messages with a bare aiokafka producer
-   (acks=all) in record batches filled per partition, the fastest plain way; the same
+   as durable as relaybook's (acks=all; idempotent when relaybook's producer is) in record
+   batches filled per partition, the fastest plain way; the same
    producer with one ``send()`` per message is shown beside it, and is not the floor.
 2. Sending: the send workers then hand the emails and texts to the provider sandbox, one
    process standing in for SendGrid and another for Twilio (they are separate services:
@@ -12,7 +13,8 @@
    emails and texts per second, from the workers' start to the last outcome recorded, and
    from the first attempt recorded to the last outcome: a worker starting joins its
    consumer groups first, and a broker holds the first member of a group a moment in case
-   others come (Tansu 1 s; Kafka's group.initial.rebalance.delay.ms, 3 s by default).
+   others come (Tansu 1 s; Kafka's group.initial.rebalance.delay.ms, 3 s by default, 0 on
+   the embedded Apache Kafka).
    With both channels, also how many texts were handed over while the emails went: the
    workers send emails first, their texts waiting up to RELAYBOOK_SMS_YIELD_S at a time
    (``--sms-yield-s 0``: side by side).
@@ -20,7 +22,10 @@
    take them, and real providers build and post them on their own machines, not on
    relaybook's two cores.
 
-    .venv/bin/python bench/fanout.py [--recipients 100000]
+On ``--broker`` tansu (default: in memory), kafka or kafka3 (Apache Kafka, embedded, one
+node or three): see bench/brokers.py.
+
+    .venv/bin/python bench/fanout.py [--recipients 100000] [--broker kafka]
 """
 
 from __future__ import annotations
@@ -40,13 +45,13 @@ import uuid
 from pathlib import Path
 
 import asyncpg
+import brokers
 import httpx
-from aiokafka import AIOKafkaProducer
-from floors import produce_in_batches
+from floors import floor_producer, floor_topic, produce_in_batches, until_led
 
 from relaybook import logs
-from relaybook.embedded import EmbeddedBroker, EmbeddedPostgres, free_ports
-from relaybook.kafka import client_options, encode
+from relaybook.embedded import EmbeddedPostgres, free_ports
+from relaybook.kafka import encode
 from relaybook.runtime import settle_garbage_collector
 from relaybook.settings import Settings
 from relaybook.system import System
@@ -86,7 +91,8 @@ async def floor(
 ) -> tuple[float, float, float]:
     """COPY the same delivery-like rows into a table whose rows survive a crash, as
     relaybook's must, then produce the same job messages twice with a bare aiokafka
-    producer (acks=all): one ``send()`` per message, and record batches filled per
+    producer as durable as relaybook's (bench/floors.py): one ``send()`` per message, and
+    record batches filled per
     partition (the fastest plain way: what relaybook's relay does too). Returns the
     seconds of the COPY, of the per-message producing and of the batched producing."""
     notice_id = uuid.uuid4()
@@ -100,10 +106,9 @@ async def floor(
         "CREATE TABLE floor (id uuid, notice_id uuid, recipient_id text, channel text,"
         " address text, status text)"
     )
-    producer = AIOKafkaProducer(
-        **client_options(settings), acks="all", linger_ms=0, max_batch_size=512 * 1024
-    )
+    producer = floor_producer(settings)
     await producer.start()
+    await until_led(producer, topic)
     started = time.monotonic()
     await connection.copy_records_to_table("floor", records=rows)
     copied = time.monotonic()
@@ -142,23 +147,24 @@ async def run(
     webhooks: bool = False,
     html_kb: int = 0,
     sms_yield_s: float | None = None,
+    broker_name: str = "tansu",
 ) -> None:
     logs.configure("WARNING", "console")
     scratch = Path(tempfile.mkdtemp(prefix="relaybook-bench-"))
     postgres = EmbeddedPostgres(scratch)
     database_url = await asyncio.to_thread(postgres.start)
-    broker = EmbeddedBroker()
-    bootstrap = broker.start()
+    broker = brokers.Broker(broker_name, scratch)
+    on_broker = broker.start()
     sandbox_port, twilio_port, ingest_port, api_port = free_ports(4)
     base = Settings(
         database_url=database_url,
-        kafka_bootstrap_servers=bootstrap,
         data_dir=scratch,
         api_port=api_port,
         ingest_port=ingest_port,
         sandbox_port=sandbox_port,
         admin_token=ADMIN,
         kafka_session_timeout_ms=2000,
+        **on_broker,
     )
     if sms_yield_s is not None:
         base = dataclasses.replace(base, sms_yield_s=sms_yield_s)
@@ -226,7 +232,7 @@ async def run(
                 await asyncio.sleep(0.05)
             published_s = time.monotonic() - started
         copy_s, per_message_s, batched_s = await floor(
-            database_url, settings, settings.topic("floor"), recipients, channels
+            database_url, settings, await floor_topic(settings), recipients, channels
         )
         floor_s = copy_s + batched_s
 
@@ -236,6 +242,7 @@ async def run(
             f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
             f"{platform.python_version()}; date {time.strftime('%Y-%m-%d %H:%M %Z')}"
         )
+        print(f"broker: {broker.description}")
         jobs = len(channels) * recipients
         print(f"recipients: {recipients} on {', '.join(channels)} ({jobs} send jobs)")
         print(f"sandbox webhooks: {'on' if webhooks else 'off'}; email HTML: {html_kb} KiB")
@@ -345,6 +352,7 @@ def main() -> None:
         type=float,
         help="RELAYBOOK_SMS_YIELD_S for the workers (0: texts side by side with the emails)",
     )
+    brokers.add_option(parser)
     args = parser.parse_args()
     asyncio.run(
         run(
@@ -354,6 +362,7 @@ def main() -> None:
             webhooks=args.webhooks,
             html_kb=args.html_kb,
             sms_yield_s=args.sms_yield_s,
+            broker_name=args.broker,
         )
     )
 

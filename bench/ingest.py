@@ -6,13 +6,18 @@ post's latency. Measured in one run, on the same events:
 
 1. ingest: events per second accepted (2xx, so broker-acknowledged) and p50/p99 latency;
 2. a naive receiver: same signature check and parsing, then one INSERT and commit per
-   event inside the request;
-3. the floor: the same canonical events produced by a bare aiokafka producer (acks=all)
-   in record batches per partition, the fastest plain way (one send() per event beside it);
+   event inside the request, each commit flushed to disk (synchronous_commit on; the
+   server's fsync and the data's file system are printed beside its figure);
+3. the floor: the same canonical events produced by a bare aiokafka producer (acks=all,
+   idempotent when relaybook's producer is) in record batches per partition, the fastest
+   plain way (one send() per event beside it);
 4. the tracker: events per second stored and projected onto their journal rows (every
    event is about a real delivery: processed, delivered, open, click).
 
-    .venv/bin/python bench/ingest.py [--events 100000] [--concurrency 16]
+On ``--broker`` tansu (default: in memory), kafka or kafka3 (Apache Kafka, embedded, one
+node or three): see bench/brokers.py.
+
+    .venv/bin/python bench/ingest.py [--events 100000] [--concurrency 16] [--broker kafka]
 """
 
 from __future__ import annotations
@@ -34,19 +39,19 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
-from aiokafka import AIOKafkaProducer
+import brokers
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
-from floors import produce_in_batches
+from floors import floor_producer, floor_topic, produce_in_batches, until_led
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from provider_sandbox.signing import SENDGRID_SIGNATURE, SENDGRID_TIMESTAMP, SendGridSigner
 from relaybook import logs
-from relaybook.embedded import EmbeddedBroker, EmbeddedPostgres, free_ports
+from relaybook.embedded import EmbeddedPostgres, free_ports
 from relaybook.http import HttpServer, bind, create_app
-from relaybook.kafka import client_options, encode
+from relaybook.kafka import encode
 from relaybook.settings import Settings
 from relaybook.system import System
 from relaybook.timestamps import now_iso
@@ -206,23 +211,59 @@ def naive_app(settings: Settings, pool: asyncpg.Pool) -> Any:
     )
 
 
+#: what makes a commit durable, as the naive receiver's connections see it
+DURABILITY = ("fsync", "synchronous_commit", "wal_sync_method", "full_page_writes")
+
+
+async def durability(pool: asyncpg.Pool, data_dir: Path) -> str:
+    """How durable the naive receiver's commits are: the server's settings that decide it,
+    the file system under the data (on tmpfs an fsync keeps nothing), and the verdict."""
+    shown = {name: await pool.fetchval(f"SHOW {name}") for name in DURABILITY}
+    durable = shown["fsync"] == "on" and shown["synchronous_commit"] != "off"
+    return (
+        ", ".join(f"{name} {value}" for name, value in shown.items())
+        + f", data on {file_system(data_dir)}: "
+        + (
+            "each commit flushed to disk before the answer"
+            if durable
+            else "NOT durable, commits are acknowledged before they reach the disk"
+        )
+    )
+
+
+def file_system(path: Path) -> str:
+    """The type of the file system ``path`` is on (Linux: the longest mount point)."""
+    found, kind = "", "an unknown file system"
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return kind
+    resolved = str(path.resolve())
+    for line in mounts:
+        _device, point, fs_type, *_ = line.split()
+        inside = resolved == point or resolved.startswith(point.rstrip("/") + "/")
+        if inside and len(point) > len(found):
+            found, kind = point, fs_type
+    return kind
+
+
 # --- the raw floor ------------------------------------------------------------------
 
 
 async def floor(
     settings: Settings, topic: str, events: list[dict[str, Any]]
 ) -> tuple[float, float]:
-    """The same canonical events produced by a bare aiokafka producer (acks=all), twice:
-    in record batches filled per partition (the fastest plain way, the floor) and with one
-    ``send()`` per event (shown beside it). Returns the seconds of each."""
+    """The same canonical events produced by a bare aiokafka producer as durable as
+    relaybook's (bench/floors.py), twice: in record batches filled per partition (the
+    fastest plain way, the floor) and with one ``send()`` per event (shown beside it).
+    Returns the seconds of each."""
     received = now_iso()
     values = [encode(sendgrid_event(raw, 0, received)) for raw in events]
     keys = [raw["delivery_id"].encode() for raw in events]
-    producer = AIOKafkaProducer(
-        **client_options(settings), acks="all", linger_ms=0, max_batch_size=512 * 1024
-    )
+    producer = floor_producer(settings)
     await producer.start()
     try:
+        await until_led(producer, topic)
         started = time.perf_counter()
         await produce_in_batches(producer, topic, zip(keys, values, strict=True))
         batched = time.perf_counter() - started
@@ -273,13 +314,13 @@ async def prepare_deliveries(url: str, count: int, prefix: str = "owner") -> lis
         await connection.close()
 
 
-async def run(total: int, naive_total: int, concurrency: int) -> None:
+async def run(total: int, naive_total: int, concurrency: int, broker_name: str) -> None:
     logs.configure("WARNING", "console")
     scratch = Path(tempfile.mkdtemp(prefix="relaybook-bench-"))
     postgres = EmbeddedPostgres(scratch)
     database_url = await asyncio.to_thread(postgres.start)
-    broker = EmbeddedBroker()
-    bootstrap = broker.start()
+    broker = brokers.Broker(broker_name, scratch)
+    on_broker = broker.start()
     private = ec.generate_private_key(ec.SECP256R1())
     key = base64.b64encode(
         private.private_bytes(Encoding.DER, PrivateFormat.PKCS8, NoEncryption())
@@ -287,13 +328,13 @@ async def run(total: int, naive_total: int, concurrency: int) -> None:
     ingest_port, naive_port, api_port, sandbox_port = free_ports(4)
     settings = Settings(
         database_url=database_url,
-        kafka_bootstrap_servers=bootstrap,
         data_dir=scratch,
         api_port=api_port,
         ingest_port=ingest_port,
         sandbox_port=sandbox_port,
         sendgrid_webhook_public_keys=(SendGridSigner(private).public_key,),
         kafka_session_timeout_ms=2000,
+        **on_broker,
     )
     draw = random.Random(5)  # noqa: S311 - test data, not secrets
     try:
@@ -312,7 +353,7 @@ async def run(total: int, naive_total: int, concurrency: int) -> None:
                 f"{system.servers['ingest'].url}/webhooks/sendgrid", key, batches, concurrency
             )
 
-        floor_s, per_message_s = await floor(settings, settings.topic("floor"), events)
+        floor_s, per_message_s = await floor(settings, await floor_topic(settings), events)
 
         naive_events = events[:naive_total]
         naive_batches = scratch / "naive.jsonl"
@@ -322,8 +363,16 @@ async def run(total: int, naive_total: int, concurrency: int) -> None:
                 for start in range(0, len(naive_events), BATCH)
             )
         )
-        pool = await asyncpg.create_pool(database_url, min_size=concurrency, max_size=concurrency)
+        # synchronous_commit on whatever the server's default: each commit waits for its
+        # WAL flush (fsync itself is the server's, printed with the figures)
+        pool = await asyncpg.create_pool(
+            database_url,
+            min_size=concurrency,
+            max_size=concurrency,
+            server_settings={"synchronous_commit": "on"},
+        )
         await pool.execute(NAIVE_TABLE)
+        naive_durability = await durability(pool, postgres.pgdata)
         server = HttpServer("naive", naive_app(settings, pool), bind(naive_port, "naive"))
         await server.start()
         try:
@@ -337,10 +386,11 @@ async def run(total: int, naive_total: int, concurrency: int) -> None:
         try:
             async with System(settings, only={"tracker"}):
                 first: float | None = None
+                first_look = -1
                 while True:
                     stored = await connection.fetchval("SELECT count(*) FROM delivery_events")
                     if stored and first is None:
-                        first = time.perf_counter()
+                        first, first_look = time.perf_counter(), stored
                     if stored >= unique:
                         break
                     await asyncio.sleep(0.05)
@@ -360,6 +410,7 @@ async def run(total: int, naive_total: int, concurrency: int) -> None:
             f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
             f"{platform.python_version()}; date {time.strftime('%Y-%m-%d %H:%M %Z')}"
         )
+        print(f"broker: {broker.description}")
         print(
             f"events posted: {posted} ({unique} unique) in batches of {BATCH}, "
             f"{concurrency} posts in flight"
@@ -372,6 +423,7 @@ async def run(total: int, naive_total: int, concurrency: int) -> None:
             f"naive receiver ({naive_total} events): {naive_rate:,.0f} events/s, "
             f"p50 {naive['p50_ms']:.1f} ms, p99 {naive['p99_ms']:.1f} ms"
         )
+        print(f"naive receiver's commits: {naive_durability}")
         print(
             f"floor (bare producer, record batches per partition): {floor_rate:,.0f} events/s; "
             f"beside it, one send() per event: {posted / per_message_s:,.0f} events/s"
@@ -380,10 +432,14 @@ async def run(total: int, naive_total: int, concurrency: int) -> None:
             f"ingest / naive: {ingest_rate / naive_rate:.1f}x; "
             f"ingest / floor: {100 * ingest_rate / floor_rate:.0f} %"
         )
-        print(
-            f"tracker: {unique / tracker_s:,.0f} events/s stored and projected "
-            f"({unique} in {tracker_s:.2f} s)"
-        )
+        if first_look >= unique:
+            # timed from the first row seen: there was nothing left to time
+            print(f"tracker: all {unique} stored before the first look; not timed (more events)")
+        else:
+            print(
+                f"tracker: {unique / tracker_s:,.0f} events/s stored and projected "
+                f"({unique} in {tracker_s:.2f} s)"
+            )
         print("journal rows: " + ", ".join(f"{r['status']} {r['count']}" for r in statuses))
     finally:
         broker.stop()
@@ -395,6 +451,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--naive-events", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=16)
+    brokers.add_option(parser)
     parser.add_argument("--generate", help=argparse.SUPPRESS)
     parser.add_argument("--batches", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -403,7 +460,7 @@ def main() -> None:
             generate(args.generate, os.environ["BENCH_SIGNING_KEY"], args.batches, args.concurrency)
         )
     else:
-        asyncio.run(run(args.events, args.naive_events, args.concurrency))
+        asyncio.run(run(args.events, args.naive_events, args.concurrency, args.broker))
 
 
 if __name__ == "__main__":

@@ -21,19 +21,18 @@ from pathlib import Path
 
 import httpx
 
-from relaybook.embedded import EmbeddedBroker, EmbeddedPostgres, free_ports
+from relaybook.embedded import EmbeddedBroker, EmbeddedPostgres, free_port_settings
+from relaybook.settings import env_name
 
 
 def time_up(data_dir: Path) -> float:
-    api, ingest, sandbox = free_ports(3)
+    # every deployable's port free, not only the two watched: the defaults may be a
+    # running `up`'s (the broker's port is 0 by default: a free one)
+    ports = free_port_settings()
+    api, ingest = ports["api_port"], ports["ingest_port"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYBOOK_")}
-    env |= {
-        "RELAYBOOK_DATA_DIR": str(data_dir),
-        "RELAYBOOK_API_PORT": str(api),
-        "RELAYBOOK_INGEST_PORT": str(ingest),
-        "RELAYBOOK_SANDBOX_PORT": str(sandbox),
-        "RELAYBOOK_LOG_LEVEL": "WARNING",
-    }
+    env |= {env_name(name): str(port) for name, port in ports.items()}
+    env |= {"RELAYBOOK_DATA_DIR": str(data_dir), "RELAYBOOK_LOG_LEVEL": "WARNING"}
     started = time.monotonic()
     process = subprocess.Popen(
         [sys.executable, "-m", "relaybook.cli", "up"],

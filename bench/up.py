@@ -8,7 +8,11 @@ does) posts fresh signed SendGrid batches of 100 events, each event unique and a
 real delivery; then the tracker's catch-up is timed: from the last post answered to the
 last of those events stored in PostgreSQL (its lag back to zero).
 
-    .venv/bin/python bench/up.py [--events 60000] [--concurrency 8,32,128]
+On ``--broker`` tansu (default: in memory), kafka or kafka3 (Apache Kafka, embedded, one
+node or three: `up` then turns the idempotent producer on and replicates the topics on
+every node), as `up` is told through RELAYBOOK_EMBEDDED_BROKER (bench/brokers.py).
+
+    .venv/bin/python bench/up.py [--events 60000] [--concurrency 8,32,128] [--broker kafka]
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import time
 from pathlib import Path
 
 import asyncpg
+import brokers
 import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
@@ -45,10 +50,13 @@ ingest = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(ingest)
 
 
-def start_up(data_dir: Path, public_key: str) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
+def start_up(
+    data_dir: Path, public_key: str, broker: str
+) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
     ports = free_port_settings()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYBOOK_")}
     env |= {env_name(name): str(port) for name, port in ports.items()}
+    env |= brokers.up_environment(broker)
     env |= {
         "RELAYBOOK_DATA_DIR": str(data_dir),
         "RELAYBOOK_LOG_LEVEL": "WARNING",
@@ -60,6 +68,15 @@ def start_up(data_dir: Path, public_key: str) -> tuple[subprocess.Popen[bytes], 
         [sys.executable, "-m", "relaybook.cli", "up"], env=env, stdout=log, stderr=log
     )
     return process, ports
+
+
+def banner_broker(log: Path) -> str:
+    """The broker `up` says it started (its banner's line), to check the environment was
+    heard: the header names the broker the figures really come from."""
+    for line in log.read_text(errors="replace").splitlines():
+        if line.strip().startswith("broker "):
+            return " ".join(line.split())
+    return "(no broker line in up's banner: see up.log)"
 
 
 async def until_ready(ports: dict[str, int], process: subprocess.Popen[bytes]) -> None:
@@ -78,14 +95,14 @@ async def until_ready(ports: dict[str, int], process: subprocess.Popen[bytes]) -
             await asyncio.sleep(0.2)
 
 
-async def run(total: int, levels: list[int]) -> None:
+async def run(total: int, levels: list[int], broker: str) -> None:
     scratch = Path(tempfile.mkdtemp(prefix="relaybook-bench-up-"))
     data_dir = scratch / "data"
     private = ec.generate_private_key(ec.SECP256R1())
     key = base64.b64encode(
         private.private_bytes(Encoding.DER, PrivateFormat.PKCS8, NoEncryption())
     ).decode()
-    process, ports = start_up(data_dir, SendGridSigner(private).public_key)
+    process, ports = start_up(data_dir, SendGridSigner(private).public_key, broker)
     results = []
     try:
         await until_ready(ports, process)
@@ -132,9 +149,10 @@ async def run(total: int, levels: list[int]) -> None:
         process.wait(60)
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}; date {time.strftime('%Y-%m-%d %H:%M %Z')}; "
-        "broker: the embedded Tansu"
+        f"{platform.python_version()}; date {time.strftime('%Y-%m-%d %H:%M %Z')}"
     )
+    print(f"broker: {brokers.describe(broker)}")
+    print(f"up's banner: {banner_broker(scratch / 'up.log')}")
     print(f"relaybook up (a process per deployable), {total:,} events a level, batches of 100")
     for line in results:
         print(line)
@@ -144,8 +162,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=60_000)
     parser.add_argument("--concurrency", default="8,32,128")
+    brokers.add_option(parser)
     args = parser.parse_args()
-    asyncio.run(run(args.events, [int(level) for level in args.concurrency.split(",")]))
+    asyncio.run(
+        run(args.events, [int(level) for level in args.concurrency.split(",")], args.broker)
+    )
 
 
 if __name__ == "__main__":
