@@ -30,7 +30,7 @@ from relaybook.kafka import Producer, ensure_topics
 from relaybook.kafka_cluster import EmbeddedKafka
 from relaybook.settings import Settings
 from relaybook.system import System
-from tests.support import ADMIN
+from tests.support import ADMIN, embedded_kafka
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -156,14 +156,8 @@ def broker(pytestconfig: pytest.Config) -> Iterator[EmbeddedBroker | EmbeddedKaf
         finally:
             tansu.stop()
         return
-    scratch = Path(tempfile.mkdtemp(prefix="relaybook-test-kafka-"))
-    kafka = EmbeddedKafka(scratch, nodes=pytestconfig.getoption("--kafka-nodes"))
-    kafka.start()
-    try:
+    with embedded_kafka(pytestconfig.getoption("--kafka-nodes")) as kafka:
         yield kafka
-    finally:
-        kafka.stop()
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 @pytest.fixture

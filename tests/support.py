@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from relaybook.embedded import free_port_settings
+from relaybook.kafka_cluster import EmbeddedKafka
 from relaybook.settings import env_name
 
 #: the admin token of the in-process system fixture
@@ -53,6 +57,20 @@ def storable_everywhere(value: Any) -> bool:
     if isinstance(value, list):
         return all(storable_everywhere(item) for item in value)
     return True
+
+
+@contextlib.contextmanager
+def embedded_kafka(nodes: int) -> Iterator[EmbeddedKafka]:
+    """An Apache Kafka of ``nodes`` nodes, started in a temporary directory (the nodes log
+    to ``server.log`` files there), stopped and removed afterwards."""
+    scratch = Path(tempfile.mkdtemp(prefix=f"relaybook-test-kafka{nodes}-"))
+    kafka = EmbeddedKafka(scratch, nodes=nodes)
+    kafka.start()
+    try:
+        yield kafka
+    finally:
+        kafka.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def own_tansu(bootstrap_servers: str) -> dict[str, Any]:

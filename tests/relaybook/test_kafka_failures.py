@@ -17,11 +17,8 @@ import collections
 import dataclasses
 import json
 import logging
-import shutil
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import asyncpg
 import httpx
@@ -35,7 +32,7 @@ from relaybook.settings import Settings
 from relaybook.system import System
 from tests.relaybook.test_outages import Load, configured, stored
 from tests.send_worker.test_unknown_outcomes import delivery_of
-from tests.support import ADMIN, notice, until
+from tests.support import ADMIN, embedded_kafka, notice, until
 from tracker.app import GROUP
 
 pytestmark = pytest.mark.apache_kafka
@@ -46,14 +43,8 @@ FANOUT = 20_000
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[EmbeddedKafka]:
-    scratch = Path(tempfile.mkdtemp(prefix="relaybook-test-kafka3-"))
-    kafka = EmbeddedKafka(scratch, nodes=3)
-    kafka.start()
-    try:
+    with embedded_kafka(3) as kafka:
         yield kafka
-    finally:
-        kafka.stop()
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ one function turns them into the arguments of every client."""
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import ssl
 import subprocess
@@ -11,13 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from relaybook.kafka import client_options
 from relaybook.settings import SettingsError, load
+from tests.relaybook.certificates import Authority
 
 SERVERS = {"RELAYBOOK_KAFKA_BOOTSTRAP_SERVERS": "k1:9093"}
 SASL = {
@@ -28,34 +24,6 @@ SASL = {
 }
 
 
-def write_certificate(directory: Path) -> tuple[Path, Path]:
-    """A self-signed certificate and its key, as PEM files."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "relaybook-test")])
-    now = dt.datetime.now(dt.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = directory / "client.pem", directory / "client.key"
-    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_file, key_file
-
-
 def test_plaintext_is_the_default_and_adds_nothing_but_the_servers() -> None:
     options = client_options(load(SERVERS))
     assert options == {"bootstrap_servers": "k1:9093", "security_protocol": "PLAINTEXT"}
@@ -64,7 +32,7 @@ def test_plaintext_is_the_default_and_adds_nothing_but_the_servers() -> None:
 def test_sasl_ssl_gives_the_mechanism_the_credentials_and_a_verifying_tls_context(
     tmp_path: Path,
 ) -> None:
-    cert_file, key_file = write_certificate(tmp_path)
+    cert_file, key_file = Authority("relaybook test CA").issue(tmp_path, "client")
     settings = load(
         SERVERS
         | SASL
@@ -138,7 +106,7 @@ def test_security_settings_that_cannot_work_stop_start_up_with_one_line(
 
 
 def test_tls_files_set_with_a_protocol_that_ignores_them_are_refused(tmp_path: Path) -> None:
-    cert_file, key_file = write_certificate(tmp_path)
+    cert_file, key_file = Authority("relaybook test CA").issue(tmp_path, "client")
     with pytest.raises(SettingsError, match="RELAYBOOK_KAFKA_SSL_CA_FILE is set but unused"):
         load(SERVERS | {"RELAYBOOK_KAFKA_SSL_CA_FILE": str(cert_file)})
     with pytest.raises(SettingsError, match="KEY_FILE is set without RELAYBOOK_KAFKA_SSL_CERT"):
