@@ -30,7 +30,7 @@ from relaybook.kafka import client_options, ensure_topics
 from relaybook.kafka_cluster import EmbeddedKafka
 from relaybook.settings import Settings
 from relaybook.system import System
-from tests.relaybook.test_outages import Load, configured, stored
+from tests.relaybook.test_outages import configured, stored, webhook_load
 from tests.send_worker.test_unknown_outcomes import delivery_of
 from tests.support import ADMIN, embedded_kafka, notice, until
 from tracker.app import GROUP
@@ -95,11 +95,7 @@ async def test_a_node_killed_under_webhook_load_loses_nothing_and_stores_nothing
     on_cluster: Settings, cluster: EmbeddedKafka, which: str
 ) -> None:
     url = on_cluster.database_url or ""
-    async with (
-        System(on_cluster, only={"ingest", "tracker"}) as system,
-        httpx.AsyncClient(base_url=system.servers["ingest"].url, timeout=30) as ingest,
-    ):
-        load = Load(None, ingest)
+    async with webhook_load(on_cluster, {"ingest", "tracker"}) as load:
         load.start()
         await asyncio.sleep(1.5)
         node = await victim(on_cluster, cluster, which, "delivery-events")
@@ -238,11 +234,7 @@ async def test_the_whole_cluster_stopped_and_started_keeps_offsets_and_unread_ev
     on_cluster: Settings, cluster: EmbeddedKafka
 ) -> None:
     url = on_cluster.database_url or ""
-    async with (
-        System(on_cluster, only={"ingest", "tracker"}) as system,
-        httpx.AsyncClient(base_url=system.servers["ingest"].url, timeout=30) as ingest,
-    ):
-        read = Load(None, ingest)
+    async with webhook_load(on_cluster, {"ingest", "tracker"}) as read:
         read.start()
         await asyncio.sleep(1)
         await read.stop()
@@ -252,11 +244,7 @@ async def test_the_whole_cluster_stopped_and_started_keeps_offsets_and_unread_ev
     assert sum(committed.values()) > 0
 
     # events accepted while no tracker runs: on the brokers' disks only
-    async with (
-        System(on_cluster, only={"ingest"}) as system,
-        httpx.AsyncClient(base_url=system.servers["ingest"].url, timeout=30) as ingest,
-    ):
-        unread = Load(None, ingest)
+    async with webhook_load(on_cluster, {"ingest"}) as unread:
         unread.start()
         await asyncio.sleep(1)
         await unread.stop()

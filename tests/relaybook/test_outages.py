@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import json
 import logging
@@ -123,6 +124,17 @@ class Load:
         return {status: n for (k, status), n in sorted(self.statuses.items()) if k == kind}
 
 
+@contextlib.asynccontextmanager
+async def webhook_load(settings: Settings, only: set[str]) -> AsyncIterator[Load]:
+    """The deployables ``only`` (ingest among them) running, and a load on ingest's port,
+    not started yet."""
+    async with (
+        System(settings, only=only) as system,
+        httpx.AsyncClient(base_url=system.servers["ingest"].url, timeout=30) as ingest,
+    ):
+        yield Load(None, ingest)
+
+
 async def stored(url: str, event_ids: set[str]) -> dict[str, int]:
     """How many times each of ``event_ids`` is in the journal's events."""
     connection = await asyncpg.connect(url)
@@ -211,11 +223,7 @@ async def test_the_broker_stopped_under_webhook_load_gives_503s_and_nothing_is_r
     url = own.database_url or ""
     await ensure_topics(own)
     try:
-        async with (
-            System(own, only={"ingest", "tracker"}) as system,
-            httpx.AsyncClient(base_url=system.servers["ingest"].url, timeout=30) as ingest,
-        ):
-            load = Load(None, ingest)
+        async with webhook_load(own, {"ingest", "tracker"}) as load:
             load.start()
             await asyncio.sleep(1)
             await load.stop()
