@@ -30,6 +30,7 @@ from aiokafka.errors import (
     CommitFailedError,
     IllegalStateError,
     KafkaError,
+    RequestTimedOutError,
     SaslAuthenticationFailed,
     TopicAlreadyExistsError,
     for_code,
@@ -78,6 +79,8 @@ LAG = Gauge(
 
 #: a record batch's size: under a broker's default limit for one (message.max.bytes, 1 MiB)
 MAX_BATCH_BYTES = 512 * 1024
+#: how long a consumer's stop waits for the batch in hand before cancelling it
+STOP_TIMEOUT_S = 30.0
 
 
 class BrokerError(faults.UnavailableError):
@@ -169,23 +172,24 @@ async def check_reachable(settings: Settings) -> None:
     bootstrap": a process checks this first so that start-up stops with the reason."""
     options = client_options(settings)
     del options["bootstrap_servers"]
-    problem = "no bootstrap server"
+    problems = []
     for host, port, _ in collect_hosts(settings.kafka_bootstrap_servers or ""):
         try:
             connection = await create_conn(host, port, request_timeout_ms=10_000, **options)
         except (KafkaError, OSError, TimeoutError) as error:
-            problem = _refusal(settings, f"{host}:{port}", error)
+            problems.append(_refusal(settings, f"{host}:{port}", error))
             continue
         try:
             # a broker that wants a client certificate closes the connection only now
             await connection.send(MetadataRequest([]))
         except (KafkaError, OSError, TimeoutError) as error:
-            problem = _refusal(settings, f"{host}:{port}", error)
+            problems.append(_refusal(settings, f"{host}:{port}", error))
             continue
         finally:
             connection.close()
         return
-    raise BrokerError(problem)
+    # every server's reason: they may differ (one away, another refusing the password)
+    raise BrokerError("; ".join(problems) or "no bootstrap server")
 
 
 def _refusal(settings: Settings, server: str, error: BaseException) -> str:
@@ -216,39 +220,53 @@ async def ensure_topics(settings: Settings, names: Iterable[str] = TOPICS) -> No
     """Creates relaybook's topics with the configured partition count when they are missing.
 
     Raises :class:`BrokerError` naming the topics the cluster did not create and why (no
-    Create ACL for relaybook's principal, more replicas than brokers...)."""
+    Create ACL for relaybook's principal, more replicas than brokers...), or when the
+    cluster cannot be reached."""
     admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=10_000)
     try:
         await admin.start()
+        await _create_missing(admin, settings, names)
     except KafkaError as error:
         raise BrokerError(
-            f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: {error}"
+            f"cannot create topics on Kafka at {settings.kafka_bootstrap_servers}: {error}"
         ) from error
-    try:
-        existing = set(await admin.list_topics())
-        missing = [settings.topic(name) for name in names if settings.topic(name) not in existing]
-        if missing:
-            answer = await admin.create_topics(
-                [
-                    NewTopic(topic, settings.kafka_partitions, settings.kafka_replication_factor)
-                    for topic in missing
-                ]
-            )
-            # aiokafka raises none of the topics' errors: each is in the answer
-            refused: dict[str, list[str]] = {}
-            for topic, code, *said in answer.topic_errors:
-                # another replica may have created it meanwhile
-                if code not in {0, TopicAlreadyExistsError.errno}:
-                    why = f"{for_code(code).__name__}: {said[0] if said else ''}"
-                    refused.setdefault(why, []).append(topic)
-            if refused:
-                raise BrokerError(
-                    "Kafka did not create "
-                    + "; ".join(f"{', '.join(sorted(ts))} ({why})" for why, ts in refused.items())
-                )
-            log.info("topics created", topics=missing, partitions=settings.kafka_partitions)
     finally:
         await admin.close()
+
+
+async def _create_missing(
+    admin: AIOKafkaAdminClient, settings: Settings, names: Iterable[str]
+) -> None:
+    wanted = [settings.topic(name) for name in names]
+    missing = [topic for topic in wanted if topic not in set(await admin.list_topics())]
+    if not missing:
+        return
+    answer = await admin.create_topics(
+        [
+            NewTopic(topic, settings.kafka_partitions, settings.kafka_replication_factor)
+            for topic in missing
+        ]
+    )
+    # aiokafka raises none of the topics' errors: each is in the answer. Another replica
+    # may have created a topic meanwhile; a timed-out creation may yet complete.
+    errors = {
+        topic: (code, said[0] if said else "")
+        for topic, code, *said in answer.topic_errors
+        if code not in {0, TopicAlreadyExistsError.errno}
+    }
+    if any(code == RequestTimedOutError.errno for code, _ in errors.values()):
+        await asyncio.sleep(1)
+        existing = set(await admin.list_topics())
+        errors = {topic: error for topic, error in errors.items() if topic not in existing}
+    refused: dict[str, list[str]] = {}
+    for topic, (code, said) in errors.items():
+        refused.setdefault(f"{for_code(code).__name__}: {said}", []).append(topic)
+    if refused:
+        raise BrokerError(
+            "Kafka did not create "
+            + "; ".join(f"{', '.join(sorted(ts))} ({why})" for why, ts in refused.items())
+        )
+    log.info("topics created", topics=missing, partitions=settings.kafka_partitions)
 
 
 _WORDS = struct.Struct("<I").iter_unpack
@@ -664,17 +682,31 @@ class Consumer:
         if not self._rebalance.joined:
             raise BrokerError(f"not in the {self._group} group yet")
 
-    async def stop(self) -> None:
-        """Lets the batch in hand finish (and commit), then leaves the group.
+    async def stop(self, grace_s: float = STOP_TIMEOUT_S) -> None:
+        """Lets the batch in hand finish (and commit) for up to ``grace_s`` seconds, then
+        leaves the group. A batch still running then is cancelled uncommitted: the next
+        owner of its partitions consumes it again (handlers are idempotent).
 
         The loop ends first (it starts no batch once ``_stopping`` is set), so the lock is
         free when the consumer leaves: leaving revokes the partitions, and the revocation
         takes the lock. Holding it here would deadlock whenever another member of the
         group is in the same process."""
         self._stopping.set()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        task = self._task
+        if task is not None and task is not asyncio.current_task():
+            # asyncio.wait, not awaiting the task: a cancellation of this call is raised
+            # here, not mistaken for the loop's own end.
+            done, _ = await asyncio.wait({task}, timeout=grace_s)
+            if not done:
+                log.warning(
+                    "the batch in hand did not finish in time; left uncommitted",
+                    group=self._group,
+                    grace_s=grace_s,
+                )
+                task.cancel()
+                await asyncio.wait({task})
+            elif not task.cancelled() and (problem := task.exception()) is not None:
+                log.error("the consumer's loop had ended", group=self._group, exc_info=problem)
         await self._consumer.stop()
 
     async def run(self, handler: Handler) -> None:

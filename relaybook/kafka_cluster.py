@@ -167,7 +167,11 @@ class EmbeddedKafka:
         jars = classpath()
         java = require_java()
         self._configure(java, jars)
-        self._processes = [self._launch(java, jars, node) for node in range(1, self.nodes + 1)]
+        # one by one into the list: if a launch fails, :meth:`stop` still finds the
+        # nodes started before it
+        self._processes = []
+        for node in range(1, self.nodes + 1):
+            self._processes.append(self._launch(java, jars, node))
 
     def restart(self, node: int) -> None:
         """Starts node ``node`` (1-based) again after :meth:`kill`, without waiting."""
@@ -226,15 +230,16 @@ class EmbeddedKafka:
 
     def active_controller(self) -> int:
         """The node (1-based) that leads the controller quorum now, as the quorum state
-        of a running node records it."""
-        for node, process in enumerate(self._processes, 1):
+        of a running node records it. A leader that is not running is passed over (a
+        node's record lags a leader's death until the next election)."""
+        running = {node for node, p in enumerate(self._processes, 1) if p.poll() is None}
+        for node in sorted(running):
             state = self.node_dir(node) / "data" / "__cluster_metadata-0" / "quorum-state"
-            if process.poll() is None:
-                with contextlib.suppress(OSError, ValueError):
-                    leader = json.loads(state.read_text()).get("leaderId", -1)
-                    if leader > 0:
-                        return int(leader)
-        raise EmbeddedError("no embedded kafka node knows the active controller")
+            with contextlib.suppress(OSError, ValueError):
+                leader = int(json.loads(state.read_text()).get("leaderId", -1))
+                if leader in running:
+                    return leader
+        raise EmbeddedError("no running embedded kafka node leads the controller quorum")
 
     # --- configuration and storage
 

@@ -420,6 +420,56 @@ async def test_two_members_of_a_group_in_one_process_stop_together_without_waiti
     await asyncio.wait_for(second.stop(), 20)
 
 
+async def test_a_batch_stuck_at_stop_is_cancelled_uncommitted_and_consumed_again(
+    settings: Settings, producer: Producer, letters: DeadLetters
+) -> None:
+    """A stop waits for the batch in hand, but not forever (a hung database call would
+    hold a deployable's shutdown until it is killed): past its grace the batch is
+    cancelled, left uncommitted, and the group's next member consumes it."""
+    await producer.send_many("send-jobs", [(str(i), send_job()) for i in range(5)])
+    started = asyncio.Event()
+
+    async def stuck(_records: list[Record]) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    member = Consumer(settings, ["send-jobs"], "stuck", dead_letters=letters)
+    await member.start_running(stuck, "stuck")
+    await asyncio.wait_for(started.wait(), 20)
+    began = time.monotonic()
+    await asyncio.wait_for(member.stop(grace_s=0.5), 10)
+    assert time.monotonic() - began < 5
+    again: list[Record] = []
+
+    async def handler(records: list[Record]) -> None:
+        again.extend(records)
+
+    await consume(settings, letters, handler, lambda: len(again) >= 5, group="stuck")
+
+
+async def test_a_stop_cancelled_by_its_caller_is_cancelled(
+    settings: Settings, producer: Producer, letters: DeadLetters
+) -> None:
+    """The caller's cancellation (a shutdown's own timeout) reaches the caller; it is not
+    taken for the end of the consumer's loop and swallowed."""
+    await producer.send_many("send-jobs", [("0", send_job())])
+    started = asyncio.Event()
+
+    async def slow(_records: list[Record]) -> None:
+        started.set()
+        await asyncio.sleep(3)
+
+    member = Consumer(settings, ["send-jobs"], "cancelled-stop", dead_letters=letters)
+    await member.start_running(slow, "cancelled-stop")
+    await asyncio.wait_for(started.wait(), 20)
+    stopping = asyncio.create_task(member.stop())
+    await asyncio.sleep(0.1)
+    stopping.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stopping
+    await member.stop()
+
+
 async def test_a_revoked_partition_leaves_its_lag_series_to_the_new_owner() -> None:
     partition = TopicPartition("t.send-jobs", 4)
     LAG.labels(partition.topic, "4", "lagging").set(7)

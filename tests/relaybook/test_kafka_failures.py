@@ -255,7 +255,17 @@ async def test_the_whole_cluster_stopped_and_started_keeps_offsets_and_unread_ev
     await asyncio.to_thread(cluster.stop)
     cluster.launch()
     await asyncio.to_thread(cluster.wait_until_ready)
-    assert await offsets(on_cluster, GROUP) == committed
+    # the group's coordinator answers with no offsets until it has loaded them from
+    # __consumer_offsets (a consumer retries meanwhile too)
+    after: dict[TopicPartition, int] = {}
+
+    async def loaded() -> bool:
+        nonlocal after
+        after = await offsets(on_cluster, GROUP)
+        return bool(after)
+
+    await until(loaded, within=30)
+    assert after == committed
 
     async with System(on_cluster, only={"tracker"}):
         await until(lambda: all_stored(url, unread.accepted), within=60)
