@@ -44,6 +44,10 @@ def _parser() -> argparse.ArgumentParser:
         "signed provider webhooks in, a log book of every message.",
         epilog="Settings are RELAYBOOK_* environment variables: `relaybook settings` lists them.",
     )
+    # How `relaybook up` starts each of its deployables (relaybook/processes.py), not for
+    # people: the providers' settings are then not required, its sandbox standing in for
+    # the providers not configured (runtime.require_configured).
+    parser.add_argument("--under-up", action="store_true", help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser(
         "up", help="the whole system in the foreground, on the embedded defaults where unset"
@@ -230,15 +234,16 @@ async def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
         for migration in applied:
             print(f"applied {migration.version:04d}_{migration.name}")
     else:
-        print(f"the database is current (migration {database.migrations()[-1].version})")
+        print(f"the database is current (migration {database.newest_version()})")
     return 0
 
 
 @contextlib.asynccontextmanager
 async def _pool(settings: Settings, command: str) -> AsyncIterator[asyncpg.Pool]:
-    """A small pool on the brief command's database, migrated."""
+    """A small pool on the brief command's database, migrated (or newer: migrations only
+    add, so a command of the release before works on it)."""
     async with _database(settings, command) as url:
-        await database.migrate(url, default_agency=settings.default_agency)
+        await database.migrate(url, default_agency=settings.default_agency, newer_ok=True)
         pool = await database.create_pool(url, max_size=1)
         try:
             yield pool
@@ -492,7 +497,7 @@ async def _single(settings: Settings, args: argparse.Namespace) -> int:
     from relaybook.system import System  # noqa: PLC0415
 
     if args.command != "sandbox":  # the sandbox needs neither database nor broker
-        require_configured(settings, args.command)
+        require_configured(settings, args.command, providers=not args.under_up)
     stop = stop_on_signals()
     # every line says which deployable wrote it (under `up`, they share one output)
     structlog.contextvars.bind_contextvars(deployable=args.command)

@@ -4,6 +4,11 @@ Migrations are the ordered SQL files in ``relaybook/migrations`` (``NNNN_name.sq
 applied once in its own transaction and recorded in ``schema_migrations`` with a
 checksum. An advisory lock makes concurrent ``migrate`` runs (several replicas starting
 at once) wait for each other instead of racing.
+
+Migrations only add (expand, then contract a release later: deploy/README.md), so the
+release before a migration runs on the schema after it: a rolling deploy migrates first
+while the old pods still serve, and a rollback runs the old code on the newer schema.
+Only ``relaybook migrate`` itself refuses a database newer than its code.
 """
 
 from __future__ import annotations
@@ -73,12 +78,16 @@ def migrations() -> list[Migration]:
     return found
 
 
-async def migrate(dsn: str, *, default_agency: str = "default") -> list[Migration]:
+async def migrate(
+    dsn: str, *, default_agency: str = "default", newer_ok: bool = False
+) -> list[Migration]:
     """Applies the migrations this database lacks; returns those it applied.
 
     Idempotent, and safe when several processes run it at once. Refuses to run when an
-    applied migration's file has changed since, or when the database is newer than the
-    code (a rollback would otherwise run old code on a schema it does not know).
+    applied migration's file has changed since. A database newer than the code (a newer
+    release migrated it) is refused unless ``newer_ok``: ``relaybook migrate`` of an
+    older release must not pass for a success, while a service starting on it (a
+    rollback, the old pods of a rolling deploy) works, saying so once (:func:`note_newer`).
     ``default_agency``: the agency rows from before agencies go to (migration 0014).
     """
     connection = await connect(dsn)
@@ -89,14 +98,14 @@ async def migrate(dsn: str, *, default_agency: str = "default") -> list[Migratio
         await connection.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
         try:
             await connection.execute(_BOOKKEEPING)
-            return await _apply_missing(connection)
+            return await _apply_missing(connection, newer_ok=newer_ok)
         finally:
             await connection.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
     finally:
         await connection.close()
 
 
-async def _apply_missing(connection: asyncpg.Connection) -> list[Migration]:
+async def _apply_missing(connection: asyncpg.Connection, *, newer_ok: bool) -> list[Migration]:
     applied = {
         row["version"]: row["checksum"]
         for row in await connection.fetch("SELECT version, checksum FROM schema_migrations")
@@ -104,10 +113,12 @@ async def _apply_missing(connection: asyncpg.Connection) -> list[Migration]:
     known = migrations()
     newest_known = known[-1].version if known else 0
     if applied and max(applied) > newest_known:
-        raise DatabaseError(
-            f"the database is at migration {max(applied)}, newer than this code "
-            f"({newest_known}): upgrade relaybook"
-        )
+        if not newer_ok:
+            raise DatabaseError(
+                f"the database is at migration {max(applied)}, newer than this code "
+                f"({newest_known}): upgrade relaybook"
+            )
+        note_newer(max(applied))
     done = []
     for migration in known:
         if migration.version in applied:
@@ -128,6 +139,29 @@ async def _apply_missing(connection: asyncpg.Connection) -> list[Migration]:
         log.info("migration applied", version=migration.version, name=migration.name)
         done.append(migration)
     return done
+
+
+#: the newer schema versions this process has warned about: once each, not at every probe
+_NEWER_NOTED: set[int] = set()
+
+
+def newest_version() -> int:
+    """The migration this code's schema ends with."""
+    return migrations()[-1].version
+
+
+def note_newer(version: int) -> None:
+    """Logs once per process that the database is at ``version``, newer than this code:
+    expected while a rolling deploy replaces this release, and after a rollback; harmless
+    as long as migrations only add. A warning, so a release left half rolled out shows."""
+    if version in _NEWER_NOTED:
+        return
+    _NEWER_NOTED.add(version)
+    log.warning(
+        "the database schema is newer than this code: running on it (migrations only add)",
+        database_migration=version,
+        code_migration=newest_version(),
+    )
 
 
 async def connect(dsn: str, **kwargs: Any) -> asyncpg.Connection:

@@ -157,6 +157,10 @@ def service_routes(checks: Mapping[str, Check], service: str = "") -> list[BaseR
         # (its database or broker away, its consumer out of its group), which the scrape's
         # own `up` does not. The checks are a query and a metadata request, each bounded.
         results = await asyncio.gather(*(_run_check(check) for check in checks.values()))
+        # Several services of one process (`up`'s in-process System: the demo, the tests)
+        # share one registry: this page shows this service's readiness alone, never the
+        # others' last value. No await from here to the page: scrapes cannot interleave.
+        READY.clear()
         READY.labels(service).set(1 if all(result == "ok" for result in results) else 0)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
@@ -314,6 +318,14 @@ def bind(port: int, setting: str, host: str = "127.0.0.1") -> socket.socket:
     return sock
 
 
+def connectable(host: str) -> str:
+    """The address a client on this host connects to, for one a server listens on: the
+    loopback one for "every address" (0.0.0.0, ::), which is no place to connect to;
+    IPv6 in brackets, as URLs write it."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104 - compared
+    return f"[{host}]" if ":" in host else host
+
+
 class _Server(uvicorn.Server):
     """uvicorn without its own signal handlers: the process's supervisor owns SIGTERM."""
 
@@ -343,8 +355,10 @@ class HttpServer:
 
     @property
     def url(self) -> str:
+        """Where a client on this host reaches the server (what banners print and the
+        sandbox's stand-in settings hold): loopback when it listens on every address."""
         host, port = self.sock.getsockname()[:2]
-        return f"http://{host}:{port}"
+        return f"http://{connectable(host)}:{port}"
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._server.serve(sockets=[self.sock]), name=self.name)

@@ -32,7 +32,7 @@ import httpx
 
 from relaybook import settings as configuration
 from relaybook.embedded import die_with_parent
-from relaybook.http import bind
+from relaybook.http import bind, connectable
 from relaybook.logs import get_logger
 from relaybook.runtime import infrastructure, prepare_embedded_kafka
 from relaybook.settings import Settings
@@ -135,14 +135,14 @@ class Processes:
     @property
     def _host(self) -> str:
         """Where this process reaches its children: loopback when they listen everywhere."""
-        address = self.settings.listen_address
-        return "127.0.0.1" if address == "0.0.0.0" else address  # noqa: S104 - compared, not bound
+        return connectable(self.settings.listen_address)
 
     async def _spawn(self, child: Child, environment: dict[str, str]) -> None:
         child.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "relaybook.cli",
+            "--under-up",
             child.name,
             env=environment,
             stdin=asyncio.subprocess.DEVNULL,

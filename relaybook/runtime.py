@@ -25,7 +25,7 @@ from relaybook.http import Check, create_app
 from relaybook.kafka import Consumer, Producer, check_reachable, ensure_topics
 from relaybook.logs import get_logger
 from relaybook.outbox import Outbox
-from relaybook.settings import Settings, SettingsError
+from relaybook.settings import Settings, SettingsError, env_name
 
 log = get_logger(__name__)
 
@@ -44,11 +44,18 @@ class Infrastructure:
     embedded: list[str]
 
     async def check_database(self) -> None:
-        """Ready when the database answers and its schema is the one this code expects."""
+        """Ready when the database answers and its schema is at least the one this code
+        expects. A newer schema is fine (migrations only add): during a rolling deploy the
+        new release migrates while the old pods still serve, and a rollback runs on it."""
         version = await self.pool.fetchval("SELECT max(version) FROM schema_migrations")
-        expected = database.migrations()[-1].version
-        if version != expected:
-            raise database.DatabaseError(f"schema at migration {version}, expected {expected}")
+        expected = database.newest_version()
+        if version is None or version < expected:
+            raise database.DatabaseError(
+                f"schema at migration {version or 0}, the code needs {expected}: "
+                "run `relaybook migrate`"
+            )
+        if version > expected:
+            database.note_newer(version)
 
     async def check_broker(self) -> None:
         await self.producer.ping()
@@ -70,8 +77,27 @@ class Infrastructure:
         return Outbox(self.pool, self.producer, retention=dt.timedelta(days=days) if days else None)
 
 
-def require_configured(settings: Settings, command: str) -> None:
-    """A single deployable runs against configured servers; only ``up`` embeds them."""
+#: what a single deployable needs besides the database and the broker to do its work at
+#: all, and what for: without it, it would start and report ready, then fail every send
+#: or refuse every webhook
+NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
+    "worker": (
+        ("sendgrid_api_key", "twilio_account_sid", "twilio_auth_token", "twilio_from"),
+        "to send (the providers' credentials; on a trial, those the sandbox accepts: "
+        "deploy/sandbox.env)",
+    ),
+    "ingest": (
+        ("sendgrid_webhook_public_keys", "twilio_auth_token"),
+        "to verify the providers' webhooks",
+    ),
+}
+
+
+def require_configured(settings: Settings, command: str, *, providers: bool = True) -> None:
+    """A single deployable runs against configured servers (only ``up`` embeds them) and
+    with what :data:`NEEDS` lists for it. ``up`` starts its deployables with
+    ``providers=False``: its sandbox stands in for the providers it has no credentials
+    for."""
     missing = [
         variable
         for variable, value in (
@@ -82,9 +108,18 @@ def require_configured(settings: Settings, command: str) -> None:
     ]
     if missing:
         raise SettingsError(
-            f"relaybook {command} needs {' and '.join(missing)} "
+            f"relaybook {command} needs {_listed(missing)} "
             "(only `relaybook up` and `relaybook demo` start embedded servers)"
         )
+    needed, purpose = NEEDS.get(command, ((), ""))
+    missing = [env_name(name) for name in needed if getattr(settings, name) in (None, ())]
+    if missing and providers:
+        raise SettingsError(f"relaybook {command} needs {_listed(missing)} {purpose}")
+
+
+def _listed(names: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
 
 
 async def prepare_embedded_kafka(settings: Settings) -> bool:
@@ -147,7 +182,10 @@ async def infrastructure(
             )
             embedded.append("broker")
         assert settings.database_url is not None
-        await database.migrate(settings.database_url, default_agency=settings.default_agency)
+        # a database a newer release migrated is fine here; only `relaybook migrate` refuses it
+        await database.migrate(
+            settings.database_url, default_agency=settings.default_agency, newer_ok=True
+        )
         await check_reachable(settings)  # a refusal's reason, in one line, before any client
         await ensure_topics(settings)
         pool = await database.create_pool(settings.database_url, max_size=pool_size)

@@ -21,6 +21,18 @@ from relaybook.settings import env_name
 
 #: the admin token of the in-process system fixture
 ADMIN = "test-admin-token"
+#: made-up provider settings: what a single worker and a single ingest refuse to start
+#: without (relaybook.runtime.NEEDS), for tests that never reach a provider
+PROVIDER_SETTINGS = {
+    "RELAYBOOK_SENDGRID_API_KEY": "SG.test-only",
+    "RELAYBOOK_SENDGRID_WEBHOOK_PUBLIC_KEYS": (
+        "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAELjEXWG96fZYtlfmBhavHtbwb1iKaXcomHPD1b1pyLc2+AgLmd"
+        "YFwCLgki8pKqESpSqbDzNxSiEbGa5BIvMsZEA=="
+    ),
+    "RELAYBOOK_TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+    "RELAYBOOK_TWILIO_AUTH_TOKEN": "test-only-auth-token",
+    "RELAYBOOK_TWILIO_FROM": "+15005550006",
+}
 
 
 def notice(count: int = 3, **changes: Any) -> dict[str, Any]:

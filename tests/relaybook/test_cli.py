@@ -233,6 +233,38 @@ def test_a_single_deployable_refuses_to_start_without_configured_servers(data_di
     )
 
 
+@pytest.mark.parametrize(
+    ("command", "said"),
+    [
+        (
+            "worker",
+            "relaybook worker needs RELAYBOOK_SENDGRID_API_KEY, RELAYBOOK_TWILIO_ACCOUNT_SID, "
+            "RELAYBOOK_TWILIO_AUTH_TOKEN and RELAYBOOK_TWILIO_FROM to send (the providers' "
+            "credentials; on a trial, those the sandbox accepts: deploy/sandbox.env)",
+        ),
+        (
+            "ingest",
+            "relaybook ingest needs RELAYBOOK_SENDGRID_WEBHOOK_PUBLIC_KEYS and "
+            "RELAYBOOK_TWILIO_AUTH_TOKEN to verify the providers' webhooks",
+        ),
+    ],
+)
+def test_a_single_worker_or_ingest_refuses_to_start_without_the_providers_settings(
+    data_dir: Path, command: str, said: str
+) -> None:
+    """Else it would start and report ready, then fail every send or refuse every
+    webhook. The servers are never reached (port 1): the refusal comes first."""
+    env = environment(
+        data_dir,
+        RELAYBOOK_DATABASE_URL="postgresql://relaybook@127.0.0.1:1/relaybook",
+        RELAYBOOK_KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1",
+    )
+    result = subprocess.run(
+        [*RELAYBOOK, command], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (result.returncode, result.stderr.strip()) == (2, f"relaybook: {said}")
+
+
 def test_demo_reports_every_step_as_json_and_exits_0(tmp_path: Path) -> None:
     result = subprocess.run(
         [*RELAYBOOK, "demo", "--json"],

@@ -20,7 +20,7 @@ from starlette.routing import Route
 from starlette.types import Message
 
 from relaybook import logs
-from relaybook.http import HttpServer, PortInUseError, bind, create_app
+from relaybook.http import HttpServer, PortInUseError, bind, connectable, create_app
 
 
 async def _ok() -> None:
@@ -80,6 +80,29 @@ async def test_metrics_are_prometheus_text_with_request_latencies() -> None:
     )
 
 
+async def test_metrics_show_the_readiness_of_their_own_service_only() -> None:
+    """Two services of one process share its registry: each page has its own
+    ``relaybook_ready`` series, not the other's last value."""
+    apps = {
+        name: create_app(name, [], {"broker": check})
+        for name, check in (("ready-one", _ok), ("down-one", _down))
+    }
+    pages = {}
+    for _ in range(2):  # each scraped after the other has been
+        for name, app in apps.items():
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+                pages[name] = (await http.get("/metrics")).text
+    ready = {
+        name: [line for line in page.splitlines() if line.startswith("relaybook_ready{")]
+        for name, page in pages.items()
+    }
+    assert ready == {
+        "ready-one": ['relaybook_ready{service="ready-one"} 1.0'],
+        "down-one": ['relaybook_ready{service="down-one"} 0.0'],
+    }
+
+
 @pytest.mark.parametrize(
     ("method", "path", "status", "code"),
     [("GET", "/nowhere", 404, "not_found"), ("POST", "/healthz", 405, "method_not_allowed")],
@@ -113,6 +136,19 @@ async def test_every_answer_carries_a_request_id_and_keeps_the_callers() -> None
         given = await http.get("/healthz", headers={"X-Request-Id": "abc-123"})
     assert len(generated.headers["x-request-id"]) == 32
     assert given.headers["x-request-id"] == "abc-123"
+
+
+def test_a_server_listening_everywhere_shows_a_url_one_can_connect_to() -> None:
+    everywhere = "0.0.0.0"  # noqa: S104 - what a container listens on
+    sock = bind(0, "RELAYBOOK_API_PORT", everywhere)
+    try:
+        port = sock.getsockname()[1]
+        assert HttpServer("api", create_app("api", [], {}), sock).url == f"http://127.0.0.1:{port}"
+    finally:
+        sock.close()
+    assert [connectable(host) for host in (everywhere, "::", "::1", "10.0.0.7")] == [
+        "127.0.0.1", "[::1]", "[::1]", "10.0.0.7"
+    ]  # fmt: skip
 
 
 def test_a_taken_port_is_one_error_naming_the_setting() -> None:

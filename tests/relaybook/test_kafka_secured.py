@@ -33,7 +33,7 @@ from relaybook.kafka_cluster import EmbeddedKafka, ListenerSecurity
 from relaybook.settings import Settings, load
 from relaybook.system import System
 from tests.relaybook.certificates import Authority
-from tests.support import ADMIN, Deployable, notice, until
+from tests.support import ADMIN, PROVIDER_SETTINGS, Deployable, notice, until
 
 pytestmark = pytest.mark.apache_kafka
 
@@ -310,6 +310,8 @@ def test_a_refused_connection_stops_start_up_at_once_with_one_line_naming_the_ca
     environment = secured.environment(
         protocol, password=mistake.get("password", PASSWORD), ca_file=ca_file
     )
+    if command == "worker":  # what it needs besides the broker, to get as far as the broker
+        environment |= PROVIDER_SETTINGS
     deployable = Deployable(command, settings, tmp_path, **environment)
     started = time.monotonic()
     process = deployable.start(command)

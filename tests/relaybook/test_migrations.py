@@ -1,5 +1,6 @@
 """Migrations: a fresh database built from them is exactly the schema the code expects;
-applying them is idempotent, concurrent-safe and refuses edited or unknown history."""
+applying them is idempotent, concurrent-safe and refuses edited or unknown history
+(`relaybook migrate`), while services start on a newer schema."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from structlog.testing import capture_logs
 
 from relaybook import database
 
@@ -124,6 +126,33 @@ async def test_a_database_newer_than_the_code_is_refused(database_url: str) -> N
         await connection.close()
     with pytest.raises(database.DatabaseError, match="newer than this code"):
         await database.migrate(database_url)
+
+
+async def test_a_service_starting_on_a_newer_database_runs_on_it_saying_so_once(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rollback, or the old pods of a rolling deploy: start-up (``newer_ok``) applies
+    nothing and warns once per process; `relaybook migrate` (above) still refuses."""
+    monkeypatch.setattr(database, "_NEWER_NOTED", set())
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute(
+            "INSERT INTO schema_migrations (version, name, checksum) VALUES (999, 'future', 'x')"
+        )
+    finally:
+        await connection.close()
+    with capture_logs() as logged:
+        for _ in range(2):
+            assert await database.migrate(database_url, newer_ok=True) == []
+    assert [entry for entry in logged if entry["log_level"] == "warning"] == [
+        {
+            "event": "the database schema is newer than this code: running on it "
+            "(migrations only add)",
+            "log_level": "warning",
+            "database_migration": 999,
+            "code_migration": database.newest_version(),
+        }
+    ]
 
 
 async def test_an_unreachable_database_is_one_clear_error() -> None:
