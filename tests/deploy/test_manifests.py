@@ -29,6 +29,9 @@ from tests.deploy.manifests import (
 
 #: what runs in production: every deployable but the sandbox, which is for trials
 PRODUCTION = sorted(set(DEPLOYABLES) - {"sandbox"})
+#: the deployables whose Service carries callers' traffic (the API, the providers'
+#: webhooks); the others' Services are for Prometheus only
+SERVING = {"dispatcher", "ingest"}
 
 
 def _port(deployable: str) -> int:
@@ -70,6 +73,16 @@ def test_compose_runs_every_deployable_on_its_port_after_the_migration() -> None
         assert services[deployable]["cap_drop"] == ["ALL"]
     for scaled in ("ingest", "worker"):
         assert services[scaled]["deploy"]["replicas"] >= 2, scaled
+    # what callers reach is published, on the host's loopback unless told otherwise;
+    # ingest, one host port for each of its replicas
+    assert services["dispatcher"]["ports"] == ["${RELAYBOOK_API_PUBLISH:-127.0.0.1:8000}:8000"]
+    (ingest,) = services["ingest"]["ports"]
+    published = re.fullmatch(
+        r"\$\{RELAYBOOK_INGEST_PUBLISH:-127\.0\.0\.1:(\d+)-(\d+)\}:8001", ingest
+    )
+    assert published is not None, ingest
+    first, last = map(int, published.groups())
+    assert last - first + 1 == services["ingest"]["deploy"]["replicas"]
     assert services["sandbox"]["profiles"] == ["sandbox"]
     assert {services[name]["profiles"][0] for name in ("prometheus", "grafana")} == {"monitoring"}
 
@@ -103,6 +116,9 @@ def test_kubernetes_runs_every_production_deployable_on_its_port() -> None:
 def test_every_deployment_has_probes_resources_and_a_locked_down_security_context(
     name: str,
 ) -> None:
+    """Those serving callers stay in their Service through a PostgreSQL or Kafka outage
+    (ready on /healthz), so callers get relaybook's 503 with Retry-After, not the
+    ingress's 502; the consumers, which serve nobody, are ready on /readyz."""
     pod = _by_kind("Deployment")[f"relaybook-{name}"]["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     probes = {
@@ -111,7 +127,7 @@ def test_every_deployment_has_probes_resources_and_a_locked_down_security_contex
     }
     assert probes == {
         "startupProbe": ("/healthz", "http"),
-        "readinessProbe": ("/readyz", "http"),
+        "readinessProbe": ("/healthz" if name in SERVING else "/readyz", "http"),
         "livenessProbe": ("/healthz", "http"),
     }
     _assert_sized_and_locked_down(pod)
@@ -150,6 +166,13 @@ def _assert_sized_and_locked_down(pod: dict[str, Any]) -> None:
     assert all("value" not in variable for variable in container.get("env", []))
     mounted = {mount["mountPath"] for mount in container["volumeMounts"]}
     assert {"/tmp", "/var/lib/relaybook"} <= mounted  # noqa: S108 - the writable emptyDirs
+    # secret files (the Kafka client's private key) readable by the relaybook user, through
+    # the pod's group, and by nobody else
+    secrets = [volume["secret"] for volume in pod["volumes"] if "secret" in volume]
+    assert secrets
+    for secret in secrets:
+        assert secret["defaultMode"] in {0o400, 0o440}, secret["secretName"]
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsGroup"] == 10001
 
 
 def test_disruption_budgets_and_autoscalers_cover_the_deployables() -> None:
