@@ -44,8 +44,9 @@ kafka: $(BIN)/relaybook
 	$(BIN)/python -c "from relaybook.kafka_release import classpath, cache_dir; classpath(); print(cache_dir())"
 
 # The tests that use the broker, on an embedded Apache Kafka instead of Tansu
-# (KAFKA_NODES=3: replication 3, min.insync.replicas 2; KAFKA_TESTS: which tests).
-KAFKA_NODES ?= 1
+# (KAFKA_NODES=3, the default: replication 3, min.insync.replicas 2; KAFKA_NODES=1 is
+# quicker; KAFKA_TESTS: which tests).
+KAFKA_NODES ?= 3
 KAFKA_TESTS ?= tests
 test-kafka: kafka
 	$(BIN)/python -m pytest --broker=kafka --kafka-nodes=$(KAFKA_NODES) $(KAFKA_TESTS)
