@@ -19,15 +19,18 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import structlog
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from relaybook import database, logs, ownership
 from relaybook import settings as settings_module
 from relaybook.deadletters import DeadLetters, Letter
 from relaybook.embedded import EmbeddedError, EmbeddedPostgres
-from relaybook.http import PortInUseError
-from relaybook.kafka import BrokerError, Producer
+from relaybook.http import HttpServer, PortInUseError, bind, create_app
+from relaybook.kafka import BrokerError, Producer, check_reachable
 from relaybook.runtime import require_configured, settle_garbage_collector
-from relaybook.settings import Settings, SettingsError
+from relaybook.settings import Settings, SettingsError, env_name
 
 if TYPE_CHECKING:
     from dispatcher.auth import Token
@@ -494,18 +497,83 @@ async def _settings(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 async def _single(settings: Settings, args: argparse.Namespace) -> int:
-    from relaybook.system import System  # noqa: PLC0415
+    from relaybook.system import DEPLOYABLES, System  # noqa: PLC0415
 
-    if args.command != "sandbox":  # the sandbox needs neither database nor broker
-        require_configured(settings, args.command, providers=not args.under_up)
     stop = stop_on_signals()
     # every line says which deployable wrote it (under `up`, they share one output)
     structlog.contextvars.bind_contextvars(deployable=args.command)
+    if args.command != "sandbox":  # the sandbox needs neither database nor broker
+        require_configured(settings, args.command, providers=not args.under_up)
+        port_setting = DEPLOYABLES[args.command][0]
+        assert port_setting is not None
+        # a broker refusing us: one line, a failing /readyz, and asked again until it takes us
+        if not await until_broker_takes_us(settings, args.command, port_setting, stop):
+            return 0
     async with System(settings, only={args.command}) as system:
         settle_garbage_collector()
         print(system.banner(), flush=True)
         await stop.wait()
     return 0
+
+
+#: how often a deployable the broker turned away at start-up asks it again
+BROKER_RETRY_S = 5.0
+
+
+async def until_broker_takes_us(
+    settings: Settings, service: str, port_setting: str, stop: asyncio.Event
+) -> bool:
+    """Returns True at once when the configured Kafka takes relaybook's connection.
+
+    When it does not (a refused SASL password, an untrusted certificate, no broker
+    there), says why in one line on stderr, then serves ``/healthz`` and a ``/readyz``
+    failing with that reason (and ``relaybook_ready`` 0) on the deployable's port, and
+    asks again every :data:`BROKER_RETRY_S`: a secret corrected or a broker come back
+    is taken without a restart. Returns True then, having closed the port for the
+    deployable's own server, or False if ``stop`` was set first."""
+    try:
+        await check_reachable(settings)
+    except BrokerError as problem:
+        reason = str(problem)
+    else:
+        return True
+    print(f"relaybook: {reason}", file=sys.stderr, flush=True)
+
+    async def broker() -> None:
+        raise BrokerError(reason)
+
+    async def meanwhile(_request: Request) -> Response:
+        # a caller routed here (ingest and the API are in their Service while alive) is
+        # told to come back, as during any broker outage
+        raise BrokerError(reason)
+
+    port = getattr(settings, port_setting)
+    everything = Route(
+        "/{path:path}", meanwhile, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+    )
+    server = HttpServer(
+        service,
+        create_app(service, routes=[everything], checks={"broker": broker}),
+        bind(port, env_name(port_setting), settings.listen_address),
+    )
+    await server.start()
+    try:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), BROKER_RETRY_S)
+            if stop.is_set():
+                return False
+            try:
+                await check_reachable(settings)
+            except BrokerError as problem:
+                if str(problem) != reason:  # a new reason is worth a line; the same is not
+                    reason = str(problem)
+                    print(f"relaybook: {reason}", file=sys.stderr, flush=True)
+                continue
+            logs.get_logger(__name__).info("Kafka takes relaybook's connection now")
+            return True
+    finally:
+        await server.stop()
 
 
 _COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]] = {

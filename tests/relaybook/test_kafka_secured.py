@@ -294,7 +294,7 @@ async def test_a_notice_goes_out_and_its_webhooks_come_back_through_a_secured_cl
     ],
     ids=["wrong-sasl-password", "untrusted-certificate"],
 )
-def test_a_refused_connection_stops_start_up_at_once_with_one_line_naming_the_cause(
+def test_a_refused_connection_is_said_in_one_line_and_fails_readiness_naming_the_cause(
     secured: Secured,
     database_url: str,
     tmp_path: Path,
@@ -303,8 +303,10 @@ def test_a_refused_connection_stops_start_up_at_once_with_one_line_naming_the_ca
     mistake: dict[str, str],
     said: str,
 ) -> None:
-    """No retrying for ever, no traceback: the process says why in its last line and
-    exits 1 (a supervisor starts it again later); it never answered ``/readyz``."""
+    """No traceback, no silent retrying: the cause in one line at once. ``up`` (run in a
+    terminal) then exits 1 having served nothing; a single deployable (run by an
+    orchestrator) stays up, alive on ``/healthz`` and failing ``/readyz`` with the cause,
+    asking the broker again until it takes it, and stops cleanly when told to."""
     settings = secured.settings(protocol, database_url, tmp_path)
     ca_file = secured.stranger_ca_file if "ca_file" in mistake else secured.ca_file
     environment = secured.environment(
@@ -313,26 +315,41 @@ def test_a_refused_connection_stops_start_up_at_once_with_one_line_naming_the_ca
     if command == "worker":  # what it needs besides the broker, to get as far as the broker
         environment |= PROVIDER_SETTINGS
     deployable = Deployable(command, settings, tmp_path, **environment)
+    expected = said.format(server=settings.kafka_bootstrap_servers, ca_file=ca_file)
+    log = tmp_path / f"{command}.log"
     started = time.monotonic()
     process = deployable.start(command)
     try:
-        code = process.wait(REFUSED_WITHIN_S)
+        if command == "up":
+            code = process.wait(REFUSED_WITHIN_S)
+        else:
+            while expected not in (log.read_text() if log.exists() else ""):
+                assert process.poll() is None, log.read_text()
+                assert time.monotonic() - started < REFUSED_WITHIN_S, log.read_text()
+                time.sleep(0.1)
+            port = deployable.env["RELAYBOOK_WORKER_PORT"]
+            ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+            assert ready.status_code == 503, ready.text
+            assert ready.headers["Retry-After"]
+            assert ready.json()["checks"]["broker"].startswith(expected)
+            assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+            process.terminate()
+            code = process.wait(REFUSED_WITHIN_S)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
-    seconds = time.monotonic() - started
-    output = (tmp_path / f"{command}.log").read_text()
+    output = log.read_text()
     lines = output.splitlines()
-    assert code == 1, output
-    assert seconds < REFUSED_WITHIN_S
-    expected = said.format(server=settings.kafka_bootstrap_servers, ca_file=ca_file)
-    assert lines[-1].startswith(f"relaybook: {expected}"), output
-    assert [line for line in lines if "SASL" in line or "certificate" in line] == lines[-1:]
+    assert code == (1 if command == "up" else 0), output
+    mentions = [line for line in lines if "SASL" in line or "certificate" in line]
+    assert len(mentions) == 1, output
+    assert mentions[0].startswith(f"relaybook: {expected}"), output
     assert "Traceback" not in output
     logged = [json.loads(line) for line in lines if line.startswith("{")]
     assert [entry for entry in logged if entry["level"] in {"error", "critical"}] == []
     assert "not-the-password" not in output
-    port = deployable.env["RELAYBOOK_API_PORT" if command == "up" else "RELAYBOOK_WORKER_PORT"]
-    with pytest.raises(httpx.ConnectError):
-        httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+    if command == "up":
+        port = deployable.env["RELAYBOOK_API_PORT"]
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)

@@ -28,7 +28,15 @@ from relaybook.embedded import EmbeddedBroker, EmbeddedPostgres, free_port_setti
 from relaybook.kafka import ensure_topics
 from relaybook.settings import Settings
 from relaybook.system import System
-from tests.support import ADMIN, notice, own_tansu, read_topic, until
+from tests.support import (
+    ADMIN,
+    PROVIDER_SETTINGS,
+    Deployable,
+    notice,
+    own_tansu,
+    read_topic,
+    until,
+)
 
 SIGNER = SendGridSigner(ec.generate_private_key(ec.SECP256R1()))
 #: how long a server stays away
@@ -281,4 +289,48 @@ async def test_while_the_broker_is_away_the_api_accepts_notices_and_they_go_out_
             jobs = await read_topic(own, "send-jobs", 3 * 5 * 2, within=60)
             assert {job["notice_id"] for _, job in jobs} == {a.json()["id"] for a in answers}
     finally:
+        broker.stop()
+
+
+async def test_a_deployable_started_before_its_broker_is_unready_then_ready_once_it_comes(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A single deployable started while Kafka is away (an orchestrator starts everything
+    at once) says so in one line, answers ``/healthz`` and a failing ``/readyz``, and is
+    ready without a restart once the broker comes."""
+    broker = EmbeddedBroker()
+    own = configured(settings, **own_tansu(broker.start()))
+    broker.stop()  # the port stays known, with nothing on it
+    worker = Deployable("worker", own, tmp_path, **PROVIDER_SETTINGS)
+    process = worker.start("worker")
+    port = worker.env["RELAYBOOK_WORKER_PORT"]
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as probe:
+
+            async def answers(path: str, status: int) -> bool:
+                assert process.poll() is None, (tmp_path / "worker.log").read_text()
+                with contextlib.suppress(httpx.TransportError):
+                    return (await probe.get(path)).status_code == status
+                return False
+
+            await until(lambda: answers("/readyz", 503), within=30)
+            assert await answers("/healthz", 200)
+            # what a caller routed there meanwhile hears: come back later
+            refused = await probe.post("/webhooks/sendgrid", content=b"[]")
+            assert (refused.status_code, refused.headers["Retry-After"]) == (503, "5")
+            said = [
+                line
+                for line in (tmp_path / "worker.log").read_text().splitlines()
+                if line.startswith("relaybook: cannot reach Kafka at")
+            ]
+            assert len(said) == 1
+            broker = EmbeddedBroker(broker.port)
+            broker.start()
+            await until(lambda: answers("/readyz", 200), within=60)
+        process.terminate()
+        assert process.wait(30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
         broker.stop()
