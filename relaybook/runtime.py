@@ -81,13 +81,21 @@ class Infrastructure:
 #: all, and what for: without it, it would start and report ready, then fail every send
 #: or refuse every webhook
 NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
+    # the public URL: where a text's statuses are to be posted (worker), what Twilio
+    # signed them over (ingest); its default, 127.0.0.1, is right for `up` alone
     "worker": (
-        ("sendgrid_api_key", "twilio_account_sid", "twilio_auth_token", "twilio_from"),
+        (
+            "sendgrid_api_key",
+            "twilio_account_sid",
+            "twilio_auth_token",
+            "twilio_from",
+            "public_webhook_base_url",
+        ),
         "to send (the providers' credentials; on a trial, those the sandbox accepts: "
         "deploy/sandbox.env)",
     ),
     "ingest": (
-        ("sendgrid_webhook_public_keys", "twilio_auth_token"),
+        ("sendgrid_webhook_public_keys", "twilio_auth_token", "public_webhook_base_url"),
         "to verify the providers' webhooks",
     ),
 }

@@ -32,6 +32,7 @@ PROVIDER_SETTINGS = {
     "RELAYBOOK_TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
     "RELAYBOOK_TWILIO_AUTH_TOKEN": "test-only-auth-token",
     "RELAYBOOK_TWILIO_FROM": "+15005550006",
+    "RELAYBOOK_PUBLIC_WEBHOOK_BASE_URL": "https://hooks.example.org",
 }
 
 

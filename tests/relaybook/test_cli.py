@@ -239,13 +239,15 @@ def test_a_single_deployable_refuses_to_start_without_configured_servers(data_di
         (
             "worker",
             "relaybook worker needs RELAYBOOK_SENDGRID_API_KEY, RELAYBOOK_TWILIO_ACCOUNT_SID, "
-            "RELAYBOOK_TWILIO_AUTH_TOKEN and RELAYBOOK_TWILIO_FROM to send (the providers' "
-            "credentials; on a trial, those the sandbox accepts: deploy/sandbox.env)",
+            "RELAYBOOK_TWILIO_AUTH_TOKEN, RELAYBOOK_TWILIO_FROM and "
+            "RELAYBOOK_PUBLIC_WEBHOOK_BASE_URL to send (the providers' credentials; on a "
+            "trial, those the sandbox accepts: deploy/sandbox.env)",
         ),
         (
             "ingest",
-            "relaybook ingest needs RELAYBOOK_SENDGRID_WEBHOOK_PUBLIC_KEYS and "
-            "RELAYBOOK_TWILIO_AUTH_TOKEN to verify the providers' webhooks",
+            "relaybook ingest needs RELAYBOOK_SENDGRID_WEBHOOK_PUBLIC_KEYS, "
+            "RELAYBOOK_TWILIO_AUTH_TOKEN and RELAYBOOK_PUBLIC_WEBHOOK_BASE_URL to verify the "
+            "providers' webhooks",
         ),
     ],
 )

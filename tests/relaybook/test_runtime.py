@@ -97,6 +97,8 @@ async def test_a_deployable_starts_on_a_schema_a_newer_release_migrated(
         ("ingest", "RELAYBOOK_SENDGRID_WEBHOOK_PUBLIC_KEYS", True),
         ("ingest", "RELAYBOOK_TWILIO_AUTH_TOKEN", True),
         ("ingest", "RELAYBOOK_SENDGRID_API_KEY", False),
+        ("ingest", "RELAYBOOK_PUBLIC_WEBHOOK_BASE_URL", True),
+        ("worker", "RELAYBOOK_PUBLIC_WEBHOOK_BASE_URL", True),
     ],
 )
 def test_a_single_deployable_requires_the_provider_settings_it_works_with(
