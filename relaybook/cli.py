@@ -64,7 +64,13 @@ def _parser() -> argparse.ArgumentParser:
         help="keep the system up after the tour, until Ctrl-C, to click through it in the "
         "console (the sign-in is printed)",
     )
-    commands.add_parser("migrate", help="apply database migrations (idempotent)")
+    migrate = commands.add_parser("migrate", help="apply database migrations (idempotent)")
+    migrate.add_argument(
+        "--allow-newer",
+        action="store_true",
+        help="a database a newer release migrated is left as it is (exit 0), not refused: "
+        "what a rollback's migration step runs",
+    )
     commands.add_parser("settings", help="list the settings, their defaults and current values")
     commands.add_parser("dispatcher", help="the dispatcher API alone (configured servers)")
     commands.add_parser("ingest", help="webhook ingest alone (configured servers)")
@@ -230,14 +236,25 @@ async def _database(settings: Settings, command: str) -> AsyncIterator[str]:
             await asyncio.to_thread(postgres.stop)
 
 
-async def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
+async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     async with _database(settings, "relaybook migrate") as url:
-        applied = await database.migrate(url, default_agency=settings.default_agency)
-    if applied:
-        for migration in applied:
-            print(f"applied {migration.version:04d}_{migration.name}")
-    else:
-        print(f"the database is current (migration {database.newest_version()})")
+        applied = await database.migrate(
+            url, default_agency=settings.default_agency, newer_ok=args.allow_newer
+        )
+        connection = await database.connect(url)
+        try:
+            version = await connection.fetchval("SELECT max(version) FROM schema_migrations")
+        finally:
+            await connection.close()
+    for migration in applied:
+        print(f"applied {migration.version:04d}_{migration.name}")
+    if version > database.newest_version():
+        print(
+            f"the database is at migration {version}, newer than this code "
+            f"({database.newest_version()}): left as it is"
+        )
+    elif not applied:
+        print(f"the database is current (migration {version})")
     return 0
 
 

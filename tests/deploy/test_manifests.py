@@ -64,7 +64,7 @@ def test_compose_runs_every_deployable_on_its_port_after_the_migration() -> None
         assert commands[deployable] == [deployable], deployable
         check = " ".join(services[deployable]["healthcheck"]["test"])
         assert f"127.0.0.1:{_port(deployable)}/readyz" in check, deployable
-    assert commands["migrate"] == ["migrate"]
+    assert commands["migrate"] == ["migrate", "--allow-newer"]
     for deployable in PRODUCTION:
         after = services[deployable]["depends_on"]
         assert after["migrate"]["condition"] == "service_completed_successfully"
@@ -137,7 +137,7 @@ def test_the_migration_job_is_locked_down_and_applied_first() -> None:
     job = _by_kind("Job")["relaybook-migrate"]
     assert job["metadata"]["labels"]["relaybook.io/pre-rollout"] == "true"
     pod = job["spec"]["template"]["spec"]
-    assert pod["containers"][0]["args"] == ["migrate"]
+    assert pod["containers"][0]["args"] == ["migrate", "--allow-newer"]
     _assert_sized_and_locked_down(pod)
     # what the Job needs besides the Secret is applied with it (`-l relaybook.io/pre-rollout`)
     base = yaml.safe_load((KUBERNETES / "base" / "kustomization.yaml").read_text())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import uuid
 from pathlib import Path
 
@@ -126,6 +127,46 @@ async def test_a_database_newer_than_the_code_is_refused(database_url: str) -> N
         await connection.close()
     with pytest.raises(database.DatabaseError, match="newer than this code"):
         await database.migrate(database_url)
+
+
+async def test_migrate_allowed_a_newer_database_leaves_it_as_it_is(database_url: str) -> None:
+    """What a rollback's migration step runs (compose's `migrate`, the previous release's
+    Job): exit 0 saying so, where plain `relaybook migrate` refuses (exit 1)."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute(
+            "INSERT INTO schema_migrations (version, name, checksum) VALUES (999, 'future', 'x')"
+        )
+    finally:
+        await connection.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYBOOK_")}
+    env["RELAYBOOK_DATABASE_URL"] = database_url
+    answers = []
+    for options in ([], ["--allow-newer"]):
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "relaybook.cli",
+            "migrate",
+            *options,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await process.communicate()
+        answers.append((process.returncode, out.decode().strip(), err.decode().strip()))
+    newest = database.newest_version()
+    refused, allowed = answers
+    assert refused == (
+        1,
+        "",
+        f"relaybook: the database is at migration 999, newer than this code ({newest}): "
+        "upgrade relaybook",
+    )
+    assert allowed[:2] == (
+        0,
+        f"the database is at migration 999, newer than this code ({newest}): left as it is",
+    )
 
 
 async def test_a_service_starting_on_a_newer_database_runs_on_it_saying_so_once(
