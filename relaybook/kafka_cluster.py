@@ -278,6 +278,7 @@ class EmbeddedKafka:
         text = self.security.key_file.read_text().strip() + "\n"
         text += self.security.cert_file.read_text().strip() + "\n"
         path.touch(mode=0o600)
+        path.chmod(0o600)  # touch's mode applies to a new file only: a kept one too
         path.write_text(text)
 
     def _scram_arguments(self) -> list[str]:
