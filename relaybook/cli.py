@@ -573,22 +573,30 @@ async def until_broker_takes_us(
         create_app(service, routes=[everything], checks={"broker": broker}),
         bind(port, env_name(port_setting), settings.listen_address),
     )
-    await server.start()
     try:
+        await server.start()
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), BROKER_RETRY_S)
             if stop.is_set():
                 return False
-            try:
-                await check_reachable(settings)
-            except BrokerError as problem:
-                if str(problem) != reason:  # a new reason is worth a line; the same is not
-                    reason = str(problem)
-                    print(f"relaybook: {reason}", file=sys.stderr, flush=True)
-                continue
-            logs.get_logger(__name__).info("Kafka takes relaybook's connection now")
-            return True
+            # a check may take a while (silent servers): a stop does not wait for it
+            check = asyncio.ensure_future(check_reachable(settings))
+            stopping = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({check, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if stop.is_set():
+                check.cancel()
+                await asyncio.gather(check, return_exceptions=True)
+                return False
+            if (refusal := check.exception()) is None:
+                logs.get_logger(__name__).info("Kafka takes relaybook's connection now")
+                return True
+            if not isinstance(refusal, BrokerError):
+                raise refusal
+            if str(refusal) != reason:  # a new reason is worth a line; the same is not
+                reason = str(refusal)
+                print(f"relaybook: {reason}", file=sys.stderr, flush=True)
     finally:
         await server.stop()
 

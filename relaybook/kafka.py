@@ -79,8 +79,9 @@ LAG = Gauge(
 
 #: a record batch's size: under a broker's default limit for one (message.max.bytes, 1 MiB)
 MAX_BATCH_BYTES = 512 * 1024
-#: how long a consumer's stop waits for the batch in hand before cancelling it
-STOP_TIMEOUT_S = 30.0
+#: how long a consumer's stop waits for the batch in hand before cancelling it: within
+#: the shortest grace a supervisor gives a stopping process (`up` 20 s, compose 30 s)
+STOP_TIMEOUT_S = 10.0
 
 
 class BrokerError(faults.UnavailableError):
@@ -237,8 +238,8 @@ async def ensure_topics(settings: Settings, names: Iterable[str] = TOPICS) -> No
 async def _create_missing(
     admin: AIOKafkaAdminClient, settings: Settings, names: Iterable[str]
 ) -> None:
-    wanted = [settings.topic(name) for name in names]
-    missing = [topic for topic in wanted if topic not in set(await admin.list_topics())]
+    existing = set(await admin.list_topics())
+    missing = [topic for name in names if (topic := settings.topic(name)) not in existing]
     if not missing:
         return
     answer = await admin.create_topics(
@@ -254,8 +255,12 @@ async def _create_missing(
         for topic, code, *said in answer.topic_errors
         if code not in {0, TopicAlreadyExistsError.errno}
     }
-    if any(code == RequestTimedOutError.errno for code, _ in errors.values()):
-        await asyncio.sleep(1)
+    deadline = time.monotonic() + 10
+    while (
+        any(code == RequestTimedOutError.errno for code, _ in errors.values())
+        and time.monotonic() < deadline
+    ):
+        await asyncio.sleep(0.5)
         existing = set(await admin.list_topics())
         errors = {topic: error for topic, error in errors.items() if topic not in existing}
     refused: dict[str, list[str]] = {}
@@ -694,18 +699,22 @@ class Consumer:
         self._stopping.set()
         task = self._task
         if task is not None and task is not asyncio.current_task():
-            # asyncio.wait, not awaiting the task: a cancellation of this call is raised
-            # here, not mistaken for the loop's own end.
-            done, _ = await asyncio.wait({task}, timeout=grace_s)
-            if not done:
-                log.warning(
-                    "the batch in hand did not finish in time; left uncommitted",
-                    group=self._group,
-                    grace_s=grace_s,
-                )
-                task.cancel()
-                await asyncio.wait({task})
-            elif not task.cancelled() and (problem := task.exception()) is not None:
+            try:
+                # asyncio.wait, not awaiting the task: a cancellation of this call is
+                # raised here, not mistaken for the loop's own end
+                done, _ = await asyncio.wait({task}, timeout=grace_s)
+                if not done:
+                    log.warning(
+                        "the batch in hand did not finish in time; left uncommitted",
+                        group=self._group,
+                        grace_s=grace_s,
+                    )
+                    task.cancel()
+                    await asyncio.wait({task}, timeout=grace_s)
+            except asyncio.CancelledError:
+                task.cancel()  # the caller gives up: the loop does too
+                raise
+            if task.done() and not task.cancelled() and (problem := task.exception()):
                 log.error("the consumer's loop had ended", group=self._group, exc_info=problem)
         await self._consumer.stop()
 

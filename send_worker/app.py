@@ -5,6 +5,8 @@ itself); with the event outbox's catch-up loop beside them."""
 
 from __future__ import annotations
 
+import asyncio
+
 from relaybook.deployable import Deployable
 from relaybook.kafka import Consumer
 from relaybook.runtime import Infrastructure
@@ -51,8 +53,8 @@ def build(infra: Infrastructure) -> Deployable:
             await consumer.start_running(worker.lane(channel), f"send-{channel}")
 
     async def stop() -> None:
-        for consumer in lanes.values():
-            await consumer.stop()
+        # side by side: each lane's grace for its batch in hand runs at the same time
+        await asyncio.gather(*(consumer.stop() for consumer in lanes.values()))
         await worker.close()
         await events.stop()
         await sendgrid.close()

@@ -438,7 +438,7 @@ async def test_a_batch_stuck_at_stop_is_cancelled_uncommitted_and_consumed_again
     await asyncio.wait_for(started.wait(), 20)
     began = time.monotonic()
     await asyncio.wait_for(member.stop(grace_s=0.5), 10)
-    assert time.monotonic() - began < 5
+    assert time.monotonic() - began < 8  # the grace, the cancelled batch, leaving the group
     again: list[Record] = []
 
     async def handler(records: list[Record]) -> None:
