@@ -27,7 +27,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 import schemas
 from dispatcher.store import OUTBOX_CHANNEL, Q
-from relaybook import sql
+from relaybook import faults, sql
 from relaybook.kafka import Producer, headers_for
 from relaybook.logs import get_logger
 from relaybook.timestamps import now_iso
@@ -106,8 +106,8 @@ class Relay:
         while True:
             try:
                 busy = await step()
-            except (asyncpg.PostgresError, OSError, RuntimeError) as problem:
-                log.warning("background step failed; retrying", step=name, error=str(problem))
+            except Exception as problem:  # noqa: BLE001 - whatever it is, the loop goes on
+                faults.report_retried(log, "background step failed; retrying", problem, step=name)
                 busy = False
             if not busy:
                 with contextlib.suppress(TimeoutError):
@@ -154,8 +154,11 @@ class Relay:
     async def _watch(self) -> None:
         """Keeps the backlog's gauges current (a failed read keeps the last figures)."""
         while True:
-            with contextlib.suppress(asyncpg.PostgresError, OSError):
+            try:
                 await self.measure_backlog()
+            except Exception as problem:
+                if not faults.is_transient(problem):  # an outage is said elsewhere already
+                    log.exception("measuring the backlog failed", exc_info=problem)
             await asyncio.sleep(WATCH_S)
 
     async def measure_backlog(self) -> None:

@@ -14,6 +14,8 @@ and the API answers a 4xx for input it should have refused (a 500 is a bug).
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 from aiokafka.errors import KafkaError
 
@@ -68,3 +70,14 @@ def reason(problem: BaseException) -> str:
     if isinstance(problem, asyncpg.InterfaceError):
         return "data_error"
     return "handler_error"
+
+
+def report_retried(logger: Any, event: str, problem: BaseException, **context: Any) -> None:
+    """Logs the failure of a background step that will be tried again (the outbox relay,
+    the event outbox's catch-up): a warning naming the cause when it is transient (it
+    passes with the server's return), an error with its traceback otherwise (a bug, but
+    one that must not end the loop: a loop that dies stops publishing in silence)."""
+    if is_transient(problem):
+        logger.warning(event, error=f"{type(problem).__name__}: {str(problem)[:300]}", **context)
+    else:
+        logger.error(event, exc_info=problem, **context)

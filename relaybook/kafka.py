@@ -343,9 +343,12 @@ class Producer:
 
     async def partitions(self, full_topic: str) -> list[int]:
         try:
-            return sorted(await self._producer.partitions_for(full_topic))
+            partitions = sorted(await self._producer.partitions_for(full_topic) or ())
         except KafkaError as error:
             raise BrokerError(f"no partitions of {full_topic} known: {error}") from error
+        if not partitions:  # a topic being created, or metadata from a broker starting up
+            raise BrokerError(f"no partitions of {full_topic} known yet")
+        return partitions
 
     def create_batch(self) -> Any:
         return self._producer.create_batch()

@@ -22,8 +22,9 @@ import asyncpg
 import orjson
 
 import schemas
+from relaybook import faults
 from relaybook.database import Connection
-from relaybook.kafka import BrokerError, Producer, headers_for
+from relaybook.kafka import Producer, headers_for
 from relaybook.logs import get_logger
 
 log = get_logger(__name__)
@@ -134,8 +135,8 @@ class Outbox:
                     if time.monotonic() - pruned_at >= PRUNE_EVERY_S:
                         pruned_at = time.monotonic()
                         await self.prune()
-                except (BrokerError, asyncpg.PostgresError, OSError) as problem:
-                    log.warning("outbox catch-up failed; retrying", error=str(problem))
+                except Exception as problem:  # noqa: BLE001 - whatever it is, the loop goes on
+                    faults.report_retried(log, "outbox catch-up failed; retrying", problem)
 
         self._task = asyncio.create_task(catch_up(), name="outbox")
 

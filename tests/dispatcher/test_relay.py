@@ -13,9 +13,10 @@ from typing import Any
 import asyncpg
 import pytest
 from prometheus_client import REGISTRY
+from structlog.testing import capture_logs
 
 import schemas
-from dispatcher.outbox import Relay
+from dispatcher.outbox import RELAY_LANES, Relay
 from dispatcher.store import PAGE_RECIPIENTS, NoticeStore
 from dispatcher.validation import parse_notice
 from relaybook.kafka import Producer
@@ -177,3 +178,38 @@ async def test_the_backlog_gauges_say_what_waits_and_for_how_long(
     assert gauge("relaybook_outbox_backlog", kind="send_job_pages") == 0
     assert gauge("relaybook_outbox_backlog", kind="retries") == 1
     assert 9 < (gauge("relaybook_outbox_oldest_age_seconds", kind="retries") or 0) < 40
+
+
+async def test_a_step_failing_for_an_unexpected_reason_is_logged_and_tried_again(
+    pool: asyncpg.Pool,
+    producer: Producer,
+    settings: Settings,
+    db: asyncpg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Not only a server away: whatever a step raises (a bug, a client library's surprise)
+    is logged with its traceback and the step runs again. A relay loop that ended on it
+    published nothing more, in silence, until the process restarted."""
+    await create(pool)
+    expected = await queued(db)
+    running = relay(pool, producer, settings)
+    publish_due = running.publish_due
+    calls = 0
+
+    async def failing_first() -> bool:
+        nonlocal calls
+        calls += 1
+        if calls <= RELAY_LANES:  # every lane's first step
+            raise ZeroDivisionError("integer division or modulo by zero")
+        return await publish_due()
+
+    monkeypatch.setattr(running, "publish_due", failing_first)
+    with capture_logs() as logged:
+        await running.start()
+        try:
+            assert await published(settings, len(expected)) == Counter(expected.keys())
+        finally:
+            await running.stop()
+    failed = [entry for entry in logged if entry["event"] == "background step failed; retrying"]
+    assert len(failed) == RELAY_LANES
+    assert {entry["log_level"] for entry in failed} == {"error"}
