@@ -185,10 +185,23 @@ class EmbeddedBroker:
         self.stop()
         raise EmbeddedError(f"embedded broker not listening on {self.port} after {timeout}s")
 
+    def freeze(self) -> None:
+        """Stops the broker answering, its topics kept (SIGSTOP), for outage tests: a
+        broker restarted in memory would come back without them, and Tansu acknowledges
+        records for a topic it does not know, which a topic created after them hides."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """Lets a frozen broker answer again (SIGCONT)."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
+        process.send_signal(signal.SIGCONT)  # a frozen broker cannot act on SIGTERM
         process.terminate()
         try:
             process.wait(5)
