@@ -117,7 +117,8 @@ async def test_an_applied_migration_that_was_edited_is_refused(database_url: str
         await database.migrate(database_url)
 
 
-async def test_a_database_newer_than_the_code_is_refused(database_url: str) -> None:
+async def migrated_by_a_newer_release(database_url: str) -> None:
+    """Records a migration 999 this code does not have, as a newer release's would be."""
     connection = await asyncpg.connect(database_url)
     try:
         await connection.execute(
@@ -125,6 +126,10 @@ async def test_a_database_newer_than_the_code_is_refused(database_url: str) -> N
         )
     finally:
         await connection.close()
+
+
+async def test_a_database_newer_than_the_code_is_refused(database_url: str) -> None:
+    await migrated_by_a_newer_release(database_url)
     with pytest.raises(database.DatabaseError, match="newer than this code"):
         await database.migrate(database_url)
 
@@ -132,13 +137,7 @@ async def test_a_database_newer_than_the_code_is_refused(database_url: str) -> N
 async def test_migrate_allowed_a_newer_database_leaves_it_as_it_is(database_url: str) -> None:
     """What a rollback's migration step runs (compose's `migrate`, the previous release's
     Job): exit 0 saying so, where plain `relaybook migrate` refuses (exit 1)."""
-    connection = await asyncpg.connect(database_url)
-    try:
-        await connection.execute(
-            "INSERT INTO schema_migrations (version, name, checksum) VALUES (999, 'future', 'x')"
-        )
-    finally:
-        await connection.close()
+    await migrated_by_a_newer_release(database_url)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYBOOK_")}
     env["RELAYBOOK_DATABASE_URL"] = database_url
     answers = []
@@ -175,13 +174,7 @@ async def test_a_service_starting_on_a_newer_database_runs_on_it_saying_so_once(
     """A rollback, or the old pods of a rolling deploy: start-up (``newer_ok``) applies
     nothing and warns once per process; `relaybook migrate` (above) still refuses."""
     monkeypatch.setattr(database, "_NEWER_NOTED", set())
-    connection = await asyncpg.connect(database_url)
-    try:
-        await connection.execute(
-            "INSERT INTO schema_migrations (version, name, checksum) VALUES (999, 'future', 'x')"
-        )
-    finally:
-        await connection.close()
+    await migrated_by_a_newer_release(database_url)
     with capture_logs() as logged:
         for _ in range(2):
             assert await database.migrate(database_url, newer_ok=True) == []
