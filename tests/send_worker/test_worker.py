@@ -137,11 +137,12 @@ async def test_permanent_refusals_fail_the_delivery_at_once_with_the_providers_c
         created["id"],
     )
     found = {r["recipient_id"]: (r["status"], r["provider_code"]) for r in rows}
+    # The accepted message may already have its sandbox callback read: sent, then delivered.
+    assert found.pop("fine") in {("sent", None), ("delivered", None)}
     assert found == {
         "invalid": ("failed", "21211"),
         "stopped": ("failed", "21610"),
         "landline": ("failed", "21614"),
-        "fine": ("sent", None),
     }
     assert all(r["send_attempts"] == 1 for r in rows)
     assert all(r["stamped"] for r in rows if r["status"] == "failed")
