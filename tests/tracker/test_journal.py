@@ -4,6 +4,7 @@ that fails half-way leaves nothing behind and counts once when it comes again.""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from typing import Any
@@ -166,3 +167,30 @@ async def test_the_notice_settles_once_nothing_is_queued(
 
     await tracker.handle([event("bounced", sent["owner-2"], 5)])  # a late bounce
     assert await pool.fetchval(status, notice_id) == "partially_failed"
+
+
+async def test_two_trackers_settling_one_notice_at_once_leave_it_settled(
+    pool: asyncpg.Pool, sent: dict[str, Any]
+) -> None:
+    """Two replicas each record the last outcome of one message of the same notice, in
+    transactions that overlap: each sees the other's message still queued when it
+    settles. The later settler must wait for the earlier and see its message, or the
+    notice would stay 'sending' for good."""
+    notice_id = uuid.UUID(sent["notice"])
+    queued = [sent["owner-0"], sent["owner-1"]]
+    await pool.execute("UPDATE deliveries SET status = 'queued' WHERE id = ANY($1)", queued)
+    sent_now = "UPDATE deliveries SET status = 'sent' WHERE id = $1"
+    settle = "SELECT settle_notices($1::uuid[])"
+    async with pool.acquire() as first, pool.acquire() as second:
+        one, two = first.transaction(), second.transaction()
+        await one.start()
+        await two.start()
+        await first.execute(sent_now, queued[0])
+        await second.execute(sent_now, queued[1])
+        await first.execute(settle, [notice_id])
+        late = asyncio.create_task(second.execute(settle, [notice_id]))
+        await asyncio.sleep(0.3)  # without a lock, it has read owner-0 queued by now
+        await one.commit()
+        await late
+        await two.commit()
+    assert await pool.fetchval("SELECT status FROM notices WHERE id = $1", notice_id) == "sent"
