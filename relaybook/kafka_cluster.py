@@ -10,9 +10,12 @@ broker, the nodes die with the process that started them, even when it is killed
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import dataclasses
+import hashlib
 import json
+import secrets
 import signal
 import socket
 import subprocess
@@ -32,6 +35,8 @@ _GROUP = 0
 
 #: per node: enough for tests and a development machine (the start scripts' default is 1 GiB)
 HEAP = "384m"
+#: PBKDF2 rounds of the SCRAM credentials the embedded cluster is formatted with
+SCRAM_ITERATIONS = 8192
 JVM_OPTIONS = (
     f"-Xmx{HEAP}",
     "-Xms128m",
@@ -82,9 +87,11 @@ class ListenerSecurity:
         if (self.protocol == "SASL_SSL") != bool(self.scram_users):
             raise ValueError("SCRAM users go with SASL_SSL, and SASL_SSL needs some")
         for name, password in self.scram_users.items():
-            # StorageTool's --add-scram reads name=...,password=... between brackets
-            if not name or not password or any(c in name + password for c in ",=[]'\""):
-                raise ValueError(f"SCRAM user {name!r}: no empty name or password, no ,=[]'\"")
+            # StorageTool's --add-scram reads name=...,salt=... between brackets
+            if not name or not password or any(c in name for c in ",=[]'\""):
+                raise ValueError(
+                    f"SCRAM user {name!r}: no empty name or password, no ,=[]'\" in a name"
+                )
 
 
 class EmbeddedKafka:
@@ -282,12 +289,20 @@ class EmbeddedKafka:
         path.write_text(text)
 
     def _scram_arguments(self) -> list[str]:
+        """The users' credentials as StorageTool takes them, salted here (RFC 5802's
+        SaltedPassword), so that no password is on a command line."""
         users = self.security.scram_users if self.security is not None else {}
-        return [
-            argument
-            for name, password in users.items()
-            for argument in ("--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]")
-        ]
+        arguments = []
+        for name, password in users.items():
+            salt = secrets.token_bytes(24)
+            salted = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, SCRAM_ITERATIONS)
+            arguments += [
+                "--add-scram",
+                f'SCRAM-SHA-512=[name={name},salt="{base64.b64encode(salt).decode()}",'
+                f'saltedpassword="{base64.b64encode(salted).decode()}",'
+                f"iterations={SCRAM_ITERATIONS}]",
+            ]
+        return arguments
 
     def _cluster_id(self, java: str, jars: str) -> str:
         """The id of the cluster being formatted: the one a node already holds, or new."""

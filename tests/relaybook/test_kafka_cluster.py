@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -77,7 +78,14 @@ def test_a_secured_cluster_secures_the_clients_listener_only(tmp_path: Path) -> 
         assert shown["listener.name.client.ssl.keystore.type"] == "PEM"
         assert "listener.name.client.ssl.client.auth" not in shown
         assert "authorizer.class.name" not in shown
-    assert cluster._scram_arguments() == ["--add-scram", "SCRAM-SHA-512=[name=rb,password=pw]"]
+    flag, credential = cluster._scram_arguments()
+    assert flag == "--add-scram"
+    # salted here: StorageTool's command line never holds the password
+    assert re.fullmatch(
+        r'SCRAM-SHA-512=\[name=rb,salt="[A-Za-z0-9+/=]{32}",'
+        r'saltedpassword="[A-Za-z0-9+/=]{88}",iterations=8192\]',
+        credential,
+    )
     assert cluster.bootstrap_servers.split(",") == [f"127.0.0.1:{p}" for p in cluster.ports]
 
 
@@ -112,7 +120,8 @@ def test_an_unsecured_cluster_serves_its_clients_and_brokers_on_one_plaintext_li
         ("SASL_PLAINTEXT", {"rb": "pw"}, "speaks SSL or SASL_SSL"),
         ("SASL_SSL", {}, "SASL_SSL needs some"),
         ("SSL", {"rb": "pw"}, "SCRAM users go with SASL_SSL"),
-        ("SASL_SSL", {"rb": "p,w"}, "no empty name or password"),
+        ("SASL_SSL", {"r,b": "pw"}, "no empty name or password"),
+        ("SASL_SSL", {"rb": ""}, "no empty name or password"),
     ],
 )
 def test_a_listener_security_that_cannot_work_is_refused(
