@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from relaybook import database, logs, ownership
+from relaybook import database, faults, logs, ownership
 from relaybook import settings as settings_module
 from relaybook.deadletters import DeadLetters, Letter
 from relaybook.embedded import EmbeddedError, EmbeddedPostgres
@@ -523,8 +523,8 @@ async def _single(settings: Settings, args: argparse.Namespace) -> int:
         require_configured(settings, args.command, providers=not args.under_up)
         port_setting = DEPLOYABLES[args.command][0]
         assert port_setting is not None
-        # a broker refusing us: one line, a failing /readyz, and asked again until it takes us
-        if not await until_broker_takes_us(settings, args.command, port_setting, stop):
+        # a database or broker refusing us: one line, a failing /readyz, and asked again
+        if not await until_servers_take_us(settings, args.command, port_setting, stop):
             return 0
     async with System(settings, only={args.command}) as system:
         settle_garbage_collector()
@@ -533,36 +533,55 @@ async def _single(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-#: how often a deployable the broker turned away at start-up asks it again
-BROKER_RETRY_S = 5.0
+#: how often a deployable its database or broker turned away at start-up asks again
+SERVERS_RETRY_S = 5.0
 
 
-async def until_broker_takes_us(
-    settings: Settings, service: str, port_setting: str, stop: asyncio.Event
-) -> bool:
-    """Returns True at once when the configured Kafka takes relaybook's connection.
-
-    When it does not (a refused SASL password, an untrusted certificate, no broker
-    there), says why in one line on stderr, then serves ``/healthz`` and a ``/readyz``
-    failing with that reason (and ``relaybook_ready`` 0) on the deployable's port, and
-    asks again every :data:`BROKER_RETRY_S`: a secret corrected or a broker come back
-    is taken without a restart. Returns True then, having closed the port for the
-    deployable's own server, or False if ``stop`` was set first."""
+async def _refusal(settings: Settings) -> tuple[str, str] | None:
+    """Which of the database and the broker cannot be used now, and why; None when both
+    take relaybook's connection."""
+    assert settings.database_url is not None  # required of a single deployable
+    try:
+        connection = await database.connect(settings.database_url)
+    except database.DatabaseError as problem:
+        return "database", str(problem)
+    await connection.close()
     try:
         await check_reachable(settings)
     except BrokerError as problem:
-        reason = str(problem)
-    else:
-        return True
-    print(f"relaybook: {reason}", file=sys.stderr, flush=True)
+        return "broker", str(problem)
+    return None
 
-    async def broker() -> None:
-        raise BrokerError(reason)
+
+async def until_servers_take_us(
+    settings: Settings, service: str, port_setting: str, stop: asyncio.Event
+) -> bool:
+    """Returns True at once when PostgreSQL and Kafka take relaybook's connections.
+
+    When one does not (a server away, a refused password, an untrusted certificate), says
+    why in one line on stderr, then serves ``/healthz`` and a ``/readyz`` failing with
+    that reason under ``checks.database`` or ``checks.broker`` (and ``relaybook_ready``
+    0) on the deployable's port, and asks again every :data:`SERVERS_RETRY_S`: a secret
+    corrected or a server come back is taken without a restart (an orchestrator starts
+    everything at once). Returns True then, having closed the port for the deployable's
+    own server, or False if ``stop`` was set first."""
+    refusal = await _refusal(settings)
+    if refusal is None:
+        return True
+    print(f"relaybook: {refusal[1]}", file=sys.stderr, flush=True)
+
+    def check(name: str) -> Callable[[], Coroutine[Any, Any, None]]:
+        async def refused() -> None:
+            if refusal is not None and refusal[0] == name:
+                raise faults.UnavailableError(refusal[1])
+
+        return refused
 
     async def meanwhile(_request: Request) -> Response:
         # a caller routed here (ingest and the API are in their Service while alive) is
-        # told to come back, as during any broker outage
-        raise BrokerError(reason)
+        # told to come back, as during any outage
+        assert refusal is not None
+        raise faults.UnavailableError(refusal[1])
 
     port = getattr(settings, port_setting)
     everything = Route(
@@ -570,33 +589,36 @@ async def until_broker_takes_us(
     )
     server = HttpServer(
         service,
-        create_app(service, routes=[everything], checks={"broker": broker}),
+        create_app(
+            service,
+            routes=[everything],
+            checks={"database": check("database"), "broker": check("broker")},
+        ),
         bind(port, env_name(port_setting), settings.listen_address),
     )
     try:
         await server.start()
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), BROKER_RETRY_S)
+                await asyncio.wait_for(stop.wait(), SERVERS_RETRY_S)
             if stop.is_set():
                 return False
             # a check may take a while (silent servers): a stop does not wait for it
-            check = asyncio.ensure_future(check_reachable(settings))
+            asked = asyncio.ensure_future(_refusal(settings))
             stopping = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({check, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({asked, stopping}, return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()
             if stop.is_set():
-                check.cancel()
-                await asyncio.gather(check, return_exceptions=True)
+                asked.cancel()
+                await asyncio.gather(asked, return_exceptions=True)
                 return False
-            if (refusal := check.exception()) is None:
-                logs.get_logger(__name__).info("Kafka takes relaybook's connection now")
+            now = asked.result()
+            if now is None:
+                logs.get_logger(__name__).info("PostgreSQL and Kafka take relaybook now")
                 return True
-            if not isinstance(refusal, BrokerError):
-                raise refusal
-            if str(refusal) != reason:  # a new reason is worth a line; the same is not
-                reason = str(refusal)
-                print(f"relaybook: {reason}", file=sys.stderr, flush=True)
+            if now != refusal:  # a new reason is worth a line; the same is not
+                print(f"relaybook: {now[1]}", file=sys.stderr, flush=True)
+            refusal = now
     finally:
         await server.stop()
 

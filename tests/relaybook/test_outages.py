@@ -13,7 +13,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -299,34 +299,63 @@ async def test_a_deployable_started_before_its_broker_is_unready_then_ready_once
     """A single deployable started while Kafka is away (an orchestrator starts everything
     at once) says so in one line, answers ``/healthz`` and a failing ``/readyz``, and is
     ready without a restart once the broker comes."""
-    broker = EmbeddedBroker()
-    own = configured(settings, **own_tansu(broker.start()))
-    broker.stop()  # the port stays known, with nothing on it
-    worker = Deployable("worker", own, tmp_path, **PROVIDER_SETTINGS)
+    gone = EmbeddedBroker()
+    own = configured(settings, **own_tansu(gone.start()))
+    gone.stop()  # the port stays known, with nothing on it
+    broker = EmbeddedBroker(gone.port)
+
+    async def comes() -> None:
+        broker.start()
+
+    try:
+        await _unready_until(own, tmp_path, "broker", "cannot reach Kafka at", comes)
+    finally:
+        broker.stop()
+
+
+async def test_a_deployable_started_before_its_database_is_unready_then_ready_once_it_comes(
+    settings: Settings, own_postgres: tuple[EmbeddedPostgres, str], tmp_path: Path
+) -> None:
+    """The same for PostgreSQL away at start: one line, unready with the cause under
+    ``database``, then ready without a restart once the server is back."""
+    server, url = own_postgres
+    await asyncio.to_thread(server.stop)
+
+    async def comes() -> None:
+        assert await asyncio.to_thread(server.start) == url
+
+    own = configured(settings, database_url=url)
+    await _unready_until(own, tmp_path, "database", "cannot connect to PostgreSQL", comes)
+
+
+async def _unready_until(
+    own: Settings, logs: Path, check: str, said: str, comes: Callable[[], Awaitable[None]]
+) -> None:
+    """Starts a worker on ``own`` while its ``check`` server is away: it must say ``said``
+    once, stay alive and unready (every other route 503 + Retry-After), then be ready
+    after ``comes()`` without a restart, and stop cleanly."""
+    worker = Deployable("worker", own, logs, **PROVIDER_SETTINGS)
     process = worker.start("worker")
     port = worker.env["RELAYBOOK_WORKER_PORT"]
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as probe:
 
             async def answers(path: str, status: int) -> bool:
-                assert process.poll() is None, (tmp_path / "worker.log").read_text()
+                assert process.poll() is None, (logs / "worker.log").read_text()
                 with contextlib.suppress(httpx.TransportError):
                     return (await probe.get(path)).status_code == status
                 return False
 
             await until(lambda: answers("/readyz", 503), within=30)
             assert await answers("/healthz", 200)
+            checks = (await probe.get("/readyz")).json()["checks"]
+            assert checks[check].startswith(said), checks
             # what a caller routed there meanwhile hears: come back later
             refused = await probe.post("/webhooks/sendgrid", content=b"[]")
             assert (refused.status_code, refused.headers["Retry-After"]) == (503, "5")
-            said = [
-                line
-                for line in (tmp_path / "worker.log").read_text().splitlines()
-                if line.startswith("relaybook: cannot reach Kafka at")
-            ]
-            assert len(said) == 1
-            broker = EmbeddedBroker(broker.port)
-            broker.start()
+            lines = (logs / "worker.log").read_text().splitlines()
+            assert len([line for line in lines if line.startswith(f"relaybook: {said}")]) == 1
+            await comes()
             await until(lambda: answers("/readyz", 200), within=60)
         process.terminate()
         assert process.wait(30) == 0
@@ -334,4 +363,3 @@ async def test_a_deployable_started_before_its_broker_is_unready_then_ready_once
         if process.poll() is None:
             process.kill()
             process.wait()
-        broker.stop()
