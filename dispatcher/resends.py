@@ -13,6 +13,7 @@ and the console's dialog alike.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import uuid
 from collections import defaultdict
@@ -44,6 +45,8 @@ DELIVERED = frozenset({"delivered", "opened", "clicked"})
 #: a resendable notice; drafts and scheduled ones were never sent
 SENT = frozenset({"sent", "partially_failed", "failed"})
 MAX_BODY_BYTES = 8 * 1024 * 1024
+#: times a resend is tried when PostgreSQL breaks a deadlock with it
+DEADLOCK_TRIES = 3
 
 
 class ResendError(ApiError):
@@ -198,6 +201,18 @@ class Resends:
         return {scope: _plan(grouped, scope, selected) for scope in SCOPES}
 
     async def resend(
+        self, notice_id: uuid.UUID, scope: str, selected: frozenset[str], caller: str
+    ) -> Resend:
+        """Records a resend of ``notice_id``'s messages in ``scope``. Tried again, whole,
+        when PostgreSQL picked it to break a deadlock: it locks the notice and then its
+        messages, while a tracker recording a late event about one of them locks that
+        message and then the notice, to settle it."""
+        for _ in range(DEADLOCK_TRIES - 1):
+            with contextlib.suppress(asyncpg.DeadlockDetectedError):
+                return await self._resend(notice_id, scope, selected, caller)
+        return await self._resend(notice_id, scope, selected, caller)  # again: a 503
+
+    async def _resend(
         self, notice_id: uuid.UUID, scope: str, selected: frozenset[str], caller: str
     ) -> Resend:
         async with self._pool.acquire() as connection, connection.transaction():

@@ -324,6 +324,45 @@ async def test_concurrent_resends_never_send_a_message_twice(
     assert {row["count"] for row in retried} == {1}
 
 
+async def test_a_resend_caught_in_a_deadlock_with_the_tracker_goes_through(
+    api: httpx.AsyncClient, db: asyncpg.Connection, database_url: str, sent: str
+) -> None:
+    """A tracker recording a late event locks the message, then the notice to settle it;
+    a resend locks the notice, then its messages. PostgreSQL breaks the circle by failing
+    the one that waited first, the resend: it is tried again, not answered 503."""
+    failed = await db.fetchval(
+        "SELECT id FROM deliveries WHERE notice_id = $1::uuid AND recipient_id = 'r2-half' "
+        "AND channel = 'email'",
+        sent,
+    )
+    tracker = db.transaction()
+    await tracker.start()
+    await db.execute("SELECT 1 FROM deliveries WHERE id = $1 FOR UPDATE", failed)
+    resend = asyncio.create_task(api.post(f"/v1/notices/{sent}/resends", json={"scope": "failed"}))
+
+    async def the_resend_waits() -> bool:
+        return bool(
+            await watcher.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND pid <> $1",
+                db.get_server_pid(),
+            )
+        )
+
+    watcher = await asyncpg.connect(database_url)
+    try:
+        await until(the_resend_waits, within=10)
+        try:
+            await db.execute("SELECT settle_notices(ARRAY[$1::uuid])", uuid.UUID(sent))
+        except asyncpg.DeadlockDetectedError:
+            await tracker.rollback()  # the tracker's batch comes again
+        else:
+            await tracker.commit()
+    finally:
+        await watcher.close()
+    assert (await resend).status_code == 202
+
+
 async def test_a_resend_after_fixing_addresses_updates_the_funnel_and_the_history(
     api: httpx.AsyncClient, db: asyncpg.Connection, sent: str
 ) -> None:
