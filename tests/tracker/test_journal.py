@@ -15,7 +15,7 @@ import pytest
 from dispatcher.store import NoticeStore
 from dispatcher.validation import parse_notice
 from relaybook.kafka import Record
-from tests.support import notice
+from tests.support import notice, until
 from tracker import journal as journal_module
 from tracker.journal import Journal
 
@@ -189,7 +189,17 @@ async def test_two_trackers_settling_one_notice_at_once_leave_it_settled(
         await second.execute(sent_now, queued[1])
         await first.execute(settle, [notice_id])
         late = asyncio.create_task(second.execute(settle, [notice_id]))
-        await asyncio.sleep(0.3)  # without a lock, it has read owner-0 queued by now
+
+        async def waits_for_the_first() -> bool:
+            return bool(
+                await pool.fetchval(
+                    "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1",
+                    second.get_server_pid(),
+                )
+            )
+
+        await until(waits_for_the_first, within=10)  # without a lock it never would
+        assert not late.done()
         await one.commit()
         await late
         await two.commit()
