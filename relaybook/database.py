@@ -13,6 +13,7 @@ Only ``relaybook migrate`` itself refuses a database newer than its code.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -164,12 +165,33 @@ def note_newer(version: int) -> None:
     )
 
 
+#: seconds to connect, before PostgreSQL is called away
+CONNECT_TIMEOUT_S = 10
+
+
+@contextlib.contextmanager
+def _connecting() -> Iterator[None]:
+    """Driver errors while connecting, as :class:`DatabaseError`: why, in one line that
+    holds no part of the URL's password."""
+    try:
+        yield
+    except TimeoutError as error:
+        raise DatabaseError(
+            f"cannot connect to PostgreSQL: no answer in {CONNECT_TIMEOUT_S} s"
+        ) from error
+    except (OSError, asyncpg.PostgresError) as error:
+        # the cause kept: whether this is an outage is read from it
+        raise DatabaseError(f"cannot connect to PostgreSQL: {error}") from error
+    except ValueError:  # asyncpg's URL parser quotes the part it could not read
+        raise DatabaseError(
+            "RELAYBOOK_DATABASE_URL is not a PostgreSQL URL asyncpg can read"
+        ) from None
+
+
 async def connect(dsn: str, **kwargs: Any) -> asyncpg.Connection:
     """One connection, with driver errors translated into :class:`DatabaseError`."""
-    try:
-        return await asyncpg.connect(dsn, timeout=10, **kwargs)
-    except (OSError, asyncpg.PostgresError, TimeoutError) as error:
-        raise DatabaseError(f"cannot connect to PostgreSQL: {error}") from error
+    with _connecting():
+        return await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT_S, **kwargs)
 
 
 #: The planner's price of reading a page out of order, for relaybook's sessions. The
@@ -211,17 +233,15 @@ REGISTRY.register(POOLS)
 
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     """A connection pool; fails fast with :class:`DatabaseError` when the server is away."""
-    try:
+    with _connecting():
         pool = await asyncpg.create_pool(
             dsn,
             min_size=min_size,
             max_size=max_size,
-            timeout=10,
+            timeout=CONNECT_TIMEOUT_S,
             command_timeout=60,
             server_settings={"random_page_cost": RANDOM_PAGE_COST},
         )
-    except (OSError, asyncpg.PostgresError, TimeoutError) as error:
-        raise DatabaseError(f"cannot connect to PostgreSQL: {error}") from error
     assert pool is not None
     POOLS.watch(pool)
     return pool

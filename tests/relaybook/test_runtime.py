@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import traceback
 
 import pytest
 from structlog.testing import capture_logs
@@ -121,3 +122,20 @@ def test_the_servers_are_named_before_the_providers() -> None:
         r"RELAYBOOK_KAFKA_BOOTSTRAP_SERVERS \(only `relaybook up`",
     ):
         require_configured(load({}), "worker", providers=False)
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        # asyncpg's parser quotes the piece it cannot read: here a piece of the password
+        ("postgresql://relay:s3cr/et@127.0.0.1:5432/db", "is not a PostgreSQL URL"),
+        ("postgresql://relay:s3cret@127.0.0.1:1/db", "cannot connect to PostgreSQL: "),
+    ],
+)
+async def test_a_database_out_of_reach_is_said_without_the_password(url: str, said: str) -> None:
+    for opening in (database.connect(url), database.create_pool(url)):
+        with pytest.raises(database.DatabaseError) as refused:
+            await opening
+        shown = "".join(traceback.format_exception(refused.value))
+        assert said in str(refused.value)
+        assert "s3cr" not in shown
