@@ -537,6 +537,10 @@ async def _single(settings: Settings, args: argparse.Namespace) -> int:
 SERVERS_RETRY_S = 5.0
 
 
+#: the servers a deployable asks at start, in order: it asks the next once one takes it
+_ASKED = ("database", "broker")
+
+
 async def _refusal(settings: Settings) -> tuple[str, str] | None:
     """Which of the database and the broker cannot be used now, and why; None when both
     take relaybook's connection."""
@@ -572,8 +576,11 @@ async def until_servers_take_us(
 
     def check(name: str) -> Callable[[], Coroutine[Any, Any, None]]:
         async def refused() -> None:
-            if refusal is not None and refusal[0] == name:
+            assert refusal is not None
+            if refusal[0] == name:
                 raise faults.UnavailableError(refusal[1])
+            if _ASKED.index(name) > _ASKED.index(refusal[0]):
+                raise faults.UnavailableError(f"not asked yet: the {refusal[0]} first")
 
         return refused
 
@@ -592,7 +599,7 @@ async def until_servers_take_us(
         create_app(
             service,
             routes=[everything],
-            checks={"database": check("database"), "broker": check("broker")},
+            checks={name: check(name) for name in _ASKED},
         ),
         bind(port, env_name(port_setting), settings.listen_address),
     )
