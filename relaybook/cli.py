@@ -557,6 +557,26 @@ async def _refusal(settings: Settings) -> tuple[str, str] | None:
     return None
 
 
+class _StopSetError(Exception):
+    """``stop`` was set while the servers were asked."""
+
+
+async def _ask(settings: Settings, stop: asyncio.Event) -> tuple[str, str] | None:
+    """:func:`_refusal`, unless ``stop`` is set first (or meanwhile: asking may take a
+    while, silent servers, and a stop does not wait for it): then :class:`_StopSetError`."""
+    if stop.is_set():
+        raise _StopSetError
+    asked = asyncio.ensure_future(_refusal(settings))
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({asked, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if stop.is_set():
+        asked.cancel()
+        await asyncio.gather(asked, return_exceptions=True)
+        raise _StopSetError
+    return asked.result()
+
+
 async def until_servers_take_us(
     settings: Settings, service: str, port_setting: str, stop: asyncio.Event
 ) -> bool:
@@ -569,7 +589,10 @@ async def until_servers_take_us(
     corrected or a server come back is taken without a restart (an orchestrator starts
     everything at once). Returns True then, having closed the port for the deployable's
     own server, or False if ``stop`` was set first."""
-    refusal = await _refusal(settings)
+    try:
+        refusal = await _ask(settings, stop)
+    except _StopSetError:
+        return False
     if refusal is None:
         return True
     print(f"relaybook: {refusal[1]}", file=sys.stderr, flush=True)
@@ -608,18 +631,10 @@ async def until_servers_take_us(
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), SERVERS_RETRY_S)
-            if stop.is_set():
+            try:
+                now = await _ask(settings, stop)
+            except _StopSetError:
                 return False
-            # a check may take a while (silent servers): a stop does not wait for it
-            asked = asyncio.ensure_future(_refusal(settings))
-            stopping = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({asked, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            stopping.cancel()
-            if stop.is_set():
-                asked.cancel()
-                await asyncio.gather(asked, return_exceptions=True)
-                return False
-            now = asked.result()
             if now is None:
                 logs.get_logger(__name__).info("PostgreSQL and Kafka take relaybook now")
                 return True
