@@ -15,10 +15,12 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import os
 import secrets
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -290,7 +292,8 @@ class EmbeddedKafka:
 
     def _scram_arguments(self) -> list[str]:
         """The users' credentials as StorageTool takes them, salted here (RFC 5802's
-        SaltedPassword), so that no password is on a command line."""
+        SaltedPassword): not the password itself, though as good as it to sign in to this
+        cluster (so given in an argument file, :meth:`_run_tool`)."""
         users = self.security.scram_users if self.security is not None else {}
         arguments = []
         for name, password in users.items():
@@ -315,23 +318,36 @@ class EmbeddedKafka:
         return self._run_tool(java, jars, "random-uuid").strip()
 
     def _run_tool(self, java: str, jars: str, *arguments: str) -> str:
-        result = subprocess.run(  # noqa: S603 - the JDK's java, our own arguments
-            [
-                java,
-                "-Xmx128m",
-                "-XX:+UseSerialGC",
-                "-XX:TieredStopAtLevel=1",  # a one-shot tool: quick start over fast code
-                f"-Dlog4j2.configurationFile={self.node_dir(1) / 'log4j2.properties'}",
-                "-cp",
-                jars,
-                "kafka.tools.StorageTool",
-                *arguments,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        """Runs StorageTool with ``arguments``. They go in a Java argument file readable
+        by this user only, not on the command line, which every user of the machine can
+        read: a SCRAM credential's salted password is enough to sign in with."""
+        descriptor, name = tempfile.mkstemp(prefix="storage-tool-", dir=self.node_dir(1))
+        argfile = Path(name)
+        try:
+            with os.fdopen(descriptor, "w") as out:
+                # the main class too: java reads no @file after it
+                for argument in ("kafka.tools.StorageTool", *arguments):
+                    if "'" in argument or "\\" in argument:  # quoted as is, below
+                        raise EmbeddedError("no ' or \\ in StorageTool's arguments")
+                    out.write(f"'{argument}'\n")
+            result = subprocess.run(  # noqa: S603 - the JDK's java, our own arguments
+                [
+                    java,
+                    "-Xmx128m",
+                    "-XX:+UseSerialGC",
+                    "-XX:TieredStopAtLevel=1",  # a one-shot tool: quick start over fast code
+                    f"-Dlog4j2.configurationFile={self.node_dir(1) / 'log4j2.properties'}",
+                    "-cp",
+                    jars,
+                    f"@{argfile}",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+        finally:
+            argfile.unlink(missing_ok=True)
         if result.returncode != 0:
             said = (result.stderr.strip() or result.stdout.strip()).splitlines()
             raise EmbeddedError(
