@@ -103,6 +103,13 @@ async def until(condition: Callable[[], Any], within: float = 30) -> None:
         await asyncio.sleep(0.05)
 
 
+async def waiting_on_locks(database: Any) -> set[int]:
+    """The server pids of the sessions waiting for a lock another transaction holds
+    (``database``: a connection or a pool)."""
+    rows = await database.fetch("SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+    return {row["pid"] for row in rows}
+
+
 async def read_topic(
     settings: Any, topic: str, count: int, within: float = 20
 ) -> list[tuple[str | None, dict[str, Any]]]:

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from dispatcher.resends import Message, Q, plan
-from tests.support import notice, until
+from tests.support import notice, until, waiting_on_locks
 
 # --- the plan, pure ------------------------------------------------------------------
 
@@ -325,7 +325,7 @@ async def test_concurrent_resends_never_send_a_message_twice(
 
 
 async def test_a_resend_caught_in_a_deadlock_with_the_tracker_goes_through(
-    api: httpx.AsyncClient, db: asyncpg.Connection, database_url: str, sent: str
+    api: httpx.AsyncClient, db: asyncpg.Connection, pool: asyncpg.Pool, sent: str
 ) -> None:
     """A tracker recording a late event locks the message, then the notice to settle it;
     a resend locks the notice, then its messages. PostgreSQL breaks the circle by failing
@@ -341,25 +341,15 @@ async def test_a_resend_caught_in_a_deadlock_with_the_tracker_goes_through(
     resend = asyncio.create_task(api.post(f"/v1/notices/{sent}/resends", json={"scope": "failed"}))
 
     async def the_resend_waits() -> bool:
-        return bool(
-            await watcher.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                "AND pid <> $1",
-                db.get_server_pid(),
-            )
-        )
+        return bool(await waiting_on_locks(pool) - {db.get_server_pid()})
 
-    watcher = await asyncpg.connect(database_url)
+    await until(the_resend_waits, within=10)
     try:
-        await until(the_resend_waits, within=10)
-        try:
-            await db.execute("SELECT settle_notices(ARRAY[$1::uuid])", uuid.UUID(sent))
-        except asyncpg.DeadlockDetectedError:
-            await tracker.rollback()  # the tracker's batch comes again
-        else:
-            await tracker.commit()
-    finally:
-        await watcher.close()
+        await db.execute("SELECT settle_notices(ARRAY[$1::uuid])", uuid.UUID(sent))
+    except asyncpg.DeadlockDetectedError:
+        await tracker.rollback()  # the tracker's batch comes again
+    else:
+        await tracker.commit()
     assert (await resend).status_code == 202
 
 

@@ -15,7 +15,7 @@ import pytest
 from dispatcher.store import NoticeStore
 from dispatcher.validation import parse_notice
 from relaybook.kafka import Record
-from tests.support import notice, until
+from tests.support import notice, until, waiting_on_locks
 from tracker import journal as journal_module
 from tracker.journal import Journal
 
@@ -191,12 +191,7 @@ async def test_two_trackers_settling_one_notice_at_once_leave_it_settled(
         late = asyncio.create_task(second.execute(settle, [notice_id]))
 
         async def waits_for_the_first() -> bool:
-            return bool(
-                await pool.fetchval(
-                    "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1",
-                    second.get_server_pid(),
-                )
-            )
+            return second.get_server_pid() in await waiting_on_locks(pool)
 
         await until(waits_for_the_first, within=10)  # without a lock it never would
         assert not late.done()
