@@ -361,10 +361,12 @@ async def test_an_email_held_whose_events_move_it_on_is_recorded_by_the_worker_t
             return (await delivery(pool, jobs))["provider_message_id"] == "5d1ce4b0"
 
         await until(recorded, within=10)
+        # read before the worker closes: it publishes the event after recording it, and
+        # closing cancels what it still does later (seen on three Kafka nodes)
+        [event] = await accepted_events(system.settings, 1)
     row = await delivery(pool, jobs)
     assert (row["status"], row["send_attempts"], row["next_attempt_at"]) == ("sent", 1, None)
     assert await sandbox_messages(sandbox, "sendgrid") == []
-    [event] = await accepted_events(system.settings, 1)
     assert event["provider_message_id"] == "5d1ce4b0"
 
 
@@ -374,8 +376,9 @@ RECIPIENTS = 200
 #: SendGrid's answers are slowed to 2.5 s below: its events about the emails in flight
 #: then have the rest of the grace to come through ingest, the broker and the tracker.
 #: On three Kafka nodes sharing 2 cores with everything else (a tracker that misses a
-#: heartbeat rejoins its group), 1.5 s of that was too little: the emails went twice.
-GRACE_S = 8.0
+#: heartbeat rejoins its group), 1.5 s of that was too little: the emails went twice;
+#: 5.5 s (a grace of 8) failed once in four CI runs (67 of 131 in doubt went twice).
+GRACE_S = 15.0
 
 
 def delivery_of(message: dict[str, Any]) -> str:
@@ -471,7 +474,7 @@ async def test_a_worker_killed_with_sends_in_flight_sends_nothing_twice_and_lose
         )
 
     try:
-        await until(final, within=40)
+        await until(final, within=60)
     finally:
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(30) == 0
