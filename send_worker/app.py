@@ -49,6 +49,7 @@ def build(infra: Infrastructure) -> Deployable:
 
     async def start() -> None:
         await events.start()
+        worker.start()
         for channel, consumer in lanes.items():
             await consumer.start_running(worker.lane(channel), f"send-{channel}")
 

@@ -79,7 +79,9 @@ UPDATE deliveries d
 SET status = CASE WHEN d.status = 'queued' THEN 'sent' ELSE d.status END,
     provider = $6, provider_message_id = u.message_id, sent_at = COALESCE(d.sent_at, now()),
     reason = CASE WHEN d.status = 'queued' THEN NULL ELSE d.reason END,
-    next_attempt_at = NULL, updated_at = now(),
+    -- one moved on keeps its claim (claim_moved_on) until its event is published too
+    next_attempt_at = CASE WHEN d.status = 'queued' THEN NULL ELSE d.next_attempt_at END,
+    updated_at = now(),
     send_attempts = greatest(d.send_attempts, u.attempt), attempt_started_at = u.started_at,
     address = u.address
 FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[], $5::text[])
@@ -91,7 +93,7 @@ RETURNING d.id, d.channel, d.agency_id, 'accepted' AS outcome, d.sent_at AS outc
 -- name: record_failed
 UPDATE deliveries d
 SET status = 'failed', reason = u.reason, provider_code = u.code, provider = $7,
-    failed_at = now(), updated_at = now(),
+    failed_at = now(), updated_at = now(), next_attempt_at = NULL,
     send_attempts = greatest(d.send_attempts, u.attempt), attempt_started_at = u.started_at,
     address = u.address
 FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[], $5::text[], $6::text[])
@@ -130,7 +132,30 @@ SELECT provider_message_id FROM deliveries WHERE provider_message_id = ANY($1::t
 
 -- name: hold
 -- Back to the relay's queue until the provider has had time to say whether it took the
--- message ($2 when); no attempt is counted: none is made.
-UPDATE deliveries d SET next_attempt_at = u.due, reason = $3, updated_at = now()
+-- message ($2 when); no attempt is counted: none is made. One that the provider's events
+-- (through the tracker) move on meanwhile leaves the relay's queue but keeps its due time:
+-- a worker looks again at it then (claim_moved_on), even one started since; so does one
+-- moved on between its reading and this.
+UPDATE deliveries d
+SET next_attempt_at = u.due, updated_at = now(),
+    reason = CASE WHEN d.status = 'queued' THEN $3 ELSE d.reason END
 FROM unnest($1::uuid[], $2::timestamptz[]) AS u (id, due)
-WHERE d.id = u.id AND d.status = 'queued';
+WHERE d.id = u.id AND d.provider_message_id IS NULL;
+
+-- name: claim_moved_on
+-- Held deliveries moved on and due ($2 at most, the earliest first), each claimed for $1 s:
+-- a worker that dies before release_moved_on leaves them to the next look after that.
+-- Replicas skip each other's. Through deliveries_moved_on_idx, which only they are in.
+UPDATE deliveries d SET next_attempt_at = now() + make_interval(secs => $1)
+FROM (SELECT id FROM deliveries
+      WHERE status <> 'queued' AND next_attempt_at <= now()
+      ORDER BY next_attempt_at
+      LIMIT $2
+      FOR UPDATE SKIP LOCKED) AS due
+WHERE d.id = due.id
+RETURNING d.id;
+
+-- name: release_moved_on
+-- Looked at, and what was found recorded and announced.
+UPDATE deliveries SET next_attempt_at = NULL
+WHERE id = ANY($1::uuid[]) AND status <> 'queued';

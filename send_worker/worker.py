@@ -35,7 +35,7 @@ from typing import Any
 import asyncpg
 from prometheus_client import Counter
 
-from relaybook import outbox, sql
+from relaybook import faults, outbox, sql
 from relaybook.kafka import BrokerError, Producer, Record
 from relaybook.logs import get_logger
 from relaybook.settings import Settings
@@ -57,6 +57,12 @@ EMAIL_GAP_S = 0.2
 
 #: an attempt's number and start time: a row of start_attempts, or of an attempt in doubt
 Started = asyncpg.Record | Mapping[str, Any]
+
+#: how often a worker looks for held deliveries whose due time came (look_again), how
+#: many it takes at a time, and for how long it claims them
+LOOK_AGAIN_EVERY_S = 2.0
+LOOK_AGAIN_PAGE = 500
+LEASE_S = 60.0
 
 OUTCOMES = Counter("relaybook_sends_total", "Sends by channel and outcome", ["channel", "outcome"])
 
@@ -83,7 +89,8 @@ class SendWorker:
         self._emails_first = Precedence(settings.sms_yield_s, EMAIL_GAP_S)
         self._draw = random.Random()  # noqa: S311 - retry jitter, not a secret
         self._unknown = UnknownOutcomes(pool, twilio, settings.unknown_outcome_grace_s)
-        self._later: set[asyncio.Task[None]] = set()
+        self._closing = asyncio.Event()
+        self._looking: asyncio.Task[None] | None = None
 
     def lane(self, channel: str) -> Callable[[list[Record]], Awaitable[None]]:
         """The handler of one channel's consumer group: the other channel's jobs are
@@ -164,7 +171,6 @@ class SendWorker:
                 await connection.execute(
                     Q["hold"], list(verdict.held), list(verdict.held.values()), HELD
                 )
-            self._look_again(list(verdict.held), max(verdict.held.values()))
         log.info(
             "sends whose outcome a crash left unknown",
             found=len(taken),
@@ -180,38 +186,52 @@ class SendWorker:
         done = verdict.taken.keys() | verdict.held.keys()
         return [row for row in rows if row["id"] not in done]
 
-    def _look_again(self, ids: list[uuid.UUID], due: dt.datetime) -> None:
-        """The relay sends a held delivery's job again only while it is queued, but the
-        provider's events may move it on meanwhile (SendGrid's ``processed``, Twilio's
-        callbacks, through the tracker): this worker settles those itself when they
-        are due, so their outcome is recorded and announced all the same."""
-
-        async def look_again() -> None:
-            await asyncio.sleep(max(0.0, (due - dt.datetime.now(dt.UTC)).total_seconds()))
-            try:
-                async with self._pool.acquire() as connection:
-                    rows = await connection.fetch(Q["load_deliveries"], ids)
-                moved_on = [
-                    row
-                    for row in rows
-                    if row["unknown_attempt"]
-                    and not row["provider_message_id"]
-                    and row["status"] != "queued"
-                ]
-                if moved_on:
-                    await self._settle(moved_on, moved_on)
-            except (OSError, asyncpg.PostgresError, BrokerError) as problem:
-                log.warning("sends in doubt not looked at again", error=str(problem))
-
-        task = asyncio.create_task(look_again())
-        self._later.add(task)
-        task.add_done_callback(self._later.discard)
+    def start(self) -> None:
+        """Starts looking again at held deliveries that the providers' events moved on."""
+        self._looking = asyncio.create_task(self._look_again(), name="held-sends")
 
     async def close(self) -> None:
-        """Stops looking again at held deliveries (their jobs come again while queued)."""
-        for task in self._later:
-            task.cancel()
-        await asyncio.gather(*self._later, return_exceptions=True)
+        """Stops looking again, once a look under way is done: cut off between recording
+        an outcome and announcing it, it would leave the event unpublished until its
+        claim ran out (``LEASE_S``)."""
+        self._closing.set()
+        if self._looking is not None:
+            await self._looking
+
+    async def _look_again(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), LOOK_AGAIN_EVERY_S)
+                return
+            try:
+                while await self.look_again() == LOOK_AGAIN_PAGE and not self._closing.is_set():
+                    pass
+            except Exception as problem:  # noqa: BLE001 - whatever it is, the loop goes on
+                faults.report_retried(log, "held sends not looked at again yet", problem)
+
+    async def look_again(self) -> int:
+        """The relay sends a held delivery's job again only while it is queued, but the
+        provider's events may move it on meanwhile (SendGrid's ``processed``, Twilio's
+        callbacks, through the tracker): when such deliveries are due, a worker settles
+        them itself (any worker, so none is lost with the one that held it), so their
+        outcome is recorded and announced all the same. Returns how many it claimed."""
+        async with self._pool.acquire() as connection:
+            claimed = await connection.fetch(Q["claim_moved_on"], LEASE_S, LOOK_AGAIN_PAGE)
+            ids = [row["id"] for row in claimed]
+            rows = await connection.fetch(Q["load_deliveries"], ids) if ids else []
+        in_doubt = [
+            row for row in rows if row["unknown_attempt"] and not row["provider_message_id"]
+        ]
+        if in_doubt:
+            await self._settle(in_doubt, in_doubt)
+        doubted = {row["id"] for row in in_doubt}
+        recorded = [row for row in rows if row["outcome"] and row["id"] not in doubted]
+        if recorded:  # a look cut off after recording, before announcing
+            await self._announce(recorded)
+        if ids:
+            async with self._pool.acquire() as connection:
+                await connection.execute(Q["release_moved_on"], ids)
+        return len(ids)
 
     async def _skip_unwanted(self, rows: list[asyncpg.Record]) -> list[asyncpg.Record]:
         reasons: dict[uuid.UUID, str] = {}

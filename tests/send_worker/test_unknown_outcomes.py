@@ -337,37 +337,76 @@ async def test_an_email_waits_out_the_grace_for_sendgrids_events_then_goes_again
     assert len(await sandbox_messages(sandbox, "sendgrid")) == 1
 
 
+async def moved_on(pool: asyncpg.Pool, jobs: list[Record]) -> None:
+    """SendGrid's ``processed`` about the delivery, and the tracker moving it to ``sent``."""
+    await provider_event(pool, jobs, "processed", "5d1ce4b0.filter-1")
+    await pool.execute(  # as the tracker projects it
+        "UPDATE deliveries SET status = 'sent', sent_at = now(), reason = NULL "
+        "WHERE id = $1::text::uuid",
+        jobs[0].value["delivery_id"],
+    )
+
+
 @pytest.mark.parametrize("system_options", [{"only": {"sandbox"}}])
-async def test_an_email_held_whose_events_move_it_on_is_recorded_by_the_worker_that_held_it(
-    system: System, sandbox: httpx.AsyncClient, pool: asyncpg.Pool, producer: Producer
+@pytest.mark.parametrize("holder_stopped", [False, True], ids=["same-worker", "holder-stopped"])
+async def test_an_email_held_whose_events_move_it_on_is_recorded_by_a_worker_when_due(
+    system: System,
+    sandbox: httpx.AsyncClient,
+    pool: asyncpg.Pool,
+    producer: Producer,
+    holder_stopped: bool,
 ) -> None:
     """The relay sends a held job again only while its delivery is queued; SendGrid's
-    ``processed`` coming during the grace moves it to ``sent`` (the tracker), so the
-    worker that held it looks again itself when it is due and records the acceptance."""
+    ``processed`` coming during the grace moves it to ``sent`` (the tracker), so a worker
+    looks again itself when it is due and records the acceptance: the one that held it,
+    or, that one stopped meanwhile, another (the due time is on the row)."""
     settings = quick(system.settings)
     jobs = await one_notice(pool, "email")
     await crashed_in_flight(pool, jobs)
+
+    async def recorded() -> bool:
+        return (await delivery(pool, jobs))["provider_message_id"] == "5d1ce4b0"
+
     async with send_worker(settings, pool, producer) as worker:
         await worker.handle(jobs)
         assert (await delivery(pool, jobs))["reason"] == HELD
-        await provider_event(pool, jobs, "processed", "5d1ce4b0.filter-1")
-        await pool.execute(  # as the tracker projects it
-            "UPDATE deliveries SET status = 'sent', sent_at = now(), reason = NULL "
-            "WHERE id = $1::text::uuid",
-            jobs[0].value["delivery_id"],
-        )
-
-        async def recorded() -> bool:
-            return (await delivery(pool, jobs))["provider_message_id"] == "5d1ce4b0"
-
-        await until(recorded, within=10)
-        # read before the worker closes: it publishes the event after recording it, and
-        # closing cancels what it still does later (seen on three Kafka nodes)
-        [event] = await accepted_events(system.settings, 1)
+        if not holder_stopped:
+            await moved_on(pool, jobs)
+            await until(recorded, within=10)
+    if holder_stopped:
+        await moved_on(pool, jobs)
+        async with send_worker(settings, pool, producer):
+            await until(recorded, within=10)
+    [event] = await accepted_events(system.settings, 1)
     row = await delivery(pool, jobs)
     assert (row["status"], row["send_attempts"], row["next_attempt_at"]) == ("sent", 1, None)
     assert await sandbox_messages(sandbox, "sendgrid") == []
     assert event["provider_message_id"] == "5d1ce4b0"
+
+
+@pytest.mark.parametrize("system_options", [{"only": {"sandbox"}}])
+async def test_a_look_again_cut_off_after_recording_is_announced_once_its_claim_runs_out(
+    system: System, pool: asyncpg.Pool, producer: Producer
+) -> None:
+    """A worker that died between recording a moved-on delivery's acceptance and
+    announcing it left its claim on the row: the next look after the claim announces
+    the outcome as recorded, and lets the row go."""
+    jobs = await one_notice(pool, "email")
+    started = await crashed_in_flight(pool, jobs)
+    await pool.execute(
+        "UPDATE deliveries SET status = 'sent', sent_at = now(), provider = 'sendgrid', "
+        "provider_message_id = '5d1ce4b0', send_attempts = 1, attempt_started_at = $2, "
+        "address = 'owner0@example.org', next_attempt_at = now() - interval '1 second' "
+        "WHERE id = $1::text::uuid",
+        jobs[0].value["delivery_id"],
+        started,
+    )
+    async with send_worker(quick(system.settings), pool, producer) as worker:
+        assert await worker.look_again() == 1
+        assert await worker.look_again() == 0
+    [event] = await accepted_events(system.settings, 1)
+    assert event["provider_message_id"] == "5d1ce4b0"
+    assert (await delivery(pool, jobs))["next_attempt_at"] is None
 
 
 # --- the whole story: a worker killed with texts and emails in flight

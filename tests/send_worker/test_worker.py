@@ -260,6 +260,7 @@ async def send_worker(
         sendgrid=sendgrid,
         twilio=twilio,
     )
+    worker.start()
     try:
         yield worker
     finally:
