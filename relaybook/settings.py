@@ -82,8 +82,16 @@ def _http_url(raw: str) -> str:
 
 
 def _postgres_url(raw: str) -> str:
-    if urlsplit(raw.strip()).scheme not in {"postgres", "postgresql"}:
+    parts = urlsplit(raw.strip())
+    if parts.scheme not in {"postgres", "postgresql"}:
         raise ValueError("must be a postgresql:// URL")
+    try:
+        parts.port  # noqa: B018 - read to be checked: it raises if it is not a number
+    except ValueError:  # the message would quote it: maybe a piece of the password
+        raise ValueError(
+            "its port is not a number (a '/', '?' or '#' in the password must be "
+            "percent-encoded: %2F, %3F, %23)"
+        ) from None
     return raw.strip()
 
 

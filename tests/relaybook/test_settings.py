@@ -76,6 +76,11 @@ def test_an_empty_variable_counts_as_unset() -> None:
             "RELAYBOOK_DATABASE_URL=(hidden): must be a postgresql",
         ),
         (
+            "RELAYBOOK_DATABASE_URL",
+            "postgresql://relay:s3cr/et@db:5432/relaybook",
+            "RELAYBOOK_DATABASE_URL=(hidden): its port is not a number (a '/'",
+        ),
+        (
             "RELAYBOOK_KAFKA_BOOTSTRAP_SERVERS",
             "kafka",
             "RELAYBOOK_KAFKA_BOOTSTRAP_SERVERS='kafka': 'kafka' is not host:port",
