@@ -417,7 +417,8 @@ async def tracker_floor(settings: Settings, database_url: str, unique: int) -> f
 
 async def prepare_deliveries(url: str, count: int, prefix: str = "owner") -> list[str]:
     """One sent email notice to ``count`` owners (ids ``<prefix>-<n>``), straight into
-    the tables."""
+    the tables; the deliveries' ids drawn as a fan-out draws them (uuid_v7, one after the
+    other), so the events' index entries go where relaybook's would."""
     connection = await asyncpg.connect(url)
     try:
         notice = uuid.uuid4()
@@ -436,9 +437,10 @@ async def prepare_deliveries(url: str, count: int, prefix: str = "owner") -> lis
         rows = await connection.fetch(
             "INSERT INTO deliveries (id, notice_id, recipient_id, channel, address, status, "
             "provider, provider_message_id, sent_at, send_attempts) "
-            "SELECT gen_random_uuid(), $1, $3 || '-' || i, 'email', 'owner' || i || "
+            "SELECT uuid_v7_step(first.id, i), $1, $3 || '-' || i, 'email', 'owner' || i || "
             "'@example.org', 'sent', 'sendgrid', 'bench', now(), 1 "
-            "FROM generate_series(0, $2 - 1) i ORDER BY i RETURNING id",
+            "FROM (SELECT uuid_v7() AS id) first, generate_series(0, $2 - 1) i "
+            "ORDER BY i RETURNING id",
             notice,
             count,
             prefix,
