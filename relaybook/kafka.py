@@ -772,7 +772,7 @@ class Consumer:
         records = []
         for messages in batches.values():
             for message in messages:
-                if not self._wanted(message):
+                if self._only and not self._wanted(message):
                     continue
                 record = self._decode(message)
                 if isinstance(record, str):
