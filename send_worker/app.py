@@ -49,9 +49,9 @@ def build(infra: Infrastructure) -> Deployable:
 
     async def start() -> None:
         await events.start()
-        worker.start()
         for channel, consumer in lanes.items():
             await consumer.start_running(worker.lane(channel), f"send-{channel}")
+        worker.start()
 
     async def stop() -> None:
         # side by side: each lane's grace for its batch in hand runs at the same time

@@ -143,9 +143,10 @@ FROM unnest($1::uuid[], $2::timestamptz[]) AS u (id, due)
 WHERE d.id = u.id AND d.provider_message_id IS NULL;
 
 -- name: claim_moved_on
--- Held deliveries moved on and due ($2 at most, the earliest first), each claimed for $1 s:
--- a worker that dies before release_moved_on leaves them to the next look after that.
--- Replicas skip each other's. Through deliveries_moved_on_idx, which only they are in.
+-- Deliveries out of the queue whose due time came ($2 at most, the earliest first): held
+-- ones moved on, mostly. Each claimed for $1 s: a worker that dies before release_moved_on
+-- leaves them to the next look after that. Replicas skip each other's. Through
+-- deliveries_moved_on_idx, which only they are in.
 UPDATE deliveries d SET next_attempt_at = now() + make_interval(secs => $1)
 FROM (SELECT id FROM deliveries
       WHERE status <> 'queued' AND next_attempt_at <= now()

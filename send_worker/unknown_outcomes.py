@@ -60,6 +60,8 @@ class Verdict:
 
     taken: dict[uuid.UUID, str]  # the message the provider has, by its id
     held: dict[uuid.UUID, dt.datetime]  # back on the retry queue, due then
+    #: texts whose number's list could not be read: nothing is known of them yet
+    unread: frozenset[uuid.UUID] = frozenset()
 
 
 def match(
@@ -129,7 +131,10 @@ class UnknownOutcomes:
             )
             if due is not None:
                 held[row["id"]] = due
-        return Verdict(taken, held)
+        unasked = frozenset(
+            row["id"] for row in texts if row["address"] in unread and row["id"] not in taken
+        )
+        return Verdict(taken, held, unasked)
 
     async def _look_up(self, rows: list[asyncpg.Record]) -> tuple[dict[uuid.UUID, str], set[str]]:
         """The texts found in Twilio's list, and the numbers whose list could not be read:

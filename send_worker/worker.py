@@ -36,13 +36,13 @@ import asyncpg
 from prometheus_client import Counter
 
 from relaybook import faults, outbox, sql
-from relaybook.kafka import BrokerError, Producer, Record
+from relaybook.kafka import STOP_TIMEOUT_S, BrokerError, Producer, Record
 from relaybook.logs import get_logger
 from relaybook.settings import Settings
 from relaybook.timestamps import iso
 from send_worker.providers import MAX_PERSONALIZATIONS, Email, EmailContent, SendGrid, Twilio
 from send_worker.retry import Outcome, next_attempt
-from send_worker.unknown_outcomes import HELD, UnknownOutcomes
+from send_worker.unknown_outcomes import HELD, UnknownOutcomes, Verdict
 
 log = get_logger(__name__)
 Q = sql.load("send_worker")
@@ -125,7 +125,9 @@ class SendWorker:
             row for row in rows if row["unknown_attempt"] and not row["provider_message_id"]
         ]
         if in_doubt:  # a crash came while they were at the provider: the rare path
-            rows = await self._settle(rows, in_doubt)
+            verdict = await self._settle(in_doubt)
+            settled = verdict.taken.keys() | verdict.held.keys()
+            rows = [row for row in rows if row["id"] not in settled]
         due = [row for row in rows if row["status"] == "queued" and not row["provider_message_id"]]
         recorded = [row for row in rows if row["outcome"] is not None]
         if recorded:  # a job seen again: its event may not have been published
@@ -145,13 +147,11 @@ class SendWorker:
             # texts); every wave ends even if another fails, so none is cut off mid-call.
             await _all(self._wave(wave, attempts, notices) for wave in _waves(due))
 
-    async def _settle(
-        self, rows: list[asyncpg.Record], in_doubt: list[asyncpg.Record]
-    ) -> list[asyncpg.Record]:
+    async def _settle(self, in_doubt: list[asyncpg.Record]) -> Verdict:
         """Deliveries whose last attempt's outcome a crash left unknown: what the provider
         has is recorded as that attempt's acceptance (and announced), those it may still
-        report wait on the retry queue (unknown_outcomes.py); returns the rows left to
-        handle as usual, those in doubt among them going again."""
+        report wait on the retry queue (unknown_outcomes.py). The others, if queued, go
+        again."""
         verdict = await self._unknown.settle(in_doubt)
         taken = [row for row in in_doubt if row["id"] in verdict.taken]
         if taken:
@@ -183,20 +183,25 @@ class SendWorker:
                 and row["id"] not in verdict.held
             ),
         )
-        done = verdict.taken.keys() | verdict.held.keys()
-        return [row for row in rows if row["id"] not in done]
+        return verdict
 
     def start(self) -> None:
         """Starts looking again at held deliveries that the providers' events moved on."""
         self._looking = asyncio.create_task(self._look_again(), name="held-sends")
 
     async def close(self) -> None:
-        """Stops looking again, once a look under way is done: cut off between recording
-        an outcome and announcing it, it would leave the event unpublished until its
-        claim ran out (``LEASE_S``)."""
+        """Stops looking again, once a look under way is done (within ``STOP_TIMEOUT_S``:
+        a look cut off between recording an outcome and announcing it leaves the event
+        unpublished until its claim runs out, ``LEASE_S``)."""
         self._closing.set()
-        if self._looking is not None:
-            await self._looking
+        if self._looking is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._looking), STOP_TIMEOUT_S)
+        except TimeoutError:
+            self._looking.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._looking
 
     async def _look_again(self) -> None:
         while True:
@@ -214,7 +219,13 @@ class SendWorker:
         provider's events may move it on meanwhile (SendGrid's ``processed``, Twilio's
         callbacks, through the tracker): when such deliveries are due, a worker settles
         them itself (any worker, so none is lost with the one that held it), so their
-        outcome is recorded and announced all the same. Returns how many it claimed."""
+        outcome is recorded and announced all the same. Returns how many it claimed.
+
+        A delivery claimed but not in doubt is let go: a look cut off after recording
+        the acceptance announces it first; a retry the provider's events moved on (its
+        call timed out, then a bounce came) has nothing to announce. The claim stays on
+        texts whose number's list could not be read, and on all of them while a server
+        is away: they are looked at again once it runs out."""
         async with self._pool.acquire() as connection:
             claimed = await connection.fetch(Q["claim_moved_on"], LEASE_S, LOOK_AGAIN_PAGE)
             ids = [row["id"] for row in claimed]
@@ -222,15 +233,22 @@ class SendWorker:
         in_doubt = [
             row for row in rows if row["unknown_attempt"] and not row["provider_message_id"]
         ]
-        if in_doubt:
-            await self._settle(in_doubt, in_doubt)
-        doubted = {row["id"] for row in in_doubt}
-        recorded = [row for row in rows if row["outcome"] and row["id"] not in doubted]
-        if recorded:  # a look cut off after recording, before announcing
-            await self._announce(recorded)
+        unread: frozenset[uuid.UUID] = frozenset()
+        try:
+            if in_doubt:
+                unread = (await self._settle(in_doubt)).unread
+            cut_off = [row for row in rows if row["outcome"] == "accepted"]
+            if cut_off:
+                await self._announce(cut_off)
+        except Exception as problem:
+            if faults.is_transient(problem):
+                raise
+            # a bug, not an outage: said once, and the rows let go rather than claimed
+            # and failing again every LEASE_S for ever
+            log.exception("held sends looked at in vain", deliveries=len(ids))
         if ids:
             async with self._pool.acquire() as connection:
-                await connection.execute(Q["release_moved_on"], ids)
+                await connection.execute(Q["release_moved_on"], [i for i in ids if i not in unread])
         return len(ids)
 
     async def _skip_unwanted(self, rows: list[asyncpg.Record]) -> list[asyncpg.Record]:

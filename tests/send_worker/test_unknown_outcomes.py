@@ -403,10 +403,52 @@ async def test_a_look_again_cut_off_after_recording_is_announced_once_its_claim_
     )
     async with send_worker(quick(system.settings), pool, producer) as worker:
         assert await worker.look_again() == 1
-        assert await worker.look_again() == 0
     [event] = await accepted_events(system.settings, 1)
     assert event["provider_message_id"] == "5d1ce4b0"
     assert (await delivery(pool, jobs))["next_attempt_at"] is None
+
+
+@pytest.mark.parametrize("system_options", [{"only": {"sandbox"}}])
+async def test_a_retry_whose_bounce_came_during_its_backoff_is_let_go_unannounced(
+    system: System, pool: asyncpg.Pool, producer: Producer
+) -> None:
+    """A call that timed out although SendGrid took the email: the delivery waits for its
+    retry, then the bounce moves it to failed (the tracker). Nothing is in doubt and the
+    worker recorded no outcome: a look lets it go and announces nothing."""
+    jobs = await one_notice(pool, "email")
+    started = await crashed_in_flight(pool, jobs)
+    await pool.execute(  # as schedule_retry leaves it, then as the tracker projects the bounce
+        "UPDATE deliveries SET send_attempts = 1, attempt_started_at = $2, "
+        "next_attempt_at = now() - interval '1 second', status = 'failed', "
+        "failed_at = now(), reason = 'bounced' WHERE id = $1::text::uuid",
+        jobs[0].value["delivery_id"],
+        started,
+    )
+    async with send_worker(quick(system.settings), pool, producer) as worker:
+        assert await worker.look_again() == 1
+    row = await delivery(pool, jobs)
+    assert (row["status"], row["next_attempt_at"], row["reason"]) == ("failed", None, "bounced")
+
+
+@pytest.mark.parametrize("system_options", [{"only": {"sandbox"}}])
+async def test_a_held_text_moved_on_stays_claimed_while_twilio_cannot_be_asked(
+    system: System, pool: asyncpg.Pool, producer: Producer
+) -> None:
+    """Twilio's list could not be read: nothing is known of the text yet, so the look
+    keeps its claim and the next look after it asks again."""
+    jobs = await one_notice(pool, "sms")
+    await crashed_in_flight(pool, jobs)
+    await pool.execute(  # held, then moved on by Twilio's callback (the tracker)
+        "UPDATE deliveries SET status = 'sent', sent_at = now(), "
+        "next_attempt_at = now() - interval '1 second' WHERE id = $1::text::uuid",
+        jobs[0].value["delivery_id"],
+    )
+    away = dataclasses.replace(quick(system.settings), twilio_base_url="http://127.0.0.1:9")
+    async with send_worker(away, pool, producer) as worker:
+        assert await worker.look_again() == 1
+    row = await delivery(pool, jobs)
+    assert row["provider_message_id"] is None
+    assert row["next_attempt_at"] > dt.datetime.now(dt.UTC), "still claimed"
 
 
 # --- the whole story: a worker killed with texts and emails in flight
