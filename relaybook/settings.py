@@ -85,13 +85,14 @@ def _postgres_url(raw: str) -> str:
     parts = urlsplit(raw.strip())
     if parts.scheme not in {"postgres", "postgresql"}:
         raise ValueError("must be a postgresql:// URL")
-    try:
-        parts.port  # noqa: B018 - read to be checked: it raises if it is not a number
-    except ValueError:  # the message would quote it: maybe a piece of the password
-        raise ValueError(
-            "its port is not a number (a '/', '?' or '#' in the password must be "
-            "percent-encoded: %2F, %3F, %23)"
-        ) from None
+    if "," not in parts.netloc:  # several hosts (libpq's failover list): asyncpg reads them
+        try:
+            parts.port  # noqa: B018 - read to be checked: it raises if it is not a number
+        except ValueError:  # the message would quote it: maybe a piece of the password
+            raise ValueError(
+                "its port is not a number from 1 to 65535 (a '/', '?' or '#' in the "
+                "password must be percent-encoded: %2F, %3F, %23)"
+            ) from None
     return raw.strip()
 
 

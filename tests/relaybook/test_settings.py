@@ -78,7 +78,7 @@ def test_an_empty_variable_counts_as_unset() -> None:
         (
             "RELAYBOOK_DATABASE_URL",
             "postgresql://relay:s3cr/et@db:5432/relaybook",
-            "RELAYBOOK_DATABASE_URL=(hidden): its port is not a number (a '/'",
+            "RELAYBOOK_DATABASE_URL=(hidden): its port is not a number from 1 to 65535",
         ),
         (
             "RELAYBOOK_KAFKA_BOOTSTRAP_SERVERS",
@@ -123,6 +123,12 @@ def test_a_key_on_another_curve_is_refused() -> None:
     der = base64.b64encode(key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo))
     with pytest.raises(SettingsError, match="key 1 is not an ECDSA P-256 public key"):
         load({"RELAYBOOK_SENDGRID_WEBHOOK_PUBLIC_KEYS": der.decode()})
+
+
+def test_a_database_url_may_name_several_hosts() -> None:
+    """libpq's list of hosts to fail over, which asyncpg reads too."""
+    url = "postgresql://relay:s3cret@db1:5432,db2:5432/relaybook"
+    assert load({"RELAYBOOK_DATABASE_URL": url}).database_url == url
 
 
 def test_a_secret_never_appears_in_an_error() -> None:
