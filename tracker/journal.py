@@ -154,6 +154,6 @@ async def _project(
         if after[delivery].status == "failed" and before[delivery].status != "failed":
             settle.add(notice_of[delivery])
     if changed:
-        columns = [[getattr(after[d], name) for d in changed] for name in _ROW_FIELDS]
-        await connection.execute(Q["update_deliveries"], changed, *columns)
+        rows = [{"id": str(d), **vars(after[d])} for d in changed]
+        await connection.execute(Q["update_deliveries"], orjson.dumps(rows).decode())
     return settle

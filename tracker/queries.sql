@@ -48,14 +48,15 @@ ORDER BY id
 FOR UPDATE;
 
 -- name: update_deliveries
+-- $1 the rows as they are now, one JSON array (as insert_events, for the same reason)
 UPDATE deliveries d
 SET status = u.status, sent_at = u.sent_at, delivered_at = u.delivered_at,
     opened_at = u.opened_at, clicked_at = u.clicked_at, failed_at = u.failed_at,
     reason = u.reason, provider_code = u.provider_code, updated_at = now()
-FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::timestamptz[],
-            $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[])
-    AS u (id, status, sent_at, delivered_at, opened_at, clicked_at, failed_at, reason,
-          provider_code)
+FROM jsonb_to_recordset($1::jsonb)
+    AS u (id uuid, status text, sent_at timestamptz, delivered_at timestamptz,
+          opened_at timestamptz, clicked_at timestamptz, failed_at timestamptz, reason text,
+          provider_code text)
 WHERE d.id = u.id;
 
 -- name: settle_notices
