@@ -384,6 +384,24 @@ async def test_an_email_held_whose_events_move_it_on_is_recorded_by_a_worker_whe
     assert event["provider_message_id"] == "5d1ce4b0"
 
 
+async def due_out_of_the_queue(
+    pool: asyncpg.Pool, jobs: list[Record], changes: str, *arguments: Any
+) -> None:
+    """The delivery of ``jobs`` with ``changes`` (SQL assignments, $2... ``arguments``),
+    and its due time past: as a worker, the relay and the tracker may leave it."""
+    await pool.execute(
+        f"UPDATE deliveries SET {changes}, next_attempt_at = now() - interval '1 second' "  # noqa: S608 - the test's own SQL
+        "WHERE id = $1::text::uuid",
+        jobs[0].value["delivery_id"],
+        *arguments,
+    )
+
+
+async def looked_at_once(settings: Settings, pool: asyncpg.Pool, producer: Producer) -> None:
+    async with send_worker(settings, pool, producer) as worker:
+        assert await worker.look_again() == 1, "the delivery is claimed"
+
+
 @pytest.mark.parametrize("system_options", [{"only": {"sandbox"}}])
 async def test_a_look_again_cut_off_after_recording_is_announced_once_its_claim_runs_out(
     system: System, pool: asyncpg.Pool, producer: Producer
@@ -393,16 +411,15 @@ async def test_a_look_again_cut_off_after_recording_is_announced_once_its_claim_
     the outcome as recorded, and lets the row go."""
     jobs = await one_notice(pool, "email")
     started = await crashed_in_flight(pool, jobs)
-    await pool.execute(
-        "UPDATE deliveries SET status = 'sent', sent_at = now(), provider = 'sendgrid', "
+    await due_out_of_the_queue(
+        pool,
+        jobs,
+        "status = 'sent', sent_at = now(), provider = 'sendgrid', "
         "provider_message_id = '5d1ce4b0', send_attempts = 1, attempt_started_at = $2, "
-        "address = 'owner0@example.org', next_attempt_at = now() - interval '1 second' "
-        "WHERE id = $1::text::uuid",
-        jobs[0].value["delivery_id"],
+        "address = 'owner0@example.org'",
         started,
     )
-    async with send_worker(quick(system.settings), pool, producer) as worker:
-        assert await worker.look_again() == 1
+    await looked_at_once(quick(system.settings), pool, producer)
     [event] = await accepted_events(system.settings, 1)
     assert event["provider_message_id"] == "5d1ce4b0"
     assert (await delivery(pool, jobs))["next_attempt_at"] is None
@@ -417,15 +434,14 @@ async def test_a_retry_whose_bounce_came_during_its_backoff_is_let_go_unannounce
     worker recorded no outcome: a look lets it go and announces nothing."""
     jobs = await one_notice(pool, "email")
     started = await crashed_in_flight(pool, jobs)
-    await pool.execute(  # as schedule_retry leaves it, then as the tracker projects the bounce
-        "UPDATE deliveries SET send_attempts = 1, attempt_started_at = $2, "
-        "next_attempt_at = now() - interval '1 second', status = 'failed', "
-        "failed_at = now(), reason = 'bounced' WHERE id = $1::text::uuid",
-        jobs[0].value["delivery_id"],
+    await due_out_of_the_queue(  # as schedule_retry leaves it, then the tracker the bounce
+        pool,
+        jobs,
+        "send_attempts = 1, attempt_started_at = $2, "
+        "status = 'failed', failed_at = now(), reason = 'bounced'",
         started,
     )
-    async with send_worker(quick(system.settings), pool, producer) as worker:
-        assert await worker.look_again() == 1
+    await looked_at_once(quick(system.settings), pool, producer)
     row = await delivery(pool, jobs)
     assert (row["status"], row["next_attempt_at"], row["reason"]) == ("failed", None, "bounced")
 
@@ -438,14 +454,10 @@ async def test_a_held_text_moved_on_stays_claimed_while_twilio_cannot_be_asked(
     keeps its claim and the next look after it asks again."""
     jobs = await one_notice(pool, "sms")
     await crashed_in_flight(pool, jobs)
-    await pool.execute(  # held, then moved on by Twilio's callback (the tracker)
-        "UPDATE deliveries SET status = 'sent', sent_at = now(), "
-        "next_attempt_at = now() - interval '1 second' WHERE id = $1::text::uuid",
-        jobs[0].value["delivery_id"],
-    )
+    # held, then moved on by Twilio's callback (the tracker)
+    await due_out_of_the_queue(pool, jobs, "status = 'sent', sent_at = now()")
     away = dataclasses.replace(quick(system.settings), twilio_base_url="http://127.0.0.1:9")
-    async with send_worker(away, pool, producer) as worker:
-        assert await worker.look_again() == 1
+    await looked_at_once(away, pool, producer)
     row = await delivery(pool, jobs)
     assert row["provider_message_id"] is None
     assert row["next_attempt_at"] > dt.datetime.now(dt.UTC), "still claimed"
