@@ -9,7 +9,6 @@ are projected, nothing is lost or counted twice.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import datetime as dt
 import uuid
 from typing import Any
@@ -21,7 +20,7 @@ from prometheus_client import Counter
 from relaybook import sql
 from relaybook.database import Connection
 from relaybook.kafka import Record
-from tracker.precedence import Row, apply, from_worker, proves
+from tracker.precedence import BY_RANK, from_worker, proves
 
 Q = sql.load("tracker")
 
@@ -35,7 +34,6 @@ UNMATCHED = Counter(
 
 #: events about a person rather than a message: never matched to a delivery
 _ABOUT_PEOPLE = frozenset({"opted_out", "opted_in", "inbound"})
-_ROW_FIELDS = [field.name for field in dataclasses.fields(Row)]
 
 
 class Journal:
@@ -47,9 +45,8 @@ class Journal:
         events = list({record.value["event_id"]: record.value for record in records}.values())
         if not events:
             return
-        occurred = {e["event_id"]: dt.datetime.fromisoformat(e["occurred_at"]) for e in events}
         async with self._pool.acquire() as connection, connection.transaction():
-            deliveries = await _correlate(connection, events, occurred)
+            deliveries = await _correlate(connection, events)
             new = set(await _store(connection, events, deliveries))
             DUPLICATES.inc(len(events) - len(new))
             fresh = [e for e in events if e["event_id"] in new]
@@ -62,9 +59,9 @@ class Journal:
                     if e["event_id"] not in deliveries and e["type"] not in _ABOUT_PEOPLE
                 ],
             )
-            settle = await _project(connection, fresh, deliveries, occurred)
+            settle = await _project(connection, fresh, deliveries)
             if settle:
-                await connection.execute(Q["settle_notices"], list(settle))
+                await connection.execute(Q["settle_notices"], settle)
 
 
 def _count(metric: Counter, events: list[dict[str, Any]]) -> None:
@@ -75,17 +72,15 @@ def _count(metric: Counter, events: list[dict[str, Any]]) -> None:
         metric.labels(channel, kind).inc(count)
 
 
-async def _correlate(
-    connection: Connection, events: list[dict[str, Any]], occurred: dict[str, dt.datetime]
-) -> dict[str, uuid.UUID]:
+async def _correlate(connection: Connection, events: list[dict[str, Any]]) -> dict[str, str]:
     """event id -> the delivery it is about: the id the event carries, else the one whose
     message id (Twilio) or address (asynchronous bounces) it names."""
-    found: dict[str, uuid.UUID] = {}
+    found: dict[str, str] = {}
     by_address: list[dict[str, Any]] = []
     by_message: dict[str, list[str]] = {}
     for event in events:
         if event.get("delivery_id"):
-            found[event["event_id"]] = uuid.UUID(event["delivery_id"])
+            found[event["event_id"]] = event["delivery_id"]
         elif event["type"] in _ABOUT_PEOPLE:
             continue
         elif event["channel"] == "sms" and event.get("provider_message_id"):
@@ -95,21 +90,21 @@ async def _correlate(
     if by_message:
         for row in await connection.fetch(Q["match_message_ids"], list(by_message)):
             for event_id in by_message[row["provider_message_id"]]:
-                found[event_id] = row["id"]
+                found[event_id] = str(row["id"])
     if by_address:
         rows = await connection.fetch(
             Q["match_addresses"],
             [e["channel"] for e in by_address],
             [e["address"] for e in by_address],
-            [occurred[e["event_id"]] for e in by_address],
+            [dt.datetime.fromisoformat(e["occurred_at"]) for e in by_address],
         )
         for row in rows:
-            found[by_address[row["position"] - 1]["event_id"]] = row["id"]
+            found[by_address[row["position"] - 1]["event_id"]] = str(row["id"])
     return found
 
 
 async def _store(
-    connection: Connection, events: list[dict[str, Any]], deliveries: dict[str, uuid.UUID]
+    connection: Connection, events: list[dict[str, Any]], deliveries: dict[str, str]
 ) -> list[str]:
     """Inserts the events; returns the ids of those not stored before."""
     rows = await connection.fetch(
@@ -121,39 +116,30 @@ async def _store(
 
 
 async def _project(
-    connection: Connection,
-    fresh: list[dict[str, Any]],
-    deliveries: dict[str, uuid.UUID],
-    occurred: dict[str, dt.datetime],
-) -> set[uuid.UUID]:
-    """Applies the new events to their journal rows; returns the notices to settle: those
-    a send outcome touched (a delivery left the queue) or a delivery newly failed in."""
-    relevant = [
-        e
-        for e in fresh
-        if e["event_id"] in deliveries and (proves(e) is not None or from_worker(e))
-    ]
-    if not relevant:
-        return set()
-    locked = await connection.fetch(
-        Q["lock_deliveries"], list({deliveries[e["event_id"]] for e in relevant})
+    connection: Connection, fresh: list[dict[str, Any]], deliveries: dict[str, str]
+) -> list[uuid.UUID]:
+    """Applies the new events to their journal rows (tracker/queries.sql, ``project``);
+    returns the notices to settle."""
+    moving = []
+    for position, event in enumerate(fresh):
+        delivery = deliveries.get(event["event_id"])
+        status, worker = proves(event), from_worker(event)
+        if delivery is None or (status is None and not worker):
+            continue  # about no delivery of ours, or changing nothing and settling nothing
+        moving.append(
+            {
+                "position": position,
+                "delivery_id": delivery,
+                "status": status,
+                "at": event["occurred_at"],
+                "worker": worker,
+                "reason": event.get("reason") or event["type"],
+                "code": event.get("provider_code"),
+            }
+        )
+    if not moving:
+        return []
+    settle: list[uuid.UUID] = await connection.fetchval(
+        Q["project"], orjson.dumps(moving).decode(), BY_RANK
     )
-    before = {row["id"]: Row(**{name: row[name] for name in _ROW_FIELDS}) for row in locked}
-    notice_of = {row["id"]: row["notice_id"] for row in locked}
-    after = dict(before)
-    settle: set[uuid.UUID] = set()
-    for event in relevant:
-        delivery = deliveries[event["event_id"]]
-        if delivery not in after:
-            continue  # a delivery this database does not have
-        after[delivery] = apply(after[delivery], event, occurred[event["event_id"]])
-        if from_worker(event):
-            settle.add(notice_of[delivery])
-    changed = [delivery for delivery, row in after.items() if row != before[delivery]]
-    for delivery in changed:
-        if after[delivery].status == "failed" and before[delivery].status != "failed":
-            settle.add(notice_of[delivery])
-    if changed:
-        rows = [{"id": str(d), **vars(after[d])} for d in changed]
-        await connection.execute(Q["update_deliveries"], orjson.dumps(rows).decode())
     return settle

@@ -38,26 +38,89 @@ FROM ROWS FROM (jsonb_array_elements($1::jsonb), unnest($2::uuid[])) AS e (event
 ON CONFLICT (event_id) DO NOTHING
 RETURNING event_id;
 
--- name: lock_deliveries
--- In id order, so that two trackers never wait on each other in a circle.
-SELECT id, notice_id, status, sent_at, delivered_at, opened_at, clicked_at, failed_at,
-       reason, provider_code
-FROM deliveries
-WHERE id = ANY($1::uuid[])
-ORDER BY id
-FOR UPDATE;
-
--- name: update_deliveries
--- $1 the rows as they are now, one JSON array (as insert_events, for the same reason)
-UPDATE deliveries d
-SET status = u.status, sent_at = u.sent_at, delivered_at = u.delivered_at,
-    opened_at = u.opened_at, clicked_at = u.clicked_at, failed_at = u.failed_at,
-    reason = u.reason, provider_code = u.provider_code, updated_at = now()
-FROM jsonb_to_recordset($1::jsonb)
-    AS u (id uuid, status text, sent_at timestamptz, delivered_at timestamptz,
-          opened_at timestamptz, clicked_at timestamptz, failed_at timestamptz, reason text,
-          provider_code text)
-WHERE d.id = u.id;
+-- name: project
+-- A batch's new events applied to their journal rows at once, by the precedence that
+-- tracker/precedence.py describes: the status only climbs (queued < sent < delivered <
+-- opened < clicked < failed), each time is the first one implied, the reason and code are
+-- those of the first failure, a skipped delivery is left be. $1: the events, one JSON
+-- array in the order they came (position; the delivery; the status each proves, or null;
+-- when; whether a worker reported it; a failure's reason and code); $2: the statuses by
+-- rank, from 1. The rows are locked in id order, so that two trackers never wait on each
+-- other in a circle; only those that change are written. Returns the notices to settle:
+-- those a worker's outcome touched (a delivery left the queue) or a delivery newly failed
+-- in.
+WITH e AS (
+    SELECT * FROM jsonb_to_recordset($1::jsonb)
+        AS e (position integer, delivery_id uuid, status text, at timestamptz,
+              worker boolean, reason text, code text)
+), per AS (
+    SELECT delivery_id,
+           max(array_position($2::text[], status)) AS rank,
+           -- a failure the provider reported had been sent; a worker's was refused
+           min(at) FILTER (WHERE status <> 'failed' OR NOT worker) AS sent_at,
+           min(at) FILTER (WHERE status IN ('delivered', 'opened', 'clicked')) AS delivered_at,
+           min(at) FILTER (WHERE status IN ('opened', 'clicked')) AS opened_at,
+           min(at) FILTER (WHERE status = 'clicked') AS clicked_at,
+           min(at) FILTER (WHERE status = 'failed') AS failed_at,
+           (array_agg(reason ORDER BY position) FILTER (WHERE status = 'failed'))[1] AS reason,
+           (array_agg(code ORDER BY position) FILTER (WHERE status = 'failed'))[1] AS code,
+           bool_or(worker) AS by_worker
+    FROM e
+    GROUP BY delivery_id
+), locked AS (
+    SELECT id, notice_id, status, sent_at, delivered_at, opened_at, clicked_at, failed_at,
+           reason, provider_code
+    FROM deliveries
+    WHERE id IN (SELECT delivery_id FROM per)
+    ORDER BY id
+    FOR UPDATE
+), next AS (
+    SELECT l.id, l.notice_id, p.by_worker, l.status AS was,
+           CASE WHEN m.climbs THEN ($2::text[])[p.rank] ELSE l.status END AS status,
+           CASE WHEN m.moves THEN least(l.sent_at, p.sent_at) ELSE l.sent_at END AS sent_at,
+           CASE WHEN m.moves THEN least(l.delivered_at, p.delivered_at)
+                ELSE l.delivered_at END AS delivered_at,
+           CASE WHEN m.moves THEN least(l.opened_at, p.opened_at) ELSE l.opened_at END
+               AS opened_at,
+           CASE WHEN m.moves THEN least(l.clicked_at, p.clicked_at) ELSE l.clicked_at END
+               AS clicked_at,
+           CASE WHEN m.moves THEN least(l.failed_at, p.failed_at) ELSE l.failed_at END
+               AS failed_at,
+           CASE WHEN m.climbs AND ($2::text[])[p.rank] = 'failed' THEN p.reason
+                WHEN m.climbs AND l.status = 'queued' THEN NULL  -- a retry's note is over
+                ELSE l.reason END AS reason,
+           CASE WHEN m.climbs AND ($2::text[])[p.rank] = 'failed' THEN p.code
+                WHEN m.climbs AND l.status = 'queued' THEN NULL
+                ELSE l.provider_code END AS provider_code,
+           l.sent_at AS was_sent_at, l.delivered_at AS was_delivered_at,
+           l.opened_at AS was_opened_at, l.clicked_at AS was_clicked_at,
+           l.failed_at AS was_failed_at, l.reason AS was_reason,
+           l.provider_code AS was_provider_code
+    FROM locked l
+    JOIN per p ON p.delivery_id = l.id
+    CROSS JOIN LATERAL (
+        SELECT l.status <> 'skipped' AS moves,  -- never sent: events leave it be
+               l.status <> 'skipped'
+               AND coalesce(p.rank > coalesce(array_position($2::text[], l.status), 0),
+                            false) AS climbs
+    ) m
+), written AS (
+    UPDATE deliveries d
+    SET status = n.status, sent_at = n.sent_at, delivered_at = n.delivered_at,
+        opened_at = n.opened_at, clicked_at = n.clicked_at, failed_at = n.failed_at,
+        reason = n.reason, provider_code = n.provider_code, updated_at = now()
+    FROM next n
+    WHERE d.id = n.id
+      AND (n.status, n.sent_at, n.delivered_at, n.opened_at, n.clicked_at, n.failed_at,
+           n.reason, n.provider_code)
+          IS DISTINCT FROM (n.was, n.was_sent_at, n.was_delivered_at, n.was_opened_at,
+                            n.was_clicked_at, n.was_failed_at, n.was_reason,
+                            n.was_provider_code)
+)
+SELECT coalesce(array_agg(DISTINCT notice_id)
+                    FILTER (WHERE by_worker OR (status = 'failed' AND was <> 'failed')),
+                '{}')
+FROM next;
 
 -- name: settle_notices
 SELECT settle_notices($1::uuid[]);

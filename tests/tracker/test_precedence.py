@@ -1,17 +1,33 @@
-"""The status precedence, table-driven: whatever order events come in, and however often,
-a journal row ends the same, and never climbs down."""
+"""The status precedence, table-driven, as the tracker applies it (tracker/queries.sql,
+``project``, one statement a batch): whatever order events come in, in one batch or
+several, and however often, a journal row ends the same, and never climbs down."""
 
 from __future__ import annotations
 
 import datetime as dt
 import itertools
+import uuid
 from typing import Any
 
+import asyncpg
 import pytest
 
-from tracker.precedence import Row, apply
+from dispatcher.store import NoticeStore
+from dispatcher.validation import parse_notice
+from tests.support import notice
+from tracker.journal import _project
 
 T0 = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
+FIELDS = (
+    "status",
+    "sent_at",
+    "delivered_at",
+    "opened_at",
+    "clicked_at",
+    "failed_at",
+    "reason",
+    "provider_code",
+)
 
 
 def event(kind: str, provider: str = "sendgrid", **fields: Any) -> dict[str, Any]:
@@ -31,7 +47,62 @@ def at(seconds: int) -> dt.datetime:
     return T0 + dt.timedelta(seconds=seconds)
 
 
+def row(status: str, **fields: Any) -> dict[str, Any]:
+    return dict.fromkeys(FIELDS) | {"status": status} | fields
+
+
 BOUNCE = event("bounced", reason="550 5.1.1 no such user", provider_code="5.1.1")
+
+
+@pytest.fixture
+async def delivery(pool: asyncpg.Pool) -> tuple[str, uuid.UUID]:
+    """One email delivery, and its notice."""
+    body = notice(1)
+    del body["sms"]
+    _, answer = await NoticeStore(pool).create(
+        parse_notice(body, dt.datetime.now(dt.UTC)), "test", None
+    )
+    notice_id = uuid.UUID(answer["id"])
+    found = await pool.fetchval("SELECT id FROM deliveries WHERE notice_id = $1", notice_id)
+    return str(found), notice_id
+
+
+class JournalRow:
+    """A journal row, set as a test says, and batches of events applied to it."""
+
+    def __init__(self, pool: asyncpg.Pool, delivery: str) -> None:
+        self.pool, self.delivery = pool, delivery
+        self.settled: list[uuid.UUID] = []
+
+    async def set(self, start: dict[str, Any]) -> None:
+        if start["status"] == "skipped":
+            start = start | {"reason": start["reason"] or "opted_out"}
+        await self.pool.execute(
+            "UPDATE deliveries SET status = $2, sent_at = $3, delivered_at = $4, "
+            "opened_at = $5, clicked_at = $6, failed_at = $7, reason = $8, provider_code = $9 "
+            "WHERE id = $1::uuid",
+            self.delivery,
+            *(start[name] for name in FIELDS),
+        )
+
+    async def apply(self, *batch: tuple[dict[str, Any], dt.datetime]) -> dict[str, Any]:
+        """The row after one batch of ``(event, when)``."""
+        fresh = [incoming | {"occurred_at": when.isoformat()} for incoming, when in batch]
+        async with self.pool.acquire() as connection, connection.transaction():
+            self.settled = await _project(
+                connection, fresh, {e["event_id"]: self.delivery for e in fresh}
+            )
+        found = await self.pool.fetchrow(
+            f"SELECT {', '.join(FIELDS)} FROM deliveries WHERE id = $1::uuid",  # noqa: S608
+            self.delivery,
+        )
+        assert found is not None
+        return dict(found)
+
+
+@pytest.fixture
+def journal(pool: asyncpg.Pool, delivery: tuple[str, uuid.UUID]) -> JournalRow:
+    return JournalRow(pool, delivery[0])
 
 
 @pytest.mark.parametrize(
@@ -63,13 +134,18 @@ BOUNCE = event("bounced", reason="550 5.1.1 no such user", provider_code="5.1.1"
         ("skipped", event("delivered"), "skipped"),
     ],
 )
-def test_one_event_moves_the_status_only_upwards(
-    start: str, incoming: dict[str, Any], status: str
+async def test_one_event_moves_the_status_only_upwards(
+    journal: JournalRow, start: str, incoming: dict[str, Any], status: str
 ) -> None:
-    assert apply(Row(status=start), incoming, T0).status == status
+    await journal.set(row(start))
+    assert (await journal.apply((incoming, T0)))["status"] == status
 
 
-def test_the_same_events_in_any_order_and_repeated_give_the_same_row() -> None:
+async def test_the_same_events_in_any_order_and_repeated_give_the_same_row(
+    journal: JournalRow,
+) -> None:
+    """Every order of the story in one batch, then two of them again in another; and a few
+    orders event by event, a batch each."""
     story = [
         (event("processed"), at(0)),
         (event("delivered"), at(5)),
@@ -78,40 +154,72 @@ def test_the_same_events_in_any_order_and_repeated_give_the_same_row() -> None:
         (event("clicked"), at(90)),
         (event("deferred"), at(2)),
     ]
-    outcomes = set()
+    start = row("sent", sent_at=at(-1))
+    outcomes = []
     for order in itertools.permutations(story):
-        row = Row(status="sent", sent_at=at(-1))
-        for incoming, when in [*order, *order[:2]]:  # and two of them again
-            row = apply(row, incoming, when)
-        outcomes.add(row)
-    assert outcomes == {
-        Row(
-            status="clicked",
-            sent_at=at(-1),
-            delivered_at=at(5),
-            opened_at=at(60),
-            clicked_at=at(90),
+        await journal.set(start)
+        await journal.apply(*order)
+        outcomes.append(await journal.apply(*order[:2]))
+    for order in list(itertools.permutations(story))[::120]:
+        await journal.set(start)
+        for step in [*order, *order[:2]]:
+            final = await journal.apply(step)
+        outcomes.append(final)
+    assert {tuple(outcome.values()) for outcome in outcomes} == {
+        tuple(
+            row(
+                "clicked",
+                sent_at=at(-1),
+                delivered_at=at(5),
+                opened_at=at(60),
+                clicked_at=at(90),
+            ).values()
         )
     }
 
 
-def test_a_click_alone_implies_opened_and_delivered_at_its_time() -> None:
-    row = apply(Row(status="sent", sent_at=at(0)), event("clicked"), at(30))
-    assert (row.delivered_at, row.opened_at, row.clicked_at) == (at(30), at(30), at(30))
-    later = apply(row, event("delivered"), at(10))  # the delivery, reported late
-    assert (later.status, later.delivered_at, later.opened_at) == ("clicked", at(10), at(30))
+async def test_a_click_alone_implies_opened_and_delivered_at_its_time(journal: JournalRow) -> None:
+    await journal.set(row("sent", sent_at=at(0)))
+    clicked = await journal.apply((event("clicked"), at(30)))
+    assert (clicked["delivered_at"], clicked["opened_at"], clicked["clicked_at"]) == (
+        at(30),
+        at(30),
+        at(30),
+    )
+    later = await journal.apply((event("delivered"), at(10)))  # the delivery, reported late
+    assert (later["status"], later["delivered_at"], later["opened_at"]) == (
+        "clicked",
+        at(10),
+        at(30),
+    )
 
 
-def test_a_machine_open_proves_delivery_but_not_reading() -> None:
-    row = apply(Row(status="sent"), event("opened", machine_open=True), at(3))
-    assert (row.status, row.delivered_at, row.opened_at) == ("delivered", at(3), None)
+async def test_a_machine_open_proves_delivery_but_not_reading(journal: JournalRow) -> None:
+    await journal.set(row("sent"))
+    opened = await journal.apply((event("opened", machine_open=True), at(3)))
+    assert (opened["status"], opened["delivered_at"], opened["opened_at"]) == (
+        "delivered",
+        at(3),
+        None,
+    )
 
 
-def test_a_bounce_keeps_its_reason_and_code_whatever_comes_after() -> None:
-    row = apply(Row(status="delivered", delivered_at=at(1)), BOUNCE, at(9))
-    row = apply(row, event("dropped", reason="Bounced Address"), at(10))
-    row = apply(row, event("delivered"), at(11))
-    assert (row.status, row.reason, row.provider_code, row.failed_at) == (
+@pytest.mark.parametrize("batches", ["one batch each", "all in one batch"])
+async def test_a_bounce_keeps_its_reason_and_code_whatever_comes_after(
+    journal: JournalRow, batches: str
+) -> None:
+    await journal.set(row("delivered", delivered_at=at(1)))
+    story = [
+        (BOUNCE, at(9)),
+        (event("dropped", reason="Bounced Address"), at(10)),
+        (event("delivered"), at(11)),
+    ]
+    if batches == "all in one batch":
+        final = await journal.apply(*story)
+    else:
+        for step in story:
+            final = await journal.apply(step)
+    assert (final["status"], final["reason"], final["provider_code"], final["failed_at"]) == (
         "failed",
         "550 5.1.1 no such user",
         "5.1.1",
@@ -119,13 +227,46 @@ def test_a_bounce_keeps_its_reason_and_code_whatever_comes_after() -> None:
     )
 
 
-def test_leaving_the_queue_clears_a_retry_note() -> None:
-    row = Row(status="queued", reason="retrying: 503 from SendGrid", provider_code="503")
-    row = apply(row, event("accepted", "relaybook"), at(0))
-    assert (row.status, row.reason, row.provider_code, row.sent_at) == ("sent", None, None, at(0))
+async def test_leaving_the_queue_clears_a_retry_note(journal: JournalRow) -> None:
+    await journal.set(row("queued", reason="retrying: 503 from SendGrid", provider_code="503"))
+    sent = await journal.apply((event("accepted", "relaybook"), at(0)))
+    assert (sent["status"], sent["reason"], sent["provider_code"], sent["sent_at"]) == (
+        "sent",
+        None,
+        None,
+        at(0),
+    )
 
 
-def test_a_refusal_by_the_provider_api_is_not_a_send() -> None:
+async def test_a_refusal_by_the_provider_api_is_not_a_send(journal: JournalRow) -> None:
+    await journal.set(row("queued"))
     refused = event("failed", "relaybook", reason="invalid number", provider_code="21211")
-    row = apply(Row(status="queued"), refused, at(0))
-    assert (row.status, row.sent_at, row.failed_at) == ("failed", None, at(0))
+    failed = await journal.apply((refused, at(0)))
+    assert (failed["status"], failed["sent_at"], failed["failed_at"], failed["reason"]) == (
+        "failed",
+        None,
+        at(0),
+        "invalid number",
+    )
+
+
+@pytest.mark.parametrize(
+    ("start", "incoming", "settles"),
+    [
+        pytest.param("queued", event("accepted", "relaybook"), True, id="a-send-outcome"),
+        pytest.param("skipped", event("skipped", "relaybook"), True, id="a-skip"),
+        pytest.param("sent", BOUNCE, True, id="newly-failed"),
+        pytest.param("failed", BOUNCE, False, id="failed-already"),
+        pytest.param("sent", event("delivered"), False, id="a-provider-event"),
+    ],
+)
+async def test_a_notice_is_settled_after_a_send_outcome_or_a_new_failure(
+    journal: JournalRow,
+    delivery: tuple[str, uuid.UUID],
+    start: str,
+    incoming: dict[str, Any],
+    settles: bool,
+) -> None:
+    await journal.set(row(start))
+    await journal.apply((incoming, T0))
+    assert journal.settled == ([delivery[1]] if settles else [])
