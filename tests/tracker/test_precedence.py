@@ -270,3 +270,76 @@ async def test_a_notice_is_settled_after_a_send_outcome_or_a_new_failure(
     await journal.set(row(start))
     await journal.apply((incoming, T0))
     assert journal.settled == ([delivery[1]] if settles else [])
+
+
+@pytest.mark.parametrize(
+    ("start", "batch", "expected"),
+    [
+        pytest.param(
+            row("queued", reason="retrying: 503 from SendGrid", provider_code="503"),
+            [(event("accepted", "relaybook"), at(0)), (BOUNCE, at(5))],
+            {"status": "failed", "reason": "550 5.1.1 no such user", "sent_at": at(0)},
+            id="out-of-the-queue-and-bounced-in-one-batch",
+        ),
+        pytest.param(
+            row("queued"),
+            [(event("failed", "relaybook"), at(0)), (event("delivered"), at(3))],
+            {"status": "failed", "sent_at": at(3), "failed_at": at(0), "reason": "failed"},
+            id="refused-and-delivered-in-one-batch",
+        ),
+        pytest.param(
+            row("queued"),
+            [(BOUNCE, at(7))],
+            {"status": "failed", "sent_at": at(7), "failed_at": at(7)},
+            id="a-bounce-implies-it-was-sent",
+        ),
+        pytest.param(
+            row("sent", sent_at=at(0)),
+            [(event("dropped", reason="Bounced Address"), at(10)), (BOUNCE, at(5))],
+            {"status": "failed", "reason": "Bounced Address", "failed_at": at(5)},
+            id="the-first-failure-to-arrive-names-it-the-earliest-dates-it",
+        ),
+    ],
+)
+async def test_several_events_of_one_delivery_in_one_batch(
+    journal: JournalRow,
+    start: dict[str, Any],
+    batch: list[tuple[dict[str, Any], dt.datetime]],
+    expected: dict[str, Any],
+) -> None:
+    await journal.set(start)
+    final = await journal.apply(*batch)
+    assert {name: final[name] for name in expected} == expected
+
+
+async def test_a_batch_moves_each_of_its_deliveries_and_skips_those_it_does_not_know(
+    pool: asyncpg.Pool,
+) -> None:
+    body = notice(2)
+    del body["sms"]
+    _, answer = await NoticeStore(pool).create(
+        parse_notice(body, dt.datetime.now(dt.UTC)), "test", None
+    )
+    first, second = [
+        str(found["id"])
+        for found in await pool.fetch(
+            "SELECT id FROM deliveries WHERE notice_id = $1 ORDER BY recipient_id",
+            uuid.UUID(answer["id"]),
+        )
+    ]
+    await pool.execute(
+        "UPDATE deliveries SET status = 'sent' WHERE notice_id = $1", uuid.UUID(answer["id"])
+    )
+    fresh = [
+        event("delivered", event_id="a") | {"occurred_at": at(1).isoformat()},
+        event("clicked", event_id="b") | {"occurred_at": at(2).isoformat()},
+        event("opened", machine_open=False, event_id="c") | {"occurred_at": at(3).isoformat()},
+    ]
+    nowhere = str(uuid.uuid4())  # correlated to a delivery this database does not have
+    async with pool.acquire() as connection, connection.transaction():
+        settled = await _project(connection, fresh, {"a": first, "b": second, "c": nowhere})
+    statuses = await pool.fetch(
+        "SELECT id::text, status FROM deliveries WHERE notice_id = $1", uuid.UUID(answer["id"])
+    )
+    assert dict(statuses) == {first: "delivered", second: "clicked"}
+    assert settled == []
