@@ -121,9 +121,7 @@ class SendWorker:
     async def _send(self, ids: list[str]) -> None:
         async with self._pool.acquire() as connection:
             rows = await connection.fetch(Q["load_deliveries"], ids)
-        in_doubt = [
-            row for row in rows if row["unknown_attempt"] and not row["provider_message_id"]
-        ]
+        in_doubt = _in_doubt(rows)
         if in_doubt:  # a crash came while they were at the provider: the rare path
             verdict = await self._settle(in_doubt)
             settled = verdict.taken.keys() | verdict.held.keys()
@@ -230,9 +228,7 @@ class SendWorker:
             claimed = await connection.fetch(Q["claim_moved_on"], LEASE_S, LOOK_AGAIN_PAGE)
             ids = [row["id"] for row in claimed]
             rows = await connection.fetch(Q["load_deliveries"], ids) if ids else []
-        in_doubt = [
-            row for row in rows if row["unknown_attempt"] and not row["provider_message_id"]
-        ]
+        in_doubt = _in_doubt(rows)
         unread: frozenset[uuid.UUID] = frozenset()
         try:
             if in_doubt:
@@ -420,6 +416,11 @@ class SendWorker:
             events.append((event["delivery_id"], event))
         if events:
             await self._producer.send_many("delivery-events", events)
+
+
+def _in_doubt(rows: list[asyncpg.Record]) -> list[asyncpg.Record]:
+    """The rows of ``load_deliveries`` whose last attempt a crash left without an answer."""
+    return [row for row in rows if row["unknown_attempt"] and not row["provider_message_id"]]
 
 
 class Precedence:
