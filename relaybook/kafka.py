@@ -630,18 +630,23 @@ class Consumer:
         max_batch: int = 500,
         gather_ms: int = 0,
         only: dict[str, str] | None = None,
+        lanes: int = 1,
     ) -> None:
         """``gather_ms``: how long the broker may wait to fill a fetch (up to 1 MiB) so that
         batches are large; 0 answers with whatever is there at once (lowest latency).
         ``only``: header values (``HEADER_FIELD``) of the messages to handle; the others
         are passed over undecoded (and committed). A message without the header is
-        handled."""
+        handled. ``lanes``: how many calls of the handler a batch is split into, by
+        partition, run at once (each its own transaction, on its own connection), so
+        that the database works on several cores; one key's messages stay in one call,
+        in order. The offsets are committed once every call has returned."""
         self._only = {name: value.encode() for name, value in (only or {}).items()}
         self._settings = settings
         self._topics = [settings.topic(topic) for topic in topics]
         self._group = group
         self._dead_letters = dead_letters
         self._max_batch = max_batch
+        self._lanes = lanes
         self._lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._consumer = AIOKafkaConsumer(
@@ -769,7 +774,8 @@ class Consumer:
 
     async def _handle(self, batches: dict[TopicPartition, list[Any]], handler: Handler) -> None:
         started = time.monotonic()
-        records = []
+        count = self._lanes
+        lanes: list[list[Record]] = [[] for _ in range(count)]
         for messages in batches.values():
             for message in messages:
                 if self._only and not self._wanted(message):
@@ -779,10 +785,21 @@ class Consumer:
                     await self._dead_letters.record(
                         message, self._group, "contract_violation", record
                     )
-                else:
-                    records.append(record)
-        if records:
-            await self._handle_or_isolate(records, handler)
+                else:  # by key: one key's messages in one lane, in order
+                    lanes[hash(message.key) % count if count > 1 else 0].append(record)
+        busy = [lane for lane in lanes if lane]
+        if len(busy) == 1:
+            await self._handle_or_isolate(busy[0], handler)
+        elif busy:
+            # every lane runs to its end, even when another failed: a transaction is never
+            # cut off halfway, and what did commit is done again (idempotently) on a retry
+            outcomes = await asyncio.gather(
+                *(self._handle_or_isolate(lane, handler) for lane in busy),
+                return_exceptions=True,
+            )
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
         try:
             await self._consumer.commit(
                 {tp: messages[-1].offset + 1 for tp, messages in batches.items()}

@@ -115,6 +115,79 @@ async def test_a_batch_whose_handler_fails_is_consumed_again_until_it_succeeds(
     assert second["job_id"] in handled
 
 
+async def test_lanes_handle_a_batch_in_parts_at_once_each_keys_messages_in_one_part_in_order(
+    settings: Settings, producer: Producer, letters: DeadLetters
+) -> None:
+    """``lanes``: a batch is split by key and the parts handled at the same time (the
+    tracker's transactions on several of the database's cores); a key's messages are all
+    in one part, in the order they were published."""
+    keys = [f"owner-{i}" for i in range(30)]  # 30 keys: all in one of 3 lanes is 3**-29
+    jobs = [(keys[n % 30], send_job(attempt=n + 1)) for n in range(120)]
+    await producer.send_many("send-jobs", jobs)
+    calls: list[list[Record]] = []
+    running = most = 0
+
+    async def handler(records: list[Record]) -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        calls.append(records)
+        await asyncio.sleep(0.3)  # the other parts start meanwhile
+        running -= 1
+
+    await consume(
+        settings,
+        letters,
+        handler,
+        lambda: sum(map(len, calls)) >= len(jobs) and running == 0,
+        lanes=3,
+        gather_ms=300,  # the whole batch in one fetch
+    )
+    assert most >= 2, "the parts of a batch are handled at once"
+    assert all(len(call) < len(jobs) for call in calls), "a batch is split"
+    for key in keys:
+        holding = [call for call in calls if any(r.key == key for r in call)]
+        seen = [r.value["attempt"] for call in holding for r in call if r.key == key]
+        assert seen == [n + 1 for n, (k, _) in enumerate(jobs) if k == key], "in order"
+        assert len(holding) == 1, f"{key} is in one part"
+
+
+async def test_a_lane_that_fails_sends_its_whole_batch_back_the_parts_that_passed_too(
+    settings: Settings, producer: Producer, letters: DeadLetters
+) -> None:
+    """Nothing of a batch is committed until every lane returned: when one fails for a
+    transient reason, the whole batch is consumed again, the parts that were handled
+    included (handlers are idempotent), and no message is lost."""
+    keys = [f"owner-{i}" for i in range(30)]
+    jobs = [(key, send_job()) for key in keys]
+    await producer.send_many("send-jobs", jobs)
+    unlucky = keys[0]
+    calls: list[tuple[float, set[str]]] = []  # when each call started, what it held
+    failed: list[float] = []  # when the failing call started
+
+    async def handler(records: list[Record]) -> None:
+        started = time.monotonic()
+        calls.append((started, {r.value["job_id"] for r in records}))
+        await asyncio.sleep(0.2)  # the batch's other lanes run meanwhile
+        if not failed and any(r.key == unlucky for r in records):
+            failed.append(started)
+            raise ConnectionRefusedError("database down")  # this lane only, once
+
+    def after(moment: float) -> set[str]:
+        return set().union(*(ids for started, ids in calls if started > moment + 0.2))
+
+    def beside_the_failure() -> set[str]:  # the lanes of the batch that failed
+        return set().union(*(ids for started, ids in calls if abs(started - failed[0]) < 0.1))
+
+    def handled_again() -> bool:
+        return bool(failed) and beside_the_failure() <= after(failed[0])
+
+    await consume(settings, letters, handler, handled_again, lanes=3, gather_ms=300)
+    siblings = [ids for started, ids in calls if abs(started - failed[0]) < 0.1]
+    assert len(siblings) >= 2, "the failing lane had others beside it, which passed"
+    assert {job["job_id"] for _, job in jobs} <= {i for _, ids in calls for i in ids}
+
+
 async def test_an_invalid_message_is_refused_before_anything_is_sent(
     settings: Settings, producer: Producer
 ) -> None:
