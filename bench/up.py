@@ -7,13 +7,23 @@ bench/ingest.py (another process; it posts a refused batch again after 0.1 s, as
 does) posts fresh signed SendGrid batches of 100 events, each event unique and about a
 real delivery; then the tracker's catch-up is timed: from the last post answered to the
 last of those events stored in PostgreSQL (its lag back to zero). The events stored are
-counted by a statement trigger on the events table (one row kept up to date, read every
-20 ms): a count(*) of a table growing to 300,000 rows that often took a good share of a
-core from the very work it timed.
+counted by a statement trigger on the events table (a row per statement, summed every 20
+ms): a count(*) of a table growing to 300,000 rows took a good share of a core from the
+very work it timed, and one row updated by every statement made concurrent transactions
+wait on each other.
+
+For each level it also prints the CPU seconds each process took (from /proc: the
+deployables by name, PostgreSQL's processes together, the broker, the load generator),
+during the load and during the catch-up, so that a slow catch-up shows where the cores
+went. ``--profile DIR``: py-spy (in the dev dependencies) samples the tracker, or the
+floor in its place, from each level's start to its catch-up, into
+``DIR/<level>.txt`` (collapsed stacks, idle included), and the busiest frames are
+printed.
 
 ``--floor``: the tracker is stopped (SIGSTOP) and bench/ingest.py's tracker floor (a bare
-consumer; COPY, each fetch stored and projected in one SQL statement, into copies of the
-tables) consumes in its place, in a process of its own; its catch-up is timed the same
+consumer; COPY, each fetch split by key into as many transactions at once as the
+tracker has lanes, each storing and projecting its part in one SQL statement, into copies
+of the tables) consumes in its place, in a process of its own; its catch-up is timed the same
 way. What the plainest way of doing the tracker's work does on the same cores, under the
 same load.
 
@@ -35,11 +45,13 @@ import json
 import os
 import platform
 import random
+import resource
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -74,6 +86,129 @@ def tracker_pid(up: subprocess.Popen[bytes]) -> int:
         if parent == up.pid and argv[-2:] == [b"tracker", b""]:
             return int(proc.name)
     raise RuntimeError("no tracker process under up")
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(up: subprocess.Popen[bytes], data_dir: Path) -> dict[int, tuple[str, float]]:
+    """pid -> (what it is, CPU seconds so far) for every process of this run: `up` and
+    its deployables, the broker it started, the embedded PostgreSQL's processes (found by
+    their data directory), this script and its children."""
+    processes: dict[int, tuple[int, list[bytes], float]] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        processes[int(proc.name)] = (int(stat[1]), argv, (int(stat[11]) + int(stat[12])) / TICK)
+    roots = {up.pid: "up (supervisor)", os.getpid(): "bench (this script)"}
+    for pid, (_, argv, _) in processes.items():
+        if str(data_dir).encode() in b" ".join(argv) and argv[0].endswith(b"postgres"):
+            roots[pid] = "postgres"
+    found = {}
+    for pid, (_, argv, seconds) in processes.items():
+        ancestor, chain = pid, 0
+        while ancestor not in roots and ancestor in processes and chain < 64:
+            ancestor, chain = processes[ancestor][0], chain + 1
+        if ancestor not in roots:
+            continue
+        if roots[ancestor] == "postgres" or pid in roots:
+            what = roots[ancestor]
+        elif b"--under-up" in argv:
+            what = argv[argv.index(b"--under-up") + 1].decode()
+        elif b"--floor-consumer" in argv:
+            what = "tracker floor"
+        else:
+            what = Path(argv[0].decode(errors="replace")).name or "?"
+        found[pid] = (what, seconds)
+    return found
+
+
+def cpu_spent(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]
+) -> dict[str, float]:
+    """CPU seconds by kind of process between two :func:`cpu_seconds` (a process that
+    ended in between is missing: the load generator is counted from its rusage)."""
+    spent: dict[str, float] = {}
+    for pid, (what, seconds) in after.items():
+        spent[what] = spent.get(what, 0.0) + seconds - before.get(pid, (what, 0.0))[1]
+    return spent
+
+
+def cpu_line(spent: dict[str, float], seconds: float) -> str:
+    busy = sorted(((cpu, what) for what, cpu in spent.items() if cpu >= 0.05), reverse=True)
+    total = sum(cpu for cpu, _ in busy)
+    parts = ", ".join(f"{what} {cpu:.2f}" for cpu, what in busy)
+    return f"{seconds:.2f} s wall, {total:.2f} CPU s ({total / seconds:.2f} cores): {parts}"
+
+
+def start_profile(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling ``pid`` (idle included, without pausing it) until stopped."""
+    profiler = subprocess.Popen(
+        [
+            "py-spy",
+            "record",
+            "--pid",
+            str(pid),
+            "--format",
+            "raw",
+            "--idle",
+            "--nonblocking",
+            "--rate",
+            "200",
+            "--output",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.5)  # attached
+    return profiler
+
+
+@contextlib.contextmanager
+def profiled(pid: int, profile: Path | None, level: int, lines: list[str]) -> Iterator[None]:
+    """py-spy on ``pid`` into ``profile``/``level``.txt while in the block (none without a
+    directory); its busiest frames are appended to ``lines``."""
+    if profile is None:
+        yield
+        return
+    out = profile / f"{level}.txt"
+    profiler = start_profile(pid, out)
+    try:
+        yield
+    finally:
+        lines.append(f"{level} posts in flight, from the load's start to the catch-up:")
+        lines.extend(stop_profile(profiler, out))
+
+
+async def until_stored(connection: asyncpg.Connection, count: int) -> int:
+    """Waits until the bench's counter of stored events reaches ``count``; returns it."""
+    while True:
+        stored: int = await connection.fetchval(ingest.STORED)
+        if stored >= count:
+            return stored
+        await asyncio.sleep(0.02)
+
+
+def stop_profile(profiler: subprocess.Popen[bytes], out: Path) -> list[str]:
+    """Stops py-spy; the frames the samples were in most (inclusive), as lines."""
+    profiler.send_signal(signal.SIGINT)
+    profiler.wait(30)
+    inclusive: dict[str, int] = {}
+    samples = 0
+    for line in out.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        samples += int(count)
+        frames = {frame.split(":")[0] + ")" for frame in stack.split(";")}
+        for frame in frames:
+            inclusive[frame] = inclusive.get(frame, 0) + int(count)
+    top = sorted(inclusive.items(), key=lambda item: -item[1])[:40]
+    return [f"  {100 * count / samples:5.1f} %  {frame}" for frame, count in top]
 
 
 async def start_floor(database_url: str, bootstrap: str, total: int) -> subprocess.Popen[bytes]:
@@ -140,7 +275,9 @@ async def until_ready(ports: dict[str, int], process: subprocess.Popen[bytes]) -
             await asyncio.sleep(0.2)
 
 
-async def run(total: int, levels: list[int], broker: str, *, floor: bool = False) -> None:
+async def run(
+    total: int, levels: list[int], broker: str, *, floor: bool = False, profile: Path | None
+) -> None:
     scratch = Path(tempfile.mkdtemp(prefix="relaybook-bench-up-"))
     data_dir = scratch / "data"
     private = ec.generate_private_key(ec.SECP256R1())
@@ -148,7 +285,9 @@ async def run(total: int, levels: list[int], broker: str, *, floor: bool = False
         private.private_bytes(Encoding.DER, PrivateFormat.PKCS8, NoEncryption())
     ).decode()
     process, ports = start_up(data_dir, SendGridSigner(private).public_key, broker)
-    results = []
+    results: list[str] = []
+    cpu: list[str] = []
+    profiles: list[str] = []
     try:
         await until_ready(ports, process)
         owner = ownership.read_owner(data_dir)
@@ -188,14 +327,24 @@ async def run(total: int, levels: list[int], broker: str, *, floor: bool = False
                     for start in range(0, len(events), ingest.BATCH)
                 )
             )
-            figures = await ingest.load(url, key, batches, level)
-            answered = time.perf_counter()
-            while True:
-                stored = await connection.fetchval("SELECT n FROM bench_stored")
-                if stored - stored_before >= unique:
-                    break
-                await asyncio.sleep(0.02)
-            catch_up = time.perf_counter() - answered
+            consumer = floor_process.pid if floor_process else tracker_pid(process)
+            with profiled(consumer, profile, level, profiles):
+                cpu_start, children_start = cpu_seconds(process, data_dir), children_cpu()
+                started = time.perf_counter()
+                figures = await ingest.load(url, key, batches, level)
+                answered = time.perf_counter()
+                cpu_answered = cpu_seconds(process, data_dir)
+                stored = await until_stored(connection, stored_before + unique)
+                catch_up = time.perf_counter() - answered
+            during_load = cpu_spent(cpu_start, cpu_answered)
+            during_load["load generator"] = children_cpu() - children_start
+            cpu.append(
+                f"{level:>3} posts in flight, the load: {cpu_line(during_load, answered - started)}"
+            )
+            cpu.append(
+                f"{level:>3} posts in flight, the catch-up: "
+                + cpu_line(cpu_spent(cpu_answered, cpu_seconds(process, data_dir)), catch_up)
+            )
             stored_before = stored
             posts = figures["posts"]
             results.append(
@@ -226,6 +375,17 @@ async def run(total: int, levels: list[int], broker: str, *, floor: bool = False
         print("the tracker stopped; bench/ingest.py's tracker floor consuming in its place")
     for line in results:
         print(line)
+    print("CPU seconds by process (the load generator from its rusage):")
+    for line in cpu:
+        print(line)
+    for line in profiles:
+        print(line)
+
+
+def children_cpu() -> float:
+    """CPU seconds of this script's children that have ended (the load generator)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -235,6 +395,9 @@ def main() -> None:
     parser.add_argument(
         "--floor", action="store_true", help="the tracker floor in the tracker's place"
     )
+    parser.add_argument(
+        "--profile", type=Path, help="py-spy the tracker (or its floor) into this directory"
+    )
     brokers.add_option(parser)
     if sys.argv[1:2] == ["--floor-consumer"]:  # the floor's own process (start_floor)
         database_url, bootstrap, total = sys.argv[2:5]
@@ -242,7 +405,9 @@ def main() -> None:
         return
     args = parser.parse_args()
     levels = [int(level) for level in args.concurrency.split(",")]
-    asyncio.run(run(args.events, levels, args.broker, floor=args.floor))
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    asyncio.run(run(args.events, levels, args.broker, floor=args.floor, profile=args.profile))
 
 
 if __name__ == "__main__":
