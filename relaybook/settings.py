@@ -316,6 +316,12 @@ class Settings:
         _positive_int,
         doc="consumer group session timeout; default 10000, 2000 on the embedded broker",
     )
+    tracker_lanes: int = _setting(
+        _positive_int,
+        3,
+        doc="transactions a journal tracker runs at once on its batch, each on a database "
+        "connection of its own: more of PostgreSQL's cores for a backlog",
+    )
     sendgrid_api_key: str | None = _setting(_text, secret=True, doc="SendGrid API key")
     sendgrid_base_url: str | None = _setting(_http_url, doc="SendGrid API base URL")
     sendgrid_webhook_public_keys: tuple[str, ...] = _setting(

@@ -15,10 +15,10 @@ GROUP = "relaybook-tracker"
 def build(infra: Infrastructure) -> Deployable:
     journal = Journal(infra.pool)
     # big batches (waiting up to 100 ms to fill them), and the events of one message often
-    # land in the same one; each batch in three transactions at once, split by key (one
-    # message's events in one of them), so that PostgreSQL, where most of the tracker's
-    # work is, uses more than one core: the lag after a burst is worked off in about
-    # half the time (BENCHMARKS.md, issue 22's fifth sitting)
+    # land in the same one; each batch in several transactions at once (tracker_lanes),
+    # split by key (one message's events in one of them), so that PostgreSQL, where most
+    # of the tracker's work is, uses more than one core: the lag after a burst is worked
+    # off in about half the time (BENCHMARKS.md, issue 22's fifth sitting)
     consumer = Consumer(
         infra.settings,
         ["delivery-events"],
@@ -26,7 +26,7 @@ def build(infra: Infrastructure) -> Deployable:
         dead_letters=infra.dead_letters(),
         max_batch=5000,
         gather_ms=100,
-        lanes=3,
+        lanes=infra.settings.tracker_lanes,
     )
 
     async def start() -> None:
