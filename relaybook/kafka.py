@@ -637,7 +637,7 @@ class Consumer:
         ``only``: header values (``HEADER_FIELD``) of the messages to handle; the others
         are passed over undecoded (and committed). A message without the header is
         handled. ``lanes``: how many calls of the handler a batch is split into, by
-        partition, run at once (each its own transaction, on its own connection), so
+        key, run at once (each its own transaction, on its own connection), so
         that the database works on several cores; one key's messages stay in one call,
         in order. The offsets are committed once every call has returned."""
         self._only = {name: value.encode() for name, value in (only or {}).items()}
@@ -797,9 +797,15 @@ class Consumer:
                 *(self._handle_or_isolate(lane, handler) for lane in busy),
                 return_exceptions=True,
             )
-            for outcome in outcomes:
-                if isinstance(outcome, BaseException):
-                    raise outcome
+            failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+            for other in failures[1:]:  # the first is raised, and told by run
+                log.warning(
+                    "another lane of the batch failed too",
+                    group=self._group,
+                    error=f"{type(other).__name__}: {str(other)[:300]}",
+                )
+            if failures:
+                raise failures[0]
         try:
             await self._consumer.commit(
                 {tp: messages[-1].offset + 1 for tp, messages in batches.items()}
