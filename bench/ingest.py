@@ -17,7 +17,8 @@ post's latency. Measured in one run, on the same events:
 On ``--broker`` tansu (default: in memory), kafka or kafka3 (Apache Kafka, embedded, one
 node or three): see bench/brokers.py.
 
-    .venv/bin/python bench/ingest.py [--events 100000] [--concurrency 16] [--broker kafka]
+    .venv/bin/python bench/ingest.py [--events 100000] [--concurrency 16] [--lanes 3]
+        [--broker kafka]
 """
 
 from __future__ import annotations
@@ -379,17 +380,13 @@ async def execute(database_url: str, sql: str) -> list[asyncpg.Record]:
         await connection.close()
 
 
-#: transactions the tracker floor runs at once, each on its own connection: as many as
-#: the tracker's lanes (tracker/app.py), so that both use the database's cores alike
-FLOOR_LANES = 3
-
-
 async def tracker_floor(
     settings: Settings, database_url: str, unique: int, ready: Callable[[], None] = lambda: None
 ) -> float:
     """The tracker's work done the fastest plain way, on the same topic and the same
     database: a bare consumer takes what each fetch brings (up to 10,000 records), splits
-    it by key into FLOOR_LANES parts, and each part, in a transaction of its own on its
+    it by key into as many parts as the tracker has lanes (``settings.tracker_lanes``, so
+    that both use the database's cores alike), and each part, in a transaction of its own on its
     own connection, all at once, is COPYed into a staging table, each event stored once
     and the new ones projected onto the deliveries in one statement (SQL, not Python);
     then the offsets are committed. No schema check, no notice settled, no metric. Into
@@ -404,7 +401,7 @@ async def tracker_floor(
         max_partition_fetch_bytes=8 * 1024 * 1024,
         fetch_max_bytes=64 * 1024 * 1024,
     )
-    connections = [await asyncpg.connect(database_url) for _ in range(FLOOR_LANES)]
+    connections = [await asyncpg.connect(database_url) for _ in range(settings.tracker_lanes)]
     for connection in connections:
         await connection.execute(FLOOR_STAGING)
 
@@ -498,7 +495,7 @@ async def prepare_deliveries(url: str, count: int, prefix: str = "owner") -> lis
         await connection.close()
 
 
-async def run(total: int, naive_total: int, concurrency: int, broker_name: str) -> None:
+async def run(total: int, naive_total: int, concurrency: int, broker_name: str, lanes: int) -> None:
     logs.configure("WARNING", "console")
     scratch = Path(tempfile.mkdtemp(prefix="relaybook-bench-"))
     postgres = EmbeddedPostgres(scratch)
@@ -518,6 +515,7 @@ async def run(total: int, naive_total: int, concurrency: int, broker_name: str) 
         sandbox_port=sandbox_port,
         sendgrid_webhook_public_keys=(SendGridSigner(private).public_key,),
         kafka_session_timeout_ms=2000,
+        tracker_lanes=lanes,
         **on_broker,
     )
     draw = random.Random(5)  # noqa: S311 - test data, not secrets
@@ -633,7 +631,7 @@ async def run(total: int, naive_total: int, concurrency: int, broker_name: str) 
         print("journal rows: " + ", ".join(f"{r['status']} {r['count']}" for r in statuses))
         print(
             f"tracker floor (bare consumer, COPY, events stored and projected in one "
-            f"statement, {FLOOR_LANES} transactions at once): "
+            f"statement, {settings.tracker_lanes} transactions at once): "
             f"{unique / tracker_floor_s:,.0f} events/s "
             f"({unique} in {tracker_floor_s:.2f} s); its rows: "
             + ", ".join(f"{r['status']} {r['count']}" for r in floor_statuses)
@@ -650,6 +648,12 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--naive-events", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument(
+        "--lanes",
+        type=int,
+        default=Settings().tracker_lanes,
+        help="the tracker's lanes (RELAYBOOK_TRACKER_LANES), and its floor's transactions",
+    )
     brokers.add_option(parser)
     parser.add_argument("--generate", help=argparse.SUPPRESS)
     parser.add_argument("--batches", type=Path, help=argparse.SUPPRESS)
@@ -659,7 +663,7 @@ def main() -> None:
             generate(args.generate, os.environ["BENCH_SIGNING_KEY"], args.batches, args.concurrency)
         )
     else:
-        asyncio.run(run(args.events, args.naive_events, args.concurrency, args.broker))
+        asyncio.run(run(args.events, args.naive_events, args.concurrency, args.broker, args.lanes))
 
 
 if __name__ == "__main__":

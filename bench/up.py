@@ -31,7 +31,8 @@ On ``--broker`` tansu (default: in memory), kafka or kafka3 (Apache Kafka, embed
 node or three: `up` then turns the idempotent producer on and replicates the topics on
 every node), as `up` is told through RELAYBOOK_EMBEDDED_BROKER (bench/brokers.py).
 
-    .venv/bin/python bench/up.py [--events 60000] [--concurrency 8,32,128] [--broker kafka]
+    .venv/bin/python bench/up.py [--events 60000] [--concurrency 8,32,128] [--lanes 3]
+        [--floor] [--profile DIR] [--broker kafka]
 """
 
 from __future__ import annotations
@@ -199,6 +200,8 @@ def stop_profile(profiler: subprocess.Popen[bytes], out: Path) -> list[str]:
     """Stops py-spy; the frames the samples were in most (inclusive), as lines."""
     profiler.send_signal(signal.SIGINT)
     profiler.wait(30)
+    if not out.exists():
+        return [f"  py-spy wrote nothing (exit {profiler.returncode}): could it attach?"]
     inclusive: dict[str, int] = {}
     samples = 0
     for line in out.read_text().splitlines():
@@ -211,11 +214,14 @@ def stop_profile(profiler: subprocess.Popen[bytes], out: Path) -> list[str]:
     return [f"  {100 * count / samples:5.1f} %  {frame}" for frame, count in top]
 
 
-async def start_floor(database_url: str, bootstrap: str, total: int) -> subprocess.Popen[bytes]:
+async def start_floor(
+    database_url: str, bootstrap: str, total: int, lanes: int
+) -> subprocess.Popen[bytes]:
     """bench/ingest.py's tracker floor, in a process of its own, until ``total`` events;
     returns once its consumer joined its group."""
+    arguments = ["--floor-consumer", database_url, bootstrap, str(total), str(lanes)]
     floor = subprocess.Popen(
-        [sys.executable, __file__, "--floor-consumer", database_url, bootstrap, str(total)],
+        [sys.executable, __file__, *arguments],
         stdout=subprocess.PIPE,
     )
     assert floor.stdout is not None
@@ -223,15 +229,17 @@ async def start_floor(database_url: str, bootstrap: str, total: int) -> subproce
     return floor
 
 
-def floor_consumer(database_url: str, bootstrap: str, total: int) -> None:
-    settings = Settings(database_url=database_url, kafka_bootstrap_servers=bootstrap)
+def floor_consumer(database_url: str, bootstrap: str, total: int, lanes: int) -> None:
+    settings = Settings(
+        database_url=database_url, kafka_bootstrap_servers=bootstrap, tracker_lanes=lanes
+    )
     asyncio.run(
         ingest.tracker_floor(settings, database_url, total, lambda: print("ready", flush=True))
     )
 
 
 def start_up(
-    data_dir: Path, public_key: str, broker: str
+    data_dir: Path, public_key: str, broker: str, lanes: int
 ) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
     ports = free_port_settings()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYBOOK_")}
@@ -242,6 +250,7 @@ def start_up(
         "RELAYBOOK_LOG_LEVEL": "WARNING",
         "RELAYBOOK_LOG_FORMAT": "json",
         "RELAYBOOK_SENDGRID_WEBHOOK_PUBLIC_KEYS": public_key,
+        "RELAYBOOK_TRACKER_LANES": str(lanes),
     }
     log = (data_dir.parent / "up.log").open("w")
     process = subprocess.Popen(
@@ -276,7 +285,13 @@ async def until_ready(ports: dict[str, int], process: subprocess.Popen[bytes]) -
 
 
 async def run(
-    total: int, levels: list[int], broker: str, *, floor: bool = False, profile: Path | None
+    total: int,
+    levels: list[int],
+    broker: str,
+    *,
+    lanes: int,
+    floor: bool = False,
+    profile: Path | None,
 ) -> None:
     scratch = Path(tempfile.mkdtemp(prefix="relaybook-bench-up-"))
     data_dir = scratch / "data"
@@ -284,7 +299,7 @@ async def run(
     key = base64.b64encode(
         private.private_bytes(Encoding.DER, PrivateFormat.PKCS8, NoEncryption())
     ).decode()
-    process, ports = start_up(data_dir, SendGridSigner(private).public_key, broker)
+    process, ports = start_up(data_dir, SendGridSigner(private).public_key, broker, lanes)
     results: list[str] = []
     cpu: list[str] = []
     profiles: list[str] = []
@@ -304,7 +319,7 @@ async def run(
             assert owner.kafka_bootstrap_servers is not None
             total_unique = len(levels) * (total // len(ingest.STORY)) * len(ingest.STORY)
             floor_process = await start_floor(
-                owner.database_url, owner.kafka_bootstrap_servers, total_unique
+                owner.database_url, owner.kafka_bootstrap_servers, total_unique, lanes
             )
         await connection.execute(
             ingest.COUNTER.format(table="floor_events" if floor else "delivery_events")
@@ -328,22 +343,25 @@ async def run(
                 )
             )
             consumer = floor_process.pid if floor_process else tracker_pid(process)
+            # every figure taken while py-spy (a child of this script too) still runs: its
+            # CPU is its own line, never the load generator's (counted once reaped)
             with profiled(consumer, profile, level, profiles):
                 cpu_start, children_start = cpu_seconds(process, data_dir), children_cpu()
                 started = time.perf_counter()
                 figures = await ingest.load(url, key, batches, level)
                 answered = time.perf_counter()
-                cpu_answered = cpu_seconds(process, data_dir)
+                cpu_answered, generator = cpu_seconds(process, data_dir), children_cpu()
                 stored = await until_stored(connection, stored_before + unique)
                 catch_up = time.perf_counter() - answered
+                cpu_caught_up = cpu_seconds(process, data_dir)
             during_load = cpu_spent(cpu_start, cpu_answered)
-            during_load["load generator"] = children_cpu() - children_start
+            during_load["load generator"] = generator - children_start
             cpu.append(
                 f"{level:>3} posts in flight, the load: {cpu_line(during_load, answered - started)}"
             )
             cpu.append(
                 f"{level:>3} posts in flight, the catch-up: "
-                + cpu_line(cpu_spent(cpu_answered, cpu_seconds(process, data_dir)), catch_up)
+                + cpu_line(cpu_spent(cpu_answered, cpu_caught_up), catch_up)
             )
             stored_before = stored
             posts = figures["posts"]
@@ -370,7 +388,10 @@ async def run(
     )
     print(f"broker: {brokers.describe(broker)}")
     print(f"up's banner: {banner_broker(scratch / 'up.log')}")
-    print(f"relaybook up (a process per deployable), {total:,} events a level, batches of 100")
+    print(
+        f"relaybook up (a process per deployable), {total:,} events a level, batches of 100, "
+        f"the tracker's lanes (and the floor's transactions): {lanes}"
+    )
     if floor:
         print("the tracker stopped; bench/ingest.py's tracker floor consuming in its place")
     for line in results:
@@ -398,16 +419,31 @@ def main() -> None:
     parser.add_argument(
         "--profile", type=Path, help="py-spy the tracker (or its floor) into this directory"
     )
+    parser.add_argument(
+        "--lanes",
+        type=int,
+        default=Settings().tracker_lanes,
+        help="the tracker's lanes (RELAYBOOK_TRACKER_LANES), and its floor's transactions",
+    )
     brokers.add_option(parser)
     if sys.argv[1:2] == ["--floor-consumer"]:  # the floor's own process (start_floor)
-        database_url, bootstrap, total = sys.argv[2:5]
-        floor_consumer(database_url, bootstrap, int(total))
+        database_url, bootstrap, total, lanes = sys.argv[2:6]
+        floor_consumer(database_url, bootstrap, int(total), int(lanes))
         return
     args = parser.parse_args()
     levels = [int(level) for level in args.concurrency.split(",")]
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
-    asyncio.run(run(args.events, levels, args.broker, floor=args.floor, profile=args.profile))
+    asyncio.run(
+        run(
+            args.events,
+            levels,
+            args.broker,
+            lanes=args.lanes,
+            floor=args.floor,
+            profile=args.profile,
+        )
+    )
 
 
 if __name__ == "__main__":
