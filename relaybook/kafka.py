@@ -637,8 +637,8 @@ class Consumer:
         ``only``: header values (``HEADER_FIELD``) of the messages to handle; the others
         are passed over undecoded (and committed). A message without the header is
         handled. ``lanes``: how many calls of the handler a batch is split into, by
-        key, run at once (each its own transaction, on its own connection), so
-        that the database works on several cores; one key's messages stay in one call,
+        key, run at once (the tracker's: each a transaction on its own connection, so
+        that the database works on several cores); one key's messages stay in one call,
         in order. The offsets are committed once every call has returned."""
         self._only = {name: value.encode() for name, value in (only or {}).items()}
         self._settings = settings
@@ -774,8 +774,7 @@ class Consumer:
 
     async def _handle(self, batches: dict[TopicPartition, list[Any]], handler: Handler) -> None:
         started = time.monotonic()
-        count = self._lanes
-        lanes: list[list[Record]] = [[] for _ in range(count)]
+        lanes: list[list[Record]] = [[] for _ in range(self._lanes)]
         for messages in batches.values():
             for message in messages:
                 if self._only and not self._wanted(message):
@@ -786,7 +785,7 @@ class Consumer:
                         message, self._group, "contract_violation", record
                     )
                 else:  # by key: one key's messages in one lane, in order
-                    lanes[hash(message.key) % count if count > 1 else 0].append(record)
+                    lanes[hash(message.key) % len(lanes)].append(record)
         busy = [lane for lane in lanes if lane]
         if len(busy) == 1:
             await self._handle_or_isolate(busy[0], handler)
