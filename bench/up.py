@@ -74,47 +74,46 @@ ingest = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(ingest)
 
 
-def tracker_pid(up: subprocess.Popen[bytes]) -> int:
-    """The process `up` runs the tracker in."""
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if parent == up.pid and argv[-2:] == [b"tracker", b""]:
-            return int(proc.name)
-    raise RuntimeError("no tracker process under up")
-
-
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(up: subprocess.Popen[bytes], data_dir: Path) -> dict[int, tuple[str, float]]:
-    """pid -> (what it is, CPU seconds so far) for every process of this run: `up` and
-    its deployables, the broker it started, the embedded PostgreSQL's processes (found by
-    their data directory), this script and its children."""
-    processes: dict[int, tuple[int, list[bytes], float]] = {}
+def processes() -> dict[int, tuple[int, list[bytes], float]]:
+    """pid -> (its parent, its argv, its CPU seconds so far) for every process (/proc)."""
+    found = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
             argv = (proc / "cmdline").read_bytes().split(b"\0")
             stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
+            found[int(proc.name)] = (int(stat[1]), argv, (int(stat[11]) + int(stat[12])) / TICK)
+        except (OSError, ValueError, IndexError):
             continue
-        processes[int(proc.name)] = (int(stat[1]), argv, (int(stat[11]) + int(stat[12])) / TICK)
+    return found
+
+
+def tracker_pid(up: subprocess.Popen[bytes]) -> int:
+    """The process `up` runs the tracker in."""
+    for pid, (parent, argv, _) in processes().items():
+        if parent == up.pid and argv[-2:] == [b"tracker", b""]:
+            return pid
+    raise RuntimeError("no tracker process under up")
+
+
+def cpu_seconds(up: subprocess.Popen[bytes], data_dir: Path) -> dict[int, tuple[str, float]]:
+    """pid -> (what it is, CPU seconds so far) for every process of this run: `up` and
+    its deployables, the broker it started, the embedded PostgreSQL's processes (found by
+    their data directory), this script and its children."""
+    running = processes()
     roots = {up.pid: "up (supervisor)", os.getpid(): "bench (this script)"}
-    for pid, (_, argv, _) in processes.items():
+    for pid, (_, argv, _) in running.items():
         if str(data_dir).encode() in b" ".join(argv) and argv[0].endswith(b"postgres"):
             roots[pid] = "postgres"
     found = {}
-    for pid, (_, argv, seconds) in processes.items():
+    for pid, (_, argv, seconds) in running.items():
         ancestor, chain = pid, 0
-        while ancestor not in roots and ancestor in processes and chain < 64:
-            ancestor, chain = processes[ancestor][0], chain + 1
+        while ancestor not in roots and ancestor in running and chain < 64:
+            ancestor, chain = running[ancestor][0], chain + 1
         if ancestor not in roots:
             continue
         if roots[ancestor] == "postgres" or pid in roots:
@@ -147,30 +146,6 @@ def cpu_line(spent: dict[str, float], seconds: float) -> str:
     return f"{seconds:.2f} s wall, {total:.2f} CPU s ({total / seconds:.2f} cores): {parts}"
 
 
-def start_profile(pid: int, out: Path) -> subprocess.Popen[bytes]:
-    """py-spy sampling ``pid`` (idle included, without pausing it) until stopped."""
-    profiler = subprocess.Popen(
-        [
-            "py-spy",
-            "record",
-            "--pid",
-            str(pid),
-            "--format",
-            "raw",
-            "--idle",
-            "--nonblocking",
-            "--rate",
-            "200",
-            "--output",
-            str(out),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    time.sleep(0.5)  # attached
-    return profiler
-
-
 @contextlib.contextmanager
 def profiled(pid: int, profile: Path | None, level: int, lines: list[str]) -> Iterator[None]:
     """py-spy on ``pid`` into ``profile``/``level``.txt while in the block (none without a
@@ -179,7 +154,14 @@ def profiled(pid: int, profile: Path | None, level: int, lines: list[str]) -> It
         yield
         return
     out = profile / f"{level}.txt"
-    profiler = start_profile(pid, out)
+    spy = str(Path(sys.executable).with_name("py-spy"))  # the dev dependencies' own
+    options = ["--format", "raw", "--idle", "--nonblocking", "--rate", "200"]
+    profiler = subprocess.Popen(  # idle included, without pausing the process
+        [spy, "record", "--pid", str(pid), *options, "--output", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.5)  # attached
     try:
         yield
     finally:
