@@ -18,7 +18,10 @@ during the load and during the catch-up, so that a slow catch-up shows where the
 went. ``--profile DIR``: py-spy (in the dev dependencies) samples the tracker, or the
 floor in its place, from each level's start to its catch-up, into
 ``DIR/<level>.txt`` (collapsed stacks, idle included), and the busiest frames are
-printed.
+printed. ``--statements``: PostgreSQL's client backends are sampled every 5 ms in
+``pg_stat_activity`` over the same span (what each active one runs, and what it waits
+on, if anything), and the statements and waits they were in most are printed: where
+PostgreSQL's share of the cores went, by deployable's statement.
 
 ``--floor``: the tracker is stopped (SIGSTOP) and bench/ingest.py's tracker floor (a bare
 consumer; COPY, each fetch split by key into as many transactions at once as the
@@ -32,7 +35,7 @@ node or three: `up` then turns the idempotent producer on and replicates the top
 every node), as `up` is told through RELAYBOOK_EMBEDDED_BROKER (bench/brokers.py).
 
     .venv/bin/python bench/up.py [--events 60000] [--concurrency 8,32,128] [--lanes 3]
-        [--floor] [--profile DIR] [--broker kafka]
+        [--floor] [--profile DIR] [--statements] [--broker kafka]
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import collections
 import contextlib
 import importlib.util
 import json
@@ -52,7 +56,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -169,6 +173,61 @@ def profiled(pid: int, profile: Path | None, level: int, lines: list[str]) -> It
         lines.extend(stop_profile(profiler, out))
 
 
+#: what each active client backend but the sampler's own is doing: on the CPU (as far as
+#: PostgreSQL knows) or waiting, and on which statement
+ACTIVITY = """
+SELECT coalesce(wait_event_type || ': ' || wait_event, 'on the CPU') AS doing, query
+FROM pg_stat_activity
+WHERE state = 'active' AND backend_type = 'client backend' AND pid <> pg_backend_pid()
+"""
+
+
+def statement_name(query: str) -> str:
+    """A statement as the sample counts it: its first line that is not a comment."""
+    for line in query.splitlines():
+        if line.strip() and not line.lstrip().startswith("--"):
+            return " ".join(line.split())[:72]
+    return "?"
+
+
+@contextlib.asynccontextmanager
+async def sampled(database_url: str, on: bool, level: int, lines: list[str]) -> AsyncIterator[None]:
+    """While in the block, samples PostgreSQL's active backends every 5 ms (nothing unless
+    ``on``); what they were doing most is appended to ``lines``."""
+    if not on:
+        yield
+        return
+    tally: collections.Counter[tuple[str, str]] = collections.Counter()
+    samples = 0
+    connection = await asyncpg.connect(database_url)
+
+    async def sample() -> None:
+        nonlocal samples
+        while True:
+            for row in await connection.fetch(ACTIVITY):
+                tally[row["doing"], statement_name(row["query"])] += 1
+            samples += 1
+            await asyncio.sleep(0.005)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        yield
+    finally:
+        sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
+        await connection.close()
+        busy = sum(tally.values())
+        lines.append(
+            f"{level} posts in flight, PostgreSQL's backends in {samples} samples "
+            f"(on average {busy / max(samples, 1):.2f} active at once):"
+        )
+        lines.extend(
+            f"  {100 * count / busy:5.1f} %  {doing:<28} {statement}"
+            for (doing, statement), count in tally.most_common(16)
+        )
+
+
 async def until_stored(connection: asyncpg.Connection, count: int) -> int:
     """Waits until the bench's counter of stored events reaches ``count``; returns it."""
     while True:
@@ -274,6 +333,7 @@ async def run(
     lanes: int,
     floor: bool = False,
     profile: Path | None,
+    statements: bool = False,
 ) -> None:
     scratch = Path(tempfile.mkdtemp(prefix="relaybook-bench-up-"))
     data_dir = scratch / "data"
@@ -326,16 +386,18 @@ async def run(
             )
             consumer = floor_process.pid if floor_process else tracker_pid(process)
             # every figure taken while py-spy (a child of this script too) still runs: its
-            # CPU is its own line, never the load generator's (counted once reaped)
-            with profiled(consumer, profile, level, profiles):
-                cpu_start, children_start = cpu_seconds(process, data_dir), children_cpu()
-                started = time.perf_counter()
-                figures = await ingest.load(url, key, batches, level)
-                answered = time.perf_counter()
-                cpu_answered, generator = cpu_seconds(process, data_dir), children_cpu()
-                stored = await until_stored(connection, stored_before + unique)
-                catch_up = time.perf_counter() - answered
-                cpu_caught_up = cpu_seconds(process, data_dir)
+            # CPU is its own line, never the load generator's (counted once reaped); the
+            # sampler's backend is PostgreSQL's, a few per cent of a core
+            async with sampled(owner.database_url, statements, level, profiles):
+                with profiled(consumer, profile, level, profiles):
+                    cpu_start, children_start = cpu_seconds(process, data_dir), children_cpu()
+                    started = time.perf_counter()
+                    figures = await ingest.load(url, key, batches, level)
+                    answered = time.perf_counter()
+                    cpu_answered, generator = cpu_seconds(process, data_dir), children_cpu()
+                    stored = await until_stored(connection, stored_before + unique)
+                    catch_up = time.perf_counter() - answered
+                    cpu_caught_up = cpu_seconds(process, data_dir)
             during_load = cpu_spent(cpu_start, cpu_answered)
             during_load["load generator"] = generator - children_start
             cpu.append(
@@ -402,6 +464,11 @@ def main() -> None:
         "--profile", type=Path, help="py-spy the tracker (or its floor) into this directory"
     )
     parser.add_argument(
+        "--statements",
+        action="store_true",
+        help="sample what PostgreSQL's backends run, every 5 ms",
+    )
+    parser.add_argument(
         "--lanes",
         type=int,
         default=Settings().tracker_lanes,
@@ -424,6 +491,7 @@ def main() -> None:
             lanes=args.lanes,
             floor=args.floor,
             profile=args.profile,
+            statements=args.statements,
         )
     )
 
