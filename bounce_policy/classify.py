@@ -42,8 +42,6 @@ _SENDER_CLASSES = ("reputation", "content", "frequency")
 #: dropped reasons: the provider already suppresses the address
 _PROVIDER_SUPPRESSED = ("bounced address", "spam reporting address", "unsubscribed address")
 
-_SUCCESS = frozenset({"delivered", "opened", "clicked", "read"})
-
 
 @dataclasses.dataclass(frozen=True)
 class Verdict:
@@ -58,10 +56,16 @@ class SmsCodes:
     transient: frozenset[str] = SMS_TRANSIENT
 
 
+#: most events are successes: their verdicts made once (a verdict is immutable)
+_SUCCESSES = {
+    kind: Verdict(Kind.SUCCESS, kind) for kind in ("delivered", "opened", "clicked", "read")
+}
+
+
 def classify(event: Mapping[str, Any], sms: SmsCodes | None = None) -> Verdict:
     kind = event["type"]
-    if kind in _SUCCESS:
-        return Verdict(Kind.SUCCESS, kind)
+    if kind in _SUCCESSES:
+        return _SUCCESSES[kind]
     if event["channel"] == "email":
         return _email(event)
     return _sms(event, sms or SmsCodes())

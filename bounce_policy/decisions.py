@@ -25,6 +25,7 @@ from bounce_policy.policy import IMMEDIATE, Policy, decide
 from relaybook import outbox, sql
 from relaybook.database import Connection
 from relaybook.kafka import Record
+from relaybook.metrics import count_each
 from relaybook.timestamps import now_iso
 
 Q = sql.load("bounce_policy")
@@ -62,10 +63,12 @@ class BouncePolicy:
 
     async def handle(self, records: list[Record]) -> None:
         seen = []
-        for record in {r.value["event_id"]: r for r in records}.values():
-            event = record.value
-            verdict = classify(event, self._policy.sms_codes)
-            CLASSIFIED.labels(event["channel"], verdict.kind).inc()
+        verdicts = [
+            (record.value, classify(record.value, self._policy.sms_codes))
+            for record in {r.value["event_id"]: r for r in records}.values()
+        ]
+        count_each(CLASSIFIED, ((event["channel"], verdict.kind) for event, verdict in verdicts))
+        for event, verdict in verdicts:
             if verdict.kind is Kind.NEUTRAL or not event.get("address"):
                 continue
             seen.append(

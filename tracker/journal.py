@@ -8,7 +8,6 @@ are projected, nothing is lost or counted twice.
 
 from __future__ import annotations
 
-import collections
 import datetime as dt
 import uuid
 from typing import Any
@@ -20,6 +19,7 @@ from prometheus_client import Counter
 from relaybook import sql
 from relaybook.database import Connection
 from relaybook.kafka import Record
+from relaybook.metrics import count_each
 from tracker.precedence import BY_RANK, from_worker, proves
 
 Q = sql.load("tracker")
@@ -50,26 +50,18 @@ class Journal:
             new = set(await _store(connection, events, deliveries))
             DUPLICATES.inc(len(events) - len(new))
             fresh = [e for e in events if e["event_id"] in new]
-            _count(STORED, fresh)
-            _count(
+            count_each(STORED, ((e["channel"], e["type"]) for e in fresh))
+            count_each(
                 UNMATCHED,
-                [
-                    e
+                (
+                    (e["channel"], e["type"])
                     for e in fresh
                     if e["event_id"] not in deliveries and e["type"] not in _ABOUT_PEOPLE
-                ],
+                ),
             )
             settle = await _project(connection, fresh, deliveries)
             if settle:
                 await connection.execute(Q["settle_notices"], settle)
-
-
-def _count(metric: Counter, events: list[dict[str, Any]]) -> None:
-    """Counts ``events`` by channel and type: one label lookup per kind, not per event
-    (50 ms of a 50,000-event batch)."""
-    kinds = collections.Counter((e["channel"], e["type"]) for e in events)
-    for (channel, kind), count in kinds.items():
-        metric.labels(channel, kind).inc(count)
 
 
 async def _correlate(connection: Connection, events: list[dict[str, Any]]) -> dict[str, str]:
