@@ -309,7 +309,12 @@ def banner_broker(log: Path) -> str:
     return "(no broker line in up's banner: see up.log)"
 
 
-async def until_ready(ports: dict[str, int], process: subprocess.Popen[bytes]) -> None:
+async def until_ready(
+    ports: dict[str, int], process: subprocess.Popen[bytes], data_dir: Path
+) -> ownership.Owner:
+    """Waits until every deployable is ready and `up` said so in its data dir (the
+    deployables may answer before `up` has written where its broker is); returns what it
+    wrote."""
     urls = [
         f"http://127.0.0.1:{port}/readyz" for name, port in ports.items() if name != "sandbox_port"
     ]
@@ -318,8 +323,9 @@ async def until_ready(ports: dict[str, int], process: subprocess.Popen[bytes]) -
             assert process.poll() is None, "up exited"
             try:
                 answers = [await client.get(url) for url in urls]
-                if all(answer.status_code == 200 for answer in answers):
-                    return
+                owner = ownership.read_owner(data_dir)
+                if all(answer.status_code == 200 for answer in answers) and owner and owner.ready:
+                    return owner
             except httpx.HTTPError:
                 pass
             await asyncio.sleep(0.2)
@@ -346,9 +352,7 @@ async def run(
     cpu: list[str] = []
     profiles: list[str] = []
     try:
-        await until_ready(ports, process)
-        owner = ownership.read_owner(data_dir)
-        assert owner is not None
+        owner = await until_ready(ports, process, data_dir)
         assert owner.database_url is not None
         url = f"http://127.0.0.1:{ports['ingest_port']}/webhooks/sendgrid"
         connection = await asyncpg.connect(owner.database_url)
