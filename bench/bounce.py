@@ -20,13 +20,12 @@ import json
 import os
 import platform
 import random
-import tempfile
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import asyncpg
+import temporary
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bounce_policy.decisions import BouncePolicy
@@ -152,7 +151,7 @@ async def policy_consume(
 
 async def run(count: int) -> None:
     logs.configure("WARNING", "console")
-    scratch = Path(tempfile.mkdtemp(prefix="relaybook-bench-"))
+    scratch = temporary.directory("relaybook-bench-")
     postgres = EmbeddedPostgres(scratch)
     database_url = await asyncio.to_thread(postgres.start)
     broker = EmbeddedBroker()

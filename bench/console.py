@@ -24,13 +24,12 @@ import os
 import platform
 import re
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import argon2
 import asyncpg
 import httpx
+import temporary
 
 from dispatcher.people import People
 from relaybook import logs
@@ -109,7 +108,7 @@ def line(label: str, times: list[float], target: float | None = None) -> str:
 
 async def run(notices: int, recipients: int) -> None:
     logs.configure("WARNING", "console")
-    scratch = Path(tempfile.mkdtemp(prefix="relaybook-bench-"))
+    scratch = temporary.directory("relaybook-bench-")
     postgres = EmbeddedPostgres(scratch)
     database_url = await asyncio.to_thread(postgres.start)
     broker = EmbeddedBroker()

@@ -42,14 +42,13 @@ import platform
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
 import asyncpg
 import brokers
 import httpx
+import temporary
 from floors import floor_producer, floor_topic, produce_in_batches, until_led
 
 from relaybook import logs
@@ -179,7 +178,7 @@ async def run(
     broker_name: str = "tansu",
 ) -> None:
     logs.configure("WARNING", "console")
-    scratch = Path(tempfile.mkdtemp(prefix="relaybook-bench-"))
+    scratch = temporary.directory("relaybook-bench-")
     postgres = EmbeddedPostgres(scratch)
     database_url = await asyncio.to_thread(postgres.start)
     broker = brokers.Broker(broker_name, scratch)

@@ -33,7 +33,6 @@ import platform
 import random
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -44,6 +43,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import brokers
 import orjson
+import temporary
 from aiokafka import AIOKafkaConsumer
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
@@ -497,7 +497,7 @@ async def prepare_deliveries(url: str, count: int, prefix: str = "owner") -> lis
 
 async def run(total: int, naive_total: int, concurrency: int, broker_name: str, lanes: int) -> None:
     logs.configure("WARNING", "console")
-    scratch = Path(tempfile.mkdtemp(prefix="relaybook-bench-"))
+    scratch = temporary.directory("relaybook-bench-")
     postgres = EmbeddedPostgres(scratch)
     database_url = await asyncio.to_thread(postgres.start)
     broker = brokers.Broker(broker_name, scratch)

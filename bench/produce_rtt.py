@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import tempfile
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
+import temporary
 from brokers import Broker, add_option
 from floors import floor_producer, floor_topic, until_led
 
@@ -56,7 +55,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=300)
     add_option(parser)
     arguments = parser.parse_args()
-    broker = Broker(arguments.broker, Path(tempfile.mkdtemp(prefix="relaybook-bench-rtt-")))
+    broker = Broker(arguments.broker, temporary.directory("relaybook-bench-rtt-"))
     changes: dict[str, Any] = broker.start()
     try:
         settings = Settings(topic_prefix=f"rtt{uuid.uuid4().hex[:6]}.", **changes)

@@ -54,7 +54,6 @@ import resource
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -62,6 +61,7 @@ from pathlib import Path
 import asyncpg
 import brokers
 import httpx
+import temporary
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
@@ -341,7 +341,7 @@ async def run(
     profile: Path | None,
     statements: bool = False,
 ) -> None:
-    scratch = Path(tempfile.mkdtemp(prefix="relaybook-bench-up-"))
+    scratch = temporary.directory("relaybook-bench-up-")
     data_dir = scratch / "data"
     private = ec.generate_private_key(ec.SECP256R1())
     key = base64.b64encode(
