@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import ipaddress
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -81,19 +82,27 @@ def _http_url(raw: str) -> str:
     return raw.strip().rstrip("/")
 
 
+_UNENCODED = "(a '/', '?' or '#' in the password must be percent-encoded: %2F, %3F, %23)"
+
+
 def _postgres_url(raw: str) -> str:
-    parts = urlsplit(raw.strip())
+    url = raw.strip()
+    parts = urlsplit(url)
     if parts.scheme not in {"postgres", "postgresql"}:
         raise ValueError("must be a postgresql:// URL")
+    # A '/', '?' or '#' left in the password ends the host part early: what follows it,
+    # up to the '@', is read as the port, or (the password's start all digits, before a
+    # '/') as a valid port, and its end as part of the database's name. Neither message
+    # may quote it.
     if "," not in parts.netloc:  # several hosts (libpq's failover list): asyncpg reads them
         try:
             parts.port  # noqa: B018 - read to be checked: it raises if it is not a number
-        except ValueError:  # the message would quote it: maybe a piece of the password
-            raise ValueError(
-                "its port is not a number from 1 to 65535 (a '/', '?' or '#' in the "
-                "password must be percent-encoded: %2F, %3F, %23)"
-            ) from None
-    return raw.strip()
+        except ValueError:
+            raise ValueError(f"its port is not a number from 1 to 65535 {_UNENCODED}") from None
+    after = url.partition("//")[2][len(parts.netloc) :]
+    if "@" not in parts.netloc and re.match(r"[^=&]*@", after):
+        raise ValueError(f"its host part ends before its '@' {_UNENCODED}")
+    return url
 
 
 def _bootstrap_servers(raw: str) -> str:

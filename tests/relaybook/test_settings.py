@@ -80,6 +80,16 @@ def test_an_empty_variable_counts_as_unset() -> None:
             "postgresql://relay:s3cr/et@db:5432/relaybook",
             "RELAYBOOK_DATABASE_URL=(hidden): its port is not a number from 1 to 65535",
         ),
+        (  # the password's start, all digits, reads as a port: its end as the database
+            "RELAYBOOK_DATABASE_URL",
+            "postgresql://relay:5150/7734@db:5432/relaybook",
+            "RELAYBOOK_DATABASE_URL=(hidden): its host part ends before its '@'",
+        ),
+        (
+            "RELAYBOOK_DATABASE_URL",
+            "postgresql://relay:5150?7734@db:5432/relaybook",
+            "RELAYBOOK_DATABASE_URL=(hidden): its host part ends before its '@'",
+        ),
         (
             "RELAYBOOK_KAFKA_BOOTSTRAP_SERVERS",
             "kafka",
@@ -125,9 +135,17 @@ def test_a_key_on_another_curve_is_refused() -> None:
         load({"RELAYBOOK_SENDGRID_WEBHOOK_PUBLIC_KEYS": der.decode()})
 
 
-def test_a_database_url_may_name_several_hosts() -> None:
-    """libpq's list of hosts to fail over, which asyncpg reads too."""
-    url = "postgresql://relay:s3cret@db1:5432,db2:5432/relaybook"
+@pytest.mark.parametrize(
+    "url",
+    [
+        # libpq's list of hosts to fail over, which asyncpg reads too
+        "postgresql://relay:s3cret@db1:5432,db2:5432/relaybook",
+        # an '@' in the query's values, and a password percent-encoded
+        "postgresql:///relaybook?host=/run/postgresql&user=ops@example",
+        "postgresql://relay:5150%2F7734@db:5432/relaybook",
+    ],
+)
+def test_a_database_url_may_name_several_hosts_or_a_user_in_its_query(url: str) -> None:
     assert load({"RELAYBOOK_DATABASE_URL": url}).database_url == url
 
 
