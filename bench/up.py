@@ -398,6 +398,7 @@ async def run(
                     started = time.perf_counter()
                     figures = await ingest.load(url, key, batches, level)
                     answered = time.perf_counter()
+                    left = stored_before + unique - await connection.fetchval(ingest.STORED)
                     cpu_answered, generator = cpu_seconds(process, data_dir), children_cpu()
                     stored = await until_stored(connection, stored_before + unique)
                     catch_up = time.perf_counter() - answered
@@ -419,7 +420,8 @@ async def run(
                 f"{figures['refused']} posts refused (503) of {posts + figures['refused']} "
                 f"({100 * figures['refused'] / (posts + figures['refused']):.0f} %); "
                 f"{'floor' if floor else 'tracker'} caught up {catch_up:.2f} s "
-                "after the last answer"
+                f"after the last answer ({left:,} events left then, "
+                f"{left / catch_up:,.0f} a second)"
             )
         await connection.close()
         if floor_process is not None:
