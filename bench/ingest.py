@@ -300,7 +300,7 @@ CREATE TRIGGER bench_count AFTER INSERT ON {table} REFERENCING NEW TABLE AS stor
 """
 
 
-STORED = "SELECT coalesce(sum(n), 0) FROM bench_stored"
+STORED = "SELECT coalesce(sum(n), 0)::bigint FROM bench_stored"
 
 
 #: the tracker floor's copies of the journal tables: the same columns, indexes and

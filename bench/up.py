@@ -64,6 +64,7 @@ import httpx
 import temporary
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+from prometheus_client.parser import text_string_to_metric_families
 
 from provider_sandbox.signing import SendGridSigner
 from relaybook import ownership
@@ -190,6 +191,19 @@ def statement_name(query: str) -> str:
     return "?"
 
 
+#: PostgreSQL's I/O so far (PostgreSQL 17 and later): to tell, per level, whether a
+#: checkpoint or the buffers' size wrote in the statements' place
+IO = """
+SELECT w.wal_bytes::bigint, w.wal_fpi, w.wal_buffers_full,
+       (SELECT num_timed + num_requested FROM pg_stat_checkpointer) AS checkpoints,
+       (SELECT coalesce(sum(writes), 0)::bigint FROM pg_stat_io
+        WHERE backend_type = 'client backend') AS backend_writes,
+       (SELECT coalesce(sum(writes), 0)::bigint FROM pg_stat_io
+        WHERE backend_type IN ('background writer', 'checkpointer')) AS other_writes
+FROM pg_stat_wal w
+"""
+
+
 @contextlib.asynccontextmanager
 async def sampled(database_url: str, on: bool, level: int, lines: list[str]) -> AsyncIterator[None]:
     """While in the block, samples PostgreSQL's active backends every 5 ms (nothing unless
@@ -200,6 +214,7 @@ async def sampled(database_url: str, on: bool, level: int, lines: list[str]) -> 
     tally: collections.Counter[tuple[str, str]] = collections.Counter()
     samples = 0
     connection = await asyncpg.connect(database_url)
+    io_before = dict(await connection.fetchrow(IO) or {})
 
     async def sample() -> None:
         nonlocal samples
@@ -216,11 +231,19 @@ async def sampled(database_url: str, on: bool, level: int, lines: list[str]) -> 
         sampler.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sampler
+        io_after = dict(await connection.fetchrow(IO) or {})
+        io = {name: value - io_before[name] for name, value in io_after.items()}
         await connection.close()
         busy = sum(tally.values())
         lines.append(
             f"{level} posts in flight, PostgreSQL's backends in {samples} samples "
             f"(on average {busy / max(samples, 1):.2f} active at once):"
+        )
+        lines.append(
+            f"  WAL {io['wal_bytes'] / 2**20:,.0f} MiB ({io['wal_fpi']:,} full pages, "
+            f"{io['wal_buffers_full']:,} times the WAL buffers full); checkpoints "
+            f"{io['checkpoints']}; pages written by client backends {io['backend_writes']:,}, "
+            f"by the background writer and checkpointer {io['other_writes']:,}"
         )
         lines.extend(
             f"  {100 * count / busy:5.1f} %  {doing:<28} {statement}"
@@ -235,6 +258,25 @@ async def until_stored(connection: asyncpg.Connection, count: int) -> int:
         if stored >= count:
             return stored
         await asyncio.sleep(0.02)
+
+
+async def tracker_batches(port: int) -> tuple[float, float, float]:
+    """The tracker's batches so far, from its /metrics: how many, their messages, and the
+    seconds spent handling them."""
+    async with httpx.AsyncClient(timeout=5) as client:
+        text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    counts = {"count": 0.0, "messages": 0.0, "sum": 0.0}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.labels.get("group") != "relaybook-tracker":
+                continue
+            if sample.name == "relaybook_kafka_batch_seconds_count":
+                counts["count"] += sample.value
+            elif sample.name == "relaybook_kafka_batch_seconds_sum":
+                counts["sum"] += sample.value
+            elif sample.name == "relaybook_kafka_messages_consumed_total":
+                counts["messages"] += sample.value
+    return counts["count"], counts["messages"], counts["sum"]
 
 
 def stop_profile(profiler: subprocess.Popen[bytes], out: Path) -> list[str]:
@@ -389,6 +431,7 @@ async def run(
                 )
             )
             consumer = floor_process.pid if floor_process else tracker_pid(process)
+            batches_before = None if floor else await tracker_batches(ports["tracker_port"])
             # every figure taken while py-spy (a child of this script too) still runs: its
             # CPU is its own line, never the load generator's (counted once reaped); the
             # sampler's backend is PostgreSQL's, a few per cent of a core
@@ -413,6 +456,18 @@ async def run(
                 + cpu_line(cpu_spent(cpu_answered, cpu_caught_up), catch_up)
             )
             stored_before = stored
+            if batches_before is not None:
+                count, messages, seconds = (
+                    after - before
+                    for after, before in zip(
+                        await tracker_batches(ports["tracker_port"]), batches_before, strict=True
+                    )
+                )
+                cpu.append(
+                    f"{level:>3} posts in flight, the tracker's batches: {count:,.0f}, "
+                    f"{messages / max(count, 1):,.0f} messages and "
+                    f"{1000 * seconds / max(count, 1):,.0f} ms each on average"
+                )
             posts = figures["posts"]
             results.append(
                 f"{level:>3} posts in flight: {len(events) / figures['seconds']:>7,.0f} events/s "
