@@ -25,6 +25,7 @@ from dispatcher.validation import parse_notice
 from relaybook.kafka import Producer, Record
 from relaybook.settings import Settings
 from relaybook.system import System
+from send_worker import worker as worker_module
 from send_worker.providers import Listed, Twilio
 from send_worker.unknown_outcomes import HELD, SKEW, Doubt, held_until, match
 from send_worker.worker import Q
@@ -461,6 +462,51 @@ async def test_a_held_text_moved_on_stays_claimed_while_twilio_cannot_be_asked(
     row = await delivery(pool, jobs)
     assert row["provider_message_id"] is None
     assert row["next_attempt_at"] > dt.datetime.now(dt.UTC), "still claimed"
+
+
+#: a look's claim, as PostgreSQL shows it while a lock holds it up
+HELD_UP_LOOKS = (
+    "SELECT count(*) FROM pg_stat_activity "
+    "WHERE wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE SKIP LOCKED%'"
+)
+
+
+@pytest.mark.parametrize("system_options", [{"only": {"sandbox"}}])
+async def test_closing_waits_for_a_look_the_database_holds_up_its_grace_then_cuts_it_off(
+    system: System, pool: asyncpg.Pool, producer: Producer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A look that PostgreSQL does not answer (here a lock another session keeps on the
+    table; in production a server stalled or cut off) holds a stopping worker for the
+    grace only: closing then cancels it, the statement with it, so the look claims
+    nothing once the database answers again."""
+    monkeypatch.setattr(worker_module, "LOOK_AGAIN_EVERY_S", 0.05)
+    monkeypatch.setattr(worker_module, "STOP_TIMEOUT_S", 0.5)
+    jobs = await one_notice(pool, "email")
+    await crashed_in_flight(pool, jobs)
+    await due_out_of_the_queue(pool, jobs, "status = 'sent', sent_at = now()")
+
+    async def held_up() -> bool:
+        return bool(await pool.fetchval(HELD_UP_LOOKS))
+
+    async with pool.acquire() as locker:
+        locking = locker.transaction()
+        await locking.start()
+        try:
+            await locker.execute("LOCK TABLE deliveries IN ACCESS EXCLUSIVE MODE")
+            async with send_worker(quick(system.settings), pool, producer):
+                await until(held_up, within=10)
+                closing = time.monotonic()
+            closed_in = time.monotonic() - closing
+        finally:
+            await locking.rollback()
+    assert 0.5 <= closed_in < 3, f"closed in {closed_in:.2f} s, the grace being 0.5 s"
+
+    async def let_go() -> bool:
+        return not await held_up()
+
+    await until(let_go, within=10)
+    row = await delivery(pool, jobs)
+    assert row["next_attempt_at"] < dt.datetime.now(dt.UTC), "claimed by a look cut off"
 
 
 # --- the whole story: a worker killed with texts and emails in flight
