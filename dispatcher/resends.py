@@ -42,7 +42,10 @@ from relaybook import sql, timestamps
 Q = sql.load("dispatcher")
 SCOPES = ("failed", "undelivered", "selected")
 DELIVERED = frozenset({"delivered", "opened", "clicked"})
-#: a resendable notice; drafts and scheduled ones were never sent
+#: never sent: nothing to resend
+UNSENT = frozenset({"draft", "scheduled"})
+#: a resendable notice (a failed one most of all); one still ``sending`` is resendable
+#: once it is done
 SENT = frozenset({"sent", "partially_failed", "failed"})
 MAX_BODY_BYTES = 8 * 1024 * 1024
 #: times a resend is tried when PostgreSQL breaks a deadlock with it
@@ -51,6 +54,20 @@ DEADLOCK_TRIES = 3
 
 class ResendError(ApiError):
     """A resend refused (409 ``no_failed_recipients``...)."""
+
+
+def refusal(status: str) -> ResendError | None:
+    """Why a notice in ``status`` may not be resent now (409 ``notice_not_sent`` for a
+    draft or a scheduled one, 409 ``notice_sending`` while it is being sent), or None: a
+    sent, partially failed or failed notice may be. The one rule the API's resend and the
+    console's "Resend failures" button both follow."""
+    if status in UNSENT:
+        return ResendError(409, "notice_not_sent", f"the notice is {status}")
+    if status not in SENT:
+        return ResendError(
+            409, "notice_sending", "the notice is still being sent; resend once it is done"
+        )
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,12 +236,9 @@ class Resends:
             notice = await connection.fetchrow(Q["lock_notice"], notice_id)
             if notice is None:
                 raise ResendError(404, "not_found", "no such notice")
-            if notice["status"] in {"draft", "scheduled"}:
-                raise ResendError(409, "notice_not_sent", f"the notice is {notice['status']}")
-            if notice["status"] not in SENT:
-                raise ResendError(
-                    409, "notice_sending", "the notice is still being sent; resend once it is done"
-                )
+            refused = refusal(notice["status"])
+            if refused is not None:
+                raise refused
             messages = await _messages(connection, notice_id)
             _check_known(messages, selected)
             grouped = _by_recipient(messages)

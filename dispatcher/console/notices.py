@@ -33,6 +33,7 @@ from dispatcher.notices import NoticesQuery, list_statement
 from dispatcher.paging import Limit, decode_cursor, encode_cursor
 from dispatcher.resends import (
     SCOPES,
+    UNSENT,
     Message,
     OptionsQuery,
     ResendBody,
@@ -40,6 +41,7 @@ from dispatcher.resends import (
     Resends,
     options_of,
     parse_request,
+    refusal,
     selection,
 )
 from dispatcher.scope import ScopedPool
@@ -56,11 +58,6 @@ LIST_SIZE = 25
 TABLE_SIZE = 50
 #: the people named under a scope of the dialog as left out (the count says the rest)
 LEFT_OUT_SHOWN = 10
-#: the notices whose failures the page offers to resend (the contract's "sent or
-#: partially failed notice with at least one failed recipient")
-RESENDABLE = frozenset({"sent", "partially_failed"})
-#: never sent: no resend dialog at all
-UNSENT = frozenset({"draft", "scheduled"})
 
 BAD_FILTER = "The filter “{field}” is not valid."
 #: the statuses, in their order (their words are shared: dispatcher.console.i18n)
@@ -302,7 +299,9 @@ class _Pages:
         status = found["status"]
         may_resend = view.may("notices:write")
         failed = sum(found["stats"][channel]["failed"] for channel in found["channels"])
-        resendable = may_resend and status in RESENDABLE and failed > 0
+        # the API's rule (a sent, partially failed or failed notice), with a failure to
+        # resend: the contract's "at least one failed recipient"
+        resendable = may_resend and refusal(status) is None and failed > 0
         opened = resendable and query.resend == "open"
         resent = None
         if query.resent is not None:

@@ -1,6 +1,7 @@
 """The console's notices pages: the list with its counts and filters; a partially failed
 notice's page (funnel, recipient table with a checkbox per row, history); the resend
-button only for a resendable notice and a person who may resend; the dialog's three
+button only for a resendable notice (sent, partially failed or failed, with a failure)
+and a person who may resend; a failed notice resent through the page; the dialog's three
 counts and whom each scope leaves out, and why; a resend posted, its success message and
 history row, and each refusal as a message; CSRF; another agency's notice as a 404 on
 every route; French; the live stream of one notice's changes."""
@@ -312,6 +313,43 @@ async def test_the_resend_button_shows_only_for_a_resendable_notice_and_who_may_
         assert "Your role does not allow this." in refused.text
     assert system.infra is not None
     assert await system.infra.pool.fetchval("SELECT count(*) FROM resends") == 0
+
+
+async def test_a_notice_where_every_message_failed_offers_its_failures_and_resends_them(
+    system: System, api: httpx.AsyncClient
+) -> None:
+    """A failed notice is resendable, as the API says: the page shows the button, the
+    dialog opens with its counts, and the resend it posts goes out."""
+    notice_id = await _create(api, notice(2, agency=A, title="Water cut"))
+    await _settle(system, notice_id, {f"owner-{i}": ("failed", "failed") for i in (0, 1)})
+    button = (
+        '<button type="button" class="js-only" data-opens="resend-dialog">Resend failures</button>'
+    )
+    async with signed_in(system, "jane@example.org", "manager", [A]) as client:
+        page = await client.get(f"/ui/notices/{notice_id}")
+        assert page.status_code == 200
+        head = element(page.text, r'<header id="notice-head".*?</header>')
+        assert '<span class="status failed">' in head
+        assert button in page.text
+        assert 'name="recipient_id" value="owner-1" form="resend-form"' in page.text
+
+        opened = await client.get(f"/ui/notices/{notice_id}?resend=open")
+        dialog = element(opened.text, r'<dialog id="resend-dialog".*?</dialog>')
+        assert " open>" in dialog.split("\n")[0]
+        assert scopes_of(dialog)["failed"] == "Failed only · 2 recipients"
+
+        answer = await client.post(
+            f"/ui/notices/{notice_id}/resends", data={"csrf": csrf_of(page), "scope": "failed"}
+        )
+        assert answer.status_code == 303
+        assert answer.headers["location"].startswith(f"/ui/notices/{notice_id}?resent=")
+        after = await client.get(answer.headers["location"])
+        assert "Resent to 2 recipients: 2 emails, 2 texts." in text(
+            element(after.text, r'<p class="success" role="status">.*?</p>')
+        )
+    assert system.infra is not None
+    resends = await system.infra.pool.fetch("SELECT scope, recipients, email, sms FROM resends")
+    assert [tuple(row) for row in resends] == [("failed", 2, 2, 2)]
 
 
 def scopes_of(fragment: str) -> dict[str, str]:
