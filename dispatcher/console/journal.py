@@ -12,10 +12,8 @@ a GET form, keyset links, reasons as a person reads them, and streamed CSV.
 from __future__ import annotations
 
 import contextlib
-import csv
 import datetime as dt
 import functools
-import io
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
@@ -35,7 +33,7 @@ from dispatcher.journal import CHANNELS, STATUSES, JournalQuery, JournalReader
 from dispatcher.paging import MAX_LIMIT
 from dispatcher.scope import ScopedPool
 from dispatcher.validation import InvalidRequestError, decode_query
-from relaybook import sql
+from relaybook import spreadsheet, sql
 
 Q = sql.load("dispatcher", "console_journal.sql")
 T = TypeVar("T")
@@ -91,8 +89,6 @@ TEXTS = {
     "attempt": "Attempt",
     "delivery_id": "Message",
 }
-#: a cell a spreadsheet would read as a formula (OWASP's list): written after a quote
-_FORMULA = ("=", "+", "-", "@", "\t", "\r")
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 _SOURCES = "/ui/journal/sources/"
 _UNLABELLED = dict.fromkeys(("title", "source_service", "source_kind", "source_reference", "name"))
@@ -380,10 +376,10 @@ def csv_download(
     handler has returned, outside its scope: each in the caller's scope again."""
 
     async def lines() -> AsyncIterator[str]:
-        yield "\ufeff" + _csv_line(header)  # the BOM: spreadsheets then read UTF-8
+        yield "\ufeff" + spreadsheet.line(header)  # the BOM: spreadsheets then read UTF-8
         page, cursor = first
         while True:
-            yield "".join(_csv_line(line) for line in page)
+            yield "".join(map(spreadsheet.line, page))
             if cursor is None:
                 return
             with scope.serving(caller):
@@ -394,15 +390,3 @@ def csv_download(
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
-
-
-def _csv_line(cells: list[Any]) -> str:
-    buffer = io.StringIO()
-    csv.writer(buffer).writerow([_cell(cell) for cell in cells])
-    return buffer.getvalue()
-
-
-def _cell(value: object) -> str:
-    """A cell a spreadsheet shows as text, never runs as a formula."""
-    text = "" if value is None else str(value)
-    return f"'{text}" if text.startswith(_FORMULA) else text

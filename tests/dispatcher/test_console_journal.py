@@ -278,6 +278,82 @@ async def test_the_csv_export_streams_every_filtered_row_formula_safe(
         assert 'href="/ui/journal.csv?channel=sms"' in page.text
 
 
+#: a whole CSV whose every cell is quoted (a quote inside a cell is doubled)
+_ALL_QUOTED = re.compile(r'(?:"(?:[^"]|"")*"(?:,"(?:[^"]|"")*")*\r\n)+')
+
+
+def spreadsheet_cells(text: str, separator: str) -> list[list[str]]:
+    """The cells a spreadsheet shows for a CSV when it splits lines on ``separator``:
+    outside quotes only, a quote toggling them anywhere in a cell (so a ``;`` within a
+    quoted cell never splits it, whatever the file's own separator)."""
+    lines: list[list[str]] = [[""]]
+    quoted = False
+    for char in text.removeprefix("\ufeff"):
+        if char == '"':
+            quoted = not quoted
+        elif char == separator and not quoted:
+            lines[-1].append("")
+        elif char == "\n" and not quoted:
+            lines.append([""])
+        elif char != "\r" or quoted:
+            lines[-1][-1] += char
+    return [line for line in lines if line != [""]]
+
+
+async def test_every_csv_cell_is_quoted_and_text_from_outside_never_starts_a_formula(
+    system: System, api: httpx.AsyncClient
+) -> None:
+    """A French spreadsheet splits lines on ``;``: a name holding one stays one cell,
+    since every cell is quoted. A value that would start a formula (=, +, -, @, tab, CR),
+    a name or the bounce reason the recipient's mail server wrote, starts with a ``'``."""
+    body = notice(3, agency=A, title="-Works on the roof")
+    body["recipients"][0]["name"] = "Dupont;=1+1"
+    body["recipients"][1]["name"] = "+33 Martin"
+    body["recipients"][2]["name"] = "\tTab;=2+2"
+    made = await create(api, body)
+    bounced = await delivery(system, made["id"], "owner-0", "email")
+    await provider_says(
+        system,
+        (bounced, "bounced", {"reason": "=cmd|' /C calc'!A0", "provider_code": "-5.1.1"}),
+        (
+            await delivery(system, made["id"], "owner-0", "sms"),
+            "undelivered",
+            {"channel": "sms", "reason": "@SUM(1;2)", "provider_code": "\r=3+3"},
+        ),
+    )
+    async with signed_in(system, "jane@example.org", "viewer", [A]) as client:
+        journal = await client.get("/ui/journal.csv")
+        unreachable = await client.get("/ui/unreachable.csv", params={"notice_id": made["id"]})
+    for export in (journal, unreachable):
+        lines = table(export)
+        raw = export.text.removeprefix("\ufeff")
+        assert _ALL_QUOTED.fullmatch(raw), "every cell is quoted, the header's too"
+        assert '"Dupont;=1+1"' in raw
+        assert "Dupont;=1+1" in {cell for line in lines for cell in line}
+        for separator in (";", ","):
+            shown = spreadsheet_cells(export.text, separator)
+            starts = [cell for line in shown for cell in line if cell.startswith(("=", "+"))]
+            assert not starts, (separator, starts)
+        formulas = [
+            cell
+            for line in lines
+            for cell in line
+            if cell.startswith(("=", "+", "-", "@", "\t", "\r"))
+        ]
+        assert not formulas, formulas
+    cells = {cell for line in table(journal) for cell in line}
+    for hostile in ("+33 Martin", "\tTab;=2+2", "-Works on the roof", "=cmd|' /C calc'!A0",
+                    "-5.1.1", "@SUM(1;2)", "\r=3+3"):  # fmt: skip
+        assert f"'{hostile}" in cells, hostile
+    header, *owners = table(unreachable)
+    (owner,) = [line for line in owners if line[header.index("Recipient id")] == "owner-0"]
+    assert owner[header.index("email reason")] == "'=cmd|' /C calc'!A0"
+    assert owner[header.index("sms provider code")] == "'\r=3+3"
+    assert owner[header.index("Notice title")] == "'-Works on the roof"
+    attempt = table(journal)[0].index("Attempt")
+    assert {line[attempt] for line in table(journal)[1:]} == {"1"}, "our own counts as they are"
+
+
 async def test_unreachable_owners_are_those_a_notice_reached_on_no_channel(
     system: System, api: httpx.AsyncClient
 ) -> None:
