@@ -1,4 +1,5 @@
--- The console's sessions and sign-in throttle (dispatcher.console.sessions).
+-- The console's sessions (dispatcher.console.sessions) and sign-in throttle
+-- (dispatcher.console.throttle).
 
 -- name: open_session
 INSERT INTO console_sessions (token_hash, person_id, csrf, time_zone, expires_at)
@@ -21,15 +22,40 @@ UPDATE console_sessions SET agency = $2 WHERE token_hash = $1;
 -- name: close_session
 DELETE FROM console_sessions WHERE token_hash = $1;
 
--- name: sign_in_wait
--- How long until the email of key $1 may try again: NULL while it has had fewer than $3
--- refusals in the last $2.
-SELECT min(at) + $2::interval - now()
-FROM (SELECT at FROM sign_in_failures
-      WHERE email_key = $1 AND at > now() - $2::interval
-      ORDER BY at DESC LIMIT $3) recent
-HAVING count(*) >= $3;
+-- name: sign_in_counters
+-- Locks the counters of one sign-in attempt (keys $1, sorted: concurrent attempts lock
+-- them in the same order), creating those missing and restarting those whose window $2
+-- is over; returns them as they are. The caller decides, then counts (sign_in_admitted)
+-- in the same transaction: an attempt on the same counters waits until then.
+INSERT INTO sign_in_throttle AS t (key)
+SELECT key FROM unnest($1::bytea[]) AS key ORDER BY key
+ON CONFLICT (key) DO UPDATE
+SET started_at = CASE WHEN t.started_at <= now() - $2::interval THEN now() ELSE t.started_at END,
+    failures = CASE WHEN t.started_at <= now() - $2::interval THEN 0 ELSE t.failures END
+RETURNING key, failures, started_at + $2::interval AS window_ends, last_at, known_until,
+          now() AS now;
 
--- name: sign_in_refused
-WITH forgotten AS (DELETE FROM sign_in_failures WHERE at <= now() - $2::interval)
-INSERT INTO sign_in_failures (email_key) VALUES ($1);
+-- name: sign_in_admitted
+-- The attempt will be judged: a failure of each of its counters $1 until proved right.
+UPDATE sign_in_throttle SET failures = failures + 1, last_at = now()
+WHERE key = ANY($1::bytea[]);
+
+-- name: sign_in_succeeded
+-- The password was right: the (email, address) $1 forgets its failures and is known for
+-- $4; the other counters $2 take the attempt back. $3: the window.
+WITH pair AS (
+    INSERT INTO sign_in_throttle AS t (key, known_until) VALUES ($1, now() + $4::interval)
+    ON CONFLICT (key) DO UPDATE SET failures = 0, started_at = now(),
+                                    known_until = now() + $4::interval
+)
+UPDATE sign_in_throttle SET failures = greatest(failures - 1, 0)
+WHERE key = ANY($2::bytea[]) AND started_at > now() - $3::interval;
+
+-- name: forget_sign_in_counters
+-- Counters whose window ($1) is over and that keep no address known; those another
+-- attempt holds are left for the next time.
+DELETE FROM sign_in_throttle
+WHERE key IN (SELECT key FROM sign_in_throttle
+              WHERE started_at <= now() - $1::interval
+                AND (known_until IS NULL OR known_until <= now())
+              ORDER BY started_at LIMIT 1000 FOR UPDATE SKIP LOCKED);

@@ -11,6 +11,7 @@ from starlette.staticfiles import StaticFiles
 from dispatcher.console import journal, notices, preferences, signin, unreachable
 from dispatcher.console.live import Announcements
 from dispatcher.console.sessions import Sessions
+from dispatcher.console.throttle import Throttle
 from dispatcher.console.web import Console
 from dispatcher.journal import JournalReader
 from dispatcher.people import People
@@ -35,7 +36,7 @@ def routes(  # noqa: PLR0917 - the dispatcher's stores, each once
     queries of agency data go through ``scoped``)."""
     console = Console(Sessions(pool), pool)
     return [
-        *signin.routes(console, people),
+        *signin.routes(console, people, Throttle(pool)),
         *notices.routes(console, scoped, store, reader, resender, announcements),
         *journal.routes(console, scoped, reader),
         *unreachable.routes(console, scoped),

@@ -3,9 +3,8 @@ the database only its SHA-256 (migration 0017). Each request reads the person ag
 disabling them, or changing their role or agencies, applies from their next click.
 
 A session ends when its person signs out or is disabled, after :data:`IDLE` without a
-request, or :data:`LIFETIME` after signing in whatever happens. Sign-ins refused for an
-email are counted (by the hash of the email, never the email): past :data:`FAILURES` in
-:data:`WINDOW`, that email's sign-ins are refused without checking the password.
+request, or :data:`LIFETIME` after signing in whatever happens. Wrong passwords are
+throttled by :mod:`dispatcher.console.throttle`.
 """
 
 from __future__ import annotations
@@ -26,8 +25,6 @@ Q = sql.load("dispatcher", "console.sql")
 
 IDLE = dt.timedelta(minutes=30)
 LIFETIME = dt.timedelta(hours=12)
-FAILURES = 5
-WINDOW = dt.timedelta(minutes=15)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,11 +50,6 @@ class Session:
 
 def _hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
-
-
-def email_key(email: str) -> bytes:
-    """What a refused sign-in is counted under: a hash, not the email."""
-    return hashlib.sha256(email.strip().lower().encode()).digest()
 
 
 class Sessions:
@@ -105,13 +97,3 @@ class Sessions:
 
     async def close(self, session: Session) -> None:
         await self._pool.execute(Q["close_session"], session.token_hash)
-
-    async def throttled(self, email: str) -> dt.timedelta | None:
-        """How long until that email may try again, or None if it may now."""
-        wait: dt.timedelta | None = await self._pool.fetchval(
-            Q["sign_in_wait"], email_key(email), WINDOW, FAILURES
-        )
-        return wait
-
-    async def refused(self, email: str) -> None:
-        await self._pool.execute(Q["sign_in_refused"], email_key(email), WINDOW)

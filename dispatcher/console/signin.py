@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import secrets
 import zoneinfo
@@ -11,6 +12,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from dispatcher.console import i18n
+from dispatcher.console.throttle import Attempt, Throttle
 from dispatcher.console.web import (
     HEADERS,
     LOGIN_PATH,
@@ -32,6 +34,8 @@ i18n.french(
         "Wrong email or password.": "E-mail ou mot de passe incorrect.",
         "Too many attempts: try again in {minutes} min.":
             "Trop de tentatives : réessayez dans {minutes} min.",
+        "Too many attempts: try again in {seconds} s.":
+            "Trop de tentatives : réessayez dans {seconds} s.",
         "Your session has ended: sign in again.": "Votre session a pris fin : reconnectez-vous.",
         "All my agencies": "Toutes mes agences",
         "Agency": "Agence",
@@ -45,7 +49,7 @@ DEFAULT_TIME_ZONE = "Europe/Paris"
 _ZONES = zoneinfo.available_timezones()
 
 
-def routes(console: Console, people: People) -> list[BaseRoute]:
+def routes(console: Console, people: People, throttle: Throttle) -> list[BaseRoute]:
     async def login_form(request: Request) -> Response:
         return _login_page(console, request, request.query_params.get("next"))
 
@@ -57,19 +61,15 @@ def routes(console: Console, people: People) -> list[BaseRoute]:
         token = request.cookies.get(LOGIN_COOKIE, "")
         if not token or not secrets.compare_digest(token, str(form.get("csrf", ""))):
             return _login_page(console, request, target, "Your session has ended: sign in again.")
-        wait = await console.sessions.throttled(email)
+        # counted before the password is checked: see dispatcher.console.throttle
+        attempt = Attempt.of(email, request.client.host if request.client else None)
+        wait = await throttle.admit(attempt)
         if wait is not None:
-            minutes = max(1, math.ceil(wait.total_seconds() / 60))
-            response = _login_page(
-                console, request, target, "Too many attempts: try again in {minutes} min.",
-                status=429, minutes=minutes,
-            )  # fmt: skip
-            response.headers["Retry-After"] = str(math.ceil(wait.total_seconds()))
-            return response
+            return _throttled(console, request, target, wait)
         person = await people.sign_in(email, password)
         if person is None or person.person is None:
-            await console.sessions.refused(email)
             return _login_page(console, request, target, "Wrong email or password.", status=401)
+        await throttle.succeeded(attempt)
         zone = str(form.get("time_zone", ""))
         cookie = await console.sessions.open(
             person.person, zone if zone in _ZONES else DEFAULT_TIME_ZONE
@@ -116,6 +116,20 @@ def routes(console: Console, people: People) -> list[BaseRoute]:
         console.page("/ui/agency", pick_agency, scopes=(), methods=("POST",)),
         Route("/ui/language", switch_language, methods=["GET"]),
     ]
+
+
+def _throttled(console: Console, request: Request, target: str, wait: dt.timedelta) -> Response:
+    seconds = math.ceil(wait.total_seconds())
+    if seconds < 60:
+        message, values = "Too many attempts: try again in {seconds} s.", {"seconds": seconds}
+    else:
+        message, values = (
+            "Too many attempts: try again in {minutes} min.",
+            {"minutes": math.ceil(seconds / 60)},
+        )
+    response = _login_page(console, request, target, message, status=429, **values)
+    response.headers["Retry-After"] = str(seconds)
+    return response
 
 
 def _login_page(

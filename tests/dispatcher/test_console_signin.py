@@ -5,8 +5,12 @@ English from the browser."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 
 from dispatcher.people import People
@@ -88,8 +92,9 @@ async def test_a_wrong_password_is_refused_and_then_throttled(system: System) ->
         assert "Too many attempts" in throttled.text
     assert system.infra is not None
     assert await system.infra.pool.fetchval("SELECT count(*) FROM console_sessions") == 0
-    keys = await system.infra.pool.fetch("SELECT email_key FROM sign_in_failures")
-    assert all(b"jane" not in row["email_key"] for row in keys), "the email is not stored"
+    keys = await system.infra.pool.fetch("SELECT key FROM sign_in_throttle")
+    assert keys, "the refusals are counted"
+    assert all(b"jane" not in row["key"] for row in keys), "the email is not stored"
 
 
 async def test_another_site_cannot_post_the_sign_in_form(system: System) -> None:
@@ -146,3 +151,108 @@ async def _session_csrf(system: System) -> str:
     assert system.infra is not None
     token: str = await system.infra.pool.fetchval("SELECT csrf FROM console_sessions LIMIT 1")
     return token
+
+
+@contextlib.asynccontextmanager
+async def from_address(system: System, address: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A browser whose requests come from ``address``, as a trusted proxy in front of
+    the dispatcher says (uvicorn believes ``X-Forwarded-For`` from 127.0.0.1)."""
+    async with browser(system) as client:
+        client.headers["X-Forwarded-For"] = address
+        yield client
+
+
+async def test_forty_concurrent_wrong_passwords_for_one_email_are_judged_at_most_five_times(
+    system: System,
+) -> None:
+    """Each attempt is counted before its password is checked, atomically: a burst of
+    concurrent attempts cannot all slip in before the first refusals are counted."""
+    await person(system, "jane@example.org", "manager", ["a"])
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(from_address(system, "203.0.113.66")) for _ in range(40)
+        ]
+        forms = [csrf_of(await client.get("/ui/login")) for client in clients]
+        answers = await asyncio.gather(
+            *(
+                client.post(
+                    "/ui/login",
+                    data={"csrf": csrf, "email": "jane@example.org", "password": "guess"},
+                )
+                for client, csrf in zip(clients, forms, strict=True)
+            )
+        )
+    statuses = [answer.status_code for answer in answers]
+    assert set(statuses) <= {401, 429}, statuses
+    assert statuses.count(401) <= 5, statuses
+    assert statuses.count(429) >= 35, statuses
+    assert all(int(a.headers["retry-after"]) > 0 for a in answers if a.status_code == 429)
+
+
+async def test_an_attackers_failures_do_not_lock_the_owner_out_from_another_address(
+    system: System,
+) -> None:
+    await person(system, "jane@example.org", "manager", ["a"])
+    async with from_address(system, "203.0.113.66") as attacker:
+        statuses = [
+            (await sign_in(attacker, "jane@example.org", "guess")).status_code for _ in range(8)
+        ]
+        assert statuses == [401] * 5 + [429] * 3
+    async with from_address(system, "198.51.100.7") as owner:
+        assert (await sign_in(owner, "jane@example.org")).status_code == 303
+    async with from_address(system, "203.0.113.66") as attacker:
+        still = await sign_in(attacker, "jane@example.org")  # even the right password
+        assert still.status_code == 429, "the attacker's address stays refused"
+
+
+async def test_past_many_failures_an_email_slows_new_addresses_for_a_bounded_delay_only(
+    system: System,
+) -> None:
+    """Failures for one email from several addresses make every new address wait a
+    delay (growing, up to a minute) before its attempt is judged, while the owner at an
+    address they signed in from before gets in at once."""
+    await person(system, "jane@example.org", "manager", ["a"])
+    async with from_address(system, "198.51.100.7") as owner:
+        assert (await sign_in(owner, "jane@example.org")).status_code == 303
+    for attacker_address in ("203.0.113.1", "203.0.113.2"):
+        async with from_address(system, attacker_address) as attacker:
+            for _ in range(5):
+                assert (await sign_in(attacker, "jane@example.org", "guess")).status_code == 401
+    async with from_address(system, "192.0.2.50") as newcomer:
+        slowed = await sign_in(newcomer, "jane@example.org")
+        assert slowed.status_code == 429
+        assert 0 < int(slowed.headers["retry-after"]) <= 60
+        async with from_address(system, "198.51.100.7") as owner:
+            assert (await sign_in(owner, "jane@example.org")).status_code == 303
+        deadline = asyncio.get_running_loop().time() + 70
+        while (answer := await sign_in(newcomer, "jane@example.org")).status_code == 429:
+            assert asyncio.get_running_loop().time() < deadline, "the delay is bounded"
+            await asyncio.sleep(0.5)
+        assert answer.status_code == 303
+
+
+async def test_many_emails_from_one_address_are_refused_for_that_address_only(
+    system: System,
+) -> None:
+    await person(system, "jane@example.org", "manager", ["a"])
+    async with from_address(system, "203.0.113.9") as sprayer:
+        statuses = [
+            (await sign_in(sprayer, f"owner{i}@example.org", "Spring2026!")).status_code
+            for i in range(24)
+        ]
+        assert statuses == [401] * 20 + [429] * 4
+        assert (await sign_in(sprayer, "jane@example.org")).status_code == 429
+    async with from_address(system, "198.51.100.7") as owner:
+        assert (await sign_in(owner, "jane@example.org")).status_code == 303
+
+
+async def test_a_successful_sign_in_forgets_the_failures_of_its_email_and_address(
+    system: System,
+) -> None:
+    await person(system, "jane@example.org", "manager", ["a"])
+    async with from_address(system, "198.51.100.7") as owner:
+        for _ in range(4):
+            assert (await sign_in(owner, "jane@example.org", "typo")).status_code == 401
+        assert (await sign_in(owner, "jane@example.org")).status_code == 303
+        for _ in range(4):
+            assert (await sign_in(owner, "jane@example.org", "typo")).status_code == 401
