@@ -16,6 +16,14 @@ WHERE s.token_hash = $1 AND p.id = s.person_id AND p.disabled_at IS NULL
   AND s.expires_at > now() AND s.seen_at > now() - $2::interval
 RETURNING p.id, p.email, p.role, p.agencies, s.csrf, s.agency, s.time_zone;
 
+-- name: session_alive
+-- Whether find_session would find the session of hash $1, without marking it seen.
+SELECT EXISTS (
+    SELECT FROM console_sessions s JOIN people p ON p.id = s.person_id
+    WHERE s.token_hash = $1 AND p.disabled_at IS NULL
+      AND s.expires_at > now() AND s.seen_at > now() - $2::interval
+);
+
 -- name: pick_agency
 UPDATE console_sessions SET agency = $2 WHERE token_hash = $1;
 

@@ -2,25 +2,56 @@
 ``relaybook_notice`` channel (migration 0017); one connection per process listens, and
 hands each announcement to the pages of that notice open in a browser, as server-sent
 events. Nobody watching, nobody listening: the connection opens with the first page and
-closes with the last."""
+closes with the last.
+
+A stream lives no longer than its session: every :data:`SESSION_CHECK_S` it asks whether
+the session still holds (not signed out, its person not disabled, not expired; without
+marking it seen: a stream open in a forgotten tab is no activity of its person's), and
+ends otherwise. A session holds at most :data:`STREAMS_PER_SESSION` streams in a process;
+the next one is refused (429) rather than the oldest closed: a closed stream's page
+reconnects a few seconds later, which would close the next oldest, and the tabs would
+take turns for ever, while refusing leaves the pages already live as they are.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
+from dispatcher.console import i18n
+from dispatcher.console.web import View
+from relaybook.faults import is_transient
 from relaybook.logs import get_logger
 
 log = get_logger(__name__)
+
+i18n.french(
+    {
+        "This notice is open in too many tabs: close one to see live updates here.":
+            "Cet avis est ouvert dans trop d'onglets : fermez-en un pour voir les mises à "
+            "jour en direct ici.",
+    }
+)  # fmt: skip
 
 CHANNEL = "relaybook_notice"
 #: a comment line this often keeps proxies from closing a quiet stream, and tells us the
 #: browser left
 HEARTBEAT_S = 15.0
+#: how often a stream checks that its session still holds: it ends at most this long
+#: after the session did (and the database's answer)
+SESSION_CHECK_S = 5.0
+#: streams a session may hold at once in one process (a few tabs of notices)
+STREAMS_PER_SESSION = 4
+#: what a refused stream is told to wait: a tab closed behind a proxy is noticed at the
+#: next heartbeat at worst
+REFUSED_RETRY_S = int(HEARTBEAT_S)
 
 
 class Announcements:
@@ -29,6 +60,26 @@ class Announcements:
         self._watchers: dict[uuid.UUID, set[asyncio.Event]] = {}
         self._connection: asyncpg.Connection | None = None
         self._lock = asyncio.Lock()
+        #: the streams open, by session (the hash of its cookie)
+        self._streams: collections.Counter[bytes] = collections.Counter()
+
+    def hold(self, session: bytes) -> Callable[[], None] | None:
+        """Takes one of the session's places for a stream: returns what gives it back
+        (once), or None when the session holds :data:`STREAMS_PER_SESSION` already."""
+        if self._streams[session] >= STREAMS_PER_SESSION:
+            return None
+        self._streams[session] += 1
+        given_back = False
+
+        def give_back() -> None:
+            nonlocal given_back
+            if not given_back:
+                given_back = True
+                self._streams[session] -= 1
+                if self._streams[session] <= 0:
+                    del self._streams[session]
+
+        return give_back
 
     @contextlib.asynccontextmanager
     async def watch(self, notice_id: uuid.UUID) -> AsyncIterator[asyncio.Event]:
@@ -80,18 +131,78 @@ class Announcements:
                 await connection.close()
 
 
-async def stream(announcements: Announcements, notice_id: uuid.UUID) -> AsyncIterator[bytes]:
+def response(announcements: Announcements, view: View, notice_id: uuid.UUID) -> Response:
+    """The live stream of a notice's page, for the session of ``view``; 429 when that
+    session holds its :data:`STREAMS_PER_SESSION` already."""
+    give_back = announcements.hold(view.session.token_hash)
+    if give_back is None:
+        refused = view.console.error_page(
+            view.request, view, 429,
+            "This notice is open in too many tabs: close one to see live updates here.",
+        )  # fmt: skip
+        refused.headers["Retry-After"] = str(REFUSED_RETRY_S)
+        return refused
+    sessions, token_hash = view.console.sessions, view.session.token_hash
+
+    async def alive() -> bool:
+        return await sessions.alive(token_hash)
+
+    return _Stream(stream(announcements, notice_id, alive), give_back)
+
+
+class _Stream(StreamingResponse):
+    """Server-sent events that give their session's place back however they end (the
+    browser gone, the session ended, the server stopping), its events begun or not."""
+
+    def __init__(self, content: AsyncIterator[bytes], give_back: Callable[[], None]) -> None:
+        super().__init__(
+            content, media_type="text/event-stream", headers={"X-Accel-Buffering": "no"}
+        )
+        self._give_back = give_back
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._give_back()
+
+
+async def stream(
+    announcements: Announcements, notice_id: uuid.UUID, alive: Callable[[], Awaitable[bool]]
+) -> AsyncIterator[bytes]:
     """The server-sent events of one notice's page: ``changed`` whenever its deliveries
-    change, a heartbeat comment otherwise."""
+    change, a heartbeat comment otherwise; ``ended``, and the end of the stream, once
+    ``alive`` says no (asked every :data:`SESSION_CHECK_S`)."""
+    clock = asyncio.get_running_loop().time
     yield b"retry: 3000\n\n"
     async with announcements.watch(notice_id) as changed:
+        check_at, beat_at = clock() + SESSION_CHECK_S, clock() + HEARTBEAT_S
         while True:
-            try:
-                await asyncio.wait_for(changed.wait(), HEARTBEAT_S)
-            except TimeoutError:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), max(0.0, min(check_at, beat_at) - clock()))
+            if clock() >= check_at:
+                if not await _holds(alive):
+                    yield b"event: ended\ndata: \n\n"
+                    return
+                check_at = clock() + SESSION_CHECK_S
+            if changed.is_set():
+                changed.clear()
+                await announcements.listen()
+                yield b"event: changed\ndata: \n\n"
+                beat_at = clock() + HEARTBEAT_S
+                await asyncio.sleep(0.5)  # a burst of statements is one refresh
+            elif clock() >= beat_at:
                 yield b": still here\n\n"
-                continue
-            changed.clear()
-            await announcements.listen()
-            yield b"event: changed\ndata: \n\n"
-            await asyncio.sleep(0.5)  # a burst of statements is one refresh
+                beat_at = clock() + HEARTBEAT_S
+
+
+async def _holds(alive: Callable[[], Awaitable[bool]]) -> bool:
+    """Whether the session holds; not when the database cannot say (the page's next
+    request finds out, and the browser reconnects once it may)."""
+    try:
+        return await alive()
+    except Exception as problem:
+        if not is_transient(problem):
+            raise
+        log.warning("live updates: the session could not be checked", error=type(problem).__name__)
+        return False

@@ -21,12 +21,13 @@ from zoneinfo import ZoneInfo
 
 from babel import Locale
 from babel.numbers import format_decimal, format_percent
-from starlette.responses import RedirectResponse, Response, StreamingResponse
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute
 
 from dispatcher.answers import ScopeCount, Stats
 from dispatcher.console import i18n
-from dispatcher.console.live import Announcements, stream
+from dispatcher.console.live import Announcements
+from dispatcher.console.live import response as live_response
 from dispatcher.console.web import Console, PageError, View, not_found
 from dispatcher.journal import STATUSES, JournalReader, RecipientsQuery
 from dispatcher.notices import NoticesQuery, list_statement
@@ -365,11 +366,7 @@ class _Pages:
         notice_id = _notice_id(view)
         if not await self.reader.notice_exists(notice_id):
             raise not_found()
-        return StreamingResponse(
-            stream(self.announcements, notice_id),
-            media_type="text/event-stream",
-            headers={"X-Accel-Buffering": "no"},
-        )
+        return live_response(self.announcements, view, notice_id)
 
     async def _scopes(self, notice_id: uuid.UUID, selected: frozenset[str]) -> list[Scope]:
         """Each scope's counts (the API's), and whom it leaves out and why: the resend's

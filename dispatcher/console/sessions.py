@@ -92,6 +92,13 @@ class Sessions:
             agency = None  # their agencies changed since they picked it
         return Session(_hash(token), person, row["csrf"], agency, row["time_zone"], row["role"])
 
+    async def alive(self, token_hash: bytes) -> bool:
+        """Whether the session of that hash still holds (as :meth:`find` would find it),
+        without marking it seen: what a live stream asks, which is no request of its
+        person's."""
+        held: bool = await self._pool.fetchval(Q["session_alive"], token_hash, IDLE)
+        return held
+
     async def pick_agency(self, session: Session, agency: str | None) -> None:
         await self._pool.execute(Q["pick_agency"], session.token_hash, agency)
 

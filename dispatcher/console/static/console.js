@@ -60,6 +60,8 @@ if (live && window.EventSource) {
     document.dispatchEvent(new CustomEvent("relaybook:refreshed"));
   };
   const stream = new EventSource(live.dataset.live);
+  // the session ended (signed out, disabled, expired): the next click signs in again
+  stream.addEventListener("ended", () => stream.close());
   stream.addEventListener("changed", () => {
     if (pending) return;
     pending = true;
