@@ -22,6 +22,7 @@ from prometheus_client import Counter
 
 from bounce_policy.classify import Kind, Verdict, classify
 from bounce_policy.policy import IMMEDIATE, Policy, decide
+from consent import address_key
 from relaybook import outbox, sql
 from relaybook.database import Connection
 from relaybook.kafka import Record
@@ -49,11 +50,6 @@ class _Seen:
     verdict: Verdict
     address: str
     occurred_at: dt.datetime
-
-
-def address_key(channel: str, address: str) -> str:
-    """Addresses as the policy counts them: emails are case-insensitive."""
-    return address.strip().lower() if channel == "email" else address.strip()
 
 
 class BouncePolicy:
@@ -90,9 +86,8 @@ class BouncePolicy:
     async def _act(self, connection: Connection, item: _Seen) -> None:
         channel, address, kind = item.event["channel"], item.address, item.verdict.kind
         if kind in IMMEDIATE:
-            by = "owner" if kind is Kind.OPT_OUT else "automatic"
             change = Change(
-                channel, address, IMMEDIATE[kind], item.verdict.note, by, [_evidence(item)]
+                channel, address, IMMEDIATE[kind], item.verdict.note, "automatic", [_evidence(item)]
             )
             await _unsubscribe(connection, change)
         elif kind is Kind.OPT_IN:
@@ -118,16 +113,15 @@ class BouncePolicy:
                 await _unsubscribe(connection, change)
 
     async def expire(self) -> int:
-        """Lifts the suppressions whose time is over and subscribes their recipients again
-        (with a clean slate of failures); returns how many suppressions it lifted."""
+        """Lifts the suppressions whose time is over (with a clean slate of failures) and
+        announces the recipients whom nothing else keeps off the address subscribed again;
+        returns how many suppressions it lifted."""
         async with self._pool.acquire() as connection, connection.transaction():
             expired = await connection.fetch(Q["expire_suppressions"])
             for row in expired:
                 note = f"the {row['rule']} unsubscribe expired; trying the address again"
                 change = Change(row["channel"], row["address"], row["rule"], note, "automatic")
-                rows = await connection.fetch(
-                    Q["resubscribe"], change.channel, change.address, note, "automatic"
-                )
+                rows = await connection.fetch(Q["reachable_at"], change.channel, change.address)
                 recipients = [(r["agency_id"], r["id"]) for r in rows]
                 await _audit(connection, "resubscribe_expired", change, recipients)
                 key = f"{ACTOR}:expired:{uuid.uuid4()}"
@@ -191,9 +185,10 @@ class Change:
 
 
 async def _unsubscribe(connection: Connection, change: Change) -> None:
-    """Suppresses the address and unsubscribes its recipients; nothing if it is
-    suppressed already."""
-    suppression = await connection.fetchval(
+    """Suppresses the address for this rule and announces its recipients unsubscribed;
+    nothing if the rule is active there already. Another rule active at the address does
+    not stop it: every cause is recorded, and each lifts on its own."""
+    suppression = await connection.fetchrow(
         Q["suppress"],
         change.channel,
         change.address,
@@ -204,33 +199,29 @@ async def _unsubscribe(connection: Connection, change: Change) -> None:
     )
     if suppression is None:
         return
+    if suppression["by_owner"]:
+        change = dataclasses.replace(change, changed_by="owner")
     rows = await connection.fetch(
-        Q["unsubscribe_recipients"],
-        change.channel,
-        change.address,
-        change.reason,
-        change.changed_by,
+        Q["recipients_at"], change.channel, change.address, suppression["by_owner"]
     )
     recipients = [(row["agency_id"], row["id"]) for row in rows]
     await _audit(connection, f"unsubscribe_{change.rule}", change, recipients)
     await _announce(
-        connection, recipients, f"{ACTOR}:{suppression}", "recipient.unsubscribed", change
+        connection, recipients, f"{ACTOR}:{suppression['id']}", "recipient.unsubscribed", change
     )
     UNSUBSCRIBED.labels(change.channel, change.rule).inc(len(recipients))
 
 
 async def _opt_in(connection: Connection, change: Change) -> None:
     lifted = await connection.fetch(
-        Q["lift_opt_out"], change.channel, change.address, change.reason
+        Q["lift_owner_opt_out"], change.channel, change.address, change.reason
     )
-    rows = await connection.fetch(
-        Q["resubscribe"], change.channel, change.address, change.reason, "owner"
-    )
-    recipients = [(row["agency_id"], row["id"]) for row in rows]
-    if not lifted and not recipients:
+    if not lifted:
         return
+    rows = await connection.fetch(Q["reachable_at"], change.channel, change.address)
+    recipients = [(row["agency_id"], row["id"]) for row in rows]
     await _audit(connection, "resubscribe_opt_in", change, recipients)
-    key = f"{ACTOR}:optin:{lifted[0]['id'] if lifted else uuid.uuid4()}"
+    key = f"{ACTOR}:optin:{lifted[0]['id']}"
     await _announce(connection, recipients, key, "recipient.resubscribed", change)
 
 

@@ -44,37 +44,29 @@ FROM (SELECT 1) one
 LEFT JOIN address_health h ON h.channel = $1 AND h.address = $2;
 
 -- name: suppress
--- At most one active suppression per address: an address already suppressed comes back
--- empty and nothing more is done. $6: when it expires (NULL: until lifted).
+-- At most one active suppression per address and rule: a rule already active comes back
+-- empty and nothing more is done, but another rule (an owner's STOP while the address is
+-- suppressed for bounces) is recorded beside it. $6: when it expires (NULL: until
+-- lifted). by_owner: the rule is the owner's own word (the schema says which are).
 INSERT INTO suppressions (channel, address, rule, reason, evidence, expires_at)
 VALUES ($1, $2, $3, $4, $5::jsonb, $6)
-ON CONFLICT (channel, lower(address)) WHERE lifted_at IS NULL DO NOTHING
-RETURNING id;
+ON CONFLICT (channel, lower(address), rule) WHERE lifted_at IS NULL DO NOTHING
+RETURNING id, by_owner;
 
--- name: unsubscribe_recipients
--- Every recipient whose current address this is, unless already unsubscribed; a recipient
--- marked "never auto-unsubscribe" keeps its preference unless the owner opted out.
-UPDATE recipients r
-SET email_wants = CASE WHEN $1 = 'email' THEN 'no' ELSE email_wants END,
-    email_reason = CASE WHEN $1 = 'email' THEN $3 ELSE email_reason END,
-    email_changed_by_kind = CASE WHEN $1 = 'email' THEN $4 ELSE email_changed_by_kind END,
-    email_changed_by = CASE WHEN $1 = 'email' THEN 'bounce-policy' ELSE email_changed_by END,
-    email_changed_at = CASE WHEN $1 = 'email' THEN now() ELSE email_changed_at END,
-    sms_wants = CASE WHEN $1 = 'sms' THEN 'no' ELSE sms_wants END,
-    sms_reason = CASE WHEN $1 = 'sms' THEN $3 ELSE sms_reason END,
-    sms_changed_by_kind = CASE WHEN $1 = 'sms' THEN $4 ELSE sms_changed_by_kind END,
-    sms_changed_by = CASE WHEN $1 = 'sms' THEN 'bounce-policy' ELSE sms_changed_by END,
-    sms_changed_at = CASE WHEN $1 = 'sms' THEN now() ELSE sms_changed_at END,
-    updated_at = now()
-WHERE CASE WHEN $1 = 'email' THEN lower(r.email) = $2 AND r.email_wants = 'yes'
-           ELSE r.phone = $2 AND r.sms_wants = 'yes' END
-  AND ($4 = 'owner' OR NOT r.never_auto_unsubscribe)
-RETURNING r.agency_id, r.id;
+-- name: recipients_at
+-- The recipients whose current address this is and whom a suppression of it concerns: an
+-- automatic one ($3 false) spares those marked "never auto-unsubscribe". Their
+-- preferences are not copied: the contact rule reads the suppression itself.
+SELECT r.agency_id, r.id
+FROM recipients r
+WHERE CASE WHEN $1 = 'email' THEN lower(r.email) = $2 ELSE r.phone = $2 END
+  AND ($3 OR NOT r.never_auto_unsubscribe);
 
--- name: lift_opt_out
--- The owner opted back in (START): their own opt-out is lifted, nobody else's decision.
+-- name: lift_owner_opt_out
+-- The owner opted back in (START, resubscribed from the email): their own opt-outs of the
+-- address lift, nobody else's decision (an automatic suppression stays).
 UPDATE suppressions SET lifted_at = now(), lifted_by = 'owner', lift_reason = $3
-WHERE channel = $1 AND lower(address) = $2 AND lifted_at IS NULL AND rule = 'opt_out'
+WHERE channel = $1 AND lower(address) = $2 AND lifted_at IS NULL AND by_owner
 RETURNING id;
 
 -- name: audit
@@ -97,21 +89,12 @@ WITH expired AS (
 )
 SELECT channel, address, rule FROM expired;
 
--- name: resubscribe
--- Subscribes again the recipients at an address whom the policy turned off: $4 'owner'
--- for an opt-out by the owner (after START), 'automatic' for an unsubscribe that expired.
--- Nobody else's decision (a manager's, support's) is touched.
-UPDATE recipients r
-SET email_wants = CASE WHEN $1 = 'email' THEN 'yes' ELSE email_wants END,
-    email_reason = CASE WHEN $1 = 'email' THEN $3 ELSE email_reason END,
-    email_changed_at = CASE WHEN $1 = 'email' THEN now() ELSE email_changed_at END,
-    sms_wants = CASE WHEN $1 = 'sms' THEN 'yes' ELSE sms_wants END,
-    sms_reason = CASE WHEN $1 = 'sms' THEN $3 ELSE sms_reason END,
-    sms_changed_at = CASE WHEN $1 = 'sms' THEN now() ELSE sms_changed_at END,
-    updated_at = now()
-WHERE CASE WHEN $1 = 'email'
-           THEN lower(r.email) = $2 AND r.email_wants = 'no'
-                AND r.email_changed_by_kind = $4 AND r.email_changed_by = 'bounce-policy'
-           ELSE r.phone = $2 AND r.sms_wants = 'no'
-                AND r.sms_changed_by_kind = $4 AND r.sms_changed_by = 'bounce-policy' END
-RETURNING r.agency_id, r.id;
+-- name: reachable_at
+-- The recipients at an address whom the contact rule lets be contacted there now (after
+-- a suppression lifted): they are announced as subscribed again.
+SELECT r.agency_id, r.id
+FROM recipients r
+CROSS JOIN (SELECT $1::text AS channel) AS ch
+-- include: consent.contact
+WHERE CASE WHEN $1 = 'email' THEN lower(r.email) = $2 ELSE r.phone = $2 END
+  AND consent.wants = 'yes';

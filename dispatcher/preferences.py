@@ -1,10 +1,14 @@
-"""Recipients' preferences: read, changed by a manager, or restored by support after an
-automatic unsubscribe (which also lifts the address's suppression and clears its failure
-counts, so the next notice goes out). Every change is audited and announced on
+"""Recipients' preferences: read as the contact rule shows them (``consent/queries.sql``:
+what the next send obeys), changed by a manager, by the owner through their agency (with
+evidence: the only way besides START to lift the owner's own opt-out), or by support after
+an automatic unsubscribe (which lifts the address's automatic suppressions and clears its
+failure counts, never the owner's opt-out). Who may lift what is
+:mod:`consent.authority`'s. Every change is audited and announced on
 ``recipient-events``."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from typing import Annotated, Any, Literal
@@ -13,7 +17,8 @@ import asyncpg
 import msgspec
 from starlette.responses import Response
 
-from bounce_policy.decisions import address_key
+from consent import address_key
+from consent.authority import Causes, author, refusal, unchanged
 from dispatcher.answers import (
     ChangedBy,
     ChannelPreference,
@@ -29,6 +34,7 @@ from dispatcher.scope import ScopedPool
 from dispatcher.store import iso
 from dispatcher.validation import UNSET, ContactChange, Id, InvalidRequestError
 from relaybook import outbox, sql
+from relaybook.database import Connection
 from relaybook.timestamps import now_iso
 
 Q = sql.load("dispatcher")
@@ -36,15 +42,18 @@ CHANNELS = ("email", "sms")
 KINDS = ("default", "owner", "manager", "support", "automatic")
 MAX_BODY_BYTES = 16 * 1024
 
-#: overview filter -> SQL condition
+#: overview filter -> SQL condition (``e`` and ``s``: the email and sms channels as the
+#: contact rule shows them)
 OVERVIEW_FILTERS = {
-    "wants_email": "CASE WHEN email IS NULL THEN 'not_applicable' ELSE email_wants END = ${}",
-    "wants_sms": "CASE WHEN phone IS NULL THEN 'not_applicable' ELSE sms_wants END = ${}",
-    "reason": "(email_changed_by_kind = ${0} OR sms_changed_by_kind = ${0})",
-    "agency": "agency_id = ${}",
-    "property": "(agency_id, id) IN (SELECT agency_id, recipient_id FROM recipient_properties "
-    "WHERE property_id = ${})",
+    "wants_email": "e.wants = ${}",
+    "wants_sms": "s.wants = ${}",
+    "reason": "(e.changed_by = ${0} OR s.changed_by = ${0})",
+    "agency": "r.agency_id = ${}",
+    "property": "(r.agency_id, r.id) IN (SELECT agency_id, recipient_id "
+    "FROM recipient_properties WHERE property_id = ${})",
 }
+#: one recipient, with the overview's columns
+ONE = Q["preferences_overview"].format(where="r.agency_id = $2 AND r.id = $1", limit=1)
 
 
 class RecipientPath(msgspec.Struct):
@@ -61,12 +70,18 @@ class RecipientQuery(msgspec.Struct, forbid_unknown_fields=True):
 class PreferenceChange(msgspec.Struct, forbid_unknown_fields=True):
     """``PUT /v1/recipients/{id}/preferences``: at least one of ``email``, ``sms``,
     ``never_auto_unsubscribe``, and always why. Setting ``yes`` where the bounce policy
-    unsubscribed the recipient is a support override, recorded as such."""
+    unsubscribed the recipient is a support override, recorded as such. Setting ``yes``
+    where the owner opted out (STOP, unsubscribe link, complaint, their own "no") is the
+    owner's alone: ``changed_by: owner`` records a change the owner asked for, with its
+    ``evidence`` (their letter, their email: what fixes the request and its date)."""
 
     reason: Annotated[str, msgspec.Meta(max_length=500, pattern=r"\S")]
     email: Literal["yes", "no"] | None = None
     sms: Literal["yes", "no"] | None = None
     never_auto_unsubscribe: bool | None = None
+    #: ``owner``: the owner asked for this change, ``evidence`` says how (required then)
+    changed_by: Literal["owner", "manager"] | None = None
+    evidence: Annotated[str, msgspec.Meta(max_length=500, pattern=r"\S")] | None = None
 
 
 class OverviewQuery(msgspec.Struct, forbid_unknown_fields=True):
@@ -109,9 +124,23 @@ def describe(row: asyncpg.Record) -> RecipientPreferences:
     }
 
 
-def parse_change(body: PreferenceChange) -> tuple[dict[str, str], str, bool | None]:
-    """``({channel: yes|no}, reason, never_auto_unsubscribe or None)`` or
-    :class:`InvalidRequestError`."""
+@dataclasses.dataclass(frozen=True)
+class Change:
+    """A change of preferences, parsed: ``{channel: yes|no}``, why, the "never
+    auto-unsubscribe" mark or None, and the owner's evidence when made on their behalf."""
+
+    wanted: dict[str, str]
+    reason: str
+    never: bool | None = None
+    evidence: str | None = None
+
+    @property
+    def for_owner(self) -> bool:
+        return self.evidence is not None
+
+
+def parse_change(body: PreferenceChange) -> Change:
+    """The change asked for, or :class:`InvalidRequestError`."""
     wanted: dict[str, str] = {
         channel: wants
         for channel, wants in (("email", body.email), ("sms", body.sms))
@@ -120,7 +149,14 @@ def parse_change(body: PreferenceChange) -> tuple[dict[str, str], str, bool | No
     never = body.never_auto_unsubscribe
     if not wanted and never is None:
         raise InvalidRequestError("(body)", "say email, sms or never_auto_unsubscribe")
-    return wanted, body.reason.strip(), never
+    if body.changed_by == "owner" and body.evidence is None:
+        raise InvalidRequestError(
+            "evidence", "a change made on the owner's behalf says what the owner sent"
+        )
+    if body.changed_by != "owner" and body.evidence is not None:
+        raise InvalidRequestError("evidence", "evidence goes with changed_by: owner")
+    evidence = body.evidence.strip() if body.evidence is not None else None
+    return Change(wanted, body.reason.strip(), never, evidence)
 
 
 class Preferences:
@@ -149,93 +185,55 @@ class Preferences:
         return agency
 
     async def get(self, agency: str, recipient_id: str) -> RecipientPreferences | None:
-        row = await self._pool.fetchrow(Q["preferences"], recipient_id, agency)
+        row = await self._pool.fetchrow(ONE, recipient_id, agency)
         return describe(row) if row is not None else None
 
     async def change(
-        self,
-        agency: str,
-        recipient_id: str,
-        *,
-        wanted: dict[str, str],
-        reason: str,
-        never: bool | None,
-        caller: Caller,
+        self, agency: str, recipient_id: str, change: Change, caller: Caller
     ) -> RecipientPreferences | None:
-        """Applies a change; bringing back a channel the bounce policy turned off is for
-        support only (:class:`ApiError` 403 ``support_only`` for anyone else)."""
+        """Applies a change, all of it or nothing: bringing back a channel the owner opted
+        out of is the owner's alone (:class:`ApiError` 409 ``owner_opted_out`` unless made
+        on their behalf), one the bounce policy turned off is support's (403
+        ``support_only``)."""
         async with self._pool.acquire() as connection, connection.transaction():
             current = await connection.fetchrow(Q["lock_preferences"], recipient_id, agency)
             if current is None:
                 return None
-            for channel, wants in wanted.items():
-                if wants == current[f"{channel}_wants"]:
-                    continue
-                overrides = wants == "yes" and current[f"{channel}_changed_by_kind"] == "automatic"
-                if overrides and SUPPORT not in caller.scopes:
-                    raise ApiError(
-                        403,
-                        "support_only",
-                        f"the bounce policy unsubscribed this {channel}: only support may "
-                        "bring it back (contact support)",
-                    )
-                kind = "support" if overrides else "manager"
-                await connection.execute(
-                    Q["set_preference"],
-                    recipient_id,
-                    channel,
-                    wants,
-                    reason,
-                    kind,
-                    caller.name,
-                    agency,
+            steps = []
+            for channel, wants in change.wanted.items():
+                found = await connection.fetchrow(
+                    Q["contact_causes"], recipient_id, agency, channel
                 )
-                address = current["email" if channel == "email" else "phone"]
-                lifted: list[str] = []
-                if overrides and address is not None:
-                    rows = await connection.fetch(
-                        Q["lift_suppressions"], channel, address, caller.name, reason
-                    )
-                    lifted = [row["rule"] for row in rows]
-                    await connection.execute(
-                        Q["clear_address_counts"], channel, address_key(channel, address)
-                    )
-                action = "support_override" if overrides else "preference_changed"
-                details = {"channel": channel, "wants": wants, "lifted_suppressions": lifted}
-                await connection.execute(
-                    Q["audit_preference"],
-                    caller.name,
-                    action,
-                    recipient_id,
-                    reason,
-                    json.dumps(details),
-                    agency,
+                assert found is not None
+                causes = Causes(
+                    owner_block=found["owner_block"],
+                    auto_block=found["auto_block"],
+                    wants=current[f"{channel}_wants"],
+                    changed_by=current[f"{channel}_changed_by_kind"],
                 )
-                event = _event(
-                    agency,
-                    recipient_id,
-                    channel,
-                    address=address,
-                    wants=wants,
-                    action=action,
-                    reason=reason,
-                    kind=kind,
+                refused = refusal(
+                    causes, wants, for_owner=change.for_owner, support=SUPPORT in caller.scopes
                 )
-                await outbox.add(connection, "recipient-events", [(recipient_id, event)])
-            if never is not None:
+                if refused is not None:
+                    raise ApiError(refused.status, refused.code, _REFUSALS[refused.code](channel))
+                if not unchanged(causes, wants, for_owner=change.for_owner):
+                    steps.append(_Step(channel, wants, causes, found["address"]))
+            for step in steps:
+                await _apply(connection, step, agency, recipient_id, change=change, caller=caller)
+            if change.never is not None:
                 await connection.execute(
-                    Q["set_never_auto_unsubscribe"], recipient_id, never, agency
+                    Q["set_never_auto_unsubscribe"], recipient_id, change.never, agency
                 )
                 await connection.execute(
                     Q["audit_preference"],
                     caller.name,
-                    "never_auto_unsubscribe" if never else "auto_unsubscribe_allowed",
+                    "never_auto_unsubscribe" if change.never else "auto_unsubscribe_allowed",
                     recipient_id,
-                    reason,
+                    change.reason,
                     "{}",
                     agency,
                 )
-            row = await connection.fetchrow(Q["preferences"], recipient_id, agency)
+            row = await connection.fetchrow(ONE, recipient_id, agency)
         assert row is not None
         return describe(row)
 
@@ -273,7 +271,7 @@ class Preferences:
                 json.dumps({"fields": changed}),
                 agency,
             )
-            row = await connection.fetchrow(Q["preferences"], recipient_id, agency)
+            row = await connection.fetchrow(ONE, recipient_id, agency)
         assert row is not None
         return {"id": row["id"], "name": row["name"], "email": row["email"], "phone": row["phone"]}
 
@@ -286,7 +284,7 @@ class Preferences:
                 conditions.append(condition.format(len(values)))
         if query.cursor is not None:
             values += decode_cursor(query.cursor, 2)
-            conditions.append(f"(agency_id, id) > (${len(values) - 1}, ${len(values)})")
+            conditions.append(f"(r.agency_id, r.id) > (${len(values) - 1}, ${len(values)})")
         limit = query.limit
         text = Q["preferences_overview"].format(where=" AND ".join(conditions), limit=limit + 1)
         rows = await self._pool.fetch(text, *values)
@@ -297,6 +295,104 @@ class Preferences:
                 encode_cursor(rows[limit - 1]["agency_id"], rows[limit - 1]["id"]) if more else None
             ),
         }
+
+
+async def _apply(
+    connection: Connection,
+    step: _Step,
+    agency: str,
+    recipient_id: str,
+    *,
+    change: Change,
+    caller: Caller,
+) -> None:
+    """Records one channel's change, lifts the causes the caller may lift (the refusals
+    were checked before anything was written), audits and announces it."""
+    channel, wants, causes, address = step.channel, step.wants, step.causes, step.address
+    kind = author(causes, wants, for_owner=change.for_owner)
+    await connection.execute(
+        Q["set_preference"],
+        recipient_id,
+        channel,
+        wants,
+        change.reason,
+        kind,
+        caller.name,
+        agency,
+    )
+    lifted: list[str] = []
+    if wants == "yes" and address is not None:
+        # the owner lifts their own opt-out of the address; support the automatic
+        # suppressions (and what they counted); nobody both in one go but support
+        # recording the owner's own request
+        if causes.owner_block:
+            rows = await connection.fetch(
+                Q["lift_suppressions"], channel, address, caller.name, change.reason, True
+            )
+            lifted += [row["rule"] for row in rows]
+        if causes.auto_block:
+            rows = await connection.fetch(
+                Q["lift_suppressions"], channel, address, caller.name, change.reason, False
+            )
+            lifted += [row["rule"] for row in rows]
+            await connection.execute(
+                Q["clear_address_counts"], channel, address_key(channel, address)
+            )
+    action = {
+        "owner": "owner_request",
+        "support": "support_override",
+        "manager": "preference_changed",
+    }[kind]
+    details: dict[str, Any] = {
+        "channel": channel,
+        "wants": wants,
+        "lifted_suppressions": lifted,
+    }
+    if change.evidence is not None:
+        details["evidence"] = change.evidence
+    await connection.execute(
+        Q["audit_preference"],
+        caller.name,
+        action,
+        recipient_id,
+        change.reason,
+        json.dumps(details),
+        agency,
+    )
+    event = _event(
+        agency,
+        recipient_id,
+        channel,
+        address=address,
+        wants=wants,
+        action=action,
+        reason=change.reason,
+        kind=kind,
+    )
+    await outbox.add(connection, "recipient-events", [(recipient_id, event)])
+
+
+@dataclasses.dataclass(frozen=True)
+class _Step:
+    """One channel's change, allowed: what it sets, and what stood in its way."""
+
+    channel: str
+    wants: str
+    causes: Causes
+    address: str | None
+
+
+#: the words of a refusal, by its code, for one channel
+_REFUSALS = {
+    "owner_opted_out": lambda channel: (
+        f"the owner opted out of this {channel} themselves: only the owner brings it back "
+        "(START from their number, or changed_by: owner with the evidence of their request)"
+    ),
+    "support_only": lambda channel: (
+        f"the bounce policy unsubscribed this {channel}: only support may bring it back "
+        "(contact support)"
+    ),
+}
 
 
 def _event(
@@ -318,7 +414,9 @@ def _event(
         "recipient_id": recipient_id,
         "channel": channel,
         "address": address,
-        "rule": "support_override" if action == "support_override" else "manager",
+        "rule": {"support_override": "support_override", "owner_request": "owner_request"}.get(
+            action, "manager"
+        ),
         "reason": reason,
         "changed_by": kind,
         "occurred_at": now_iso(),
@@ -336,14 +434,9 @@ def operations(preferences: Preferences) -> list[Operation]:
         return answer(found)
 
     async def write(call: Call) -> Response:
-        wanted, reason, never = parse_change(call.body)
+        change = parse_change(call.body)
         changed = await preferences.change(
-            await whose(call),
-            call.path.recipient_id,
-            wanted=wanted,
-            reason=reason,
-            never=never,
-            caller=call.caller,
+            await whose(call), call.path.recipient_id, change, call.caller
         )
         if changed is None:
             raise not_found("recipient")
@@ -387,6 +480,12 @@ def operations(preferences: Preferences) -> list[Operation]:
                     403,
                     "bringing back a channel the bounce policy turned off is for support",
                     codes=("support_only",),
+                ),
+                Answer(
+                    409,
+                    "the owner opted out of this channel: only the owner brings it back "
+                    "(START, or changed_by: owner with their evidence)",
+                    codes=("owner_opted_out",),
                 ),
             ),
             path_params=RecipientPath,

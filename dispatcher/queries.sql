@@ -68,44 +68,23 @@ ON CONFLICT (agency_id, id) DO NOTHING;
 -- deliveries_latest_idx and the recipient's journal too, not at random places in them.
 -- The recipients are found first, each once: joined after the channels, the planner
 -- could work out the reason of every recipient in the table before matching the list.
--- The reasons are resend_candidates' too, written out in each for speed: the two must
--- stay in step (tests/dispatcher/test_resends.py checks they agree).
+-- The reason is the contact rule's (consent/queries.sql), as everywhere it is shown.
 WITH first AS MATERIALIZED (SELECT uuid_v7() AS id)
 INSERT INTO deliveries (id, notice_id, recipient_id, channel, address, status, reason,
                         agency_id)
-SELECT uuid_v7_step(first.id, (r.position - 1) * cardinality($3::text[]) + c.position),
-       $1, r.id, c.channel, x.addr,
-       CASE WHEN x.reason IS NULL THEN 'queued' ELSE 'skipped' END,
-       x.reason, $4
+SELECT uuid_v7_step(first.id, (r.position - 1) * cardinality($3::text[]) + ch.position),
+       $1, r.id, ch.channel, consent.address,
+       CASE WHEN consent.skip_reason IS NULL THEN 'queued' ELSE 'skipped' END,
+       consent.skip_reason, $4
 FROM first
 CROSS JOIN (SELECT n.position, r.*
             FROM (SELECT id, row_number() OVER (ORDER BY id) AS position
                   FROM unnest($2::text[]) AS given (id)) AS n
             JOIN recipients r ON r.agency_id = $4 AND r.id = n.id
             OFFSET 0) AS r
-CROSS JOIN unnest($3::text[]) WITH ORDINALITY AS c (channel, position)
-CROSS JOIN LATERAL (
-    SELECT a.addr,
-           CASE
-               WHEN a.addr IS NULL THEN 'no_address'
-               WHEN a.wants = 'no' AND a.kind = 'automatic' THEN 'auto_unsubscribed'
-               WHEN a.wants = 'no' THEN 'opted_out'
-               WHEN EXISTS (SELECT 1 FROM suppressions s
-                            WHERE s.channel = c.channel AND lower(s.address) = lower(a.addr)
-                              AND s.lifted_at IS NULL
-                              AND (s.expires_at IS NULL OR s.expires_at > now())
-                              AND NOT (r.never_auto_unsubscribe AND s.rule <> 'opt_out'))
-                   THEN 'suppressed'
-           END AS reason
-    FROM (SELECT CASE c.channel WHEN 'email' THEN r.email ELSE r.phone END AS addr,
-                 CASE c.channel WHEN 'email' THEN r.email_wants ELSE r.sms_wants END AS wants,
-                 CASE c.channel WHEN 'email' THEN r.email_changed_by_kind
-                                ELSE r.sms_changed_by_kind END AS kind) a
-    -- kept a subquery, or the planner copies the reason into both columns that use it
-    -- and looks the suppressions up twice per row
-    OFFSET 0
-) x
-ORDER BY r.position, c.position;
+CROSS JOIN unnest($3::text[]) WITH ORDINALITY AS ch (channel, position)
+-- include: consent.contact
+ORDER BY r.position, ch.position;
 
 -- name: insert_job_pages
 -- The pages of a fan-out ($2: the resend, or null for the notice's own): its recipients
@@ -284,15 +263,19 @@ LIMIT $4;
 -- name: notice_exists
 SELECT EXISTS (SELECT 1 FROM notices WHERE id = $1);
 
--- name: preferences
-SELECT id, name, email, phone, never_auto_unsubscribe,
-       email_wants, email_reason, email_changed_by_kind, email_changed_by, email_changed_at,
-       sms_wants, sms_reason, sms_changed_by_kind, sms_changed_by, sms_changed_at, agency_id
-FROM recipients WHERE agency_id = $2 AND id = $1;
-
 -- name: lock_preferences
+-- The recipient's own preferences, held until the change commits.
 SELECT id, email, phone, email_wants, email_changed_by_kind, sms_wants, sms_changed_by_kind
 FROM recipients WHERE agency_id = $2 AND id = $1 FOR UPDATE;
+
+-- name: contact_causes
+-- What the contact rule finds on one channel ($3) of a recipient: the causes a change
+-- must be allowed to lift (consent/authority.py).
+SELECT consent.address, consent.owner_block, consent.auto_block
+FROM recipients r
+CROSS JOIN (SELECT $3::text AS channel) AS ch
+-- include: consent.contact
+WHERE r.agency_id = $2 AND r.id = $1;
 
 -- name: set_preference
 -- $2: channel; the other channel's columns are left as they are. $7: the agency.
@@ -315,9 +298,10 @@ UPDATE recipients SET never_auto_unsubscribe = $2, updated_at = now()
 WHERE agency_id = $3 AND id = $1;
 
 -- name: lift_suppressions
--- A support override: the address may be contacted again.
+-- The causes of one kind at the address lift: the owner's own ($5 true: on their behalf)
+-- or the automatic ones ($5 false: a support override). Never the other kind.
 UPDATE suppressions SET lifted_at = now(), lifted_by = $3, lift_reason = $4
-WHERE channel = $1 AND lower(address) = lower($2) AND lifted_at IS NULL
+WHERE channel = $1 AND lower(address) = lower($2) AND lifted_at IS NULL AND by_owner = $5
 RETURNING id, rule;
 
 -- name: clear_address_counts
@@ -330,13 +314,27 @@ INSERT INTO audit_log (actor, action, subject_type, subject_id, reason, details,
 VALUES ($1, $2, 'recipient', $3, $4, $5::jsonb, $6);
 
 -- name: preferences_overview
--- {where} is built from fixed conditions (dispatcher/preferences.py: OVERVIEW_FILTERS).
-SELECT id, name, email, phone, never_auto_unsubscribe,
-       email_wants, email_reason, email_changed_by_kind, email_changed_by, email_changed_at,
-       sms_wants, sms_reason, sms_changed_by_kind, sms_changed_by, sms_changed_at, agency_id
-FROM recipients
+-- Recipients with their preferences as the contact rule shows them (consent/queries.sql):
+-- what each channel's next send obeys. {where} is built from fixed conditions
+-- (dispatcher/preferences.py: OVERVIEW_FILTERS); one recipient is the same with its key.
+SELECT r.id, r.name, r.email, r.phone, r.never_auto_unsubscribe, r.agency_id,
+       e.wants AS email_wants, e.reason AS email_reason, e.changed_by AS email_changed_by_kind,
+       e.changed_by_name AS email_changed_by, e.changed_at AS email_changed_at,
+       e.skip_reason AS email_skip_reason,
+       s.wants AS sms_wants, s.reason AS sms_reason, s.changed_by AS sms_changed_by_kind,
+       s.changed_by_name AS sms_changed_by, s.changed_at AS sms_changed_at,
+       s.skip_reason AS sms_skip_reason
+FROM recipients r
+CROSS JOIN LATERAL (
+    SELECT consent.* FROM (SELECT 'email'::text AS channel) AS ch
+    -- include: consent.contact
+) AS e
+CROSS JOIN LATERAL (
+    SELECT consent.* FROM (SELECT 'sms'::text AS channel) AS ch
+    -- include: consent.contact
+) AS s
 WHERE {where}
-ORDER BY agency_id, id
+ORDER BY r.agency_id, r.id
 LIMIT {limit};
 
 -- name: lock_notice
@@ -349,33 +347,13 @@ SELECT agency_id FROM recipients WHERE id = $1 ORDER BY agency_id LIMIT 2;
 
 -- name: resend_candidates
 -- Each recipient's latest attempt per channel, with the recipient's name and why they
--- cannot be contacted there now: insert_deliveries' reasons (no_address,
--- auto_unsubscribed, opted_out, suppressed, in that order of precedence; NULL: they may
--- be), written the same way. The two copies must stay in step: change one, change both.
--- They are not one view or function because insert_deliveries is the hot path of a
--- 100,000-recipient fan-out, tuned as it is written (see its comments): its copy stays
--- inline there. Everything else that asks (the API's resend counts, the console's "left
--- out, and why") asks dispatcher.resends, which reads it from here.
-SELECT d.id, d.recipient_id, r.name, d.channel, d.status, x.reason
+-- cannot be contacted there now: the contact rule's skip reason (consent/queries.sql;
+-- NULL: they may be), as the fan-out, the worker and the preferences read it.
+SELECT d.id, d.recipient_id, r.name, d.channel, d.status, consent.skip_reason AS reason
 FROM deliveries d
 JOIN recipients r ON r.agency_id = d.agency_id AND r.id = d.recipient_id
-CROSS JOIN LATERAL (
-    SELECT CASE
-               WHEN a.addr IS NULL THEN 'no_address'
-               WHEN a.wants = 'no' AND a.kind = 'automatic' THEN 'auto_unsubscribed'
-               WHEN a.wants = 'no' THEN 'opted_out'
-               WHEN EXISTS (SELECT 1 FROM suppressions s
-                            WHERE s.channel = d.channel AND lower(s.address) = lower(a.addr)
-                              AND s.lifted_at IS NULL
-                              AND (s.expires_at IS NULL OR s.expires_at > now())
-                              AND NOT (r.never_auto_unsubscribe AND s.rule <> 'opt_out'))
-                   THEN 'suppressed'
-           END AS reason
-    FROM (SELECT CASE d.channel WHEN 'email' THEN r.email ELSE r.phone END AS addr,
-                 CASE d.channel WHEN 'email' THEN r.email_wants ELSE r.sms_wants END AS wants,
-                 CASE d.channel WHEN 'email' THEN r.email_changed_by_kind
-                                ELSE r.sms_changed_by_kind END AS kind) a
-) x
+CROSS JOIN LATERAL (SELECT d.channel) AS ch
+-- include: consent.contact
 WHERE d.notice_id = $1 AND d.is_latest;
 
 -- name: insert_resend

@@ -2,6 +2,9 @@
 
 A file holds blocks that each start with ``-- name: <name>``; everything up to the next
 such line is that query. Nobody has to hunt through Python for the SQL touching a table.
+A line ``-- include: <package>.<name>`` stands for another package's named block, written
+in at load time: a rule that several packages' queries apply is written once, and each
+query is still one statement the planner sees whole.
 """
 
 from __future__ import annotations
@@ -11,6 +14,9 @@ import re
 from importlib import resources
 
 _NAME = re.compile(r"^-- name: ([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
+_INCLUDE = re.compile(
+    r"^[ \t]*-- include: ([a-z_][a-z0-9_]*)\.([a-z_][a-z0-9_]*)[ \t]*$", re.MULTILINE
+)
 
 
 @functools.cache
@@ -19,7 +25,12 @@ def load(package: str, filename: str = "queries.sql") -> dict[str, str]:
     module of a package shares one dict)."""
     text = resources.files(package).joinpath(filename).read_text(encoding="utf-8")
     parts = _NAME.split(text)
-    queries = {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
-    if len(queries) != len(parts[1::2]):
+    written = {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+    if len(written) != len(parts[1::2]):
         raise ValueError(f"{package}/{filename} names a query twice")
-    return queries
+
+    def included(match: re.Match[str]) -> str:
+        owner, name = match.groups()
+        return (written if owner == package else load(owner))[name]
+
+    return {name: _INCLUDE.sub(included, body) for name, body in written.items()}

@@ -2,8 +2,8 @@
 
 -- name: load_deliveries
 -- What a worker needs to send a batch of jobs, read fresh: the delivery's state, the
--- recipient's current address and preference, any suppression (the notice's content is
--- read once per notice: load_notices).
+-- recipient's current address and whether the contact rule lets it be used (the notice's
+-- content is read once per notice: load_notices).
 -- Each row by its key, whatever the statistics say: LATERAL (... LIMIT 1) cannot become a
 -- hash join. Right after a large fan-out the planner has no statistics on the new rows
 -- and scanned all deliveries and hashed all recipients for each batch of 1000 (62 ms
@@ -21,22 +21,15 @@ SELECT d.id, d.notice_id, d.recipient_id, d.channel, d.agency_id, d.status,
        CASE WHEN d.provider_message_id IS NOT NULL THEN d.sent_at
             ELSE d.failed_at END AS outcome_at,
        d.address AS sent_to, d.provider, d.reason, d.provider_code, d.send_attempts, r.name,
-       CASE d.channel WHEN 'email' THEN r.email ELSE r.phone END AS address,
-       CASE d.channel WHEN 'email' THEN r.email_wants ELSE r.sms_wants END AS wants,
-       CASE d.channel WHEN 'email' THEN r.email_changed_by_kind
-                      ELSE r.sms_changed_by_kind END AS wants_changed_by,
-       EXISTS (SELECT 1 FROM suppressions s
-               WHERE s.channel = d.channel
-                 AND lower(s.address) = lower(CASE d.channel WHEN 'email' THEN r.email
-                                                             ELSE r.phone END)
-                 AND s.lifted_at IS NULL
-                 AND (s.expires_at IS NULL OR s.expires_at > now())
-                 -- "never auto-unsubscribe": only the owner's own opt-out stops them
-                 AND NOT (r.never_auto_unsubscribe AND s.rule <> 'opt_out')) AS suppressed
+       -- the contact rule (consent/queries.sql), as the preferences show it: the
+       -- recipient's current address, and why they may not be contacted there (NULL: go)
+       consent.address, consent.skip_reason
 FROM (SELECT DISTINCT unnest($1::uuid[])) AS job (id)  -- a job given twice is sent once
 CROSS JOIN LATERAL (SELECT * FROM deliveries WHERE id = job.id LIMIT 1) d
 CROSS JOIN LATERAL (SELECT * FROM recipients
                     WHERE agency_id = d.agency_id AND id = d.recipient_id LIMIT 1) r
+CROSS JOIN LATERAL (SELECT d.channel) AS ch
+-- include: consent.contact
 -- the latest attempt, as the max(attempt) this replaced: one backward step on the key
 LEFT JOIN LATERAL (SELECT attempt, started_at FROM send_attempts
                    WHERE delivery_id = d.id ORDER BY attempt DESC LIMIT 1) a ON true;

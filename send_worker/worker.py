@@ -248,15 +248,9 @@ class SendWorker:
         return len(ids)
 
     async def _skip_unwanted(self, rows: list[asyncpg.Record]) -> list[asyncpg.Record]:
-        reasons: dict[uuid.UUID, str] = {}
-        for row in rows:
-            if row["address"] is None:
-                reasons[row["id"]] = "no_address"
-            elif row["wants"] == "no":
-                automatic = row["wants_changed_by"] == "automatic"
-                reasons[row["id"]] = "auto_unsubscribed" if automatic else "opted_out"
-            elif row["suppressed"]:
-                reasons[row["id"]] = "suppressed"
+        reasons: dict[uuid.UUID, str] = {
+            row["id"]: row["skip_reason"] for row in rows if row["skip_reason"] is not None
+        }
         if reasons:
             stamp = iso(dt.datetime.now(dt.UTC))
             skipped = [row for row in rows if row["id"] in reasons]

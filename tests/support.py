@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from relaybook import sql
 from relaybook.embedded import free_port_settings
 from relaybook.kafka_cluster import EmbeddedKafka
 from relaybook.settings import env_name
@@ -174,3 +175,15 @@ class Deployable:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+
+
+SHOWN = sql.load("consent")["shown"]
+
+
+async def shown(
+    database: Any, recipient: str, channel: str = "email", agency: str = "default"
+) -> tuple[str, str]:
+    """``(wants, changed_by)`` of a recipient's channel, as the contact rule shows it."""
+    row = await database.fetchrow(SHOWN, recipient, channel, agency)
+    assert row is not None, recipient
+    return row["wants"], row["changed_by"]

@@ -31,6 +31,7 @@ from dispatcher.console.web import Console, PageError, View, not_found
 from dispatcher.paging import Cursor, decode_cursor, encode_cursor
 from dispatcher.preferences import (
     CHANNELS,
+    Change,
     OverviewQuery,
     PreferenceChange,
     Preferences,
@@ -75,6 +76,8 @@ ACTIONS = {
     "never_auto_unsubscribe": "Never to be unsubscribed automatically",
     "auto_unsubscribe_allowed": "May be unsubscribed automatically again",
     "contact_corrected": "Contact details corrected",
+    "owner_request": "The owner's own request",
+    "unsubscribe_complaint": "The owner marked a message as spam",
     "unsubscribe_opt_out": "The owner opted out (STOP)",
     "resubscribe_opt_in": "The owner opted in again (START)",
     "resubscribe_expired": "Subscribed again: the automatic unsubscribe expired",
@@ -84,6 +87,14 @@ SUPPORT_ONLY = (
     "Only support can bring back a channel that was unsubscribed automatically. "
     "Contact support to change this."
 )
+OWNER_OPTED_OUT = (
+    "The owner opted out of this channel themselves (STOP, unsubscribe link or spam "
+    "complaint): only the owner can bring it back, by replying START or by a request of "
+    "theirs recorded with its evidence."
+)
+OWNER_NOTE = "The owner opted out themselves: only the owner can bring it back."
+#: the refusals of the preferences store, by code, as the page says them
+REFUSED = {"support_only": SUPPORT_ONLY, "owner_opted_out": OWNER_OPTED_OUT}
 NO_REASON = "Say why you change these preferences (500 characters at most)."
 BAD_FILTER = "The filter “{field}” is not valid."
 DONE = {
@@ -126,6 +137,13 @@ i18n.french(
             "Seul le support peut réactiver un canal désabonné automatiquement. "
             "Contactez le support si vous souhaitez modifier cela.",
         "Contact support to change this": "Contactez le support si vous souhaitez modifier cela",
+        OWNER_OPTED_OUT:
+            "Le propriétaire s'est lui-même désabonné de ce canal (STOP, lien de "
+            "désabonnement ou signalement comme spam) : lui seul peut le réactiver, en "
+            "répondant START ou par une demande de sa part enregistrée avec sa preuve.",
+        OWNER_NOTE: "Le propriétaire s'est désabonné lui-même : lui seul peut le réactiver.",
+        "The owner's own request": "Demande du propriétaire",
+        "The owner marked a message as spam": "Le propriétaire a signalé un message comme spam",
         BAD_FILTER: "Le filtre « {field} » n'est pas valide.",
         DONE["saved"]: "Les préférences ont été enregistrées.",
         DONE["unchanged"]: "Rien n'a changé : les préférences étaient déjà ainsi.",
@@ -220,6 +238,8 @@ class ChannelView:
     when: str
     #: turned off by the bounce policy: support alone brings it back
     automatic: bool
+    #: turned off by the owner themselves: they alone bring it back
+    by_owner: bool
     rule: str | None = None
     evidence: tuple[Failure, ...] = ()
 
@@ -316,21 +336,21 @@ class Pages:
         }
         try:
             body = convert({**chosen, "reason": view.field("reason")}, PreferenceChange)
-            wanted, reason, _ = parse_change(body)
+            change = parse_change(body)
         except InvalidRequestError as problem:
             error = NO_REASON if problem.field == "reason" else "Choose Yes or No."
             return await self._owner_page(view, asked, status=400, error=error)
-        changes = {c: w for c, w in wanted.items() if w != _of(current, c)["wants"]}
+        changes = {c: w for c, w in change.wanted.items() if w != _of(current, c)["wants"]}
         if changes:
             try:
                 await self._prefs.change(
-                    asked.agency, asked.recipient_id, wanted=changes, reason=reason, never=None,
-                    caller=view.caller,
-                )  # fmt: skip
+                    asked.agency, asked.recipient_id, Change(changes, change.reason), view.caller
+                )
             except ApiError as refused:
-                if refused.code != "support_only":
+                if refused.code not in REFUSED:
                     raise
-                return await self._owner_page(view, asked, status=403, error=SUPPORT_ONLY)
+                error = REFUSED[refused.code]
+                return await self._owner_page(view, asked, status=refused.status, error=error)
         return RedirectResponse(asked.url(done="saved" if changes else "unchanged"), 303)
 
     async def _owner_page(
@@ -463,6 +483,7 @@ def _channel(
         author_name=preference["changed_by_name"],
         when=view.when(_moment(preference["changed_at"])),
         automatic=automatic,
+        by_owner=preference["wants"] == "no" and preference["changed_by"] == "owner",
         rule=RULES.get(rule, rule) if automatic and rule else None,
         evidence=tuple(_failures(view, failures)) if automatic else (),
     )

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import asyncpg
 
+from relaybook import sql
 from relaybook.kafka import Producer
 from relaybook.settings import Settings
 from tests.support import Deployable, until
@@ -74,9 +75,7 @@ async def test_a_policy_killed_mid_stream_counts_nothing_twice(
     assert await counted() == 3 * ADDRESSES
     assert await db.fetchval("SELECT count(*) FROM suppressions") == ADDRESSES
     assert await db.fetchval("SELECT count(*) FROM audit_log") == ADDRESSES
-    assert await db.fetchval("SELECT count(*) FROM recipients WHERE email_wants = 'no'") == (
-        ADDRESSES
-    )
+    assert await db.fetchval(sql.load("consent")["count_off"], "email") == (ADDRESSES)
     announced = await db.fetchval("SELECT count(*) FROM outbox WHERE topic = 'recipient-events'")
     assert announced == ADDRESSES
 

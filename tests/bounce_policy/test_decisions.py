@@ -20,6 +20,7 @@ from bounce_policy.policy import Policy
 from relaybook import database
 from relaybook.kafka import Record
 from relaybook.settings import Settings
+from tests.support import SHOWN, shown
 
 _ids = itertools.count()
 
@@ -73,13 +74,8 @@ def hard(address: str = "ann@example.org", days_ago: float = 0) -> Record:
 
 
 async def wants(pool: asyncpg.Pool, recipient: str, channel: str = "email") -> tuple[str, str]:
-    row = await pool.fetchrow(
-        f"SELECT {channel}_wants AS wants, {channel}_changed_by_kind AS kind "  # noqa: S608
-        "FROM recipients WHERE id = $1",
-        recipient,
-    )
-    assert row is not None
-    return row["wants"], row["kind"]
+    """The preference as shown, and obeyed: the contact rule's."""
+    return await shown(pool, recipient, channel)
 
 
 async def suppressed(pool: asyncpg.Pool, address: str) -> list[str]:
@@ -103,7 +99,7 @@ async def test_three_hard_bounces_unsubscribe_every_recipient_of_the_address(
     assert await wants(pool, "ann", "sms") == ("yes", "default")  # the other channel stays
     assert await suppressed(pool, "ann@example.org") == ["hard_bounces"]
     assert await pool.fetchval("SELECT expires_at FROM suppressions") is None  # until lifted
-    reason = await pool.fetchval("SELECT email_reason FROM recipients WHERE id = 'ann'")
+    reason = (await pool.fetchrow(SHOWN, "ann", "email", "default"))["reason"]
     assert reason.startswith("3 hard failures in 30 days (last: hard bounce 5.1.1")
     audit = await pool.fetch("SELECT subject_id, action, details FROM audit_log ORDER BY id")
     assert {row["subject_id"] for row in audit} == {"ann", "bob"}
@@ -184,7 +180,7 @@ async def test_a_complaint_or_a_provider_suppression_acts_at_once(
     pool: asyncpg.Pool, policy: BouncePolicy
 ) -> None:
     await policy.handle([event("spam_reported")])
-    assert await wants(pool, "ann") == ("no", "automatic")
+    assert await wants(pool, "ann") == ("no", "owner")  # the owner's own word: theirs to lift
     await policy.handle([event("dropped", "cid@example.org", reason="Bounced Address")])
     assert await suppressed(pool, "cid@example.org") == ["provider_suppressed"]
 
@@ -196,7 +192,7 @@ async def test_stop_and_start_are_the_owners_own(pool: asyncpg.Pool, policy: Bou
     assert await suppressed(pool, "+33611111111") == ["opt_out"]
 
     await policy.handle([event("opted_in", "+33611111111", reason="replied START")])
-    assert await wants(pool, "ann", "sms") == ("yes", "owner")
+    assert await wants(pool, "ann", "sms") == ("yes", "default")
     assert await suppressed(pool, "+33611111111") == []
 
 
@@ -241,9 +237,46 @@ async def test_an_unsubscribe_for_soft_failures_expires_with_a_clean_slate(
 
     await pool.execute("UPDATE suppressions SET expires_at = now() - interval '1 second'")
     assert await policy.expire() == 1
-    assert await wants(pool, "ann") == ("yes", "automatic")
+    assert await wants(pool, "ann") == ("yes", "default")
     assert await suppressed(pool, "ann@example.org") == []
     await policy.handle([event("bounced", **full)])  # the old failures no longer count
-    assert await wants(pool, "ann") == ("yes", "automatic")
+    assert await wants(pool, "ann") == ("yes", "default")
     hard_rule = await pool.fetchval("SELECT count(*) FROM suppressions WHERE expires_at IS NULL")
     assert hard_rule == 0
+
+
+async def test_a_stop_while_the_number_is_suppressed_for_failures_is_recorded_all_the_same(
+    pool: asyncpg.Pool, policy: BouncePolicy
+) -> None:
+    """Issue 33: the owner's STOP came while the number was already unsubscribed for its
+    failures, and was lost; then lifting the failures brought the texts back."""
+    permanent = [event("undelivered", "+33611111111", provider_code="30005") for _ in range(3)]
+    await policy.handle(permanent)
+    assert await suppressed(pool, "+33611111111") == ["hard_bounces"]
+    await policy.handle([event("opted_out", "+33611111111", reason="replied STOP")])
+    assert sorted(await suppressed(pool, "+33611111111")) == ["hard_bounces", "opt_out"]
+    assert await wants(pool, "ann", "sms") == ("no", "owner")  # the owner's cause shows first
+    # the failures lifted (as support does): the STOP stays, and so does the "no"
+    await pool.execute("UPDATE suppressions SET lifted_at = now() WHERE rule = 'hard_bounces'")
+    assert await wants(pool, "ann", "sms") == ("no", "owner")
+    await policy.handle([event("opted_out", "+33611111111")])  # a second STOP: still one
+    assert await suppressed(pool, "+33611111111") == ["opt_out"]
+
+
+async def test_start_lifts_the_owners_opt_out_and_nothing_else(
+    pool: asyncpg.Pool, policy: BouncePolicy
+) -> None:
+    await policy.handle([event("undelivered", "+33611111111", provider_code="30005")] * 1)
+    await policy.handle([event("opted_out", "+33611111111", reason="replied STOP")])
+    await policy.handle(
+        [event("undelivered", "+33611111111", provider_code="30005") for _ in range(3)]
+    )
+    assert sorted(await suppressed(pool, "+33611111111")) == ["hard_bounces", "opt_out"]
+    await policy.handle([event("opted_in", "+33611111111", reason="replied START")])
+    assert await suppressed(pool, "+33611111111") == ["hard_bounces"]
+    assert await wants(pool, "ann", "sms") == ("no", "automatic")
+    announced = await pool.fetch(
+        "SELECT payload->>'type' AS type FROM outbox WHERE topic = 'recipient-events' ORDER BY id"
+    )
+    # START brought nobody back (the failures still keep the number off): no resubscribe
+    assert [row["type"] for row in announced] == ["recipient.unsubscribed"] * 2

@@ -20,7 +20,7 @@ from bounce_policy.policy import Policy
 from relaybook.kafka import Record
 from relaybook.system import System
 from tests.dispatcher.console_support import csrf_of, signed_in
-from tests.support import notice
+from tests.support import notice, shown
 
 A, B = "agency-a", "agency-b"
 OWNER_1 = f"/ui/preferences/owners/owner-1?agency={A}"
@@ -187,8 +187,7 @@ async def test_only_support_reverses_an_automatic_unsubscribe_and_it_is_audited(
         assert refused.status_code == 403
         assert "Only support can bring back" in refused.text
         assert 'role="alert"' in refused.text
-    wants = "SELECT email_wants FROM recipients WHERE agency_id = $1 AND id = 'owner-1'"
-    assert await system.infra.pool.fetchval(wants, A) == "no"
+    assert (await shown(system.infra.pool, "owner-1", "email", A))[0] == "no"
 
     async with signed_in(system, "desk@platform.example", "support", None) as support:
         page = await support.get(OWNER_1)
@@ -201,7 +200,7 @@ async def test_only_support_reverses_an_automatic_unsubscribe_and_it_is_audited(
         after = await support.get(done.headers["location"])
         assert "Automatic unsubscribe reversed by support" in after.text
         assert "Platform support desk@platform.example" in _text(after)
-    assert await system.infra.pool.fetchval(wants, A) == "yes"
+    assert (await shown(system.infra.pool, "owner-1", "email", A))[0] == "yes"
     audited = await system.infra.pool.fetchrow(
         "SELECT actor, reason, agency_id FROM audit_log WHERE action = 'support_override'"
     )

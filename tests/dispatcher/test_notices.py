@@ -110,7 +110,7 @@ async def test_skipped_deliveries_say_why(api: httpx.AsyncClient, db: asyncpg.Co
         "no-phone/sms": ("skipped", "no_address"),
         "stopped/email": ("queued", None),  # the address is kept from before
         "stopped/sms": ("skipped", "opted_out"),
-        "gone/email": ("skipped", "suppressed"),
+        "gone/email": ("skipped", "auto_unsubscribed"),
         "gone/sms": ("queued", None),
     }
     assert created["stats"]["sms"]["skipped"] == 2

@@ -105,12 +105,16 @@ REACH: dict[str, tuple[dict[str, Any], list[dict[str, Any]], tuple[str | None, s
     "auto": (
         {"sms_wants": "no", "sms_changed_by_kind": "automatic"}, [], (None, "auto_unsubscribed")
     ),
-    "bounced": ({}, [{"channel": "email", "upper": True}], ("suppressed", None)),
+    "bounced": ({}, [{"channel": "email", "upper": True}], ("auto_unsubscribed", None)),
     "protected": (
         {"never_auto_unsubscribe": True},
         [{"channel": "email"}, {"channel": "sms", "rule": "opt_out"}],
-        (None, "suppressed"),
+        (None, "opted_out"),
     ),
+    "stop-and-bounces": (
+        {}, [{"channel": "sms"}, {"channel": "sms", "rule": "opt_out"}], (None, "opted_out")
+    ),
+    "complained": ({}, [{"channel": "email", "rule": "complaint"}], ("opted_out", None)),
     "lifted": ({}, [{"channel": "email", "lifted": True}], (None, None)),
     "expired": ({}, [{"channel": "sms", "expired": True}], (None, None)),
     "opted-first": (
@@ -127,8 +131,8 @@ REACH: dict[str, tuple[dict[str, Any], list[dict[str, Any]], tuple[str | None, s
 
 
 async def test_the_reasons_a_resend_leaves_out_are_the_fan_outs(db: asyncpg.Connection) -> None:
-    """resend_candidates and insert_deliveries each write the rule (the fan-out's copy is
-    tuned): on the same recipients, they give every message the same reason."""
+    """resend_candidates and insert_deliveries both include the contact rule: on the same
+    recipients, they give every message the same reason, and the one expected."""
     agency, notice_id = "agency-r", uuid.uuid4()
     await db.execute("INSERT INTO agencies (id) VALUES ($1)", agency)
     for number, (rid, (columns, suppressions, _)) in enumerate(REACH.items()):

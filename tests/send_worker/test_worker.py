@@ -181,7 +181,7 @@ async def test_preferences_are_checked_again_at_send_time(
     )
     found = {r["key"]: (r["status"], r["reason"]) for r in rows}
     assert found["owner-0/sms"] == ("skipped", "opted_out")
-    assert found["owner-1/email"] == ("skipped", "suppressed")
+    assert found["owner-1/email"] == ("skipped", "opted_out")  # the owner complained
     assert {found["owner-0/email"][0], found["owner-1/sms"][0]} <= SENT_OR_LATER
     assert len(await sandbox_messages(sandbox, "sendgrid")) == 1
 
