@@ -12,9 +12,12 @@ import contextlib
 import dataclasses
 import datetime as dt
 import getpass
+import shlex
 import signal
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -38,6 +41,8 @@ if TYPE_CHECKING:
 
 EXIT_BAD_SETTING = 2
 EXIT_FAILED = 1
+#: whom `demo --stay` suggests adding beside it, to try the support role
+DEMO_SUPPORT = "support@relaybook.example.org"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -210,13 +215,41 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
     if settings.log_level == "INFO":
         logs.configure("WARNING", settings.log_format)
 
-    return await run_demo(settings, data_dir=args.data_dir, as_json=args.json, stay=args.stay)
+    with contextlib.ExitStack() as scratch:
+        data_dir = args.data_dir
+        if args.stay:
+            # Named here, before the tour, to be said: brief commands beside it need it.
+            data_dir = data_dir or scratch.enter_context(
+                tempfile.TemporaryDirectory(prefix="relaybook-demo-")
+            )
+            beside = _beside_demo(data_dir, kept=args.data_dir is not None)
+            # with --json, stdout holds only the report
+            print(beside, file=sys.stderr if args.json else sys.stdout, flush=True)
+        return await run_demo(settings, data_dir=data_dir, as_json=args.json, stay=args.stay)
+
+
+def _beside_demo(data_dir: str, *, kept: bool) -> str:
+    """Where `demo --stay` keeps its data, and the command that adds a support person there
+    while it runs: brief commands on its data dir use its database, as beside `up`."""
+    where = shlex.quote(str(Path(data_dir).resolve()))
+    until = "kept" if kept else "removed when it stops"
+    return "\n".join(
+        [
+            f"relaybook demo --stay: its data is in {where} ({until}). Brief commands",
+            "(user, token, migrate...) run beside it with RELAYBOOK_DATA_DIR set to that. To try",
+            "the support role, add a support person (it asks for a password of 12 or more",
+            "characters):",
+            f"  RELAYBOOK_DATA_DIR={where} relaybook user create --email {DEMO_SUPPORT} "
+            "--role support --password-stdin",
+            "",
+        ]
+    )
 
 
 @contextlib.asynccontextmanager
 async def _database(settings: Settings, command: str) -> AsyncIterator[str]:
     """The database of a brief command (``migrate``, ``token ...``): the configured one;
-    else the running `up`'s on this data dir, used and never stopped; else the embedded
+    else the running `up`'s (or demo's) on this data dir, used and never stopped; else the embedded
     one, started for the command's duration with the data dir held meanwhile."""
     if settings.database_url is not None:
         yield settings.database_url

@@ -8,7 +8,8 @@ over.
 
 ``relaybook up`` owns its data dir for as long as it runs and *shares* its database: a
 brief command (``migrate``, ``token ...``, ``user ...``) on that data dir uses the running
-server and leaves it alone. With nobody running, a brief command owns the data dir for
+server and leaves it alone. So does any process serving the embedded database on its data
+dir (``relaybook demo --stay``). With nobody running, a brief command owns the data dir for
 its duration; anyone else waits for it to finish.
 """
 
@@ -54,7 +55,8 @@ class Owner:
     pid: int
     command: str
     started_at: str
-    #: `up`: brief commands on this data dir use its database instead of starting one
+    #: `up`, the demo: brief commands on this data dir use its database instead of
+    #: starting one
     shares_database: bool = False
     #: migrate, token...: it ends soon, so a newcomer waits for it rather than failing
     brief: bool = False

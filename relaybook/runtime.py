@@ -42,6 +42,9 @@ class Infrastructure:
     pool: asyncpg.Pool
     producer: Producer
     embedded: list[str]
+    #: this process's hold on the data dir whose embedded database it serves (None with a
+    #: configured database): what it publishes there, brief commands beside it read
+    claim: ownership.Claim | None = None
 
     async def check_database(self) -> None:
         """Ready when the database answers and its schema is at least the one this code
@@ -148,12 +151,17 @@ async def infrastructure(
     topics, opens a pool and a producer; stops all of it, in reverse, on exit."""
     embedded: list[str] = []
     embeds_kafka = await prepare_embedded_kafka(settings)
+    claim: ownership.Claim | None = None
     async with contextlib.AsyncExitStack() as stack:
         if settings.uses_embedded_postgres:
             # The data dir's owner runs the server on it: `up` has claimed it already (this
             # joins its claim); anyone else (the demo) claims it here, or fails naming
-            # the owner. Owning it, this process adopts a server a killed owner left.
-            claim = await asyncio.to_thread(ownership.claim, settings.data_dir)
+            # the owner. Owning it, this process adopts a server a killed owner left. Like
+            # `up`, it shares the database: brief commands on the data dir (`user create`
+            # beside `demo --stay`) use it rather than wait for it to stop.
+            claim = await asyncio.to_thread(
+                ownership.claim, settings.data_dir, shares_database=True
+            )
             stack.callback(claim.release)
             postgres = EmbeddedPostgres(settings.data_dir)
             url = await asyncio.to_thread(postgres.start, adopt=True)
@@ -201,7 +209,9 @@ async def infrastructure(
         producer = Producer(settings)
         await producer.start()
         stack.push_async_callback(producer.stop)
-        yield Infrastructure(settings, pool, producer, embedded)
+        if claim is not None:  # for `dead-letters replay` beside it
+            claim.publish(kafka_bootstrap_servers=settings.kafka_bootstrap_servers)
+        yield Infrastructure(settings, pool, producer, embedded, claim)
 
 
 def admin_token_path(settings: Settings) -> Path:

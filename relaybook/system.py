@@ -118,6 +118,12 @@ class System:
             if deployable.app is not None:
                 await self._serve(name, deployable.app, sockets[name])
             self.running.append(name)
+        if self.infra is not None and self.infra.claim is not None:
+            # the data dir's owner file names what this process serves (`up` publishes
+            # its own processes' URLs)
+            self.infra.claim.publish(
+                urls={name: server.url for name, server in self.servers.items()}, ready=True
+            )
         log.info("relaybook ready", services=self._selected)
 
     async def _start_sandbox(self, sock: socket.socket) -> None:
@@ -129,7 +135,7 @@ class System:
         self.settings = sandbox_credentials.stand_in(self.settings, credentials, signer, server.url)
 
     async def _serve(self, name: str, app: ASGIApp, sock: socket.socket) -> HttpServer:
-        server = HttpServer(name, app, sock)
+        server = HttpServer(name, app, sock, self.settings.forwarded_allow_ips)
         await server.start()
         self._stack.push_async_callback(server.stop)
         self.servers[name] = server

@@ -8,7 +8,9 @@ import contextlib
 import json
 import os
 import pty
+import re
 import select
+import shlex
 import shutil
 import signal
 import subprocess
@@ -452,6 +454,73 @@ def test_a_second_up_on_the_same_data_dir_exits_1_naming_the_first(
     still_serving(first, postgres)
     assert json.loads((data_dir / "owner.json").read_text())["pid"] == first.process.pid
     assert first.terminate() == 0
+
+
+def test_demo_stay_prints_how_to_add_a_support_user_beside_it_and_that_command_works(
+    tmp_path: Path,
+) -> None:
+    """`relaybook demo --stay` shares its database as `up` does: the command it prints to add
+    a support user (on its own data dir) succeeds while the demo stays up, and that person
+    signs in to the demo's console."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYBOOK_")}
+    out = tmp_path / "demo.out"
+    with out.open("w") as stdout, (tmp_path / "demo.err").open("w") as stderr:
+        demo = subprocess.Popen(
+            [*RELAYBOOK, "demo", "--stay"], env=env, stdout=stdout, stderr=stderr
+        )
+    data_dir: Path | None = None
+    try:
+        deadline = time.monotonic() + 150
+        while "to click through the tour" not in out.read_text():
+            assert demo.poll() is None, out.read_text()[-3000:]
+            assert time.monotonic() < deadline, out.read_text()[-3000:]
+            time.sleep(0.2)
+        told = out.read_text()
+        printed = re.search(r"^ +(RELAYBOOK_DATA_DIR=.* relaybook user create .*)$", told, re.M)
+        assert printed, f"no command to add a support user:\n{told}"
+        assignment, program, *arguments = shlex.split(printed.group(1))
+        assert program == "relaybook"
+        assert arguments[arguments.index("--role") + 1] == "support"
+        data_dir = Path(assignment.removeprefix("RELAYBOOK_DATA_DIR="))
+        assert data_dir.is_absolute()
+        email = arguments[arguments.index("--email") + 1]
+        password = "a support password, long enough"
+
+        created = subprocess.run(
+            [*RELAYBOOK, *arguments],
+            env=env | {"RELAYBOOK_DATA_DIR": str(data_dir)},
+            input=password + "\n",
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert created.returncode == 0, created.stderr
+        assert created.stdout.strip() == f"{email} created: support of every agency"
+
+        console = re.search(r"Open (http://127\.0\.0\.1:\d+)/ui/", told)
+        assert console, told
+        with httpx.Client(base_url=console.group(1), timeout=30) as browser:
+            form = browser.get("/ui/login")
+            csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+            assert csrf, form.text
+            signed = browser.post(
+                "/ui/login", data={"csrf": csrf.group(1), "email": email, "password": password}
+            )
+            assert signed.status_code == 303, signed.text
+        assert demo.poll() is None, "the demo stays up beside a brief command"
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(60) == 0, out.read_text()[-3000:]
+        assert not data_dir.exists(), "the demo's own data dir goes with it"
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait(30)
+        if data_dir is not None:
+            pid = running_postgres_pid(data_dir)
+            if pid is not None:  # never leave a server behind, even when the test failed
+                psutil.Process(pid).terminate()
+                psutil.Process(pid).wait(30)
 
 
 def test_a_single_dispatcher_never_prints_the_admin_token(
