@@ -4,6 +4,8 @@ loop (preference changes are announced through it)."""
 
 from __future__ import annotations
 
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 from dispatcher import journal, notices, openapi, preferences, resends
 from dispatcher.api import Operation, mount
 from dispatcher.auth import Authenticator
@@ -33,13 +35,16 @@ def build(infra: Infrastructure) -> Deployable:
     ops = operations(store, reader, prefs, resender)
     announcements = Announcements(settings.database_url)
     pages = console.routes(
-        infra.pool, scoped, announcements, store, reader, prefs, resender, People(infra.pool)
-    )
-    app = create_app(
+        infra.pool, scoped, announcements, store, reader, prefs, resender, People(infra.pool),
+        https=settings.https,
+    )  # fmt: skip
+    app: ASGIApp = create_app(
         "dispatcher",
         routes=[*mount(ops, auth), openapi.route(ops), *pages],
         checks={"database": infra.check_database, "broker": infra.check_broker},
     )
+    if settings.https:
+        app = _StrictTransport(app)
     events = infra.events_outbox()
 
     async def start() -> None:
@@ -52,6 +57,28 @@ def build(infra: Infrastructure) -> Deployable:
         await relay.stop()
 
     return Deployable(app=app, start=start, stop=stop)
+
+
+class _StrictTransport:
+    """Every answer carries HSTS: behind an https public URL, a browser that has been
+    here once never comes back over plain http (where its cookie could be read)."""
+
+    HEADER = (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_hsts(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", []).append(self.HEADER)
+            await send(message)
+
+        await self.app(scope, receive, send_with_hsts)
 
 
 def operations(

@@ -337,7 +337,15 @@ class _Server(uvicorn.Server):
 class HttpServer:
     """One ASGI app on an already bound socket, started and stopped by the supervisor."""
 
-    def __init__(self, name: str, app: ASGIApp, sock: socket.socket) -> None:
+    def __init__(
+        self,
+        name: str,
+        app: ASGIApp,
+        sock: socket.socket,
+        forwarded_allow_ips: Sequence[str] = ("127.0.0.1", "::1"),
+    ) -> None:
+        """``forwarded_allow_ips``: the proxies whose ``X-Forwarded-For`` and
+        ``X-Forwarded-Proto`` are believed (``RELAYBOOK_FORWARDED_ALLOW_IPS``)."""
         self.name = name
         self.sock = sock
         # httptools, not the pure-Python h11: parsing was most of the provider sandbox's
@@ -349,6 +357,8 @@ class HttpServer:
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=5,
+            proxy_headers=True,
+            forwarded_allow_ips=list(forwarded_allow_ips),
         )
         self._server = _Server(config)
         self._task: asyncio.Task[None] | None = None

@@ -150,6 +150,24 @@ def _ipv4(raw: str) -> str:
         raise ValueError("must be an IPv4 address: 127.0.0.1, or 0.0.0.0 for every one") from None
 
 
+def _trusted_proxies(raw: str) -> tuple[str, ...]:
+    """IP addresses and networks (CIDR), comma-separated; or ``*`` alone (every one)."""
+    entries = tuple(part.strip() for part in raw.split(",") if part.strip())
+    if "*" in entries:
+        if entries != ("*",):
+            raise ValueError("'*' trusts every address: alone, or list the proxies instead")
+        return entries
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ValueError(
+                f"{entry!r} is not an IP address nor a network (10.0.0.0/8); "
+                "list the proxies' addresses, comma-separated"
+            ) from None
+    return entries
+
+
 def _text(raw: str) -> str:
     if not raw.strip():
         raise ValueError("must not be empty")
@@ -269,6 +287,17 @@ class Settings:
         _ipv4,
         "127.0.0.1",
         doc="address the HTTP ports listen on; 0.0.0.0 (every interface) in a container",
+    )
+    public_url: str | None = _setting(
+        _http_url,
+        doc="the API's and console's public base URL; https: session cookies always Secure"
+        " and HSTS on every answer of the API",
+    )
+    forwarded_allow_ips: tuple[str, ...] = _setting(
+        _trusted_proxies,
+        ("127.0.0.1", "::1"),
+        doc="proxies whose X-Forwarded-For and -Proto are believed: addresses or networks,"
+        " comma-separated, * for any",
     )
     broker_port: int = _setting(_port_or_zero, 0, doc="embedded broker port; 0 picks a free one")
     admin_token: str | None = _setting(
@@ -475,6 +504,11 @@ class Settings:
     def webhook_base_url(self) -> str:
         """The URL the providers call; Twilio signatures are computed over it."""
         return self.public_webhook_base_url or f"http://127.0.0.1:{self.ingest_port}"
+
+    @property
+    def https(self) -> bool:
+        """Browsers reach the API over https (behind a TLS proxy)."""
+        return self.public_url is not None and urlsplit(self.public_url).scheme == "https"
 
     @property
     def uses_embedded_postgres(self) -> bool:

@@ -30,11 +30,14 @@ def routes(  # noqa: PLR0917 - the dispatcher's stores, each once
     prefs: Preferences,
     resender: Resends,
     people: People,
+    *,
+    https: bool = False,
 ) -> list[BaseRoute]:
     """``pool``: the tables' owner's (sessions and people are no agency's data);
     ``scoped`` and the stores: the API's, scoped to each request's caller (a page's own
-    queries of agency data go through ``scoped``)."""
-    console = Console(Sessions(pool), pool)
+    queries of agency data go through ``scoped``); ``https``: the console's public URL
+    is https."""
+    console = Console(Sessions(pool), pool, https=https)
     return [
         *signin.routes(console, people, Throttle(pool)),
         *notices.routes(console, scoped, store, reader, resender, announcements),

@@ -77,7 +77,7 @@ def routes(console: Console, people: People, throttle: Throttle) -> list[BaseRou
         response = RedirectResponse(target, 303, headers=HEADERS)
         response.set_cookie(
             SESSION_COOKIE, cookie, path="/ui", httponly=True, samesite="lax",
-            secure=request.url.scheme == "https",
+            secure=console.secure(request),
         )  # fmt: skip
         response.delete_cookie(LOGIN_COOKIE, path=LOGIN_PATH)
         return response
@@ -150,6 +150,6 @@ def _login_page(
     )  # fmt: skip
     response.set_cookie(
         LOGIN_COOKIE, token, path=LOGIN_PATH, httponly=True, samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=console.secure(request),
     )  # fmt: skip
     return response

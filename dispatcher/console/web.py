@@ -123,9 +123,17 @@ Handler = Callable[[View], Awaitable[Response]]
 
 
 class Console:
-    def __init__(self, sessions: Sessions, pool: asyncpg.Pool) -> None:
+    def __init__(self, sessions: Sessions, pool: asyncpg.Pool, *, https: bool = False) -> None:
+        """``https``: browsers reach the console over https whatever a request says (its
+        public URL is https): its cookies are always ``Secure``."""
         self.sessions = sessions
         self._pool = pool
+        self._https = https
+
+    def secure(self, request: Request) -> bool:
+        """Whether the cookies set for ``request`` are ``Secure``: always behind an https
+        public URL, else when the request came over https (a trusted proxy says so)."""
+        return self._https or request.url.scheme == "https"
 
     async def agencies(self, person: Caller) -> list[str]:
         """The agencies ``person`` may pick from: theirs, or every one for the platform's

@@ -61,6 +61,25 @@ def test_values_are_parsed_into_their_types() -> None:
     assert not settings.uses_embedded_postgres
 
 
+def test_the_public_url_says_whether_browsers_come_over_https() -> None:
+    """Unset or http: cookies are Secure only for a request that came over https (as
+    the trusted proxies say); https: always, and the API sends HSTS."""
+    assert load({}).public_url is None
+    assert not load({}).https
+    assert not load({"RELAYBOOK_PUBLIC_URL": "http://relaybook.example.org"}).https
+    behind_tls = load({"RELAYBOOK_PUBLIC_URL": "https://relaybook.example.org/"})
+    assert behind_tls.public_url == "https://relaybook.example.org"
+    assert behind_tls.https
+
+
+def test_the_proxies_trusted_for_forwarded_headers_are_addresses_or_networks() -> None:
+    assert load({}).forwarded_allow_ips == ("127.0.0.1", "::1"), "uvicorn's own default"
+    assert load(
+        {"RELAYBOOK_FORWARDED_ALLOW_IPS": " 10.0.0.0/8, 192.0.2.7,fd00::/8 "}
+    ).forwarded_allow_ips == ("10.0.0.0/8", "192.0.2.7", "fd00::/8")
+    assert load({"RELAYBOOK_FORWARDED_ALLOW_IPS": "*"}).forwarded_allow_ips == ("*",)
+
+
 def test_an_empty_variable_counts_as_unset() -> None:
     assert load({"RELAYBOOK_API_PORT": "", "RELAYBOOK_DATABASE_URL": "  "}) == load({})
 
@@ -115,6 +134,15 @@ def test_an_empty_variable_counts_as_unset() -> None:
         ("RELAYBOOK_TWILIO_RATE_LIMIT", "fast", "must be a number, 0 or more"),
         ("RELAYBOOK_PROVIDER_TIMEOUT_S", "0", "must be a positive number of seconds"),
         ("RELAYBOOK_SANDBOX_SIGNING_KEY", "bm9wZQ==", "is not a base64 DER private key"),
+        ("RELAYBOOK_PUBLIC_URL", "relaybook.example.org", "must be an http:// or https:// URL"),
+        (
+            "RELAYBOOK_FORWARDED_ALLOW_IPS",
+            "10.0.0.0/8, proxy.internal",
+            "RELAYBOOK_FORWARDED_ALLOW_IPS='10.0.0.0/8, proxy.internal': 'proxy.internal' is "
+            "not an IP address nor a network",
+        ),
+        ("RELAYBOOK_FORWARDED_ALLOW_IPS", "10.0.0.0/33", "'10.0.0.0/33' is not an IP address"),
+        ("RELAYBOOK_FORWARDED_ALLOW_IPS", "*, 10.0.0.1", "'*' trusts every address: alone"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_variable(
