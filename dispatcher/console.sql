@@ -50,14 +50,15 @@ WHERE key = ANY($1::bytea[]);
 
 -- name: sign_in_succeeded
 -- The password was right: the (email, address) $1 forgets its failures and is known for
--- $4; the other counters $2 take the attempt back. $3: the window.
+-- $3; the other counters $2 take the attempt back. After sign_in_counters, in its
+-- transaction (which locked them, and restarted those whose window was over).
 WITH pair AS (
-    INSERT INTO sign_in_throttle AS t (key, known_until) VALUES ($1, now() + $4::interval)
-    ON CONFLICT (key) DO UPDATE SET failures = 0, started_at = now(),
-                                    known_until = now() + $4::interval
+    UPDATE sign_in_throttle SET failures = 0, started_at = now(),
+                                known_until = now() + $3::interval
+    WHERE key = $1
 )
 UPDATE sign_in_throttle SET failures = greatest(failures - 1, 0)
-WHERE key = ANY($2::bytea[]) AND started_at > now() - $3::interval;
+WHERE key = ANY($2::bytea[]);
 
 -- name: forget_sign_in_counters
 -- Counters whose window ($1) is over and that keep no address known; those another
