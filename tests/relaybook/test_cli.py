@@ -513,9 +513,15 @@ def test_demo_stay_prints_how_to_add_a_support_user_beside_it_and_that_command_w
         assert demo.wait(60) == 0, out.read_text()[-3000:]
         assert not data_dir.exists(), "the demo's own data dir goes with it"
     finally:
+        # a test that failed half-way stops the demo as Ctrl-C does: it stops its servers
+        # and removes its data dir (killed, it would leave both behind)
         if demo.poll() is None:
-            demo.kill()
-            demo.wait(30)
+            demo.send_signal(signal.SIGINT)
+            try:
+                demo.wait(60)
+            except subprocess.TimeoutExpired:
+                demo.kill()
+                demo.wait(30)
         if data_dir is not None:
             pid = running_postgres_pid(data_dir)
             if pid is not None:  # never leave a server behind, even when the test failed
