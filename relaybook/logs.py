@@ -1,26 +1,65 @@
-"""structlog, configured once per process: context variables first, personal data masked,
-JSON when not on a terminal, and the standard library's loggers routed through it."""
+"""structlog, configured once per process: context variables first, personal data and
+secrets masked (exceptions too, in every format), JSON when not on a terminal, and the
+standard library's loggers routed through it."""
 
 from __future__ import annotations
 
 import functools
 import logging
 import re
+import string
 import sys
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import structlog
 
-# "@" may be URL-encoded ("%40"), as in a query string or a form-encoded webhook body
-_EMAIL = re.compile(
-    r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{0,100}(?:@|%40)"
-    r"([A-Za-z0-9-])[A-Za-z0-9.-]{0,250}\.([A-Za-z]{2,63})"
+# An email address is found by its "@" and domain, then the local part before it is read
+# backwards: every character RFC 5322 allows there ("jane~@", "{x|y}@"), however long, in
+# one pass (a regex starting at every character before each "@" backtracks quadratically).
+# "@" may be URL-encoded ("%40"), as in a query string or a form-encoded webhook body. The
+# last label may be any the API accepts ("b.c", "xn--p1ai"). A URL's userinfo password
+# ("postgresql://user:secret@host") is found by the same pass, so that its host is kept.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_AT = re.compile(
+    rf"""
+    (?P<url> (?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*://[^\s:/?\#@]*: ) [^\s@/?\#]* @
+    | (?:@|%40) (?P<first>[A-Za-z0-9]) [A-Za-z0-9.-]{{0,250}} \. (?P<last>{_LABEL})
+    """,
+    re.VERBOSE,
 )
+_LOCAL = frozenset(string.ascii_letters + string.digits + ".!#$%&'*+/=?^_`{|}~-")
+# Allowed in a local part, but more often what comes before an address in a log line
+# ("?email=jane@", "'jane@'"): see _cut().
+_BEFORE_ADDRESS = "=?/&'`{|}#"
+# Secrets written in free text: an Authorization header's credentials, SendGrid API keys
+# ("SG.<id>.<secret>"), relaybook's API tokens ("rb_" and 43 characters, dispatcher.auth),
+# and a value given to a key that names a secret ("password=", "AuthToken=", "'token': ").
+_CREDENTIAL = r"[\w.~+/=-]"
+_SECRET = re.compile(
+    rf"""
+    (?P<kept>
+        \b(?:Bearer|Basic)\s+
+        # a word of prose is not a credential: one holds a digit or a symbol, or is long
+        (?= {_CREDENTIAL}*[\d._~+/=-] | {_CREDENTIAL}{{16}} )
+      | \bSG\. (?= [\w-]{{8}} )
+      | \brb_ (?= [\w-]{{20}} )
+      | (?:token|secret|passw(?:or)?d|api_?key|signature|authorization)[\w-]*
+        (?: \s*=\s* | ["']\s*:\s* | : ) (?P<quote>["'])?
+        (?:(?:Bearer|Basic)\s+)?
+    )
+    (?(quote) [^"'\n]+ | [^\s"'&,;]+ )
+    """,
+    re.VERBOSE | re.IGNORECASE,
+)
+#: what a text holding one of _SECRET's shapes holds (lowercased): most hold none
+_SECRET_HINTS = ("bearer", "basic", "sg.", "rb_", "token", "secret", "passw", "key", "signature",
+                 "authorization")  # fmt: skip
 # a separator inside a written phone number: space, dot, dash or a URL-encoded space
 _SEP = r"(?:[ .-]|%20)"
 # Candidates only: _phone() decides. Bounded, possessive quantifiers: a long run of digits
-# that is not a phone number is one short look, not a backtracking search.
+# that is not a phone number is one short look, not a backtracking search. Only whole
+# groups are given back, so that "+33612345678 2x" is the number and then a word.
 _PHONE = re.compile(
     rf"""
     # a number of its own: not the tail of a word, a UUID, a decimal, a time or a port,
@@ -28,11 +67,11 @@ _PHONE = re.compile(
     (?: (?<=%[0-9A-Fa-f]{{2}}) | (?<![\w+-])(?<!\d[.:]) )
     # what a phone number can start with: a quick no for every other number
     (?= [+%(0] | [2-9]\d\d[.-] )
-    (?= (?:\D{{0,4}}\d){{8}} )
+    (?= (?:\D{{0,4}}\d){{7}} )
     (?P<plus> \+ | %2[Bb] )?
     (?P<number>
         (?: \(\d{{1,4}}\){_SEP}? )? \d{{1,15}}+(?!\d)
-        (?: (?: {_SEP}(?:\(\d{{1,4}}\){_SEP}?)? | \(\d{{1,4}}\){_SEP}? ) \d{{1,8}}+(?!\d) ){{0,8}}+
+        (?: (?: {_SEP}(?:\(\d{{1,4}}\){_SEP}?)? | \(\d{{1,4}}\){_SEP}? ) \d{{1,8}}+(?!\d) ){{0,8}}
     )
     (?!\w)
     """,
@@ -48,31 +87,85 @@ _OWN_KEYS = frozenset({"timestamp", "level", "logger"})
 
 
 def mask_text(text: str) -> str:
-    """Masks every email address and phone number inside ``text``.
+    """Masks every email address, phone number and secret inside ``text``.
 
     ``jane.doe@example.com`` becomes ``j***@e***.com``, ``+33612345678`` becomes ``+***78``
     and ``06 12 34 56 78`` becomes ``***78``: enough to tell two addresses apart in a log,
     not enough to contact anyone. URL-encoded forms (``jane%40example.org``,
-    ``%2B33612345678``) are masked too. Phone numbers are international (``+`` or ``00``
-    and 8 to 15 digits), national with a leading 0 (9 to 11 digits, evenly grouped) or
-    North American (``(415) 555-0100``, ``415-555-0100``); other numbers (ids, counts,
-    timestamps, durations, ports, UUIDs) are left alone.
+    ``%2B33612345678``) are masked too. An address's local part is any RFC 5322 allows
+    (what the API accepts). Phone numbers are international (``+`` and 7 to 15 digits, as
+    E.164 has them, or ``00`` and 8 to 15), national with a leading 0 (9 to 11 digits,
+    evenly grouped) or North American (``(415) 555-0100``, ``415-555-0100``); other
+    numbers (ids, counts, timestamps, durations, ports, UUIDs) are left alone.
+
+    Secrets become ``***``: a URL's password (``postgresql://user:***@host/db``, a Twilio
+    auth token in ``https://AC...:***@api.twilio.com``), ``Bearer ***`` and ``Basic ***``,
+    SendGrid API keys (``SG.***``), relaybook's API tokens (``rb_***``) and the value of a
+    key naming a secret (``password=***``, ``AuthToken=***``).
     """
+    if len(text) >= 10:  # shorter than any secret with its mark ("rb_" and 20 characters...)
+        lowered = text.lower()
+        if any(hint in lowered for hint in _SECRET_HINTS):
+            text = _SECRET.sub(_secret, text)
     if "@" in text or "%40" in text:
-        text = _EMAIL.sub(r"\1***@\2***.\3", text)
+        text = _addresses(text)
     if _PHONE_START.search(text) is None:  # most strings: a fast scan, then done
         return text
     return _PHONE.sub(_phone, text)
+
+
+def _cut(local: str) -> int:
+    """Where the address starts in the run of characters before an "@": after the last of
+    _BEFORE_ADDRESS that starts the run or follows a letter or digit ("email=" in
+    "?email=jane"), else at its start: the address's own ("a!#$=?{|}~@") are masked."""
+    for index in range(len(local) - 1, -1, -1):
+        if local[index] in _BEFORE_ADDRESS and (index == 0 or local[index - 1].isalnum()):
+            return index + 1
+    return 0
+
+
+def _secret(match: re.Match[str]) -> str:
+    return f"{match['kept']}***"
+
+
+def _addresses(text: str) -> str:
+    """``text`` with its URLs' passwords and its email addresses masked."""
+    parts: list[str] = []
+    done = 0  # where the text not yet copied starts
+    for match in _AT.finditer(text):
+        if match["url"] is not None:
+            parts += [text[done : match.start()], match["url"], "***@"]
+            done = match.end()
+            continue
+        start = at = match.start()
+        while start > done and text[start - 1] in _LOCAL:
+            start -= 1
+        if start == at:  # an "@" with nothing before it: no address
+            continue
+        local = text[start:at]
+        cut = _cut(local.rstrip(_BEFORE_ADDRESS))
+        parts += [text[done:start], local[: cut + 1], "***@", match["first"], "***.", match["last"]]
+        done = match.end()
+    parts.append(text[done:])
+    return "".join(parts)
 
 
 def _phone(match: re.Match[str]) -> str:
     number = match["number"].replace("%20", " ")
     groups = _DIGITS.findall(number)
     digits = "".join(groups)
+    if match["plus"]:
+        if digits[0] == "0":
+            return match[0]
+        if 7 <= len(digits) <= 15:  # E.164's lengths (the API's phone numbers)
+            return f"+***{digits[-2:]}"
+        # more groups of digits after a number: the number alone, when its first group is one
+        first = _DIGITS.match(match["number"])
+        if first is not None and 7 <= len(first[0]) <= 15:
+            return f"+***{first[0][-2:]}{match['number'][first.end() :]}"
+        return match[0]
     if len(digits) < 8:
         return match[0]
-    if match["plus"]:
-        return f"+***{digits[-2:]}" if len(digits) <= 15 and digits[0] != "0" else match[0]
     if digits[0] == "0":
         # one kind of separator: "06.12.2026 10" is a date and a time, not a number
         even = len(set(_NOT_DIGITS.findall(number))) <= 1 and "(" not in number
@@ -126,10 +219,14 @@ def configure(level: str = "INFO", fmt: str = "auto") -> None:
         structlog.processors.StackInfoRenderer(),
         mask_personal_data,
     ]
+    # Never rich's tracebacks, the console renderer's default: they print each frame's
+    # local variables (a password being checked, a row being written), unmasked.
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if as_json
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        else structlog.dev.ConsoleRenderer(
+            colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
     )
     structlog.configure(
         processors=[
@@ -140,11 +237,14 @@ def configure(level: str = "INFO", fmt: str = "auto") -> None:
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    rendering: list[Any] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
-    if as_json:
-        # The traceback becomes text only here, after the masking above; the exception's
-        # message can hold an address ("Key (email)=(jane@example.org) already exists").
-        rendering += [structlog.processors.format_exc_info, _mask_exception]
+    # In every format, the traceback becomes text only here, after the masking above, and is
+    # masked itself: the exception's message can hold an address ("Key (email)=(jane@...)
+    # already exists") or a secret (a database URL).
+    rendering: list[Any] = [
+        structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+        structlog.processors.format_exc_info,
+        _mask_exception,
+    ]
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared, processors=[*rendering, renderer]
     )

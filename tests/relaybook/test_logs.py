@@ -7,7 +7,10 @@ import logging
 
 import pytest
 import structlog
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from dispatcher import validation
 from relaybook import logs
 
 
@@ -176,3 +179,170 @@ def test_http_clients_do_not_log_every_request_at_info(name: str) -> None:
     finally:
         structlog.reset_defaults()
         logging.getLogger().handlers.clear()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # the local part may end (or start) in any character RFC 5322 allows
+        ("jane~@example.org", "j***@e***.org"),
+        (
+            "bounce for jane!#$%&'*+/=?^_`{|}~-@example.org: 5.1.1",
+            "bounce for j***@e***.org: 5.1.1",
+        ),
+        ("to ~@example.org now", "to ~***@e***.org now"),
+        ("x{|}@example.org", "x***@e***.org"),
+        # a domain whose last label is not a top-level domain of letters
+        ("a@b.c and owner@mail.xn--p1ai", "a***@b***.c and o***@m***.xn--p1ai"),
+    ],
+)
+def test_addresses_with_any_character_the_api_accepts_are_masked(text: str, expected: str) -> None:
+    assert logs.mask_text(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # database and broker URLs: the password, whatever the scheme
+        (
+            "cannot connect to postgresql://relaybook:s3cret@db.example.org:5432/relaybook",
+            "cannot connect to postgresql://relaybook:***@db.example.org:5432/relaybook",
+        ),
+        ("postgres://u:p%40ss@localhost/db", "postgres://u:***@localhost/db"),
+        (
+            "dsn=postgresql+asyncpg://admin:pa%2Fss@10.0.0.7/x",
+            "dsn=postgresql+asyncpg://admin:***@10.0.0.7/x",
+        ),
+        # a Twilio auth token as the password of a URL's userinfo
+        (
+            "GET https://AC0123456789abcdef0123456789abcdef:0123456789abcdef0123456789abcdef"
+            "@api.twilio.com/2010-04-01/Accounts",
+            "GET https://AC0123456789abcdef0123456789abcdef:***@api.twilio.com/2010-04-01/Accounts",
+        ),
+        # tokens in headers written as text
+        ("Authorization: Bearer rb_abc.DEF-123_xyz", "Authorization: Bearer ***"),
+        (
+            "sent with bearer eyJhbGciOi.eyJzdWIiOi.c2lnbmF0dXJl, refused",
+            "sent with bearer ***, refused",
+        ),
+        ("Authorization: Basic QUMxMjM6c2VjcmV0", "Authorization: Basic ***"),
+        # SendGrid API keys and relaybook's own API tokens, wherever they are
+        (
+            "key SG.aBcDeFgHiJkLmNoPqRsTuV.0123456789abcdefghijklmnopqrstuvwxyzABCDEFG rejected",
+            "key SG.*** rejected",
+        ),
+        (
+            "token rb_Zm9vYmFyYmF6cXV4cXV1eHF1dXhxdXV4cXV1eHF1dXg was revoked",
+            "token rb_*** was revoked",
+        ),
+        # secrets given as key=value pairs (a libpq DSN, a form, a message)
+        ("host=db password=s3cret dbname=x", "host=db password=*** dbname=x"),
+        ("secret internals: password=hunter2", "secret internals: password=***"),
+        ("AuthToken=abc123&To=x", "AuthToken=***&To=x"),
+    ],
+)
+def test_secrets_in_free_text_are_masked(text: str, expected: str) -> None:
+    assert logs.mask_text(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "http://localhost:8080/v1/notices?limit=100",
+        "postgresql://relaybook@localhost/relaybook",
+        "kafka at 127.0.0.1:9092 refused",
+        "the rb_session cookie, the rb_login cookie",
+        "a bearer of bad news",
+        "token expired",
+        "SG.x",
+    ],
+)
+def test_text_without_secrets_is_left_alone(text: str) -> None:
+    assert logs.mask_text(text) == text
+
+
+# What the API accepts as an address (dispatcher.validation, the Email type of every body)
+def _accepted_email(address: str) -> bool:
+    try:
+        validation.convert(address, validation.Email)
+    except validation.InvalidRequestError:
+        return False
+    return True
+
+
+def _accepted_phone(number: str) -> bool:
+    try:
+        validation.convert(number, validation.Phone)
+    except validation.InvalidRequestError:
+        return False
+    return True
+
+
+#: what separates an address from the words around it in a message
+_SEPARATORS = st.sampled_from([" ", "\n", ", ", ": ", "=", "(", ")", "<", ">", "'", '"', "[", "]"])
+_AROUND = st.text(max_size=30)
+
+
+@given(
+    address=st.one_of(st.emails(), st.from_regex(validation.EMAIL, fullmatch=True)).filter(
+        _accepted_email
+    ),
+    before=_AROUND,
+    after=_AROUND,
+    left=_SEPARATORS,
+    right=_SEPARATORS,
+)
+@settings(max_examples=500, deadline=None)
+def test_no_address_the_api_accepts_survives_the_masker(
+    address: str, before: str, after: str, left: str, right: str
+) -> None:
+    masked = logs.mask_text(f"{before}{left}{address}{right}{after}")
+    assert address not in masked
+    assert address not in logs.mask_text(address)
+
+
+@given(
+    number=st.from_regex(validation.E164, fullmatch=True).filter(_accepted_phone),
+    before=_AROUND,
+    after=_AROUND,
+    left=_SEPARATORS,
+    right=_SEPARATORS,
+)
+@settings(max_examples=500, deadline=None)
+def test_no_phone_number_the_api_accepts_survives_the_masker(
+    number: str, before: str, after: str, left: str, right: str
+) -> None:
+    masked = logs.mask_text(f"{before}{left}{number}{right}{after}")
+    assert number not in masked
+    assert number not in logs.mask_text(number)
+
+
+def _sign_in(email: str, password: str) -> None:
+    # what a driver says of a row it refused, quoting the input
+    raise ValueError(f"invalid byte sequence for encoding UTF8: {email!r}")
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_no_log_format_prints_a_frames_locals_and_each_masks_the_exception(
+    capsys: pytest.CaptureFixture[str], fmt: str
+) -> None:
+    """A traceback is the code's lines and the exception's masked message: never the
+    values of the frames' variables (a password among them), in JSON as on a terminal,
+    for structlog's loggers and the standard library's (uvicorn's) alike."""
+    logs.configure("INFO", fmt)
+    try:
+        # built here, so that no line of the traceback's code quotes them
+        email, password = "@".join(["owner", "example.org"]), "-".join(["hunter2", "password"])
+        for logger in (logs.get_logger("test"), logging.getLogger("uvicorn.error")):
+            try:
+                _sign_in(email, password)
+            except ValueError:
+                logger.exception("sign-in failed")
+        err = capsys.readouterr().err
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers.clear()
+    assert err.count("Traceback") == 2, err
+    assert err.count("invalid byte sequence for encoding UTF8: 'o***@e***.org'") == 2, err
+    for private in ("hunter2-password", "owner@example.org"):
+        assert private not in err
