@@ -5,6 +5,7 @@ malformed or oversize is refused and publishes nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import time
@@ -517,3 +518,157 @@ async def test_a_twilio_form_with_a_nul_is_kept_harmlessly(
     [(_, event)] = await read_topic(system.settings, "delivery-events", 1)
     assert event["provider_code"] == "3000\ufffd5"
     assert storable_everywhere(event)
+
+
+#: the largest body ingest takes by default (RELAYBOOK_INGEST_MAX_BODY_BYTES): a SendGrid
+#: batch may be that large, a Twilio callback never
+DEFAULT_MAX_BODY = 4 * 1024 * 1024
+TWILIO_ROUTES = ("/webhooks/twilio", "/webhooks/twilio/inbound")
+DEFAULT_LIMITS = {
+    "only": {"ingest"},
+    "twilio_auth_token": TOKEN,
+    "public_webhook_base_url": PUBLIC,
+    "ingest_max_body_bytes": DEFAULT_MAX_BODY,
+}
+
+
+def _large_form(size: int) -> bytes:
+    """A form of ``size`` bytes of tiny fields: the costliest kind to parse."""
+    return (b"a=1&" * (size // 4 + 1))[:size]
+
+
+@pytest.mark.parametrize("system_options", [DEFAULT_LIMITS])
+async def test_four_large_forms_with_a_bogus_signature_never_hold_up_healthz(
+    ingest: httpx.AsyncClient, system: System
+) -> None:
+    """Four 4 MiB forms posted at once with a well-shaped but bogus signature (two with
+    their length, two chunked) are refused with a 413 (a Twilio callback is a few hundred
+    bytes), and meanwhile every /healthz answers within 100 ms: no large form is read
+    whole, nor parsed on the event loop."""
+    headers = {"Content-Type": "application/x-www-form-urlencoded", "X-Twilio-Signature": "A" * 28}
+    body = _large_form(DEFAULT_MAX_BODY)
+    posted = asyncio.Event()
+    latencies: list[float] = []
+
+    async def poll_healthz() -> None:
+        async with httpx.AsyncClient(base_url=str(ingest.base_url), timeout=30) as health:
+            while not posted.is_set() or len(latencies) < 5:
+                started = time.perf_counter()
+                answer = await health.get("/healthz")
+                latencies.append(time.perf_counter() - started)
+                assert answer.status_code == 200
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 65536):
+            yield body[start : start + 65536]
+
+    async def post(path: str, chunked: bool) -> list[object]:
+        content = chunks() if chunked else body
+        answer = await ingest.post(path, content=content, headers=headers)
+        return [answer.status_code, answer.json()["error"]]
+
+    polling = asyncio.create_task(poll_healthz())
+    await until(lambda: asyncio.sleep(0, bool(latencies)))  # polling before the posts
+    answers = await asyncio.gather(*(post(TWILIO_ROUTES[i % 2], i < 2) for i in range(4)))
+    posted.set()
+    await polling
+
+    assert max(latencies) < 0.1, f"slowest /healthz: {max(latencies) * 1000:.0f} ms"
+    assert answers == [[413, "payload_too_large"]] * 4
+    await _nothing_published(system)
+
+
+@pytest.mark.parametrize("system_options", [DEFAULT_LIMITS])
+@pytest.mark.parametrize("path", TWILIO_ROUTES)
+async def test_a_twilio_body_over_64_kib_is_refused_as_it_streams_in(
+    ingest: httpx.AsyncClient, system: System, path: str
+) -> None:
+    """Over 64 KiB, a Twilio route answers 413 though the ingest's own limit is 4 MiB:
+    before any of the body is sent when its Content-Length is over, and as soon as a
+    chunked body passes the cap, while its sender is still sending (never after its
+    end). A signed form of 64 KiB exactly is taken."""
+    headers = twilio_headers(PUBLIC + path, twilio_form())
+    declared = await _answer_while_sending(
+        ingest, path, {**headers, "Content-Length": str(DEFAULT_MAX_BODY)}, b""
+    )
+    assert declared.startswith(b"HTTP/1.1 413 "), declared
+    chunk = b"a=1&" * 2048
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(10))  # 80 KiB
+    chunked = await _answer_while_sending(
+        ingest, path, {**headers, "Transfer-Encoding": "chunked"}, chunks
+    )
+    assert chunked.startswith(b"HTTP/1.1 413 "), chunked
+
+    form = twilio_form("delivered", Body="")
+    form["Body"] = "x" * (64 * 1024 - len(urlencode(form)))
+    assert len(urlencode(form)) == 64 * 1024
+    taken = await ingest.post(
+        path, content=urlencode(form), headers=twilio_headers(PUBLIC + path, form)
+    )
+    assert taken.status_code in {200, 204}, taken.text
+    assert len(await read_topic(system.settings, "delivery-events", 1)) == 1
+
+
+async def _answer_while_sending(
+    ingest: httpx.AsyncClient, path: str, headers: dict[str, str], body: bytes
+) -> bytes:
+    """The status line ingest answers to a POST of which only the head and ``body`` were
+    sent, the rest of the body never (fails if none comes within 10 s)."""
+    url = ingest.base_url
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    try:
+        head = f"POST {path} HTTP/1.1\r\nHost: {url.host}\r\n"
+        head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        writer.write(head.encode() + b"\r\n" + body)
+        await writer.drain()
+        return await asyncio.wait_for(reader.readline(), 10)
+    finally:
+        writer.close()
+
+
+async def test_a_twilio_form_of_over_200_fields_is_refused_and_200_are_taken(
+    ingest: httpx.AsyncClient, system: System
+) -> None:
+    """A Twilio callback has a few dozen fields: past 200 (counted before parsing) the
+    form is refused whole, however small; 200 fields, signed, are taken."""
+    path = f"/webhooks/twilio?delivery_id={DELIVERY}"
+    base = twilio_form("delivered")
+    taken = {**base, **{f"Extra{i}": "" for i in range(200 - len(base))}}
+    answer = await ingest.post(
+        path, content=urlencode(taken), headers=twilio_headers(PUBLIC + path, taken)
+    )
+    assert answer.status_code == 204, answer.text
+    assert len(await read_topic(system.settings, "delivery-events", 1)) == 1
+
+    refused = {**taken, "OneTooMany": ""}
+    answer = await ingest.post(
+        path, content=urlencode(refused), headers=twilio_headers(PUBLIC + path, refused)
+    )
+    assert (answer.status_code, answer.json()["error"]) == (413, "payload_too_large")
+    assert "200 fields" in answer.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "system_options",
+    [{**DEFAULT_LIMITS, "sendgrid_webhook_public_keys": (SIGNER.public_key,)}],
+)
+async def test_a_large_sendgrid_batch_is_judged_off_the_loop_as_a_small_one_is(
+    ingest: httpx.AsyncClient, system: System
+) -> None:
+    """A batch over 64 KiB is verified, parsed and normalised on a worker thread: signed,
+    it is taken whole; forged, it is refused 403; signed but not an array, 400."""
+    events = [sendgrid_event("delivered", response="250 OK") for _ in range(400)]
+    body = encode(events)
+    assert len(body) > 64 * 1024
+    forged = await ingest.post("/webhooks/sendgrid", content=body, headers=signed(body, STRANGER))
+    assert (forged.status_code, forged.json()["error"]) == (403, "invalid_signature")
+    shapeless = json.dumps({"events": events}).encode()
+    refused = await ingest.post("/webhooks/sendgrid", content=shapeless, headers=signed(shapeless))
+    assert (refused.status_code, refused.json()["error"]) == (400, "malformed")
+
+    taken = await ingest.post("/webhooks/sendgrid", content=body, headers=signed(body))
+    assert taken.json() == {"received": 400}
+    published = await read_topic(system.settings, "delivery-events", 400)
+    assert {value["event_id"] for _, value in published} == {
+        f"sendgrid:{event['sg_event_id']}" for event in events
+    }
