@@ -218,6 +218,7 @@ async def _opt_in(connection: Connection, change: Change) -> None:
     )
     if not lifted:
         return
+    await connection.execute(Q["note_opt_in"], change.channel, change.address, change.reason)
     rows = await connection.fetch(Q["reachable_at"], change.channel, change.address)
     recipients = [(row["agency_id"], row["id"]) for row in rows]
     await _audit(connection, "resubscribe_opt_in", change, recipients)

@@ -89,6 +89,23 @@ WITH expired AS (
 )
 SELECT channel, address, rule FROM expired;
 
+-- name: note_opt_in
+-- The owner's START is their latest word on the channel for the recipients at the number
+-- whose own preference says yes (a "no" of theirs or a manager's stays as it is): what the
+-- preferences show as who last decided, and why.
+UPDATE recipients r
+SET email_changed_by_kind = CASE WHEN $1 = 'email' THEN 'owner' ELSE email_changed_by_kind END,
+    email_changed_by = CASE WHEN $1 = 'email' THEN NULL ELSE email_changed_by END,
+    email_reason = CASE WHEN $1 = 'email' THEN $3 ELSE email_reason END,
+    email_changed_at = CASE WHEN $1 = 'email' THEN now() ELSE email_changed_at END,
+    sms_changed_by_kind = CASE WHEN $1 = 'sms' THEN 'owner' ELSE sms_changed_by_kind END,
+    sms_changed_by = CASE WHEN $1 = 'sms' THEN NULL ELSE sms_changed_by END,
+    sms_reason = CASE WHEN $1 = 'sms' THEN $3 ELSE sms_reason END,
+    sms_changed_at = CASE WHEN $1 = 'sms' THEN now() ELSE sms_changed_at END,
+    updated_at = now()
+WHERE CASE WHEN $1 = 'email' THEN lower(r.email) = $2 AND r.email_wants = 'yes'
+           ELSE r.phone = $2 AND r.sms_wants = 'yes' END;
+
 -- name: reachable_at
 -- The recipients at an address whom the contact rule lets be contacted there now (after
 -- a suppression lifted): they are announced as subscribed again.

@@ -43,6 +43,13 @@ def name(number: int) -> str:
     return f"{_FIRST[number % len(_FIRST)]} {_LAST[number % len(_LAST)]}"
 
 
+def phone(number: int) -> str:
+    """The owner's mobile number (the failing ones end in the sandbox's error code)."""
+    if number in FAILING_PHONES:
+        return f"+33610{number:02d}{FAILING_PHONES[number]}"
+    return f"+33610{number:06d}"
+
+
 def owners() -> list[dict[str, Any]]:
     people = []
     for number in range(1, SIZE + 1):
@@ -53,9 +60,7 @@ def owners() -> list[dict[str, Any]]:
         elif number not in NO_EMAIL:
             local = f"owner{number:03d}+click" if number in CLICKERS else f"owner{number:03d}"
             person["email"] = f"{local}@tilleuls.example.org"
-        if number in FAILING_PHONES:
-            person["phone"] = f"+33610{number:02d}{FAILING_PHONES[number]}"
-        elif number not in NO_PHONE:
-            person["phone"] = f"+33610{number:06d}"
+        if number not in NO_PHONE:
+            person["phone"] = phone(number)
         people.append(person)
     return people

@@ -192,7 +192,7 @@ async def test_stop_and_start_are_the_owners_own(pool: asyncpg.Pool, policy: Bou
     assert await suppressed(pool, "+33611111111") == ["opt_out"]
 
     await policy.handle([event("opted_in", "+33611111111", reason="replied START")])
-    assert await wants(pool, "ann", "sms") == ("yes", "default")
+    assert await wants(pool, "ann", "sms") == ("yes", "owner")
     assert await suppressed(pool, "+33611111111") == []
 
 

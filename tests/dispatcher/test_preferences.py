@@ -10,8 +10,13 @@ import asyncpg
 import httpx
 import pytest
 
+from bounce_policy.decisions import BouncePolicy
+from bounce_policy.policy import Policy
 from dispatcher.auth import create_token
+from relaybook.kafka import Record
+from relaybook.settings import Settings
 from relaybook.system import System
+from relaybook.timestamps import now_iso
 from tests.support import notice
 
 
@@ -151,3 +156,161 @@ async def test_a_manager_corrects_an_address(
     assert (await api.patch("/v1/recipients/nobody", json={"name": "x"})).status_code == 404
     actions = [r["action"] for r in await db.fetch("SELECT action FROM audit_log")]
     assert actions == ["contact_corrected", "contact_corrected"]
+
+
+# --- the owner's own opt-out (issue 33) -------------------------------------------------
+
+OWNER_0_PHONE = "+33610000000"
+
+
+def _event(kind: str, number: int, **fields: Any) -> Record:
+    value = {
+        "schema": "delivery-event/v1",
+        "event_id": f"test:{kind}:{number}",
+        "type": kind,
+        "channel": "sms",
+        "provider": "twilio",
+        "occurred_at": now_iso(),
+        "received_at": now_iso(),
+        "address": OWNER_0_PHONE,
+        **fields,
+    }
+    return Record("delivery-events", 0, number, None, value)
+
+
+async def _policy(system: System, *events: Record) -> None:
+    assert system.infra is not None
+    await BouncePolicy(system.infra.pool, Policy.from_settings(Settings())).handle(list(events))
+
+
+async def _caller(system: System, name: str, scopes: list[str]) -> httpx.AsyncClient:
+    assert system.infra is not None
+    token = await create_token(system.infra.pool, name, scopes)
+    return httpx.AsyncClient(
+        base_url=system.servers["dispatcher"].url, headers={"Authorization": f"Bearer {token}"}
+    )
+
+
+STOP = ("opted_out", {"reason": "replied STOP"})
+FAILED = ("undelivered", {"provider_code": "30005"})
+
+
+async def _texts_of_owner_0(api: httpx.AsyncClient) -> tuple[str, str | None]:
+    """What the next notice does with owner-0's text: (status, reason)."""
+    created = (await api.post("/v1/notices", json=notice(1, send=False))).json()
+    answer = await api.get(f"/v1/notices/{created['id']}/recipients")
+    sms = answer.json()["items"][0]["sms"]
+    return sms["status"], sms["reason"]
+
+
+async def test_a_stop_that_comes_while_the_number_is_unsubscribed_automatically_is_kept(
+    system: System, api: httpx.AsyncClient, owners: None, db: asyncpg.Connection
+) -> None:
+    """Reproduced on main: three permanent failures unsubscribed the number, the owner
+    texted STOP, support lifted the automatic unsubscribe, and the next text went out."""
+    await _policy(system, *(_event(FAILED[0], n, **FAILED[1]) for n in range(3)))
+    await _policy(system, _event(STOP[0], 10, **STOP[1]))
+    rules = await db.fetch(
+        "SELECT rule FROM suppressions WHERE address = $1 AND lifted_at IS NULL ORDER BY rule",
+        OWNER_0_PHONE,
+    )
+    assert [row["rule"] for row in rules] == ["hard_bounces", "opt_out"]
+    async with await _caller(system, "desk", ["preferences:write", "support"]) as support:
+        lifted = await support.put(
+            "/v1/recipients/owner-0/preferences", json={"sms": "yes", "reason": "new SIM"}
+        )
+    assert (lifted.status_code, lifted.json()["error"]) == (409, "owner_opted_out")
+    shown = (await api.get("/v1/recipients/owner-0/preferences")).json()["sms"]
+    assert (shown["wants"], shown["changed_by"]) == ("no", "owner")
+    assert await _texts_of_owner_0(api) == ("skipped", "opted_out")
+    # the automatic cause lifted on its own (as an expiry does): the STOP stays
+    await db.execute("UPDATE suppressions SET lifted_at = now() WHERE rule = 'hard_bounces'")
+    shown = (await api.get("/v1/recipients/owner-0/preferences")).json()["sms"]
+    assert (shown["wants"], shown["changed_by"]) == ("no", "owner")
+    assert await _texts_of_owner_0(api) == ("skipped", "opted_out")
+
+
+async def test_a_managers_yes_never_overrules_the_owners_stop(
+    system: System, api: httpx.AsyncClient, owners: None, db: asyncpg.Connection
+) -> None:
+    """Reproduced on main: after STOP, a manager's yes answered 200 and the preferences
+    said yes, while every text was skipped as suppressed."""
+    await _policy(system, _event(STOP[0], 1, **STOP[1]))
+    async with await _caller(system, "manager", ["preferences:write", "journal:read"]) as manager:
+        refused = await manager.put(
+            "/v1/recipients/owner-0/preferences", json={"sms": "yes", "reason": "they called"}
+        )
+        assert (refused.status_code, refused.json()["error"]) == (409, "owner_opted_out")
+        assert "only the owner" in refused.json()["detail"]
+        shown = (await manager.get("/v1/recipients/owner-0/preferences")).json()["sms"]
+        assert (shown["wants"], shown["changed_by"], shown["reason"]) == (
+            "no",
+            "owner",
+            "replied STOP",
+        )
+        assert await db.fetchval("SELECT count(*) FROM audit_log WHERE actor = 'manager'") == 0
+        assert await _texts_of_owner_0(api) == ("skipped", "opted_out")
+
+        # on the owner's behalf: with what they sent, or a 422
+        bare = await manager.put(
+            "/v1/recipients/owner-0/preferences",
+            json={"sms": "yes", "reason": "their letter", "changed_by": "owner"},
+        )
+        assert (bare.status_code, bare.json()["field"]) == (422, "evidence")
+        done = await manager.put(
+            "/v1/recipients/owner-0/preferences",
+            json={
+                "sms": "yes",
+                "reason": "the owner wants the texts back",
+                "changed_by": "owner",
+                "evidence": "signed letter received 2026-12-01, filed as GED-1234",
+            },
+        )
+    assert done.status_code == 200, done.text
+    assert (done.json()["sms"]["wants"], done.json()["sms"]["changed_by"]) == ("yes", "owner")
+    lifted = await db.fetchrow("SELECT lifted_by, lift_reason FROM suppressions")
+    assert tuple(lifted.values()) == ("manager", "the owner wants the texts back")
+    audit = await db.fetchrow("SELECT action, details FROM audit_log WHERE actor = 'manager'")
+    assert audit["action"] == "owner_request"
+    assert json.loads(audit["details"])["evidence"].startswith("signed letter")
+    assert await _texts_of_owner_0(api) == ("queued", None)
+
+
+async def test_an_owners_no_recorded_with_evidence_is_lifted_by_the_owner_only(
+    system: System, api: httpx.AsyncClient, owners: None
+) -> None:
+    said_no = await api.put(
+        "/v1/recipients/owner-1/preferences",
+        json={
+            "email": "no",
+            "reason": "no more emails",
+            "changed_by": "owner",
+            "evidence": "email of 2026-12-02 from the owner's address",
+        },
+    )
+    assert said_no.json()["email"]["changed_by"] == "owner"
+    async with await _caller(system, "manager", ["preferences:write"]) as manager:
+        # a manager's own "no" does not rewrite it as theirs, and their "yes" is refused
+        same = await manager.put(
+            "/v1/recipients/owner-1/preferences", json={"email": "no", "reason": "x"}
+        )
+        assert same.json()["email"]["changed_by"] == "owner"
+        refused = await manager.put(
+            "/v1/recipients/owner-1/preferences", json={"email": "yes", "reason": "x"}
+        )
+        assert (refused.status_code, refused.json()["error"]) == (409, "owner_opted_out")
+    # the admin token has every scope, support's among them: still the owner's alone
+    refused = await api.put(
+        "/v1/recipients/owner-1/preferences", json={"email": "yes", "reason": "x"}
+    )
+    assert (refused.status_code, refused.json()["error"]) == (409, "owner_opted_out")
+
+
+async def test_start_brings_the_texts_back_and_a_manager_may_not_cancel_it(
+    system: System, api: httpx.AsyncClient, owners: None
+) -> None:
+    await _policy(system, _event(STOP[0], 1, **STOP[1]))
+    await _policy(system, _event("opted_in", 2, reason="replied START"))
+    shown = (await api.get("/v1/recipients/owner-0/preferences")).json()["sms"]
+    assert shown["wants"] == "yes"
+    assert await _texts_of_owner_0(api) == ("queued", None)
