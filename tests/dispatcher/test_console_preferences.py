@@ -46,6 +46,25 @@ async def owners(api: httpx.AsyncClient) -> None:
         assert created.status_code == 201, created.text
 
 
+async def _owner_texts_stop(system: System, number: str) -> None:
+    """The owner replies STOP, as the bounce policy hears it."""
+    assert system.infra is not None
+    policy = BouncePolicy(system.infra.pool, Policy.from_settings(system.settings))
+    now = dt.datetime.now(dt.UTC).isoformat()
+    stop = {
+        "schema": "delivery-event/v1",
+        "event_id": f"console-test:{next(_events)}",
+        "type": "opted_out",
+        "channel": "sms",
+        "provider": "twilio",
+        "occurred_at": now,
+        "received_at": now,
+        "address": number,
+        "reason": "replied STOP",
+    }
+    await policy.handle([Record("delivery-events", 0, 0, None, stop)])
+
+
 async def _bounce_three_times(system: System, address: str) -> None:
     """What the bounce policy does after three hard bounces of an address (the real
     policy, on the system's database)."""
@@ -321,3 +340,29 @@ async def test_the_overview_and_the_property_list_page_by_keyset(
         rest = await client.get(f"/ui/preferences{more}")
         assert rest.text.count('<th scope="row">') == 11  # 61 properties in all
         assert 'rel="next"' not in rest.text
+
+
+async def test_the_console_explains_why_a_manager_may_not_undo_an_owners_stop(
+    system: System, owners: None
+) -> None:
+    """Issue 33: a manager's yes over the owner's STOP is refused (409), the page says
+    whose decision it is and how it comes back, and nothing changes."""
+    assert system.infra is not None
+    await _owner_texts_stop(system, "+33610000001")
+    async with signed_in(system, "manager@a.example", "manager", [A]) as manager:
+        page = await manager.get(OWNER_1)
+        assert "The owner opted out themselves: only the owner can bring it back." in page.text
+        assert 'aria-describedby="sms-note"' in page.text
+        refused = await manager.post(
+            OWNER_1, data={"csrf": csrf_of(page), "sms": "yes", "reason": "they called"}
+        )
+        assert refused.status_code == 409
+        assert 'role="alert"' in refused.text
+        assert "only the owner can bring it back, by replying START" in refused.text
+    assert await shown(system.infra.pool, "owner-1", "sms", A) == ("no", "owner")
+    assert (
+        await system.infra.pool.fetchval(
+            "SELECT count(*) FROM audit_log WHERE actor = 'manager@a.example'"
+        )
+        == 0
+    )
