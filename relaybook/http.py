@@ -13,22 +13,25 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any
+from urllib.parse import parse_qsl
 
 import asyncpg
 import structlog
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, Histogram, generate_latest
 from starlette.applications import Starlette
+from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import ClientDisconnect, Request, cookie_parser
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from relaybook import faults
 from relaybook.faults import UnavailableError
 from relaybook.logs import get_logger
+from relaybook.storable import has_unstorable
 
 log = get_logger(__name__)
 
@@ -87,6 +90,40 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise PayloadTooLargeError(f"at most {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+class UnstorableInputError(ValueError):
+    """The request's ``field`` holds a NUL (or a lone surrogate), which PostgreSQL cannot
+    store: refused before any query (asyncpg's refusal would be a 500)."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__(f"{field}: must not contain NUL characters")
+        self.field = field
+
+
+async def read_form(request: Request, max_fields: int) -> FormData:
+    """The request's form (fields only, at most ``max_fields``), or
+    :class:`UnstorableInputError` naming the first field holding a NUL (``(form)`` for a
+    field's name)."""
+    form = await request.form(max_fields=max_fields, max_files=0)
+    for name, value in form.multi_items():
+        if has_unstorable(name):
+            raise UnstorableInputError("(form)")
+        if isinstance(value, str) and has_unstorable(value):
+            raise UnstorableInputError(name)
+    return form
+
+
+def _refusal(problem: UnstorableInputError) -> JSONResponse:
+    """The API's answer to a field it cannot take (dispatcher.api's 422)."""
+    return JSONResponse(
+        {"error": "invalid_request", "detail": str(problem), "field": problem.field}, 422
+    )
+
+
+async def _unstorable(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, UnstorableInputError)
+    return _refusal(exc)
 
 
 async def _http_exception(_request: Request, exc: Exception) -> Response:
@@ -187,12 +224,13 @@ def create_app(
         routes=[*service_routes(checks, service), *routes],
         exception_handlers={
             HTTPException: _http_exception,
+            UnstorableInputError: _unstorable,
             # what a server away raises: answered here, not by the last-resort handler
             **dict.fromkeys(_OUTAGES, _outage),
             ClientDisconnect: _client_gone,
             Exception: _unexpected,
         },
-        middleware=[Middleware(_RequestContext, service=service)],
+        middleware=[Middleware(_RequestContext, service=service), Middleware(_RefuseUnstorable)],
         **kwargs,
     )
 
@@ -285,6 +323,59 @@ class _RequestContext:
                 request_id=request_id,
                 service=self.service,
             )
+
+
+class _RefuseUnstorable:
+    """Answers 422 to a request whose path, query string, cookies or headers hold a NUL,
+    before any route reads them (pure ASGI). Bodies are their decoders' to check: the API's
+    JSON (dispatcher.validation), the console's forms (:func:`read_form`); a provider's
+    webhook is kept, made storable (relaybook.storable)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            field = _unstorable_field(scope)
+            if field is not None:
+                await _refusal(UnstorableInputError(field))(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _unstorable_field(scope: Scope) -> str | None:
+    """Where the URL or the headers of a request hold a NUL, else None (for most requests,
+    a few byte searches)."""
+    if "\x00" in scope["path"]:  # decoded: "%00" is a NUL there
+        return _path_field(scope)
+    query: bytes = scope["query_string"]
+    if b"%00" in query or b"\x00" in query:
+        # decoded as Starlette decodes it for request.query_params
+        for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+            if has_unstorable(name):
+                return "(query)"
+            if has_unstorable(value):
+                return name
+    for name, value in scope["headers"]:
+        if b"\x00" in value:
+            return str(name.decode("latin-1"))
+        # a quoted cookie may write a NUL as an octal escape, "\000"
+        if name == b"cookie" and b"\\" in value:
+            cookies = cookie_parser(value.decode("latin-1"))
+            if any(has_unstorable(key + text) for key, text in cookies.items()):
+                return "cookie"
+    return None
+
+
+def _path_field(scope: Scope) -> str:
+    """The path parameter holding the NUL, as the route matching the path names it."""
+    for route in getattr(scope.get("app"), "routes", ()):
+        match, child = route.matches(scope)
+        if match is not Match.NONE:
+            for name, value in child.get("path_params", {}).items():
+                if isinstance(value, str) and has_unstorable(value):
+                    return str(name)
+    return "(path)"
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

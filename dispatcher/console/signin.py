@@ -14,6 +14,7 @@ from starlette.routing import BaseRoute, Route
 from dispatcher.console import i18n
 from dispatcher.console.throttle import Attempt, Throttle
 from dispatcher.console.web import (
+    CANNOT_KEEP,
     HEADERS,
     LOGIN_PATH,
     SESSION_COOKIE,
@@ -24,6 +25,7 @@ from dispatcher.console.web import (
     safe_next,
 )
 from dispatcher.people import People
+from relaybook.http import UnstorableInputError, read_form
 
 i18n.french(
     {
@@ -54,12 +56,16 @@ def routes(console: Console, people: People, throttle: Throttle) -> list[BaseRou
         return _login_page(console, request, request.query_params.get("next"))
 
     async def login(request: Request) -> Response:
-        form = await request.form(max_fields=10, max_files=0)
+        try:
+            form = await read_form(request, max_fields=10)
+        except UnstorableInputError:
+            return _login_page(console, request, None, CANNOT_KEEP, status=400)
         email = str(form.get("email", ""))[:300]
         password = str(form.get("password", ""))
         target = safe_next(str(form.get("next", "")))
         token = request.cookies.get(LOGIN_COOKIE, "")
-        if not token or not secrets.compare_digest(token, str(form.get("csrf", ""))):
+        sent = str(form.get("csrf", "")).encode()
+        if not token or not secrets.compare_digest(token.encode(), sent):
             return _login_page(console, request, target, "Your session has ended: sign in again.")
         # counted before the password is checked: see dispatcher.console.throttle
         attempt = Attempt.of(email, request.client.host if request.client else None)

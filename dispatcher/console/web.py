@@ -29,6 +29,7 @@ from dispatcher.auth import Caller
 from dispatcher.console import i18n
 from dispatcher.console.sessions import Session, Sessions
 from relaybook.faults import UnavailableError, is_transient
+from relaybook.http import UnstorableInputError, read_form
 from relaybook.logs import get_logger
 
 log = get_logger(__name__)
@@ -209,6 +210,14 @@ class Console:
 
 
 _BUSY = "The service is busy or restarting: try again in a moment."
+#: a form holding a NUL, which PostgreSQL cannot store (what a browser never sends)
+CANNOT_KEEP = "This form holds a character that cannot be kept (a NUL): remove it and try again."
+i18n.french(
+    {
+        CANNOT_KEEP: "Ce formulaire contient un caractère qui ne peut être enregistré (un NUL) : "
+        "retirez-le et réessayez.",
+    }
+)
 
 
 async def _admit(view: View, needed: frozenset[str]) -> None:
@@ -219,7 +228,10 @@ async def _admit(view: View, needed: frozenset[str]) -> None:
         raise PageError(403, "Your role does not allow this.")
     if view.request.method != "POST":
         return
-    view.form = await view.request.form(max_fields=MAX_FORM_FIELDS, max_files=0)
+    try:
+        view.form = await read_form(view.request, MAX_FORM_FIELDS)
+    except UnstorableInputError:
+        raise PageError(400, CANNOT_KEEP) from None
     sent = view.form.get(CSRF_FIELD) or view.request.headers.get(CSRF_HEADER, "")
     if not isinstance(sent, str) or not hmac.compare_digest(sent.encode(), session.csrf.encode()):
         raise PageError(403, "This form has expired: reload the page and try again.")

@@ -256,3 +256,62 @@ async def test_a_successful_sign_in_forgets_the_failures_of_its_email_and_addres
         assert (await sign_in(owner, "jane@example.org")).status_code == 303
         for _ in range(4):
             assert (await sign_in(owner, "jane@example.org", "typo")).status_code == 401
+
+
+#: what the console says of a form holding a NUL
+CANNOT_KEEP = "holds a character that cannot be kept"
+
+
+async def test_a_nul_in_any_sign_in_field_shows_the_form_again_not_a_500(system: System) -> None:
+    """PostgreSQL stores no NUL: asyncpg's refusal was a 500, whose traceback printed the
+    password in the console's log format. A NUL in any field is refused before any query
+    (nor counted as a wrong password), with the form again."""
+    await person(system, "jane@example.org", "manager", ["a"])
+    async with browser(system) as client:
+        for email, password, extra in [
+            ("a\x00b@x.org", PASSWORD, {}),
+            ("jane@example.org\x00", PASSWORD, {}),
+            ("jane@example.org", PASSWORD + "\x00", {}),
+            ("jane@example.org", PASSWORD, {"next": "/ui/notices\x00"}),
+            ("jane@example.org", PASSWORD, {"time_zone": "Europe/Paris\x00"}),
+        ]:
+            refused = await sign_in(client, email, password, **extra)
+            assert refused.status_code == 400, (email, password, extra, refused.text)
+            assert CANNOT_KEEP in refused.text
+            assert '<label for="password">Password</label>' in refused.text
+            assert "rb_session" not in refused.headers.get("set-cookie", "")
+        assert (await sign_in(client, "jane@example.org")).status_code == 303
+
+
+async def test_a_nul_in_a_console_form_or_address_is_refused_not_a_500(system: System) -> None:
+    """Every form of the console is read the same way: a NUL is a 400 page saying why. In
+    an address (path or query), a 422 like the API's."""
+    async with signed_in(system, "jane@example.org", "manager", ["a", "b"], "fr") as client:
+        token = csrf_of(await client.get("/ui/notices"))
+        refused = await client.post(
+            "/ui/agency", data={"agency": "a\x00", "back": "/ui/notices", "csrf": token}
+        )
+        assert refused.status_code == 400, refused.text
+        assert "contient un caractère qui ne peut être enregistré" in refused.text
+        for url in (
+            "/ui/preferences/owners/owner%00",
+            "/ui/journal/sources/accounting%00",
+            "/ui/notices?status=%00",
+            "/ui/login?next=%2Fui%2F%00",
+        ):
+            answer = await client.get(url)
+            assert answer.status_code == 422, (url, answer.status_code)
+
+
+async def test_a_sign_in_token_outside_ascii_shows_the_form_again_not_a_500(
+    system: System,
+) -> None:
+    """The form's token is compared in constant time, as bytes: a character outside ASCII
+    in it (or in its cookie) is a mismatch like any other, not a TypeError."""
+    async with browser(system) as client:
+        await client.get("/ui/login")
+        refused = await client.post(
+            "/ui/login", data={"csrf": "é", "email": "jane@example.org", "password": PASSWORD}
+        )
+        assert refused.status_code == 200, refused.text
+        assert "sign in again" in refused.text

@@ -20,7 +20,16 @@ from starlette.routing import Route
 from starlette.types import Message
 
 from relaybook import logs
-from relaybook.http import HttpServer, PortInUseError, bind, connectable, create_app
+from relaybook.http import (
+    HttpServer,
+    PortInUseError,
+    UnstorableInputError,
+    bind,
+    connectable,
+    create_app,
+    read_form,
+)
+from relaybook.system import System
 
 
 async def _ok() -> None:
@@ -348,3 +357,103 @@ async def test_a_running_service_writes_one_json_access_line_per_request(
     text = json.dumps(served)
     for private in ("n-4242", "jane", "owner", "part of a body"):
         assert private not in text
+
+
+@pytest.mark.parametrize(
+    ("url", "headers", "field"),
+    [
+        ("/v1/notices/a%00b", {}, "notice_id"),
+        ("/v1/notices/%00", {}, "notice_id"),
+        ("/v1/notices/n-1?status=sent%00", {}, "status"),
+        ("/v1/notices/n-1?status=sent&%00=1", {}, "(query)"),
+        ("/nowhere/%00", {}, "(path)"),
+        # a cookie's value may be quoted, with octal escapes: "\000" is a NUL
+        ("/v1/notices/n-1", {"Cookie": 'rb_session="a\\000b"'}, "cookie"),
+    ],
+)
+async def test_a_nul_in_the_path_the_query_or_a_cookie_is_a_422_before_any_route_runs(
+    url: str, headers: dict[str, str], field: str
+) -> None:
+    """PostgreSQL stores no NUL (asyncpg refuses it with an error, a 500): every service
+    refuses one in what a route reads from the URL or the cookies, naming where it is, as
+    the API names a field."""
+    transport = httpx.ASGITransport(app=_notices_app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        with structlog.testing.capture_logs() as entries:
+            answer = await http.get(url, headers=headers)
+    assert answer.status_code == 422, answer.text
+    assert answer.json() == {
+        "error": "invalid_request",
+        "detail": f"{field}: must not contain NUL characters",
+        "field": field,
+    }
+    (line,) = _requests(entries)
+    assert line["status"] == 422
+
+
+async def test_a_nul_in_a_header_value_is_a_422_naming_the_header() -> None:
+    """uvicorn's parser refuses a raw NUL in a header already; an app served otherwise
+    refuses it too."""
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/v1/notices/n-1",
+        "raw_path": b"/v1/notices/n-1",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"test"), (b"idempotency-key", b"a\x00b")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 80),
+    }
+    await _notices_app()(scope, receive, send)
+    assert sent[0]["status"] == 422
+    assert json.loads(sent[1]["body"])["field"] == "idempotency-key"
+
+
+async def test_a_form_field_holding_a_nul_is_refused_naming_it() -> None:
+    """read_form: what the console's forms are read with."""
+
+    async def form(request: Request) -> JSONResponse:
+        try:
+            fields = await read_form(request, max_fields=10)
+        except UnstorableInputError as problem:
+            return JSONResponse({"refused": problem.field}, 400)
+        return JSONResponse(dict(fields))
+
+    app = create_app("test", [Route("/form", form, methods=["POST"])], {})
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        kept = await http.post("/form", data={"email": "a@x.org", "password": "pw"})
+        refused = await http.post("/form", data={"email": "a\x00b@x.org", "password": "pw"})
+        unnamed = await http.post("/form", content=b"a%00=1", headers=FORM)
+    assert kept.json() == {"email": "a@x.org", "password": "pw"}
+    assert (refused.status_code, refused.json()) == (400, {"refused": "email"})
+    assert unnamed.json() == {"refused": "(form)"}
+
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+async def test_every_service_of_a_running_system_refuses_a_nul_in_its_address(
+    system: System,
+) -> None:
+    """The API and the console, ingest, the sandbox and the consumers: each answers a NUL
+    in its path or query string with the same 422."""
+    assert {"dispatcher", "ingest", "sandbox"} <= set(system.servers)
+    async with httpx.AsyncClient(timeout=10) as http:
+        for name, server in system.servers.items():
+            for url in ("/healthz?probe=%00", "/webhooks/twilio%00", "/ui/login?next=%00"):
+                answer = await http.get(server.url + url)
+                assert (name, url, answer.status_code) == (name, url, 422), answer.text
+                assert answer.json()["error"] == "invalid_request"
