@@ -8,7 +8,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dispatcher import journal, notices, openapi, preferences, resends
 from dispatcher.api import Operation, mount
-from dispatcher.auth import Authenticator
+from dispatcher.auth import OPS, Authenticator
 from dispatcher.console import app as console
 from dispatcher.console.live import Announcements
 from dispatcher.outbox import Relay
@@ -42,6 +42,7 @@ def build(infra: Infrastructure) -> Deployable:
         "dispatcher",
         routes=[*mount(ops, auth), openapi.route(ops), *pages],
         checks={"database": infra.check_database, "broker": infra.check_broker},
+        details=lambda request: auth.holds(request, OPS),
     )
     if settings.https:
         app = _StrictTransport(app)

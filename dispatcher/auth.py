@@ -5,6 +5,7 @@ each request reads the token's row (one index lookup), nothing is cached."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import hashlib
@@ -15,12 +16,14 @@ import uuid
 import asyncpg
 from starlette.requests import Request
 
-from relaybook import sql
+from relaybook import faults, sql
 
 SUPPORT = "support"
 #: what a person of the administrator role may do beyond a manager (the console's people)
 PEOPLE = "people:write"
-SCOPES = ("notices:write", "journal:read", "preferences:write", SUPPORT, PEOPLE)
+#: monitoring: why a readiness check fails (``/readyz`` says only which, to anyone)
+OPS = "ops"
+SCOPES = ("notices:write", "journal:read", "preferences:write", SUPPORT, PEOPLE, OPS)
 ADMIN = "admin"
 Q = sql.load("dispatcher", "callers.sql")
 
@@ -96,6 +99,22 @@ class Authenticator:
         if not caller.scopes & {scope, *also}:
             raise ForbiddenError(f"this token lacks the {scope} scope")
         return caller
+
+    async def holds(self, request: Request, scope: str) -> bool:
+        """Whether ``request`` carries a valid token with ``scope``; False for any other
+        (none, unknown, lacking it), and while the tokens cannot be read (PostgreSQL away:
+        what ``/readyz`` may be about), after at most a second."""
+        if "authorization" not in request.headers:
+            return False
+        try:
+            await asyncio.wait_for(self.caller(request, scope), timeout=1)
+        except (UnauthorizedError, ForbiddenError):
+            return False
+        except Exception as problem:
+            if not faults.is_transient(problem):
+                raise
+            return False
+        return True
 
 
 @dataclasses.dataclass(frozen=True)

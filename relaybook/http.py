@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from relaybook import faults
 from relaybook.faults import UnavailableError
-from relaybook.logs import get_logger
+from relaybook.logs import get_logger, mask_text
 from relaybook.storable import has_unstorable
 
 log = get_logger(__name__)
@@ -170,35 +170,48 @@ async def _unexpected(_request: Request, exc: Exception) -> Response:
     return error(500, "internal_error", "an unexpected error occurred; it has been logged")
 
 
-def service_routes(checks: Mapping[str, Check], service: str = "") -> list[BaseRoute]:
+#: whether a request may read why readiness checks fail (their errors, masked)
+Details = Callable[[Request], Awaitable[bool]]
+
+
+def service_routes(
+    checks: Mapping[str, Check], service: str = "", details: Details | None = None
+) -> list[BaseRoute]:
     """``/healthz`` (the process is alive), ``/readyz`` (every check passes) and ``/metrics``
-    (with ``relaybook_ready{service}``, the readiness checks run at each scrape)."""
+    (with ``relaybook_ready{service}``, the readiness checks run at each scrape).
+
+    ``/readyz`` names each failing check (``database``, ``broker``...) to anyone: the port
+    may be public. Why one fails (its error, which names hosts and users, sometimes a URL
+    with its password) goes to the logs, masked, and to the callers ``details`` trusts."""
+    watch = _Watch()
 
     async def healthz(_request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    async def readyz(_request: Request) -> Response:
-        results = await asyncio.gather(*(_run_check(check) for check in checks.values()))
-        report = dict(zip(checks, results, strict=True))
-        if all(result == "ok" for result in results):
+    async def readyz(request: Request) -> Response:
+        failures = await _failures(checks, watch)
+        report = {name: "failing" if name in failures else "ok" for name in checks}
+        if not failures:
             return JSONResponse({"status": "ready", "checks": report})
-        failing = ", ".join(name for name, result in report.items() if result != "ok")
-        return JSONResponse(
-            {"error": "not_ready", "detail": f"not ready: {failing}", "checks": report},
-            status_code=503,
-            headers={"Retry-After": "5"},
-        )
+        body: dict[str, Any] = {
+            "error": "not_ready",
+            "detail": f"not ready: {', '.join(failures)}",
+            "checks": report,
+        }
+        if details is not None and await details(request):
+            body["details"] = {name: mask_text(error) for name, error in failures.items()}
+        return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
 
     async def metrics(_request: Request) -> Response:
         # Readiness as a series: an alert then sees a deployable that runs but cannot work
         # (its database or broker away, its consumer out of its group), which the scrape's
         # own `up` does not. The checks are a query and a metadata request, each bounded.
-        results = await asyncio.gather(*(_run_check(check) for check in checks.values()))
+        failures = await _failures(checks, watch)
         # Several services of one process (`up`'s in-process System: the demo, the tests)
         # share one registry: this page shows this service's readiness alone, never the
         # others' last value. No await from here to the page: scrapes cannot interleave.
         READY.clear()
-        READY.labels(service).set(1 if all(result == "ok" for result in results) else 0)
+        READY.labels(service).set(0 if failures else 1)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return [
@@ -208,20 +221,60 @@ def service_routes(checks: Mapping[str, Check], service: str = "") -> list[BaseR
     ]
 
 
-async def _run_check(check: Check) -> str:
+async def _failures(checks: Mapping[str, Check], watch: _Watch) -> dict[str, str]:
+    """Each failing check's error, in the checks' order."""
+    errors = await asyncio.gather(*(_run_check(check) for check in checks.values()))
+    for name, error in zip(checks, errors, strict=True):
+        watch.saw(name, error)
+    return {name: error for name, error in zip(checks, errors, strict=True) if error is not None}
+
+
+async def _run_check(check: Check) -> str | None:
+    """The error ``check`` fails with (bounded), None when it passes."""
     try:
         await asyncio.wait_for(check(), timeout=5)
     except Exception as problem:  # noqa: BLE001 - any failure means "not ready", with its text
-        return str(problem) or type(problem).__name__
-    return "ok"
+        text = str(problem)
+        return f"{type(problem).__name__}: {text}"[:500] if text else type(problem).__name__
+    return None
+
+
+#: how often a check failing with the same error is logged again
+SAY_AGAIN_S = 60.0
+
+
+class _Watch:
+    """Logs a check's failure (masked, as every log line) when it starts, when its error
+    changes and once a minute while it lasts, and its end once: probes come every few
+    seconds, and their answer no longer says why."""
+
+    def __init__(self) -> None:
+        self._said: dict[str, tuple[str, float]] = {}
+
+    def saw(self, name: str, error: str | None) -> None:
+        said = self._said.get(name)
+        if error is None:
+            if said is not None:
+                del self._said[name]
+                log.info("readiness check passes again", check=name)
+            return
+        now = time.monotonic()
+        if said is None or said[0] != error or now - said[1] >= SAY_AGAIN_S:
+            self._said[name] = (error, now)
+            log.warning("readiness check failing", check=name, error=error)
 
 
 def create_app(
-    service: str, routes: Sequence[BaseRoute], checks: Mapping[str, Check], **kwargs: Any
+    service: str,
+    routes: Sequence[BaseRoute],
+    checks: Mapping[str, Check],
+    details: Details | None = None,
+    **kwargs: Any,
 ) -> Starlette:
-    """A Starlette app with the shared routes, JSON errors and request logging."""
+    """A Starlette app with the shared routes, JSON errors and request logging;
+    ``details`` as :func:`service_routes` says."""
     return Starlette(
-        routes=[*service_routes(checks, service), *routes],
+        routes=[*service_routes(checks, service, details), *routes],
         exception_handlers={
             HTTPException: _http_exception,
             UnstorableInputError: _unstorable,

@@ -5,6 +5,7 @@ with."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 
 import asyncpg
@@ -203,3 +204,35 @@ async def test_a_token_that_cannot_be_made_is_refused_saying_why(
     with pytest.raises(ValueError, match=why):
         await create_token(pool, name, scopes, **options)  # type: ignore[arg-type]
     assert await list_tokens(pool) == []
+
+
+async def test_readiness_errors_are_shown_to_a_token_with_the_ops_scope_only(
+    system: System, api: httpx.AsyncClient
+) -> None:
+    """Anyone on the API's port learns which dependency fails; a token with the ``ops``
+    scope (or the admin token) learns why as well."""
+    assert system.infra is not None
+    pool = system.infra.pool
+    ops = await create_token(pool, "monitoring", ["ops"])
+    reader = await create_token(pool, "accounting", ["journal:read"])
+    # the schema one migration behind the code: the database check fails, saying so
+    newest = await pool.fetchval("SELECT max(version) FROM schema_migrations")
+    await pool.execute("DELETE FROM schema_migrations WHERE version = $1", newest)
+    answers = {
+        who: await api.get("/readyz", headers={"Authorization": f"Bearer {token}"})
+        for who, token in (
+            ("stranger", "guessed"), ("reader", reader), ("ops", ops), ("admin", ADMIN_TOKEN)
+        )
+    }  # fmt: skip
+    async with httpx.AsyncClient(base_url=str(api.base_url)) as nobody:
+        anonymous = await nobody.get("/readyz")
+    for who, answer in {**answers, "anonymous": anonymous}.items():
+        assert answer.status_code == 503, who
+        assert answer.json()["checks"] == {"database": "failing", "broker": "ok"}, who
+    for who in ("anonymous", "stranger", "reader"):
+        body = answers.get(who, anonymous).json()
+        assert "details" not in body, who
+        assert "migration" not in json.dumps(body), who
+    expected = f"schema at migration {newest - 1}, the code needs {newest}: run `relaybook migrate`"
+    for who in ("ops", "admin"):
+        assert answers[who].json()["details"] == {"database": f"DatabaseError: {expected}"}, who

@@ -63,17 +63,84 @@ async def test_readyz_is_200_when_every_check_passes() -> None:
     assert answer.json() == {"status": "ready", "checks": {"database": "ok", "broker": "ok"}}
 
 
-async def test_readyz_is_503_naming_the_failing_dependency() -> None:
+async def test_readyz_is_503_naming_the_failing_dependency_without_its_error() -> None:
+    """The public port says which dependency fails, never why: a dependency's error names
+    hosts, ports, users, sometimes a URL with its password."""
     async with client(database=_ok, broker=_down) as http:
         answer = await http.get("/readyz")
     assert answer.status_code == 503
     assert answer.headers["retry-after"] == "5"
-    body = answer.json()
-    assert body["error"] == "not_ready"
-    assert body["detail"] == "not ready: broker"
-    assert body["checks"] == {
-        "database": "ok",
-        "broker": "broker at 127.0.0.1:9 refused the connection",
+    assert answer.json() == {
+        "error": "not_ready",
+        "detail": "not ready: broker",
+        "checks": {"database": "ok", "broker": "failing"},
+    }
+
+
+async def _database_refuses() -> None:
+    raise ConnectionError("cannot connect to postgresql://relaybook:s3cret@db.internal:5432/rb")
+
+
+async def test_a_failing_check_is_logged_masked_when_it_starts_and_when_it_ends(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The error a check fails with goes to the logs (masked) once, not at every probe;
+    that it passes again, once."""
+    state = {"down": True}
+
+    async def database() -> None:
+        if state["down"]:
+            await _database_refuses()
+
+    logs.configure("INFO", "json")
+    try:
+        async with client(database=database, broker=_ok) as http:
+            for _ in range(3):
+                assert (await http.get("/readyz")).status_code == 503
+            assert (await http.get("/metrics")).status_code == 200
+            state["down"] = False
+            for _ in range(2):
+                assert (await http.get("/readyz")).status_code == 200
+        lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers.clear()
+    said = [line for line in lines if line["logger"] == "relaybook.http"]
+    assert [(line["event"], line["level"], line["check"]) for line in said] == [
+        ("readiness check failing", "warning", "database"),
+        ("readiness check passes again", "info", "database"),
+    ]
+    assert said[0]["error"] == (
+        "ConnectionError: cannot connect to postgresql://relaybook:***@db.internal:5432/rb"
+    )
+    assert "s3cret" not in json.dumps(lines)
+
+
+async def test_readyz_shows_the_errors_to_a_caller_its_service_trusts() -> None:
+    """``details``: a service that authenticates its callers (the dispatcher: a token with
+    the ``ops`` scope) shows them each failing check's error, masked."""
+
+    async def trusted(request: Request) -> bool:
+        return request.headers.get("authorization") == "Bearer ops"
+
+    app = create_app("test", [], {"database": _database_refuses, "broker": _ok}, details=trusted)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        stranger = await http.get("/readyz", headers={"Authorization": "Bearer guess"})
+        ops = await http.get("/readyz", headers={"Authorization": "Bearer ops"})
+    assert (
+        stranger.json()["checks"]
+        == ops.json()["checks"]
+        == {
+            "database": "failing",
+            "broker": "ok",
+        }
+    )
+    assert "details" not in stranger.json()
+    assert "db.internal" not in stranger.text
+    assert ops.json()["details"] == {
+        "database": "ConnectionError: cannot connect to "
+        "postgresql://relaybook:***@db.internal:5432/rb"
     }
 
 

@@ -348,15 +348,21 @@ async def _unready_until(
 
             await until(lambda: answers("/readyz", 503), within=30)
             assert await answers("/healthz", 200)
-            checks = (await probe.get("/readyz")).json()["checks"]
-            assert checks[check].startswith(said), checks
+            # which server, to anyone on the port; why, in the log only
+            body = (await probe.get("/readyz")).json()
+            assert body["checks"][check] == "failing", body
+            assert said not in json.dumps(body)
             if check == "database":  # the broker is asked once the database takes us
-                assert checks["broker"] == "not asked yet: the database first"
+                assert body["checks"]["broker"] == "failing"
             # what a caller routed there meanwhile hears: come back later
             refused = await probe.post("/webhooks/sendgrid", content=b"[]")
             assert (refused.status_code, refused.headers["Retry-After"]) == (503, "5")
             lines = (logs / "worker.log").read_text().splitlines()
             assert len([line for line in lines if line.startswith(f"relaybook: {said}")]) == 1
+            failing = [json.loads(line) for line in lines if "readiness check failing" in line]
+            why = [entry["error"] for entry in failing if entry["check"] == check]
+            assert len(why) == 1, lines  # once, however often it is probed
+            assert why[0].startswith(f"UnavailableError: {said}"), why
             await comes()
             await until(lambda: answers("/readyz", 200), within=60)
         process.terminate()
