@@ -299,9 +299,10 @@ WHERE agency_id = $3 AND id = $1;
 
 -- name: lift_suppressions
 -- The causes of one kind at the address lift: the owner's own ($5 true: on their behalf)
--- or the automatic ones ($5 false: a support override). Never the other kind.
+-- or the automatic ones ($5 false: a support override). Never the other kind. By
+-- address_key: under row-level security a condition on lower(address) reaches no index.
 UPDATE suppressions SET lifted_at = now(), lifted_by = $3, lift_reason = $4
-WHERE channel = $1 AND lower(address) = lower($2) AND lifted_at IS NULL AND by_owner = $5
+WHERE channel = $1 AND address_key = lower($2) AND lifted_at IS NULL AND by_owner = $5
 RETURNING id, rule;
 
 -- name: clear_address_counts

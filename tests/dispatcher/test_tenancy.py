@@ -6,6 +6,7 @@ support brings back an owner the bounce policy unsubscribed."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -253,3 +254,126 @@ def test_each_role_may_call_what_the_contract_says_and_no_more(role: str) -> Non
         allowed = bool(granted & set(op.scopes))
         assert allowed == ROLE_TABLE[role][kind], (role, op.method, op.path)
     assert (SUPPORT in granted) == ROLE_TABLE[role]["support"], role
+
+
+#: relations the API's role may read that hold no agency's data, so need no policy, each
+#: with why. None today: every table it reads is filtered by agency (0014, 0022).
+READABLE_WITHOUT_POLICY: dict[str, str] = {}
+
+
+async def test_every_table_the_api_role_can_read_is_filtered_by_a_policy(
+    pool: asyncpg.Pool,
+) -> None:
+    """From the catalog: every relation of the schema that relaybook_api may read (SELECT
+    on it or on one of its columns, or UPDATE and DELETE, whose conditions read it) has
+    row-level security enabled and a policy that filters what the role sees, or holds no
+    agency's data (READABLE_WITHOUT_POLICY); it may read no sequence (a platform-wide
+    count)."""
+    rows = await pool.fetch(
+        """
+        SELECT c.relname AS name, c.relkind::text AS kind, c.relrowsecurity AS secured,
+               EXISTS (SELECT 1 FROM pg_policy p
+                       WHERE p.polrelid = c.oid AND p.polcmd IN ('r', '*')
+                         AND (0::oid = ANY (p.polroles)
+                              OR 'relaybook_api'::regrole = ANY (p.polroles))) AS filtered
+        FROM pg_class c
+        WHERE c.relnamespace = 'public'::regnamespace
+          AND CASE WHEN c.relkind = 'S'
+                   THEN has_sequence_privilege('relaybook_api', c.oid, 'SELECT')
+                   WHEN c.relkind IN ('r', 'p', 'v', 'm', 'f')
+                   THEN has_any_column_privilege('relaybook_api', c.oid, 'SELECT')
+                        OR has_table_privilege('relaybook_api', c.oid, 'UPDATE, DELETE')
+                   ELSE false END
+        ORDER BY c.relname
+        """
+    )
+    readable = {row["name"]: row for row in rows}
+    assert {"notices", "recipients", "deliveries", "suppressions"} <= set(readable)
+    assert [name for name, row in readable.items() if row["kind"] == "S"] == []
+    unfiltered = [
+        name
+        for name, row in readable.items()
+        if not (row["secured"] and row["filtered"]) and name not in READABLE_WITHOUT_POLICY
+    ]
+    assert unfiltered == [], "readable by the API's role with no row-level policy"
+    for name in READABLE_WITHOUT_POLICY:
+        assert name in readable, f"{name} is no longer readable: take it off the list"
+
+
+async def _seen_as_api(url: str, agencies: list[str] | None, query: str) -> int | None:
+    """How many rows ``query`` counts as the API's role with ``agencies`` set (None: none
+    ever set on the connection); None when the role may not read the table."""
+    connection = await asyncpg.connect(url)
+    try:
+        async with connection.transaction():
+            await connection.execute("SELECT set_config('role', 'relaybook_api', true)")
+            if agencies is not None:
+                await connection.execute(
+                    "SELECT set_config('relaybook.agencies', $1::text[]::text, true)", agencies
+                )
+            found: int = await connection.fetchval(query)
+            return found
+    except asyncpg.InsufficientPrivilegeError:
+        return None
+    finally:
+        await connection.close()
+
+
+async def test_an_agencys_attempts_addresses_and_events_are_hidden_from_others(
+    system: System, api: httpx.AsyncClient
+) -> None:
+    """As the API's role with no agency set, or with another agency, none of agency A's
+    rows of send_attempts, address_health, suppressions and outbox is visible; with A set,
+    its address's suppressions and counts are (the preferences show them), and send
+    attempts and the event outbox are read by no request at all."""
+    body = notice(1, agency=A)
+    body["recipients"] = [{"id": "only-a", "email": "Only-A@example.org", "phone": "+33700000001"}]
+    created = await api.post("/v1/notices", json=body)
+    assert created.status_code == 201, created.text
+    assert system.infra is not None
+    owner = system.infra.pool
+    await owner.execute(
+        "INSERT INTO send_attempts (delivery_id, attempt) "
+        "SELECT id, 1 FROM deliveries WHERE agency_id = $1 AND recipient_id = 'only-a'",
+        A,
+    )
+    await owner.execute(
+        "INSERT INTO suppressions (channel, address, rule, reason) VALUES "
+        "('email', 'only-a@example.org', 'hard_bounces', '3 hard bounces'), "
+        "('sms', '+33700000001', 'opt_out', 'STOP')"
+    )
+    await owner.execute(
+        "INSERT INTO address_health (channel, address, last_success_at) VALUES "
+        "('email', 'only-a@example.org', now()), ('sms', '+33700000001', now())"
+    )
+    await owner.execute(
+        "INSERT INTO outbox (topic, key, payload) VALUES ('recipient-events', 'only-a', $1)",
+        json.dumps({"agency": A, "recipient_id": "only-a", "address": "only-a@example.org"}),
+    )
+    queries = {
+        "send_attempts": (
+            "SELECT count(*) FROM send_attempts a JOIN deliveries d ON d.id = a.delivery_id "
+            "WHERE d.recipient_id = 'only-a'"
+        ),
+        "suppressions": (
+            "SELECT count(*) FROM suppressions "
+            "WHERE lower(address) IN ('only-a@example.org', '+33700000001')"
+        ),
+        "address_health": (
+            "SELECT count(*) FROM address_health "
+            "WHERE address IN ('only-a@example.org', '+33700000001')"
+        ),
+        "outbox": "SELECT count(*) FROM outbox WHERE payload->>'agency' = 'agency-a'",
+    }
+    # send_attempts' count joins deliveries, which hide A's rows from others: read alone
+    bare = "SELECT count(*) FROM send_attempts"
+    url = system.settings.database_url
+    assert url is not None
+    for agencies in (None, [], [B]):
+        seen = {
+            table: await _seen_as_api(url, agencies, query)
+            for table, query in {**queries, "send_attempts": bare}.items()
+        }
+        assert not any(seen.values()), (agencies, seen)  # no row, or no right to read
+    as_a = {table: await _seen_as_api(url, [A], query) for table, query in queries.items()}
+    assert as_a == {"send_attempts": None, "suppressions": 2, "address_health": 2, "outbox": None}
