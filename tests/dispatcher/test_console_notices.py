@@ -30,7 +30,7 @@ OUTCOMES = {
     "owner-1": ("failed", "delivered"),
     "owner-2": ("failed", "failed"),
     "owner-3": ("failed", "sent"),  # has since asked for no more emails
-    "owner-4": ("failed", "delivered"),  # whose email address is suppressed since
+    "owner-4": ("failed", "delivered"),  # whose email address the bounce policy suppressed since
     "owner-5": ("failed", "delivered"),  # whose email address was removed since
 }
 _OUTCOME = """
@@ -378,7 +378,7 @@ async def test_the_dialog_counts_each_scope_and_says_who_is_left_out_and_why(
         assert "Resends 2 emails and 1 text." in failed
         assert "Left out: 3 recipients." in failed
         assert "Owner 3, Email: unsubscribed since" in failed
-        assert "Owner 4, Email: suppressed address" in failed
+        assert "Owner 4, Email: unsubscribed automatically since it was sent" in failed
         assert "Owner 5, Email: no address" in failed
         undelivered = help_of(options.text, "undelivered")
         assert "Resends 1 email and 2 texts." in undelivered
