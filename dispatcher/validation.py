@@ -32,9 +32,11 @@ MAX_ID = 200
 NOT_BLANK = r"\S"
 EMAIL = (
     r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+(?!\n)$"
 )
-E164 = r"^\+[1-9][0-9]{6,14}$"
+#: ``(?!\n)$``: the end of the text, in Python as in JSON Schema's ECMA-262 (Python's ``$``
+#: alone also matches before a final newline: "a@b.org\n" was accepted)
+E164 = r"^\+[1-9][0-9]{6,14}(?!\n)$"
 #: what a refused pattern means, said to the caller instead of the regex
 _PATTERN_MEANING = {
     NOT_BLANK: "must not be empty or blank",

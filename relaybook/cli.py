@@ -91,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
         "--scopes",
         required=True,
         help="comma-separated: notices:write, journal:read, preferences:write, support, "
-        "people:write",
+        "people:write, ops",
     )
     create.add_argument(
         "--agency",

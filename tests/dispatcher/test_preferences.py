@@ -314,3 +314,14 @@ async def test_start_brings_the_texts_back_and_a_manager_may_not_cancel_it(
     shown = (await api.get("/v1/recipients/owner-0/preferences")).json()["sms"]
     assert shown["wants"] == "yes"
     assert await _texts_of_owner_0(api) == ("queued", None)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("email", "owner1@example.org\n"), ("phone", "+33610000001\n")]
+)
+async def test_an_address_with_a_trailing_newline_is_refused(
+    api: httpx.AsyncClient, owners: None, field: str, value: str
+) -> None:
+    """Python's ``$`` also matches before a final newline: the API took such addresses."""
+    bad = await api.patch("/v1/recipients/owner-1", json={field: value})
+    assert (bad.status_code, bad.json()["field"]) == (422, field)
