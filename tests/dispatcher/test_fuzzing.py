@@ -91,6 +91,8 @@ def fuzz(url: str, ids: dict[str, str], tally: Tally) -> None:
                     assert mode == GenerationMode.NEGATIVE
 
 
+# every operation twice or four times, 100 requests each: 60 to 120 s on two shared cores
+@pytest.mark.timeout(300)
 async def test_fuzzed_requests_never_get_a_server_error_or_an_undocumented_answer(
     system: System, api: httpx.AsyncClient
 ) -> None:
