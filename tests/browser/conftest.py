@@ -1,7 +1,7 @@
 """One ``relaybook up`` and one Chromium per module of browser tests: the system starts
-once and is fed a small agency (a partially failed notice, a second one to resend, an
-automatic unsubscribe, an opt-out) and another agency's notice; each test gets fresh
-browser contexts, signed in as the people it asks for."""
+once and is fed a small agency (a partially failed notice, a second one to resend, a
+spam complaint: the owner's own opt-out, a manager's "no") and another agency's notice;
+each test gets fresh browser contexts, signed in as the people it asks for."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ OWNERS = [
     Owner("owner-010", "Jules Moreau", "owner010@tilleuls.example.org", "+33610000010"),
 ]
 BY_ID = {owner.id: owner for owner in OWNERS}
-#: the owner whose spam complaint unsubscribed them automatically
+#: the owner who marked a notice as spam: their own opt-out, which only they lift
 COMPLAINER = BY_ID["owner-005"]
 #: an owner with both channels fine, whose preferences a manager changes
 CHANGED = BY_ID["owner-009"]

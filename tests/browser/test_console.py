@@ -348,32 +348,30 @@ async def test_a_manager_changes_an_owners_preferences(world: World, open_page: 
     assert saved["email"]["wants"] == "yes"
 
 
-async def test_only_support_brings_back_an_owner_the_bounce_policy_unsubscribed(
+async def test_an_owners_complaint_is_theirs_and_the_page_says_so_to_manager_and_support(
     world: World, open_page: OpenPage
 ) -> None:
-    page = await open_page(MANAGER)
-    await page.goto(f"/ui/preferences?property={PROPERTY}")
-    await page.get_by_role("link", name=COMPLAINER.name).click()
-    email = preference_row(page, "Email")
-    await expect(email).to_contain_text("Unsubscribed automatically")
-    await expect(email).to_contain_text("Spam complaint")
-    form = page.get_by_role("form", name="Change the preferences")
-    await form.get_by_role("group", name="Email").get_by_role("radio", name="Yes").check()
-    await form.get_by_label(re.compile("^Reason")).fill("The owner called")
-    await form.get_by_role("button", name="Save").click()
-    await expect(page.get_by_role("alert")).to_contain_text("Only support can bring back")
-    assert (await preferences(world, COMPLAINER.id))["email"]["wants"] == "no"
-
-    page = await open_page(SUPPORT)
-    await page.goto(f"/ui/preferences/owners/{COMPLAINER.id}?agency={AGENCY}&property={PROPERTY}")
-    form = page.get_by_role("form", name="Change the preferences")
-    await form.get_by_role("group", name="Email").get_by_role("radio", name="Yes").check()
-    await form.get_by_label(re.compile("^Reason")).fill("Complaint withdrawn (ticket 4411)")
-    await form.get_by_role("button", name="Save").click()
-    await expect(page.get_by_role("status")).to_be_visible()
-    await expect(preference_row(page, "Email")).to_contain_text("Complaint withdrawn (ticket 4411)")
-    after = (await preferences(world, COMPLAINER.id))["email"]
-    assert (after["wants"], after["changed_by"]) == ("yes", "support")
+    """Issue 33: nobody but the owner brings back what the owner turned off. (Support
+    bringing back an automatic unsubscribe: tests/dispatcher/test_console_preferences.py.)"""
+    for person in (MANAGER, SUPPORT):
+        page = await open_page(person)
+        await page.goto(
+            f"/ui/preferences/owners/{COMPLAINER.id}?agency={AGENCY}&property={PROPERTY}"
+        )
+        email = preference_row(page, "Email")
+        await expect(email).to_contain_text("The owner")
+        await expect(email).to_contain_text("marked as spam")
+        form = page.get_by_role("form", name="Change the preferences")
+        group = form.get_by_role("group", name="Email")
+        await expect(group).to_contain_text("only the owner can bring it back")
+        await group.get_by_role("radio", name="Yes").check()
+        await form.get_by_label(re.compile("^Reason")).fill("The owner called")
+        await form.get_by_role("button", name="Save").click()
+        await expect(page.get_by_role("alert")).to_contain_text(
+            "only the owner can bring it back, by replying START"
+        )
+        after = (await preferences(world, COMPLAINER.id))["email"]
+        assert (after["wants"], after["changed_by"]) == ("no", "owner")
 
 
 # --- languages and the keyboard -------------------------------------------------------------
