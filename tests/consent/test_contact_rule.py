@@ -18,11 +18,9 @@ import dataclasses
 import datetime as dt
 import itertools
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -33,7 +31,7 @@ from dispatcher.auth import Caller
 from dispatcher.preferences import Change, Preferences
 from dispatcher.resends import Resends
 from dispatcher.validation import ContactChange
-from relaybook import database, sql
+from relaybook import sql
 from relaybook.kafka import Record
 from relaybook.settings import Settings
 
@@ -47,13 +45,6 @@ MANAGER = Caller("manager", frozenset({"preferences:write"}), None)
 SUPPORT = Caller("desk", frozenset({"preferences:write", "support"}), None)
 
 _numbers = itertools.count()
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    connections = await database.create_pool(database_url, max_size=4)
-    yield connections
-    await connections.close()
 
 
 # --- the model -------------------------------------------------------------------------

@@ -354,20 +354,7 @@ async def test_a_client_gone_before_the_answer_is_one_line_with_status_499() -> 
     async def send(message: Message) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/notices/n-1",
-        "raw_path": b"/v1/notices/n-1",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"test"), (b"content-length", b"1000")],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 80),
-    }
+    scope = _scope("POST", [(b"host", b"test"), (b"content-length", b"1000")])
     with structlog.testing.capture_logs() as entries:
         await _notices_app()(scope, receive, send)
     assert not [e for e in entries if e["log_level"] == "error"], "not an error of ours"
@@ -469,20 +456,7 @@ async def test_a_nul_in_a_header_value_is_a_422_naming_the_header() -> None:
     async def send(message: Message) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/v1/notices/n-1",
-        "raw_path": b"/v1/notices/n-1",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"test"), (b"idempotency-key", b"a\x00b")],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 80),
-    }
+    scope = _scope("GET", [(b"host", b"test"), (b"idempotency-key", b"a\x00b")])
     await _notices_app()(scope, receive, send)
     assert sent[0]["status"] == 422
     assert json.loads(sent[1]["body"])["field"] == "idempotency-key"
@@ -524,3 +498,21 @@ async def test_every_service_of_a_running_system_refuses_a_nul_in_its_address(
                 answer = await http.get(server.url + url)
                 assert (name, url, answer.status_code) == (name, url, 422), answer.text
                 assert answer.json()["error"] == "invalid_request"
+
+
+def _scope(method: str, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    """An ASGI request to the notices app's /v1/notices/n-1, as uvicorn gives it."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": "/v1/notices/n-1",
+        "raw_path": b"/v1/notices/n-1",
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 80),
+    }
