@@ -29,7 +29,7 @@ MAX_BATCH_BYTES = 768 * 1024
 #: how long SendGrid keeps retrying a batch that was not acknowledged
 RETRY_FOR_S = 24 * 3600
 RETRY_CAP_S = 10.0
-#: concurrent posts in flight (SendGrid posts from many sending servers at once)
+#: concurrent posts in flight per provider (SendGrid posts from many sending servers at once)
 CONCURRENCY = 4
 #: webhook posts (and their retries) under way at once
 MAX_IN_FLIGHT = 1000
@@ -67,7 +67,12 @@ class Poster:
         self._order = itertools.count()
         self._client = httpx.AsyncClient(timeout=10)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._limit = asyncio.Semaphore(CONCURRENCY)
+        # per provider: SendGrid and Twilio post from their own machines, so a slow run of
+        # Twilio callbacks never holds SendGrid's batches back (a worker's unknown outcomes
+        # wait for those events)
+        self._limits = {
+            provider: asyncio.Semaphore(CONCURRENCY) for provider in ("sendgrid", "twilio")
+        }
         self._loop_task: asyncio.Task[None] | None = None
         self.posts: list[dict[str, Any]] = []
 
@@ -173,7 +178,7 @@ class Poster:
             "at": time.time(),
             "body": body.decode(),
         }
-        async with self._limit:
+        async with self._limits[provider]:
             try:
                 response = await self._client.post(url, content=body, headers=headers)
             except httpx.HTTPError as problem:
