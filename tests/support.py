@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import os
 import shutil
@@ -11,12 +12,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from relaybook import sql
 from relaybook.embedded import free_port_settings
+from relaybook.kafka import Record
 from relaybook.kafka_cluster import EmbeddedKafka
 from relaybook.settings import env_name
 
@@ -187,3 +190,22 @@ async def shown(
     row = await database.fetchrow(SHOWN, recipient, channel, agency)
     assert row is not None, recipient
     return row["wants"], row["changed_by"]
+
+
+def delivery_event(kind: str, address: str, **fields: Any) -> Record:
+    """A provider's ``delivery-event`` about ``address`` (a ``+`` number: a text), as the
+    bounce policy reads it from the topic, with an event id of its own."""
+    channel = "sms" if address.startswith("+") else "email"
+    now = dt.datetime.now(dt.UTC).isoformat()
+    value = {
+        "schema": "delivery-event/v1",
+        "event_id": f"test:{uuid.uuid4()}",
+        "type": kind,
+        "channel": channel,
+        "provider": "sendgrid" if channel == "email" else "twilio",
+        "occurred_at": now,
+        "received_at": now,
+        "address": address,
+        **fields,
+    }
+    return Record("delivery-events", 0, 0, None, value)

@@ -15,7 +15,6 @@ the owner's own opt-out is never lost or overruled, lifting one cause never lift
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import itertools
 import uuid
 from typing import Any
@@ -32,8 +31,8 @@ from dispatcher.preferences import Change, Preferences
 from dispatcher.resends import Resends
 from dispatcher.validation import ContactChange
 from relaybook import sql
-from relaybook.kafka import Record
 from relaybook.settings import Settings
+from tests.support import delivery_event
 
 DISPATCHER = sql.load("dispatcher")
 WORKER = sql.load("send_worker")
@@ -214,19 +213,7 @@ async def _event(run: Run, meaning: str, channel: str) -> None:
     if address is None:
         return
     kind, fields = EVENTS[(meaning, channel)]
-    now = dt.datetime.now(dt.UTC).isoformat()
-    value = {
-        "schema": "delivery-event/v1",
-        "event_id": f"test:{uuid.uuid4()}",
-        "type": kind,
-        "channel": channel,
-        "provider": "sendgrid" if channel == "email" else "twilio",
-        "occurred_at": now,
-        "received_at": now,
-        "address": address,
-        **fields,
-    }
-    await run.policy.handle([Record("delivery-events", 0, 0, None, value)])
+    await run.policy.handle([delivery_event(kind, address, **fields)])
     key = (channel, address)
     if meaning == "hard":
         run.model.auto_block.add(key)

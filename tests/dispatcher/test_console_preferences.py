@@ -20,7 +20,7 @@ from bounce_policy.policy import Policy
 from relaybook.kafka import Record
 from relaybook.system import System
 from tests.dispatcher.console_support import csrf_of, signed_in
-from tests.support import notice, shown
+from tests.support import delivery_event, notice, shown
 
 A, B = "agency-a", "agency-b"
 OWNER_1 = f"/ui/preferences/owners/owner-1?agency={A}"
@@ -50,19 +50,7 @@ async def _owner_texts_stop(system: System, number: str) -> None:
     """The owner replies STOP, as the bounce policy hears it."""
     assert system.infra is not None
     policy = BouncePolicy(system.infra.pool, Policy.from_settings(system.settings))
-    now = dt.datetime.now(dt.UTC).isoformat()
-    stop = {
-        "schema": "delivery-event/v1",
-        "event_id": f"console-test:{next(_events)}",
-        "type": "opted_out",
-        "channel": "sms",
-        "provider": "twilio",
-        "occurred_at": now,
-        "received_at": now,
-        "address": number,
-        "reason": "replied STOP",
-    }
-    await policy.handle([Record("delivery-events", 0, 0, None, stop)])
+    await policy.handle([delivery_event("opted_out", number, reason="replied STOP")])
 
 
 async def _bounce_three_times(system: System, address: str) -> None:

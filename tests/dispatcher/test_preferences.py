@@ -16,8 +16,7 @@ from dispatcher.auth import create_token
 from relaybook.kafka import Record
 from relaybook.settings import Settings
 from relaybook.system import System
-from relaybook.timestamps import now_iso
-from tests.support import notice
+from tests.support import delivery_event, notice
 
 
 @pytest.fixture
@@ -163,21 +162,6 @@ async def test_a_manager_corrects_an_address(
 OWNER_0_PHONE = "+33610000000"
 
 
-def _event(kind: str, number: int, **fields: Any) -> Record:
-    value = {
-        "schema": "delivery-event/v1",
-        "event_id": f"test:{kind}:{number}",
-        "type": kind,
-        "channel": "sms",
-        "provider": "twilio",
-        "occurred_at": now_iso(),
-        "received_at": now_iso(),
-        "address": OWNER_0_PHONE,
-        **fields,
-    }
-    return Record("delivery-events", 0, number, None, value)
-
-
 async def _policy(system: System, *events: Record) -> None:
     assert system.infra is not None
     await BouncePolicy(system.infra.pool, Policy.from_settings(Settings())).handle(list(events))
@@ -208,8 +192,10 @@ async def test_a_stop_that_comes_while_the_number_is_unsubscribed_automatically_
 ) -> None:
     """Reproduced on main: three permanent failures unsubscribed the number, the owner
     texted STOP, support lifted the automatic unsubscribe, and the next text went out."""
-    await _policy(system, *(_event(FAILED[0], n, **FAILED[1]) for n in range(3)))
-    await _policy(system, _event(STOP[0], 10, **STOP[1]))
+    await _policy(
+        system, *(delivery_event(FAILED[0], OWNER_0_PHONE, **FAILED[1]) for _ in range(3))
+    )
+    await _policy(system, delivery_event(STOP[0], OWNER_0_PHONE, **STOP[1]))
     rules = await db.fetch(
         "SELECT rule FROM suppressions WHERE address = $1 AND lifted_at IS NULL ORDER BY rule",
         OWNER_0_PHONE,
@@ -235,7 +221,7 @@ async def test_a_managers_yes_never_overrules_the_owners_stop(
 ) -> None:
     """Reproduced on main: after STOP, a manager's yes answered 200 and the preferences
     said yes, while every text was skipped as suppressed."""
-    await _policy(system, _event(STOP[0], 1, **STOP[1]))
+    await _policy(system, delivery_event(STOP[0], OWNER_0_PHONE, **STOP[1]))
     async with await _caller(system, "manager", ["preferences:write", "journal:read"]) as manager:
         refused = await manager.put(
             "/v1/recipients/owner-0/preferences", json={"sms": "yes", "reason": "they called"}
@@ -309,8 +295,8 @@ async def test_an_owners_no_recorded_with_evidence_is_lifted_by_the_owner_only(
 async def test_start_brings_the_texts_back_and_a_manager_may_not_cancel_it(
     system: System, api: httpx.AsyncClient, owners: None
 ) -> None:
-    await _policy(system, _event(STOP[0], 1, **STOP[1]))
-    await _policy(system, _event("opted_in", 2, reason="replied START"))
+    await _policy(system, delivery_event(STOP[0], OWNER_0_PHONE, **STOP[1]))
+    await _policy(system, delivery_event("opted_in", OWNER_0_PHONE, reason="replied START"))
     shown = (await api.get("/v1/recipients/owner-0/preferences")).json()["sms"]
     assert shown["wants"] == "yes"
     assert await _texts_of_owner_0(api) == ("queued", None)
