@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -28,7 +30,7 @@ from prometheus_client import Counter, Gauge, Histogram
 import schemas
 from dispatcher.store import OUTBOX_CHANNEL, Q
 from relaybook import faults, sql
-from relaybook.kafka import Producer, headers_for
+from relaybook.kafka import Headers, Producer, UnacknowledgedError, headers_for
 from relaybook.logs import get_logger
 from relaybook.timestamps import now_iso
 
@@ -40,6 +42,10 @@ POLL_S = 1.0
 #: pages in flight at once per replica (SKIP LOCKED gives each its own rows): one claims
 #: while another waits for the broker's acknowledgements and a third stamps
 RELAY_LANES = 3
+#: how long the jobs of a page the broker did not take are sent again, alone, before the
+#: page is given up (a leader's election after a node is lost takes seconds)
+PATIENCE_S = 60.0
+RETRY_S = 1.0
 
 JOBS_PUBLISHED = Counter("relaybook_send_jobs_published_total", "Send jobs published by the relay")
 RELAY_PAGE_SECONDS = Histogram(
@@ -141,15 +147,35 @@ class Relay:
 
     async def _publish(self, rows: list[asyncpg.Record]) -> None:
         """Produces the send jobs of ``rows`` (SEND_JOB in queries.sql): the first is
-        checked against the contract, the others are the same statement's."""
+        checked against the contract, the others are the same statement's.
+
+        While a node is lost some partitions have no leader for a few seconds: the jobs
+        the broker did not take are sent again, alone, for up to ``PATIENCE_S`` with the
+        page still claimed; only past that is the page given up and published again
+        whole (the jobs taken already then twice, which workers ignore)."""
         if not rows:
             return
         schemas.validate(orjson.loads(rows[0]["job"]))
-        await self._producer.send_encoded(
-            "send-jobs",
-            [(row["key"], row["job"].encode(), headers_for("send-jobs", row)) for row in rows],
-        )
-        JOBS_PUBLISHED.inc(len(rows))
+        records: Sequence[tuple[str | None, bytes, Headers]] = [
+            (row["key"], row["job"].encode(), headers_for("send-jobs", row)) for row in rows
+        ]
+        deadline = time.monotonic() + PATIENCE_S
+        while True:
+            try:
+                await self._producer.send_encoded("send-jobs", records)
+                break
+            except UnacknowledgedError as partly:
+                if time.monotonic() >= deadline:
+                    raise
+                JOBS_PUBLISHED.inc(len(records) - len(partly.records))
+                records = partly.records
+                log.warning(
+                    "send jobs not acknowledged; sending them again",
+                    count=len(records),
+                    error=str(partly),
+                )
+                await asyncio.sleep(RETRY_S)
+        JOBS_PUBLISHED.inc(len(records))
 
     async def _watch(self) -> None:
         """Keeps the backlog's gauges current (a failed read keeps the last figures)."""

@@ -88,6 +88,15 @@ class BrokerError(faults.UnavailableError):
     """The broker cannot be reached or refused a request."""
 
 
+class UnacknowledgedError(BrokerError):
+    """Some records of a publication were not acknowledged: ``records`` are those, in
+    their order (the others were)."""
+
+    def __init__(self, message: str, records: Sequence[tuple[str | None, bytes, Headers]]) -> None:
+        super().__init__(message)
+        self.records = records
+
+
 #: a record's headers (aiokafka's record builder takes a list only; never changed once made)
 Headers = list[tuple[str, bytes]]
 
@@ -378,39 +387,62 @@ class Producer:
     ) -> None:
         """Publishes ``(key, JSON value, headers)`` records already checked against their
         contract (the outbox's, checked when they were written); waits for every
-        acknowledgement like :meth:`send_many`."""
+        acknowledgement like :meth:`send_many`.
+
+        Raises :class:`UnacknowledgedError` naming the records the broker did not take when it
+        took some: a caller that retries only those publishes none of the others twice.
+        """
         full_topic = self._settings.topic(topic)
         try:
-            # Record batches filled here, one open per partition, instead of a send() and
-            # a future per message (that bookkeeping cost more than the messages): a
-            # partition's batches go out in order, so one key's messages stay in order.
             partitions = await self.partitions(full_topic)
-            open_batches: dict[int, Any] = {}
-            placed: dict[bytes, int] = {}  # a recipient's email and text share a key
-            sent = []
-            for key, value, headers in records:
-                encoded = key.encode() if key is not None else None
-                record = {"key": encoded, "value": value, "timestamp": None, "headers": headers}
-                if encoded is None:
-                    partition = partition_of(None, partitions)
-                elif (partition := placed.get(encoded, -1)) < 0:
-                    partition = placed[encoded] = partition_of(encoded, partitions)
-                batch = open_batches.get(partition)
-                if batch is not None:
-                    if batch.append(**record) is not None:
-                        continue
-                    sent.append(
-                        await self._producer.send_batch(batch, full_topic, partition=partition)
+        except BrokerError as error:
+            raise UnacknowledgedError(str(error), records) from error
+        # Record batches filled here, one open per partition, instead of a send() and a
+        # future per message (that bookkeeping cost more than the messages): a
+        # partition's batches go out in order, so one key's messages stay in order.
+        batches: list[tuple[int, Any, list[int]]] = []
+        open_batches: dict[int, tuple[Any, list[int]]] = {}
+        placed: dict[bytes, int] = {}  # a recipient's email and text share a key
+        for index, (key, value, headers) in enumerate(records):
+            encoded = key.encode() if key is not None else None
+            record = {"key": encoded, "value": value, "timestamp": None, "headers": headers}
+            if encoded is None:
+                partition = partition_of(None, partitions)
+            elif (partition := placed.get(encoded, -1)) < 0:
+                partition = placed[encoded] = partition_of(encoded, partitions)
+            filling = open_batches.get(partition)
+            if filling is None or filling[0].append(**record) is None:
+                filling = open_batches[partition] = (self._producer.create_batch(), [])
+                batches.append((partition, *filling))
+                filling[0].append(**record)  # the first record always fits
+            filling[1].append(index)
+        sent: list[tuple[Any, list[int]]] = []
+        missed: list[int] = []
+        problem: KafkaError | None = None
+        for partition, batch, members in batches:
+            try:
+                sent.append(
+                    (
+                        await self._producer.send_batch(batch, full_topic, partition=partition),
+                        members,
                     )
-                batch = open_batches[partition] = self._producer.create_batch()
-                batch.append(**record)  # the first record always fits
-            for partition, batch in open_batches.items():
-                sent.append(await self._producer.send_batch(batch, full_topic, partition=partition))
-            for acknowledged in sent:
+                )
+            except KafkaError as error:
+                problem = problem or error
+                missed.extend(members)
+        for acknowledged, members in sent:
+            try:
                 await acknowledged
-        except KafkaError as error:
-            raise BrokerError(f"Kafka did not acknowledge {full_topic}: {error}") from error
-        PRODUCED.labels(full_topic).inc(len(records))
+            except KafkaError as error:
+                problem = problem or error
+                missed.extend(members)
+        PRODUCED.labels(full_topic).inc(len(records) - len(missed))
+        if missed:
+            raise UnacknowledgedError(
+                f"Kafka did not acknowledge {len(missed)} of {len(records)} records "
+                f"of {full_topic}: {problem!r}",
+                [records[index] for index in sorted(missed)],
+            )
 
     async def send(self, topic: str, message: dict[str, Any], *, key: str | None = None) -> None:
         """Publishes one message and waits for its acknowledgement."""
