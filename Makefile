@@ -41,7 +41,7 @@ test-pg15: $(BIN)/relaybook
 # Apache Kafka for RELAYBOOK_EMBEDDED_BROKER=kafka and test-kafka: the pinned release's
 # jars, fetched once per machine by Maven into ~/.cache/relaybook (needs Java 17+).
 kafka: $(BIN)/relaybook
-	$(BIN)/python -c "from relaybook.kafka_release import classpath, cache_dir; classpath(); print(cache_dir())"
+	$(BIN)/python -c "from relaybook.tooling.kafka_release import classpath, cache_dir; classpath(); print(cache_dir())"
 
 # The tests that use the broker, on an embedded Apache Kafka instead of Tansu
 # (KAFKA_NODES=3, the default: replication 3, min.insync.replicas 2; KAFKA_NODES=1 is

@@ -28,13 +28,20 @@ import asyncpg
 import temporary
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from bounce_policy.decisions import BouncePolicy
-from bounce_policy.policy import Policy
-from relaybook import database, logs
-from relaybook.deadletters import DeadLetters
-from relaybook.embedded import EmbeddedBroker, EmbeddedPostgres
-from relaybook.kafka import Consumer, Producer, Record, client_options, encode, ensure_topics
-from relaybook.settings import Settings
+from relaybook.platform import database, logs
+from relaybook.platform.deadletters import DeadLetters
+from relaybook.platform.kafka import (
+    Consumer,
+    Producer,
+    Record,
+    client_options,
+    encode,
+    ensure_topics,
+)
+from relaybook.platform.settings import Settings
+from relaybook.reachability.decisions import BouncePolicy
+from relaybook.reachability.policy import Policy
+from relaybook.tooling.embedded import EmbeddedBroker, EmbeddedPostgres
 
 PEOPLE = 20_000
 BAD = 400

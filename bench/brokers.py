@@ -14,10 +14,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from relaybook.embedded import EmbeddedBroker
-from relaybook.kafka_cluster import EmbeddedKafka
-from relaybook.kafka_release import KAFKA_VERSION
-from relaybook.settings import env_name
+from relaybook.platform.settings import env_name
+from relaybook.tooling.embedded import EmbeddedBroker
+from relaybook.tooling.kafka_cluster import EmbeddedKafka
+from relaybook.tooling.kafka_release import KAFKA_VERSION
 
 BROKERS = ("tansu", "kafka", "kafka3")
 
@@ -65,7 +65,7 @@ def up_environment(name: str) -> dict[str, str]:
 class Broker:
     """The broker ``name``, started in this process with its data (Apache Kafka's) under
     ``data_dir``. Start it from the main thread: its processes die with the thread that
-    started them (see ``relaybook.embedded.die_with_parent``)."""
+    started them (see ``relaybook.tooling.embedded.die_with_parent``)."""
 
     def __init__(self, name: str, data_dir: Path) -> None:
         if name not in BROKERS:

@@ -32,11 +32,11 @@ import httpx
 import temporary
 
 from dispatcher.people import People
-from relaybook import logs
-from relaybook.embedded import EmbeddedBroker, EmbeddedPostgres, free_ports
-from relaybook.runtime import settle_garbage_collector
-from relaybook.settings import Settings
-from relaybook.system import System
+from relaybook.platform import logs
+from relaybook.platform.runtime import settle_garbage_collector
+from relaybook.platform.settings import Settings
+from relaybook.tooling.embedded import EmbeddedBroker, EmbeddedPostgres, free_ports
+from relaybook.tooling.system import System
 
 ADMIN = "bench-admin"
 PASSWORD = "bench password, long enough"  # noqa: S105 - a made-up person of the bench

@@ -51,12 +51,12 @@ import httpx
 import temporary
 from floors import floor_producer, floor_topic, produce_in_batches, until_led
 
-from relaybook import logs
-from relaybook.embedded import EmbeddedPostgres, free_ports
-from relaybook.kafka import encode
-from relaybook.runtime import settle_garbage_collector
-from relaybook.settings import Settings
-from relaybook.system import System
+from relaybook.platform import logs
+from relaybook.platform.kafka import encode
+from relaybook.platform.runtime import settle_garbage_collector
+from relaybook.platform.settings import Settings
+from relaybook.tooling.embedded import EmbeddedPostgres, free_ports
+from relaybook.tooling.system import System
 
 ADMIN = "bench-admin"
 
@@ -213,7 +213,7 @@ async def run(
         for port in (sandbox_port, twilio_port):
             sandboxes.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "relaybook.cli", "sandbox"],
+                    [sys.executable, "-m", "relaybook.tooling.cli", "sandbox"],
                     env=env | {"RELAYBOOK_SANDBOX_PORT": str(port)},
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,

@@ -14,8 +14,8 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
-from relaybook.kafka import MAX_BATCH_BYTES, client_options, ensure_topics
-from relaybook.settings import Settings
+from relaybook.platform.kafka import MAX_BATCH_BYTES, client_options, ensure_topics
+from relaybook.platform.settings import Settings
 
 
 def floor_producer(settings: Settings) -> AIOKafkaProducer:

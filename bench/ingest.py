@@ -53,13 +53,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from provider_sandbox.signing import SENDGRID_SIGNATURE, SENDGRID_TIMESTAMP, SendGridSigner
-from relaybook import logs
-from relaybook.embedded import EmbeddedPostgres, free_ports
-from relaybook.http import HttpServer, bind, create_app
-from relaybook.kafka import client_options, encode
-from relaybook.settings import Settings
-from relaybook.system import System
-from relaybook.timestamps import now_iso
+from relaybook.platform import logs
+from relaybook.platform.http import HttpServer, bind, create_app
+from relaybook.platform.kafka import client_options, encode
+from relaybook.platform.settings import Settings
+from relaybook.platform.timestamps import now_iso
+from relaybook.tooling.embedded import EmbeddedPostgres, free_ports
+from relaybook.tooling.system import System
 from webhook_ingest.events import sendgrid_event
 from webhook_ingest.signatures import SendGridVerifier
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import httpx
 
-from relaybook.embedded import EmbeddedBroker, EmbeddedPostgres, free_port_settings
-from relaybook.settings import env_name
+from relaybook.platform.settings import env_name
+from relaybook.tooling.embedded import EmbeddedBroker, EmbeddedPostgres, free_port_settings
 
 
 def time_up(data_dir: Path) -> float:
@@ -35,7 +35,7 @@ def time_up(data_dir: Path) -> float:
     env |= {"RELAYBOOK_DATA_DIR": str(data_dir), "RELAYBOOK_LOG_LEVEL": "WARNING"}
     started = time.monotonic()
     process = subprocess.Popen(
-        [sys.executable, "-m", "relaybook.cli", "up"],
+        [sys.executable, "-m", "relaybook.tooling.cli", "up"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

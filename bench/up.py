@@ -67,9 +67,9 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from prometheus_client.parser import text_string_to_metric_families
 
 from provider_sandbox.signing import SendGridSigner
-from relaybook import ownership
-from relaybook.embedded import free_port_settings
-from relaybook.settings import Settings, env_name
+from relaybook.platform.settings import Settings, env_name
+from relaybook.tooling import ownership
+from relaybook.tooling.embedded import free_port_settings
 
 # bench/ingest.py's load generator, events and deliveries (bench/ is no package)
 _spec = importlib.util.spec_from_file_location("ingest", Path(__file__).with_name("ingest.py"))
@@ -337,7 +337,7 @@ def start_up(
     }
     log = (data_dir.parent / "up.log").open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "relaybook.cli", "up"], env=env, stdout=log, stderr=log
+        [sys.executable, "-m", "relaybook.tooling.cli", "up"], env=env, stdout=log, stderr=log
     )
     return process, ports
 

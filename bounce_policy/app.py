@@ -9,12 +9,12 @@ import contextlib
 
 import asyncpg
 
-from bounce_policy.decisions import BouncePolicy
-from bounce_policy.policy import Policy
-from relaybook.deployable import Deployable
-from relaybook.kafka import BrokerError, Consumer, Record
-from relaybook.logs import get_logger
-from relaybook.runtime import Infrastructure
+from relaybook.platform.deployable import Deployable
+from relaybook.platform.kafka import BrokerError, Consumer, Record
+from relaybook.platform.logs import get_logger
+from relaybook.platform.runtime import Infrastructure
+from relaybook.reachability.decisions import BouncePolicy
+from relaybook.reachability.policy import Policy
 
 GROUP = "relaybook-bounce-policy"
 EXPIRY_SWEEP_S = 60.0

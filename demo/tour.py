@@ -24,10 +24,10 @@ from demo import owners as sample
 from demo.output import DemoStepError, Tour
 from dispatcher.auth import create_token
 from dispatcher.people import People
-from relaybook.embedded import free_port_settings, running_postgres_pid
-from relaybook.runtime import admin_token
-from relaybook.settings import Settings
-from relaybook.system import System
+from relaybook.platform.runtime import admin_token
+from relaybook.platform.settings import Settings
+from relaybook.tooling.embedded import free_port_settings, running_postgres_pid
+from relaybook.tooling.system import System
 
 #: how long any one step may wait for messages to move before it fails
 WITHIN_S = 40.0

@@ -24,8 +24,8 @@ from dispatcher.validation import (
     decode_path,
     decode_query,
 )
-from relaybook.http import PayloadTooLargeError, error, read_body
-from relaybook.storable import has_unstorable
+from relaybook.platform.http import PayloadTooLargeError, error, read_body
+from relaybook.platform.storable import has_unstorable
 
 
 class ApiError(Exception):

@@ -15,9 +15,9 @@ from dispatcher.outbox import Relay
 from dispatcher.people import People
 from dispatcher.scope import ScopedPool
 from dispatcher.store import NoticeStore
-from relaybook.deployable import Deployable
-from relaybook.http import create_app
-from relaybook.runtime import Infrastructure, admin_token
+from relaybook.platform.deployable import Deployable
+from relaybook.platform.http import create_app
+from relaybook.platform.runtime import Infrastructure, admin_token
 
 
 def build(infra: Infrastructure) -> Deployable:

@@ -16,7 +16,7 @@ import uuid
 import asyncpg
 from starlette.requests import Request
 
-from relaybook import faults, sql
+from relaybook.platform import faults, sql
 
 SUPPORT = "support"
 #: what a person of the administrator role may do beyond a manager (the console's people)

@@ -36,7 +36,7 @@ from dispatcher.paging import (
 from dispatcher.scope import ScopedPool
 from dispatcher.store import iso
 from dispatcher.validation import Id, InvalidRequestError, Moment, decode_query, in_utc
-from relaybook import sql, timestamps
+from relaybook.platform import sql, timestamps
 
 Q = sql.load("dispatcher")
 

@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from dispatcher.answers import ErrorAnswer
 from dispatcher.api import Answer, Operation
-from relaybook.http import RETRY_AFTER_S
+from relaybook.platform.http import RETRY_AFTER_S
 
 REF = "#/components/schemas/{name}"
 _ERROR = {"$ref": REF.format(name="ErrorAnswer")}

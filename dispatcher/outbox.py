@@ -29,10 +29,10 @@ from prometheus_client import Counter, Gauge, Histogram
 
 import schemas
 from dispatcher.store import OUTBOX_CHANNEL, Q
-from relaybook import faults, sql
-from relaybook.kafka import Headers, Producer, UnacknowledgedError, headers_for
-from relaybook.logs import get_logger
-from relaybook.timestamps import now_iso
+from relaybook.platform import faults, sql
+from relaybook.platform.kafka import Headers, Producer, UnacknowledgedError, headers_for
+from relaybook.platform.logs import get_logger
+from relaybook.platform.timestamps import now_iso
 
 log = get_logger(__name__)
 

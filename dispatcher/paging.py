@@ -12,7 +12,7 @@ from typing import Annotated
 import msgspec
 
 from dispatcher.validation import InvalidRequestError, Moment, convert, in_utc
-from relaybook.storable import has_unstorable
+from relaybook.platform.storable import has_unstorable
 
 DEFAULT_LIMIT, MAX_LIMIT = 100, 500
 #: rows per page

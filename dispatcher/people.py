@@ -31,7 +31,7 @@ import argon2
 import asyncpg
 
 from dispatcher.auth import PEOPLE, SCOPES, Caller, agency_ids
-from relaybook import logs, sql
+from relaybook.platform import logs, sql
 
 Q = sql.load("dispatcher", "callers.sql")
 log = logs.get_logger(__name__)

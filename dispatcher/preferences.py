@@ -1,10 +1,10 @@
-"""Recipients' preferences: read as the contact rule shows them (``consent/queries.sql``:
-what the next send obeys), changed by a manager, by the owner through their agency (with
-evidence: the only way besides START to lift the owner's own opt-out), or by support after
-an automatic unsubscribe (which lifts the address's automatic suppressions and clears its
-failure counts, never the owner's opt-out). Who may lift what is
-:mod:`consent.authority`'s. Every change is audited and announced on
-``recipient-events``."""
+"""Recipients' preferences: read as the contact rule shows them
+(``relaybook/reachability/queries.sql``: what the next send obeys), changed by a manager,
+by the owner through their agency (with evidence: the only way besides START to lift the
+owner's own opt-out), or by support after an automatic unsubscribe (which lifts the
+address's automatic suppressions and clears its failure counts, never the owner's
+opt-out). Who may lift what is :mod:`relaybook.reachability.authority`'s. Every change is
+audited and announced on ``recipient-events``."""
 
 from __future__ import annotations
 
@@ -17,8 +17,6 @@ import asyncpg
 import msgspec
 from starlette.responses import Response
 
-from consent import address_key
-from consent.authority import Causes, author, refusal, unchanged
 from dispatcher.answers import (
     ChangedBy,
     ChannelPreference,
@@ -33,9 +31,11 @@ from dispatcher.paging import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, encod
 from dispatcher.scope import ScopedPool
 from dispatcher.store import iso
 from dispatcher.validation import UNSET, ContactChange, Id, InvalidRequestError
-from relaybook import outbox, sql
-from relaybook.database import Connection
-from relaybook.timestamps import now_iso
+from relaybook.platform import outbox, sql
+from relaybook.platform.database import Connection
+from relaybook.platform.timestamps import now_iso
+from relaybook.reachability import address_key
+from relaybook.reachability.authority import Causes, author, refusal, unchanged
 
 Q = sql.load("dispatcher")
 CHANNELS = ("email", "sms")

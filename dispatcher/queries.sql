@@ -68,7 +68,7 @@ ON CONFLICT (agency_id, id) DO NOTHING;
 -- deliveries_latest_idx and the recipient's journal too, not at random places in them.
 -- The recipients are found first, each once: joined after the channels, the planner
 -- could work out the reason of every recipient in the table before matching the list.
--- The reason is the contact rule's (consent/queries.sql), as everywhere it is shown.
+-- The reason is the contact rule's (relaybook/reachability/queries.sql), as everywhere it is shown.
 WITH first AS MATERIALIZED (SELECT uuid_v7() AS id)
 INSERT INTO deliveries (id, notice_id, recipient_id, channel, address, status, reason,
                         agency_id)
@@ -83,7 +83,7 @@ CROSS JOIN (SELECT n.position, r.*
             JOIN recipients r ON r.agency_id = $4 AND r.id = n.id
             OFFSET 0) AS r
 CROSS JOIN unnest($3::text[]) WITH ORDINALITY AS ch (channel, position)
--- include: consent.contact
+-- include: relaybook.reachability.contact
 ORDER BY r.position, ch.position;
 
 -- name: insert_job_pages
@@ -114,7 +114,7 @@ LIMIT {limit};
 -- The funnel per channel over each recipient's latest attempt: sent counts every message
 -- the provider accepted (failed ones too); delivered, opened and clicked count every
 -- message whose status got that far (a bounce after a "delivered" is not delivered);
--- queued, failed and skipped are states. The status only climbs (tracker/precedence.py).
+-- queued, failed and skipped are states. The status only climbs (relaybook/deliveries/precedence.py).
 SELECT channel,
        count(*) AS recipients,
        count(*) FILTER (WHERE status = 'queued') AS queued,
@@ -270,11 +270,11 @@ FROM recipients WHERE agency_id = $2 AND id = $1 FOR UPDATE;
 
 -- name: contact_causes
 -- What the contact rule finds on one channel ($3) of a recipient: the causes a change
--- must be allowed to lift (consent/authority.py).
+-- must be allowed to lift (relaybook/reachability/authority.py).
 SELECT consent.address, consent.owner_block, consent.auto_block
 FROM recipients r
 CROSS JOIN (SELECT $3::text AS channel) AS ch
--- include: consent.contact
+-- include: relaybook.reachability.contact
 WHERE r.agency_id = $2 AND r.id = $1;
 
 -- name: set_preference
@@ -315,7 +315,7 @@ INSERT INTO audit_log (actor, action, subject_type, subject_id, reason, details,
 VALUES ($1, $2, 'recipient', $3, $4, $5::jsonb, $6);
 
 -- name: preferences_overview
--- Recipients with their preferences as the contact rule shows them (consent/queries.sql):
+-- Recipients with their preferences as the contact rule shows them (relaybook/reachability/queries.sql):
 -- what each channel's next send obeys. {where} is built from fixed conditions
 -- (dispatcher/preferences.py: OVERVIEW_FILTERS); one recipient is the same with its key.
 SELECT r.id, r.name, r.email, r.phone, r.never_auto_unsubscribe, r.agency_id,
@@ -328,11 +328,11 @@ SELECT r.id, r.name, r.email, r.phone, r.never_auto_unsubscribe, r.agency_id,
 FROM recipients r
 CROSS JOIN LATERAL (
     SELECT consent.* FROM (SELECT 'email'::text AS channel) AS ch
-    -- include: consent.contact
+    -- include: relaybook.reachability.contact
 ) AS e
 CROSS JOIN LATERAL (
     SELECT consent.* FROM (SELECT 'sms'::text AS channel) AS ch
-    -- include: consent.contact
+    -- include: relaybook.reachability.contact
 ) AS s
 WHERE {where}
 ORDER BY r.agency_id, r.id
@@ -348,13 +348,13 @@ SELECT agency_id FROM recipients WHERE id = $1 ORDER BY agency_id LIMIT 2;
 
 -- name: resend_candidates
 -- Each recipient's latest attempt per channel, with the recipient's name and why they
--- cannot be contacted there now: the contact rule's skip reason (consent/queries.sql;
+-- cannot be contacted there now: the contact rule's skip reason (relaybook/reachability/queries.sql;
 -- NULL: they may be), as the fan-out, the worker and the preferences read it.
 SELECT d.id, d.recipient_id, r.name, d.channel, d.status, consent.skip_reason AS reason
 FROM deliveries d
 JOIN recipients r ON r.agency_id = d.agency_id AND r.id = d.recipient_id
 CROSS JOIN LATERAL (SELECT d.channel) AS ch
--- include: consent.contact
+-- include: relaybook.reachability.contact
 WHERE d.notice_id = $1 AND d.is_latest;
 
 -- name: insert_resend

@@ -37,7 +37,7 @@ from dispatcher.api import Answer, ApiError, Call, NoticePath, Operation, answer
 from dispatcher.scope import ScopedPool
 from dispatcher.store import OUTBOX_CHANNEL, add_job_pages
 from dispatcher.validation import MAX_RECIPIENTS, Id, InvalidRequestError
-from relaybook import sql, timestamps
+from relaybook.platform import sql, timestamps
 
 Q = sql.load("dispatcher")
 SCOPES = ("failed", "undelivered", "selected")

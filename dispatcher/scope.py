@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 
 from dispatcher.auth import Caller
-from relaybook.database import Connection
+from relaybook.platform.database import Connection
 
 #: the caller of the request being served (set by dispatcher.api once it is known)
 CURRENT: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("caller", default=None)

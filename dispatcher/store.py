@@ -15,8 +15,8 @@ import asyncpg
 from dispatcher.answers import Channel, ChannelStats, Notice, NoticeSummary, Stats
 from dispatcher.scope import ScopedPool
 from dispatcher.validation import UNSET, NoticeRequest
-from relaybook import sql, timestamps
-from relaybook.database import Connection
+from relaybook.platform import sql, timestamps
+from relaybook.platform.database import Connection
 
 Q = sql.load("dispatcher")
 OUTBOX_CHANNEL = "relaybook_outbox"

@@ -19,7 +19,7 @@ from typing import Annotated, Any, TypeVar
 
 import msgspec
 
-from relaybook.storable import has_unstorable
+from relaybook.platform.storable import has_unstorable
 
 #: documented limits
 MAX_RECIPIENTS = 100_000

@@ -26,8 +26,8 @@ from provider_sandbox.credentials import Credentials
 from provider_sandbox.scenarios import Rates
 from provider_sandbox.signing import SendGridSigner
 from provider_sandbox.webhooks import Disorder, Poster
-from relaybook.http import create_app, error
-from relaybook.settings import Settings
+from relaybook.platform.http import create_app, error
+from relaybook.platform.settings import Settings
 
 PROVIDERS = ("sendgrid", "twilio")
 

@@ -10,7 +10,7 @@ import os
 import secrets
 
 from provider_sandbox.signing import SendGridSigner
-from relaybook.settings import Settings
+from relaybook.platform.settings import Settings
 
 #: the sender number the sandbox hands out; Twilio's magic "valid From" test number
 SANDBOX_FROM = "+15005550006"

@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 import httpx
 
 from provider_sandbox.signing import TWILIO_SIGNATURE, SendGridSigner, twilio_signature
-from relaybook.logs import get_logger
+from relaybook.platform.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import asyncio
 
-from relaybook.deployable import Deployable
-from relaybook.kafka import Consumer
-from relaybook.runtime import Infrastructure
+from relaybook.platform.deployable import Deployable
+from relaybook.platform.kafka import Consumer
+from relaybook.platform.runtime import Infrastructure
 from send_worker.providers import SendGrid, Twilio
 from send_worker.worker import SendWorker
 

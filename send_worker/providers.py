@@ -24,7 +24,7 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
-from relaybook.settings import Settings
+from relaybook.platform.settings import Settings
 from send_worker.retry import Outcome, http_outcome
 
 MAX_PERSONALIZATIONS = 1000

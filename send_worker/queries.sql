@@ -21,7 +21,7 @@ SELECT d.id, d.notice_id, d.recipient_id, d.channel, d.agency_id, d.status,
        CASE WHEN d.provider_message_id IS NOT NULL THEN d.sent_at
             ELSE d.failed_at END AS outcome_at,
        d.address AS sent_to, d.provider, d.reason, d.provider_code, d.send_attempts, r.name,
-       -- the contact rule (consent/queries.sql), as the preferences show it: the
+       -- the contact rule (relaybook/reachability/queries.sql), as the preferences show it: the
        -- recipient's current address, and why they may not be contacted there (NULL: go)
        consent.address, consent.skip_reason
 FROM (SELECT DISTINCT unnest($1::uuid[])) AS job (id)  -- a job given twice is sent once
@@ -29,7 +29,7 @@ CROSS JOIN LATERAL (SELECT * FROM deliveries WHERE id = job.id LIMIT 1) d
 CROSS JOIN LATERAL (SELECT * FROM recipients
                     WHERE agency_id = d.agency_id AND id = d.recipient_id LIMIT 1) r
 CROSS JOIN LATERAL (SELECT d.channel) AS ch
--- include: consent.contact
+-- include: relaybook.reachability.contact
 -- the latest attempt, as the max(attempt) this replaced: one backward step on the key
 LEFT JOIN LATERAL (SELECT attempt, started_at FROM send_attempts
                    WHERE delivery_id = d.id ORDER BY attempt DESC LIMIT 1) a ON true;

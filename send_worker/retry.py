@@ -12,7 +12,7 @@ import dataclasses
 import datetime as dt
 import random
 
-from relaybook import storable
+from relaybook.platform import storable
 
 BASE_S = 2.0
 CAP_S = 600.0

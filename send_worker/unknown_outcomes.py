@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 import asyncpg
 
-from relaybook import sql
+from relaybook.platform import sql
 from send_worker.providers import Listed, Twilio
 
 Q = sql.load("send_worker")

@@ -35,11 +35,11 @@ from typing import Any
 import asyncpg
 from prometheus_client import Counter
 
-from relaybook import faults, outbox, sql
-from relaybook.kafka import STOP_TIMEOUT_S, BrokerError, Producer, Record
-from relaybook.logs import get_logger
-from relaybook.settings import Settings
-from relaybook.timestamps import iso
+from relaybook.platform import faults, outbox, sql
+from relaybook.platform.kafka import STOP_TIMEOUT_S, BrokerError, Producer, Record
+from relaybook.platform.logs import get_logger
+from relaybook.platform.settings import Settings
+from relaybook.platform.timestamps import iso
 from send_worker.providers import MAX_PERSONALIZATIONS, Email, EmailContent, SendGrid, Twilio
 from send_worker.retry import Outcome, next_attempt
 from send_worker.unknown_outcomes import HELD, UnknownOutcomes, Verdict

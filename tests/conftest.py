@@ -24,12 +24,12 @@ import asyncpg
 import httpx
 import pytest
 
-from relaybook import database
-from relaybook.embedded import EmbeddedBroker, EmbeddedPostgres, free_port_settings
-from relaybook.kafka import Producer, ensure_topics
-from relaybook.kafka_cluster import EmbeddedKafka
-from relaybook.settings import Settings
-from relaybook.system import System
+from relaybook.platform import database
+from relaybook.platform.kafka import Producer, ensure_topics
+from relaybook.platform.settings import Settings
+from relaybook.tooling.embedded import EmbeddedBroker, EmbeddedPostgres, free_port_settings
+from relaybook.tooling.kafka_cluster import EmbeddedKafka
+from relaybook.tooling.system import System
 from tests.support import ADMIN, embedded_kafka
 
 

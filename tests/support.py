@@ -17,16 +17,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from relaybook import sql
-from relaybook.embedded import free_port_settings
-from relaybook.kafka import Record
-from relaybook.kafka_cluster import EmbeddedKafka
-from relaybook.settings import env_name
+from relaybook.platform import sql
+from relaybook.platform.kafka import Record
+from relaybook.platform.settings import env_name
+from relaybook.tooling.embedded import free_port_settings
+from relaybook.tooling.kafka_cluster import EmbeddedKafka
 
 #: the admin token of the in-process system fixture
 ADMIN = "test-admin-token"
 #: made-up provider settings: what a single worker and a single ingest refuse to start
-#: without (relaybook.runtime.NEEDS), for tests that never reach a provider
+#: without (relaybook.tooling.infrastructure.NEEDS), for tests that never reach a provider
 PROVIDER_SETTINGS = {
     "RELAYBOOK_SENDGRID_API_KEY": "SG.test-only",
     "RELAYBOOK_SENDGRID_WEBHOOK_PUBLIC_KEYS": (
@@ -65,7 +65,7 @@ def notice(count: int = 3, **changes: Any) -> dict[str, Any]:
 def storable_everywhere(value: Any) -> bool:
     """No NUL nor lone surrogate in any string of ``value`` (keys included): what
     PostgreSQL stores and every JSON encoder writes."""
-    from relaybook.storable import has_unstorable  # noqa: PLC0415
+    from relaybook.platform.storable import has_unstorable  # noqa: PLC0415
 
     if isinstance(value, str):
         return not has_unstorable(value)
@@ -122,7 +122,7 @@ async def read_topic(
     moment after that, so a test also sees a message that should not be there."""
     from aiokafka import AIOKafkaConsumer  # noqa: PLC0415 - only some tests read topics
 
-    from relaybook.kafka import client_options  # noqa: PLC0415
+    from relaybook.platform.kafka import client_options  # noqa: PLC0415
 
     consumer = AIOKafkaConsumer(
         settings.topic(topic),
@@ -173,14 +173,14 @@ class Deployable:
     def start(self, name: str) -> subprocess.Popen[bytes]:
         with (self.logs / f"{name}.log").open("w") as log:
             return subprocess.Popen(
-                [sys.executable, "-m", "relaybook.cli", self.command],
+                [sys.executable, "-m", "relaybook.tooling.cli", self.command],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
 
 
-SHOWN = sql.load("consent")["shown"]
+SHOWN = sql.load("relaybook.reachability")["shown"]
 
 
 async def shown(

@@ -5,9 +5,9 @@ replica, but for a bounce matched by its address."""
 
 from __future__ import annotations
 
-from relaybook.deployable import Deployable
-from relaybook.kafka import Consumer
-from relaybook.runtime import Infrastructure
+from relaybook.platform.deployable import Deployable
+from relaybook.platform.kafka import Consumer
+from relaybook.platform.runtime import Infrastructure
 from tracker.journal import Journal
 
 GROUP = "relaybook-tracker"

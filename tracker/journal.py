@@ -16,11 +16,11 @@ import asyncpg
 import orjson
 from prometheus_client import Counter
 
-from relaybook import sql
-from relaybook.database import Connection
-from relaybook.kafka import Record
-from relaybook.metrics import count_each
-from tracker.precedence import BY_RANK, from_worker, proves
+from relaybook.deliveries.precedence import BY_RANK, from_worker, proves
+from relaybook.platform import sql
+from relaybook.platform.database import Connection
+from relaybook.platform.kafka import Record
+from relaybook.platform.metrics import count_each
 
 Q = sql.load("tracker")
 

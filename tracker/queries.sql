@@ -40,7 +40,7 @@ RETURNING event_id;
 
 -- name: project
 -- A batch's new events applied to their journal rows at once, by the precedence that
--- tracker/precedence.py describes: the status only climbs (queued < sent < delivered <
+-- relaybook/deliveries/precedence.py describes: the status only climbs (queued < sent < delivered <
 -- opened < clicked < failed), each time is the first one implied, the reason and code are
 -- those of the first failure, a skipped delivery is left be. $1: the events, one JSON
 -- array in the order they came (position; the delivery; the status each proves, or null;

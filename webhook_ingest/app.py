@@ -28,13 +28,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 import schemas
-from relaybook.deployable import Deployable
-from relaybook.http import PayloadTooLargeError, create_app, error, read_body
-from relaybook.kafka import BrokerError, OverloadedError, Producer, SharedBatches
-from relaybook.logs import get_logger
-from relaybook.runtime import Infrastructure
-from relaybook.settings import Settings
-from relaybook.timestamps import now_iso
+from relaybook.platform.deployable import Deployable
+from relaybook.platform.http import PayloadTooLargeError, create_app, error, read_body
+from relaybook.platform.kafka import BrokerError, OverloadedError, Producer, SharedBatches
+from relaybook.platform.logs import get_logger
+from relaybook.platform.runtime import Infrastructure
+from relaybook.platform.settings import Settings
+from relaybook.platform.timestamps import now_iso
 from webhook_ingest import WebhookError
 from webhook_ingest.events import (
     MalformedError,

@@ -17,8 +17,8 @@ from typing import Any
 
 import orjson
 
-from relaybook import storable
-from relaybook.timestamps import iso
+from relaybook.platform import storable
+from relaybook.platform.timestamps import iso
 from webhook_ingest import WebhookError
 
 #: SendGrid event name -> canonical type
@@ -63,7 +63,7 @@ class MalformedError(WebhookError):
 def parse_batch(body: bytes) -> Any:
     """A signed body as JSON: by ``orjson`` (fast), or, for what it refuses that is still
     JSON (a lone surrogate in a string), by the standard library, so the events are kept
-    (:func:`relaybook.storable.json_value`); nesting past about 1000 levels is refused."""
+    (:func:`relaybook.platform.storable.json_value`); nesting past about 1000 levels is refused."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -146,7 +146,8 @@ def sendgrid_event(raw: Any, index: int, received_at: str) -> dict[str, Any]:
 
 
 def _faithful(raw: dict[str, Any], index: int) -> Any:
-    """The provider's event as received, storable (:func:`relaybook.storable.json_value`)."""
+    """The provider's event as received, storable
+    (:func:`relaybook.platform.storable.json_value`)."""
     try:
         return storable.json_value(raw)
     except RecursionError:

@@ -33,7 +33,7 @@ from dispatcher.journal import CHANNELS, STATUSES, JournalQuery, JournalReader
 from dispatcher.paging import MAX_LIMIT
 from dispatcher.scope import ScopedPool
 from dispatcher.validation import InvalidRequestError, decode_query
-from relaybook import spreadsheet, sql
+from relaybook.platform import spreadsheet, sql
 
 Q = sql.load("dispatcher", "console_journal.sql")
 T = TypeVar("T")

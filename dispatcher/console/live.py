@@ -27,8 +27,8 @@ from starlette.types import Receive, Scope, Send
 
 from dispatcher.console import i18n
 from dispatcher.console.web import View
-from relaybook.faults import is_transient
-from relaybook.logs import get_logger
+from relaybook.platform.faults import is_transient
+from relaybook.platform.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -48,7 +48,7 @@ from dispatcher.resends import (
 from dispatcher.scope import ScopedPool
 from dispatcher.store import NoticeStore, summarize
 from dispatcher.validation import InvalidRequestError, convert, decode_query
-from relaybook import sql
+from relaybook.platform import sql
 
 Q = sql.load("dispatcher", "console_notices.sql")
 T = TypeVar("T")

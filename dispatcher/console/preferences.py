@@ -40,7 +40,7 @@ from dispatcher.preferences import (
 )
 from dispatcher.scope import ScopedPool
 from dispatcher.validation import Id, InvalidRequestError, convert, decode_query
-from relaybook import sql
+from relaybook.platform import sql
 
 Q = sql.load("dispatcher", "console_preferences.sql")
 PROPERTIES_PAGE = 50

@@ -19,7 +19,7 @@ import asyncpg
 
 from dispatcher.auth import Caller
 from dispatcher.people import ROLES
-from relaybook import sql
+from relaybook.platform import sql
 
 Q = sql.load("dispatcher", "console.sql")
 

@@ -25,7 +25,7 @@ from dispatcher.console.web import (
     safe_next,
 )
 from dispatcher.people import People
-from relaybook.http import UnstorableInputError, read_form
+from relaybook.platform.http import UnstorableInputError, read_form
 
 i18n.french(
     {

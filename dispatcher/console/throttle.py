@@ -33,7 +33,7 @@ import json
 
 import asyncpg
 
-from relaybook import sql
+from relaybook.platform import sql
 
 Q = sql.load("dispatcher", "console.sql")
 

@@ -28,9 +28,9 @@ from dispatcher import scope
 from dispatcher.auth import Caller
 from dispatcher.console import i18n
 from dispatcher.console.sessions import Session, Sessions
-from relaybook.faults import UnavailableError, is_transient
-from relaybook.http import UnstorableInputError, read_form
-from relaybook.logs import get_logger
+from relaybook.platform.faults import UnavailableError, is_transient
+from relaybook.platform.http import UnstorableInputError, read_form
+from relaybook.platform.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -10,7 +10,7 @@ CREATE TABLE dead_letters (
     source_offset    bigint NOT NULL,
     consumer_group   text NOT NULL,
     -- contract_violation, data_error, constraint_violation, encoding_error,
-    -- database_error, handler_error (relaybook.faults.reason)
+    -- database_error, handler_error (relaybook.platform.faults.reason)
     reason           text NOT NULL,
     error            text NOT NULL,
     key              bytea,

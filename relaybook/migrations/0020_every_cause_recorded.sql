@@ -12,7 +12,7 @@
 --   unsubscribe link, and complaint): only the owner lifts it (START, or a change made on
 --   their behalf with evidence);
 -- - a recipient's `*_wants` columns hold the decisions about the person (a manager's, an
---   owner's made through their agency, support's); the contact rule (consent/queries.sql)
+--   owner's made through their agency, support's); the contact rule (relaybook/reachability/queries.sql)
 --   reads both, and every reader (preferences, fan-out, resends, the worker) reads it.
 
 -- The owner's own causes, by rule: the one place that says which they are.

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import asyncpg
 
-from relaybook import sql
-from relaybook.kafka import Producer
-from relaybook.settings import Settings
+from relaybook.platform import sql
+from relaybook.platform.kafka import Producer
+from relaybook.platform.settings import Settings
 from tests.support import Deployable, until
 
 ADDRESSES = 1500
@@ -75,7 +75,9 @@ async def test_a_policy_killed_mid_stream_counts_nothing_twice(
     assert await counted() == 3 * ADDRESSES
     assert await db.fetchval("SELECT count(*) FROM suppressions") == ADDRESSES
     assert await db.fetchval("SELECT count(*) FROM audit_log") == ADDRESSES
-    assert await db.fetchval(sql.load("consent")["count_off"], "email") == (ADDRESSES)
+    assert await db.fetchval(sql.load("relaybook.reachability")["count_off"], "email") == (
+        ADDRESSES
+    )
     announced = await db.fetchval("SELECT count(*) FROM outbox WHERE topic = 'recipient-events'")
     assert announced == ADDRESSES
 

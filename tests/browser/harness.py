@@ -31,13 +31,13 @@ import psutil
 from playwright.async_api import Browser, Page, async_playwright
 
 from provider_sandbox.signing import SendGridSigner
-from relaybook.embedded import free_port_settings, running_postgres_pid
-from relaybook.settings import env_name
+from relaybook.platform.settings import env_name
+from relaybook.tooling.embedded import free_port_settings, running_postgres_pid
 
 CHROMIUM = Path("/usr/bin/chromium")
 NO_CHROMIUM = f"{CHROMIUM} is missing: install Debian's chromium package (.ci/run does)"
 PASSWORD = "correct horse battery staple"
-RELAYBOOK = [sys.executable, "-m", "relaybook.cli"]
+RELAYBOOK = [sys.executable, "-m", "relaybook.tooling.cli"]
 #: how long anything the system does may take before a helper gives up
 WITHIN_S = 30.0
 

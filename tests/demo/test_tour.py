@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 import demo.tour
-from relaybook.settings import Settings
-from relaybook.system import System
+from relaybook.platform.settings import Settings
+from relaybook.tooling.system import System
 
 
 class WithoutTracker(System):
@@ -45,7 +45,7 @@ async def test_without_the_tracker_the_tour_fails_at_the_first_wait_and_says_so(
 async def test_demo_stay_keeps_the_system_up_with_a_sign_in_to_the_console_until_ctrl_c() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYBOOK_")}
     demo_process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "relaybook.cli", "demo", "--stay",
+        sys.executable, "-m", "relaybook.tooling.cli", "demo", "--stay",
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert demo_process.stdout is not None

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import yaml
 
-from relaybook.cli import _parser
-from relaybook.settings import Settings
-from relaybook.system import DEPLOYABLES
+from relaybook.platform.settings import Settings
+from relaybook.tooling.cli import _parser
+from relaybook.tooling.system import DEPLOYABLES
 from tests.deploy.manifests import (
     DASHBOARD,
     DEPLOY,

@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from relaybook.embedded import free_port_settings
-from relaybook.processes import Processes
-from relaybook.settings import Settings, SettingsError, load
+from relaybook.platform.settings import Settings, SettingsError, load
+from relaybook.tooling.embedded import free_port_settings
+from relaybook.tooling.processes import Processes
 from tests.deploy.manifests import DASHBOARD, SYNTHETIC, metric_names, rule_groups
 from tests.support import ADMIN
 

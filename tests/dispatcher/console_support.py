@@ -11,7 +11,7 @@ import argon2
 import httpx
 
 from dispatcher.people import People
-from relaybook.system import System
+from relaybook.tooling.system import System
 
 PASSWORD = "correct horse battery staple"
 #: cheap parameters, so tests run fast (the console renews the hash at the first sign-in)

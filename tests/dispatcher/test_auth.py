@@ -25,7 +25,7 @@ from dispatcher.auth import (
     list_tokens,
     revoke_token,
 )
-from relaybook.system import System
+from relaybook.tooling.system import System
 from tests.support import ADMIN as ADMIN_TOKEN
 
 

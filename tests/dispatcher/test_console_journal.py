@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from relaybook.kafka import Record
-from relaybook.system import System
+from relaybook.platform.kafka import Record
+from relaybook.tooling.system import System
 from tests.dispatcher.console_support import browser, signed_in
 from tests.support import notice
 from tracker.journal import Journal

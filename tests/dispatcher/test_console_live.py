@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from dispatcher.people import People
-from relaybook.system import System
+from relaybook.tooling.system import System
 from tests.dispatcher.console_support import CHEAP, csrf_of, signed_in
 from tests.support import notice
 

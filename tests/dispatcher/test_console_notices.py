@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from relaybook.system import System
+from relaybook.tooling.system import System
 from tests.dispatcher.console_support import csrf_of, signed_in
 from tests.support import notice
 

@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
-from bounce_policy.decisions import BouncePolicy
-from bounce_policy.policy import Policy
-from relaybook.kafka import Record
-from relaybook.system import System
+from relaybook.platform.kafka import Record
+from relaybook.reachability.decisions import BouncePolicy
+from relaybook.reachability.policy import Policy
+from relaybook.tooling.system import System
 from tests.dispatcher.console_support import csrf_of, signed_in
 from tests.support import delivery_event, notice, shown
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from dispatcher.people import People
-from relaybook.system import System
+from relaybook.tooling.system import System
 from tests.dispatcher.console_support import (
     CHEAP,
     PASSWORD,

@@ -25,7 +25,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from dispatcher import app
-from relaybook.system import System
+from relaybook.tooling.system import System
 from tests.support import ADMIN, notice
 
 #: examples per operation, per generation mode and per kind of path: enough to reach

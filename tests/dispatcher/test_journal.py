@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from dispatcher.journal import encode_cursor, journal_statement
-from relaybook.system import System
+from relaybook.tooling.system import System
 from tests.support import notice, until
 
 

@@ -10,12 +10,12 @@ import asyncpg
 import httpx
 import pytest
 
-from bounce_policy.decisions import BouncePolicy
-from bounce_policy.policy import Policy
 from dispatcher.auth import create_token
-from relaybook.kafka import Record
-from relaybook.settings import Settings
-from relaybook.system import System
+from relaybook.platform.kafka import Record
+from relaybook.platform.settings import Settings
+from relaybook.reachability.decisions import BouncePolicy
+from relaybook.reachability.policy import Policy
+from relaybook.tooling.system import System
 from tests.support import delivery_event, notice
 
 

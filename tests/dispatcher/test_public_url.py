@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from relaybook.system import System
+from relaybook.tooling.system import System
 from tests.dispatcher.console_support import PASSWORD, browser, csrf_of, person
 
 HSTS = "max-age=31536000; includeSubDomains"

@@ -19,8 +19,8 @@ import schemas
 from dispatcher.outbox import RELAY_LANES, Relay
 from dispatcher.store import PAGE_RECIPIENTS, NoticeStore
 from dispatcher.validation import parse_notice
-from relaybook.kafka import Producer
-from relaybook.settings import Settings
+from relaybook.platform.kafka import Producer
+from relaybook.platform.settings import Settings
 from tests.support import notice, read_topic
 
 #: a fan-out of three pages; the last one's recipients have no phone (skipped texts)

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from dispatcher.auth import create_token
-from relaybook.system import System
+from relaybook.tooling.system import System
 from tests.support import notice
 
 A, B = "agency-a", "agency-b"

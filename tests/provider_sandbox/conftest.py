@@ -22,8 +22,8 @@ from twilio.rest import Client
 
 from provider_sandbox import credentials as sandbox_credentials
 from provider_sandbox.app import Sandbox, build
-from relaybook.http import HttpServer, bind
-from relaybook.settings import Settings
+from relaybook.platform.http import HttpServer, bind
+from relaybook.platform.settings import Settings
 
 
 @dataclasses.dataclass

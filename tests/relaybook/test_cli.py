@@ -24,11 +24,11 @@ import httpx
 import psutil
 import pytest
 
-from relaybook.database import migrations
-from relaybook.embedded import EmbeddedBroker, free_port_settings, running_postgres_pid
-from relaybook.settings import env_name
+from relaybook.platform.database import migrations
+from relaybook.platform.settings import env_name
+from relaybook.tooling.embedded import EmbeddedBroker, free_port_settings, running_postgres_pid
 
-RELAYBOOK = [sys.executable, "-m", "relaybook.cli"]
+RELAYBOOK = [sys.executable, "-m", "relaybook.tooling.cli"]
 
 
 def environment(data_dir: Path, **extra: str) -> dict[str, str]:
@@ -577,7 +577,7 @@ def test_up_starts_a_deployable_that_died_again_and_stops_them_all(
     deployables = {
         " ".join(child.cmdline()[-1:]): child
         for child in psutil.Process(up.process.pid).children()
-        if "relaybook.cli" in child.cmdline()
+        if "relaybook.tooling.cli" in child.cmdline()
     }
     assert set(deployables) == {"dispatcher", "ingest", "worker", "tracker", "bounce-policy"}
     deployables["worker"].kill()

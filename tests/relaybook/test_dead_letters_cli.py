@@ -11,13 +11,13 @@ from types import SimpleNamespace
 
 import asyncpg
 
-from relaybook.deadletters import DeadLetters
-from relaybook.kafka import Producer
-from relaybook.settings import Settings
+from relaybook.platform.deadletters import DeadLetters
+from relaybook.platform.kafka import Producer
+from relaybook.platform.settings import Settings
 from tests.relaybook.test_cli import environment
 from tests.support import read_topic
 
-RELAYBOOK = [sys.executable, "-m", "relaybook.cli", "dead-letters"]
+RELAYBOOK = [sys.executable, "-m", "relaybook.tooling.cli", "dead-letters"]
 
 
 def run(args: list[str], settings: Settings, data_dir: Path) -> subprocess.CompletedProcess[str]:

@@ -19,8 +19,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Message
 
-from relaybook import logs
-from relaybook.http import (
+from relaybook.platform import logs
+from relaybook.platform.http import (
     HttpServer,
     PortInUseError,
     UnstorableInputError,
@@ -29,7 +29,7 @@ from relaybook.http import (
     create_app,
     read_form,
 )
-from relaybook.system import System
+from relaybook.tooling.system import System
 
 
 async def _ok() -> None:
@@ -105,7 +105,7 @@ async def test_a_failing_check_is_logged_masked_when_it_starts_and_when_it_ends(
     finally:
         structlog.reset_defaults()
         logging.getLogger().handlers.clear()
-    said = [line for line in lines if line["logger"] == "relaybook.http"]
+    said = [line for line in lines if line["logger"] == "relaybook.platform.http"]
     assert [(line["event"], line["level"], line["check"]) for line in said] == [
         ("readiness check failing", "warning", "database"),
         ("readiness check passes again", "info", "database"),

@@ -19,9 +19,9 @@ from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 from prometheus_client import REGISTRY
 
 import schemas
-from relaybook.deadletters import DeadLetters
-from relaybook.kafka import LAG, Consumer, Producer, Record, _Rebalance, murmur2
-from relaybook.settings import Settings
+from relaybook.platform.deadletters import DeadLetters
+from relaybook.platform.kafka import LAG, Consumer, Producer, Record, _Rebalance, murmur2
+from relaybook.platform.settings import Settings
 
 
 def send_job(**changes: Any) -> dict[str, Any]:

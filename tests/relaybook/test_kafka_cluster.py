@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from relaybook.kafka_cluster import EmbeddedKafka, ListenerSecurity
+from relaybook.tooling.kafka_cluster import EmbeddedKafka, ListenerSecurity
 
 
 def properties(cluster: EmbeddedKafka, node: int) -> dict[str, str]:

@@ -26,10 +26,10 @@ import pytest
 from aiokafka import AIOKafkaClient, AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from relaybook.kafka import client_options, ensure_topics
-from relaybook.kafka_cluster import EmbeddedKafka
-from relaybook.settings import Settings
-from relaybook.system import System
+from relaybook.platform.kafka import client_options, ensure_topics
+from relaybook.platform.settings import Settings
+from relaybook.tooling.kafka_cluster import EmbeddedKafka
+from relaybook.tooling.system import System
 from tests.relaybook.test_outages import configured, stored, webhook_load
 from tests.send_worker.test_unknown_outcomes import delivery_of
 from tests.support import ADMIN, embedded_kafka, notice, until

@@ -21,17 +21,17 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from aiokafka.protocol.admin import CreateAclsRequest
 
-from relaybook.embedded import free_port_settings
-from relaybook.kafka import (
+from relaybook.platform.kafka import (
     TOPICS,
     BrokerError,
     check_reachable,
     client_options,
     ensure_topics,
 )
-from relaybook.kafka_cluster import EmbeddedKafka, ListenerSecurity
-from relaybook.settings import Settings, load
-from relaybook.system import System
+from relaybook.platform.settings import Settings, load
+from relaybook.tooling.embedded import free_port_settings
+from relaybook.tooling.kafka_cluster import EmbeddedKafka, ListenerSecurity
+from relaybook.tooling.system import System
 from tests.relaybook.certificates import Authority
 from tests.support import ADMIN, PROVIDER_SETTINGS, Deployable, notice, until
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from relaybook.kafka import client_options
-from relaybook.settings import SettingsError, load
+from relaybook.platform.kafka import client_options
+from relaybook.platform.settings import SettingsError, load
 from tests.relaybook.certificates import Authority
 
 SERVERS = {"RELAYBOOK_KAFKA_BOOTSTRAP_SERVERS": "k1:9093"}
@@ -153,7 +153,7 @@ def test_up_on_embedded_kafka_without_java_says_so_in_one_line_and_exits_2(
         "RELAYBOOK_DATA_DIR": str(tmp_path / "data"),
     }
     result = subprocess.run(
-        [sys.executable, "-m", "relaybook.cli", "up"],
+        [sys.executable, "-m", "relaybook.tooling.cli", "up"],
         env=env,
         capture_output=True,
         text=True,

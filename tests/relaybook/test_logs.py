@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dispatcher import validation
-from relaybook import logs
+from relaybook.platform import logs
 
 
 @pytest.mark.parametrize(

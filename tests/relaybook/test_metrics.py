@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncpg
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
 
-from relaybook.metrics import count_each
+from relaybook.platform.metrics import count_each
 
 
 async def test_the_pools_connections_are_a_metric_read_when_scraped(pool: asyncpg.Pool) -> None:

@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
-from relaybook import database
+from relaybook.platform import database
 
 SNAPSHOT = Path(__file__).with_name("schema.snapshot")
 
@@ -145,7 +145,7 @@ async def test_migrate_allowed_a_newer_database_leaves_it_as_it_is(database_url:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "relaybook.cli",
+            "relaybook.tooling.cli",
             "migrate",
             *options,
             env=env,

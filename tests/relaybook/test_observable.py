@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import httpx
 
-from relaybook.system import System
+from relaybook.tooling.system import System
 from tests.support import until
 
 

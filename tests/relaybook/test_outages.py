@@ -23,11 +23,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from provider_sandbox.signing import SendGridSigner
-from relaybook import database
-from relaybook.embedded import EmbeddedBroker, EmbeddedPostgres, free_port_settings
-from relaybook.kafka import ensure_topics
-from relaybook.settings import Settings
-from relaybook.system import System
+from relaybook.platform import database
+from relaybook.platform.kafka import ensure_topics
+from relaybook.platform.settings import Settings
+from relaybook.tooling.embedded import EmbeddedBroker, EmbeddedPostgres, free_port_settings
+from relaybook.tooling.system import System
 from tests.support import (
     ADMIN,
     PROVIDER_SETTINGS,

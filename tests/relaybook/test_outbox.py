@@ -10,9 +10,9 @@ import asyncpg
 import pytest
 
 import schemas
-from relaybook import outbox
-from relaybook.kafka import BrokerError, Producer
-from relaybook.settings import Settings
+from relaybook.platform import outbox
+from relaybook.platform.kafka import BrokerError, Producer
+from relaybook.platform.settings import Settings
 from tests.support import read_topic
 
 

@@ -1,4 +1,4 @@
-"""One owner per data dir (relaybook/ownership.py): the lock is exclusive across processes,
+"""One owner per data dir (relaybook/tooling/ownership.py): the lock is exclusive across processes,
 freed by the kernel when its holder dies, re-entrant within one process; brief commands
 wait for a brief owner and share a running `up`'s database."""
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from relaybook import ownership
+from relaybook.tooling import ownership
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HOLDER = """
 import sys
 from pathlib import Path
-from relaybook import ownership
+from relaybook.tooling import ownership
 kind = sys.argv[2]
 claim = ownership.claim(
     Path(sys.argv[1]), "relaybook " + kind, brief=kind == "migrate", shares_database=kind == "up"

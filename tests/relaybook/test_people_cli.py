@@ -16,12 +16,12 @@ import httpx
 import pytest
 
 from dispatcher.people import People
-from relaybook.embedded import running_postgres_pid
-from relaybook.settings import Settings
-from relaybook.system import System
+from relaybook.platform.settings import Settings
+from relaybook.tooling.embedded import running_postgres_pid
+from relaybook.tooling.system import System
 from tests.relaybook.test_cli import Up, data_dir, environment  # noqa: F401 - a fixture
 
-RELAYBOOK = [sys.executable, "-m", "relaybook.cli"]
+RELAYBOOK = [sys.executable, "-m", "relaybook.tooling.cli"]
 PASSWORD = "correct horse battery staple"
 
 

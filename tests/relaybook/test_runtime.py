@@ -1,4 +1,4 @@
-"""What a started service stands on (relaybook/runtime.py): its readiness against the
+"""What a started service stands on (relaybook/tooling/infrastructure.py): its readiness against the
 database's schema, the settings a single deployable refuses to start without, the
 process-wide tuning it applies."""
 
@@ -11,9 +11,9 @@ import traceback
 import pytest
 from structlog.testing import capture_logs
 
-from relaybook import database
-from relaybook.runtime import infrastructure, require_configured
-from relaybook.settings import Settings, SettingsError, load
+from relaybook.platform import database
+from relaybook.platform.settings import Settings, SettingsError, load
+from relaybook.tooling.infrastructure import infrastructure, require_configured
 from tests.support import PROVIDER_SETTINGS
 
 SERVERS = {
@@ -25,8 +25,8 @@ SERVERS = {
 def test_a_started_service_collects_garbage_rarely_and_skips_what_startup_made() -> None:
     # in a process of its own: the tuning is process-wide and for good
     code = (
-        "import gc, relaybook.system\n"
-        "from relaybook.runtime import settle_garbage_collector\n"
+        "import gc, relaybook.tooling.system\n"
+        "from relaybook.platform.runtime import settle_garbage_collector\n"
         "settle_garbage_collector()\n"
         "print(gc.get_threshold(), gc.get_freeze_count() > 10_000)\n"
     )

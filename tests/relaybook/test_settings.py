@@ -12,8 +12,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from relaybook import settings as settings_module
-from relaybook.settings import Settings, SettingsError, load
+from relaybook.platform import settings as settings_module
+from relaybook.platform.settings import Settings, SettingsError, load
 
 
 def p256_public_key() -> str:
@@ -218,7 +218,7 @@ def test_every_setting_is_documented() -> None:
 def test_the_cli_stops_on_a_bad_setting_with_one_line_and_exit_2(tmp_path: Path) -> None:
     env = {**os.environ, "RELAYBOOK_API_PORT": "abc", "RELAYBOOK_DATA_DIR": str(tmp_path)}
     result = subprocess.run(
-        [sys.executable, "-m", "relaybook.cli", "up"],
+        [sys.executable, "-m", "relaybook.tooling.cli", "up"],
         env=env,
         capture_output=True,
         text=True,
@@ -239,7 +239,7 @@ def test_the_readmes_settings_table_lists_every_setting_with_its_default() -> No
 
 
 def test_settings_as_variables_read_back_into_the_same_settings() -> None:
-    from relaybook.settings import environment, load  # noqa: PLC0415
+    from relaybook.platform.settings import environment, load  # noqa: PLC0415
 
     configured = load(
         {

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 import schemas
-from relaybook.kafka import OverloadedError, Producer, SharedBatches
-from relaybook.settings import Settings
+from relaybook.platform.kafka import OverloadedError, Producer, SharedBatches
+from relaybook.platform.settings import Settings
 from tests.support import read_topic
 
 

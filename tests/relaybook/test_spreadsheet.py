@@ -8,7 +8,7 @@ import io
 
 import pytest
 
-from relaybook import spreadsheet
+from relaybook.platform import spreadsheet
 
 
 @pytest.mark.parametrize(

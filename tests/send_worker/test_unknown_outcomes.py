@@ -22,9 +22,9 @@ from aiokafka import AIOKafkaConsumer
 
 from dispatcher.store import NoticeStore
 from dispatcher.validation import parse_notice
-from relaybook.kafka import Producer, Record
-from relaybook.settings import Settings
-from relaybook.system import System
+from relaybook.platform.kafka import Producer, Record
+from relaybook.platform.settings import Settings
+from relaybook.tooling.system import System
 from send_worker import worker as worker_module
 from send_worker.providers import Listed, Twilio
 from send_worker.unknown_outcomes import HELD, SKEW, Doubt, held_until, match

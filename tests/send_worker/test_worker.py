@@ -23,10 +23,10 @@ from prometheus_client import REGISTRY
 
 from dispatcher.store import NoticeStore
 from dispatcher.validation import parse_notice
-from relaybook.kafka import BrokerError, Producer, Record
-from relaybook.outbox import Outbox
-from relaybook.settings import Settings
-from relaybook.system import System
+from relaybook.platform.kafka import BrokerError, Producer, Record
+from relaybook.platform.outbox import Outbox
+from relaybook.platform.settings import Settings
+from relaybook.tooling.system import System
 from send_worker.providers import SendGrid, Twilio
 from send_worker.worker import Precedence, Q, SendWorker
 from tests.support import notice, read_topic, until

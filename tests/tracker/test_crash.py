@@ -12,8 +12,8 @@ import asyncpg
 
 from dispatcher.store import NoticeStore
 from dispatcher.validation import parse_notice
-from relaybook.kafka import Producer
-from relaybook.settings import Settings
+from relaybook.platform.kafka import Producer
+from relaybook.platform.settings import Settings
 from tests.support import Deployable, notice, until
 
 OWNERS = 1500

@@ -14,7 +14,7 @@ import pytest
 
 from dispatcher.store import NoticeStore
 from dispatcher.validation import parse_notice
-from relaybook.kafka import Record
+from relaybook.platform.kafka import Record
 from tests.support import notice, until, waiting_on_locks
 from tracker import journal as journal_module
 from tracker.journal import Journal

@@ -14,9 +14,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from provider_sandbox.signing import SendGridSigner
-from relaybook.deadletters import DeadLetters
-from relaybook.kafka import Producer
-from relaybook.system import System
+from relaybook.platform.deadletters import DeadLetters
+from relaybook.platform.kafka import Producer
+from relaybook.tooling.system import System
 from tests.support import until
 
 SIGNER = SendGridSigner(ec.generate_private_key(ec.SECP256R1()))

@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 
 import schemas
 from provider_sandbox.signing import SendGridSigner, twilio_signature
-from relaybook.storable import has_unstorable
-from relaybook.system import System
+from relaybook.platform.storable import has_unstorable
+from relaybook.tooling.system import System
 from tests.support import storable_everywhere, until
 from webhook_ingest import WebhookError
 from webhook_ingest.events import parse_batch, sendgrid_event, twilio_inbound, twilio_status

@@ -22,11 +22,11 @@ from twilio.request_validator import RequestValidator
 
 import schemas
 from provider_sandbox.signing import SendGridSigner, twilio_signature
-from relaybook.embedded import EmbeddedBroker
-from relaybook.http import create_app
-from relaybook.kafka import Producer, ensure_topics
-from relaybook.settings import Settings
-from relaybook.system import System
+from relaybook.platform.http import create_app
+from relaybook.platform.kafka import Producer, ensure_topics
+from relaybook.platform.settings import Settings
+from relaybook.tooling.embedded import EmbeddedBroker
+from relaybook.tooling.system import System
 from tests.support import own_tansu, read_topic, storable_everywhere, until
 from webhook_ingest.app import routes
 

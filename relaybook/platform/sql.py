@@ -2,9 +2,10 @@
 
 A file holds blocks that each start with ``-- name: <name>``; everything up to the next
 such line is that query. Nobody has to hunt through Python for the SQL touching a table.
-A line ``-- include: <package>.<name>`` stands for another package's named block, written
-in at load time: a rule that several packages' queries apply is written once, and each
-query is still one statement the planner sees whole.
+A line ``-- include: <package>.<name>`` stands for a package's named block (of its
+``queries.sql``; the package name may be dotted), written in at load time: a rule that
+several packages' queries apply is written once, and each query is still one statement
+the planner sees whole.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from importlib import resources
 
 _NAME = re.compile(r"^-- name: ([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 _INCLUDE = re.compile(
-    r"^[ \t]*-- include: ([a-z_][a-z0-9_]*)\.([a-z_][a-z0-9_]*)[ \t]*$", re.MULTILINE
+    r"^[ \t]*-- include: ([a-z_][a-z0-9_.]*)\.([a-z_][a-z0-9_]*)[ \t]*$", re.MULTILINE
 )
 
 
@@ -31,6 +32,7 @@ def load(package: str, filename: str = "queries.sql") -> dict[str, str]:
 
     def included(match: re.Match[str]) -> str:
         owner, name = match.groups()
-        return (written if owner == package else load(owner))[name]
+        own = owner == package and filename == "queries.sql"
+        return (written if own else load(owner))[name]
 
     return {name: _INCLUDE.sub(included, body) for name, body in written.items()}

@@ -22,10 +22,10 @@ import asyncpg
 import orjson
 
 import schemas
-from relaybook import faults
-from relaybook.database import Connection
-from relaybook.kafka import Producer, headers_for
-from relaybook.logs import get_logger
+from relaybook.platform import faults
+from relaybook.platform.database import Connection
+from relaybook.platform.kafka import Producer, headers_for
+from relaybook.platform.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -4,7 +4,7 @@
 Every message is checked against its JSON Schema (``schemas/``) on both sides. A message
 that does not follow its contract, or whose handling fails for good, is not dropped and
 does not stop its consumer: it is set aside in the dead letters
-(:mod:`relaybook.deadletters`) with where it came from, and the consumer moves on.
+(:mod:`relaybook.platform.deadletters`) with where it came from, and the consumer moves on.
 """
 
 from __future__ import annotations
@@ -40,10 +40,10 @@ from aiokafka.protocol.metadata import MetadataRequest
 from prometheus_client import Counter, Gauge, Histogram
 
 import schemas
-from relaybook import faults
-from relaybook.deadletters import DeadLetters
-from relaybook.logs import get_logger
-from relaybook.settings import Settings, SettingsError
+from relaybook.platform import faults
+from relaybook.platform.deadletters import DeadLetters
+from relaybook.platform.logs import get_logger
+from relaybook.platform.settings import Settings, SettingsError
 
 log = get_logger(__name__)
 

@@ -14,12 +14,12 @@ from typing import Any
 import asyncpg
 import pytest
 
-from bounce_policy import decisions
-from bounce_policy.decisions import BouncePolicy
-from bounce_policy.policy import Policy
-from relaybook import database
-from relaybook.kafka import Record
-from relaybook.settings import Settings
+from relaybook.platform import database
+from relaybook.platform.kafka import Record
+from relaybook.platform.settings import Settings
+from relaybook.reachability import decisions
+from relaybook.reachability.decisions import BouncePolicy
+from relaybook.reachability.policy import Policy
 from tests.support import SHOWN, shown
 
 _ids = itertools.count()

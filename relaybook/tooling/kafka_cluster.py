@@ -1,7 +1,7 @@
 """Apache Kafka, embedded: one node or three in KRaft mode on 127.0.0.1, run from the
 Maven Central artifacts (``RELAYBOOK_EMBEDDED_BROKER=kafka``).
 
-The jars of a pinned version come from :mod:`relaybook.kafka_release` (fetched once per
+The jars of a pinned version come from :mod:`relaybook.tooling.kafka_release` (fetched once per
 machine; ``make kafka`` does it ahead of time); each node runs as its own JVM with a
 small heap, its storage and its log file under the given data directory. Like the Tansu
 broker, the nodes die with the process that started them, even when it is killed.
@@ -26,9 +26,9 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from relaybook.embedded import EmbeddedError, die_with_parent, free_ports
-from relaybook.kafka_release import KAFKA_VERSION, classpath, require_java
-from relaybook.logs import get_logger
+from relaybook.platform.logs import get_logger
+from relaybook.tooling.embedded import EmbeddedError, die_with_parent, free_ports
+from relaybook.tooling.kafka_release import KAFKA_VERSION, classpath, require_java
 
 log = get_logger(__name__)
 

@@ -27,7 +27,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from relaybook.logs import get_logger
+from relaybook.platform.logs import get_logger
 
 log = get_logger(__name__)
 

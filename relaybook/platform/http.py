@@ -28,10 +28,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from relaybook import faults
-from relaybook.faults import UnavailableError
-from relaybook.logs import get_logger, mask_text
-from relaybook.storable import has_unstorable
+from relaybook.platform import faults
+from relaybook.platform.faults import UnavailableError
+from relaybook.platform.logs import get_logger, mask_text
+from relaybook.platform.storable import has_unstorable
 
 log = get_logger(__name__)
 
@@ -382,7 +382,7 @@ class _RefuseUnstorable:
     """Answers 422 to a request whose path, query string, cookies or headers hold a NUL,
     before any route reads them (pure ASGI). Bodies are their decoders' to check: the API's
     JSON (dispatcher.validation), the console's forms (:func:`read_form`); a provider's
-    webhook is kept, made storable (relaybook.storable)."""
+    webhook is kept, made storable (relaybook.platform.storable)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

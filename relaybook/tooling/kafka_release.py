@@ -1,6 +1,6 @@
 """The Apache Kafka release relaybook embeds: a pinned version from Maven Central,
 resolved once per machine into a cache under the home directory, and the Java 17+ that
-runs it (see :mod:`relaybook.kafka_cluster`).
+runs it (see :mod:`relaybook.tooling.kafka_cluster`).
 
 Maven is needed once, to fetch the jars (``make kafka``); Java every time. Without
 either, start-up stops with one line (:class:`SettingsError`, exit 2).
@@ -17,9 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from relaybook.embedded import EmbeddedError
-from relaybook.logs import get_logger
-from relaybook.settings import SettingsError
+from relaybook.platform.logs import get_logger
+from relaybook.platform.settings import SettingsError
+from relaybook.tooling.embedded import EmbeddedError
 
 log = get_logger(__name__)
 

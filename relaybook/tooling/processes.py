@@ -30,13 +30,13 @@ from typing import Self
 
 import httpx
 
-from relaybook import settings as configuration
-from relaybook.embedded import die_with_parent
-from relaybook.http import bind, connectable
-from relaybook.logs import get_logger
-from relaybook.runtime import infrastructure, prepare_embedded_kafka
-from relaybook.settings import Settings
-from relaybook.system import DEPLOYABLES, System, banner, needs_sandbox
+from relaybook.platform import settings as configuration
+from relaybook.platform.http import bind, connectable
+from relaybook.platform.logs import get_logger
+from relaybook.platform.settings import Settings
+from relaybook.tooling.embedded import die_with_parent
+from relaybook.tooling.infrastructure import infrastructure, prepare_embedded_kafka
+from relaybook.tooling.system import DEPLOYABLES, System, banner, needs_sandbox
 
 log = get_logger(__name__)
 
@@ -141,7 +141,7 @@ class Processes:
         child.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "relaybook.cli",
+            "relaybook.tooling.cli",
             "--under-up",
             child.name,
             env=environment,

@@ -1,7 +1,7 @@
 -- The contact rule: may this recipient be contacted on this channel now, and if not, why.
 -- One rule, one place: the preferences the API and the console show, the fan-out's and
 -- the resend's skip reasons and the send worker's last check all include this fragment
--- (relaybook.sql: a line `-- include: consent.contact`), so what is shown is what is done.
+-- (relaybook.platform.sql: a line `-- include: relaybook.reachability.contact`), so what is shown is what is done.
 --
 -- The including query names the recipient's row `r` and has a relation `ch` with a
 -- `channel` column in scope; the fragment adds a relation `consent` with:
@@ -80,7 +80,7 @@ CROSS JOIN LATERAL (
 SELECT consent.*
 FROM recipients r
 CROSS JOIN (SELECT $2::text AS channel) AS ch
--- include: consent.contact
+-- include: relaybook.reachability.contact
 WHERE r.id = $1 AND r.agency_id = $3;
 
 -- name: count_off
@@ -88,5 +88,5 @@ WHERE r.id = $1 AND r.agency_id = $3;
 SELECT count(*)
 FROM recipients r
 CROSS JOIN (SELECT $1::text AS channel) AS ch
--- include: consent.contact
+-- include: relaybook.reachability.contact
 WHERE consent.wants = 'no';

@@ -20,16 +20,16 @@ from typing import Any
 import asyncpg
 from prometheus_client import Counter
 
-from bounce_policy.classify import Kind, Verdict, classify
-from bounce_policy.policy import IMMEDIATE, Policy, decide
-from consent import address_key
-from relaybook import outbox, sql
-from relaybook.database import Connection
-from relaybook.kafka import Record
-from relaybook.metrics import count_each
-from relaybook.timestamps import now_iso
+from relaybook.platform import outbox, sql
+from relaybook.platform.database import Connection
+from relaybook.platform.kafka import Record
+from relaybook.platform.metrics import count_each
+from relaybook.platform.timestamps import now_iso
+from relaybook.reachability import address_key
+from relaybook.reachability.classify import Kind, Verdict, classify
+from relaybook.reachability.policy import IMMEDIATE, Policy, decide
 
-Q = sql.load("bounce_policy")
+Q = sql.load("relaybook.reachability", "bounces.sql")
 
 CLASSIFIED = Counter(
     "relaybook_bounce_policy_events_total", "Delivery events classified", ["channel", "kind"]

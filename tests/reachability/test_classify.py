@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bounce_policy.classify import Kind, SmsCodes, classify
+from relaybook.reachability.classify import Kind, SmsCodes, classify
 
 
 def email(kind: str, **fields: Any) -> dict[str, Any]:

@@ -18,8 +18,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from relaybook.logs import get_logger
-from relaybook.settings import PORTS
+from relaybook.platform.logs import get_logger
+from relaybook.platform.settings import PORTS
 
 log = get_logger(__name__)
 
@@ -69,7 +69,7 @@ class EmbeddedPostgres:
 
     A server already running on the data is found and used. Only the process that started
     a server stops it, or one that *adopts* the server it found: the data dir's owner
-    (see :mod:`relaybook.ownership`), which takes over what a killed owner left running.
+    (see :mod:`relaybook.tooling.ownership`), which takes over what a killed owner left running.
     """
 
     def __init__(self, data_dir: Path) -> None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-from bounce_policy.classify import Kind, SmsCodes
-from relaybook.settings import Settings
+from relaybook.platform.settings import Settings
+from relaybook.reachability.classify import Kind, SmsCodes
 
 #: verdicts acted on at once, and the rule they are recorded under
 IMMEDIATE = {

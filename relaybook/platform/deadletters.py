@@ -1,7 +1,7 @@
 """Dead letters: messages a consumer could not handle, set aside so the rest flows.
 
 A message lands here when it breaks its contract, or when handling it fails for good
-(:func:`relaybook.faults.is_transient` says no) once the consumer has isolated it from
+(:func:`relaybook.platform.faults.is_transient` says no) once the consumer has isolated it from
 its batch. It is kept as it was consumed (bytes, key, headers, where it came from) in the
 ``dead_letters`` table and also published to the ``dead-letters`` topic with its origin
 in the headers. ``relaybook dead-letters list`` shows them; ``relaybook dead-letters
@@ -21,7 +21,7 @@ import asyncpg
 import orjson
 from prometheus_client import Counter
 
-from relaybook.logs import get_logger
+from relaybook.platform.logs import get_logger
 
 log = get_logger(__name__)
 
@@ -54,7 +54,7 @@ MAX_ERROR = 2000
 
 
 class Publisher(Protocol):
-    """What dead letters are published with (:class:`relaybook.kafka.Producer`)."""
+    """What dead letters are published with (:class:`relaybook.platform.kafka.Producer`)."""
 
     async def send_raw(
         self, full_topic: str, value: bytes, *, key: bytes | None, headers: list[tuple[str, bytes]]

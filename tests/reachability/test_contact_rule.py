@@ -23,15 +23,15 @@ import asyncpg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bounce_policy.decisions import BouncePolicy
-from bounce_policy.policy import Policy
 from dispatcher.api import ApiError
 from dispatcher.auth import Caller
 from dispatcher.preferences import Change, Preferences
 from dispatcher.resends import Resends
 from dispatcher.validation import ContactChange
-from relaybook import sql
-from relaybook.settings import Settings
+from relaybook.platform import sql
+from relaybook.platform.settings import Settings
+from relaybook.reachability.decisions import BouncePolicy
+from relaybook.reachability.policy import Policy
 from tests.support import delivery_event
 
 DISPATCHER = sql.load("dispatcher")

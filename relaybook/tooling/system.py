@@ -19,17 +19,12 @@ import webhook_ingest.app
 from provider_sandbox import app as sandbox_app
 from provider_sandbox import credentials as sandbox_credentials
 from provider_sandbox.app import Sandbox
-from relaybook.deployable import Deployable
-from relaybook.http import HttpServer, bind
-from relaybook.logs import get_logger
-from relaybook.runtime import (
-    Infrastructure,
-    admin_token,
-    admin_token_path,
-    infrastructure,
-    prepare_embedded_kafka,
-)
-from relaybook.settings import Settings
+from relaybook.platform.deployable import Deployable
+from relaybook.platform.http import HttpServer, bind
+from relaybook.platform.logs import get_logger
+from relaybook.platform.runtime import Infrastructure, admin_token, admin_token_path
+from relaybook.platform.settings import Settings
+from relaybook.tooling.infrastructure import Started, infrastructure, prepare_embedded_kafka
 
 log = get_logger(__name__)
 
@@ -71,7 +66,7 @@ class System:
         self._stack = contextlib.AsyncExitStack()
         self.servers: dict[str, HttpServer] = {}
         self.running: list[str] = []
-        self.infra: Infrastructure | None = None
+        self.infra: Started | None = None
         self.sandbox: Sandbox | None = None
 
     async def __aenter__(self) -> Self:

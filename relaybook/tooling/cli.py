@@ -26,14 +26,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from relaybook import database, faults, logs, ownership
-from relaybook import settings as settings_module
-from relaybook.deadletters import DeadLetters, Letter
-from relaybook.embedded import EmbeddedError, EmbeddedPostgres
-from relaybook.http import HttpServer, PortInUseError, bind, create_app
-from relaybook.kafka import BrokerError, Producer, check_reachable
-from relaybook.runtime import require_configured, settle_garbage_collector
-from relaybook.settings import Settings, SettingsError, env_name
+from relaybook.platform import database, faults, logs
+from relaybook.platform import settings as settings_module
+from relaybook.platform.deadletters import DeadLetters, Letter
+from relaybook.platform.http import HttpServer, PortInUseError, bind, create_app
+from relaybook.platform.kafka import BrokerError, Producer, check_reachable
+from relaybook.platform.runtime import settle_garbage_collector
+from relaybook.platform.settings import Settings, SettingsError, env_name
+from relaybook.tooling import ownership
+from relaybook.tooling.embedded import EmbeddedError, EmbeddedPostgres
+from relaybook.tooling.infrastructure import require_configured
 
 if TYPE_CHECKING:
     from dispatcher.auth import Token
@@ -52,9 +54,9 @@ def _parser() -> argparse.ArgumentParser:
         "signed provider webhooks in, a log book of every message.",
         epilog="Settings are RELAYBOOK_* environment variables: `relaybook settings` lists them.",
     )
-    # How `relaybook up` starts each of its deployables (relaybook/processes.py), not for
+    # How `relaybook up` starts each of its deployables (relaybook/tooling/processes.py), not for
     # people: the providers' settings are then not required, its sandbox standing in for
-    # the providers not configured (runtime.require_configured).
+    # the providers not configured (infrastructure.require_configured).
     parser.add_argument("--under-up", action="store_true", help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser(
@@ -186,7 +188,7 @@ def stop_on_signals() -> asyncio.Event:
 
 
 async def _up(settings: Settings, _args: argparse.Namespace) -> int:
-    from relaybook.processes import Processes  # noqa: PLC0415 - imports every deployable
+    from relaybook.tooling.processes import Processes  # noqa: PLC0415 - imports every deployable
 
     stop = stop_on_signals()
     # The data dir first: a second `up` on it is refused before it binds or starts anything.
@@ -547,7 +549,7 @@ async def _settings(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 async def _single(settings: Settings, args: argparse.Namespace) -> int:
-    from relaybook.system import DEPLOYABLES, System  # noqa: PLC0415
+    from relaybook.tooling.system import DEPLOYABLES, System  # noqa: PLC0415
 
     stop = stop_on_signals()
     # every line says which deployable wrote it (under `up`, they share one output)

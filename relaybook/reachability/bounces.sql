@@ -112,6 +112,6 @@ WHERE CASE WHEN $1 = 'email' THEN lower(r.email) = $2 AND r.email_wants = 'yes'
 SELECT r.agency_id, r.id
 FROM recipients r
 CROSS JOIN (SELECT $1::text AS channel) AS ch
--- include: consent.contact
+-- include: relaybook.reachability.contact
 WHERE CASE WHEN $1 = 'email' THEN lower(r.email) = $2 ELSE r.phone = $2 END
   AND consent.wants = 'yes';

@@ -1,5 +1,5 @@
 """Who may lift which cause: a pure function of what the contact rule found
-(``consent/queries.sql``) and of who asks.
+(``relaybook/reachability/queries.sql``) and of who asks.
 
 - An owner's own opt-out (STOP, unsubscribe link, spam complaint at the address, or their
   "no" recorded with evidence) is lifted by the owner only: START from the number, or a
