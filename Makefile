@@ -26,6 +26,7 @@ up: $(BIN)/relaybook
 lint: $(BIN)/relaybook
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: $(BIN)/relaybook
 	$(BIN)/mypy

@@ -42,6 +42,7 @@ from relaybook.platform.settings import Settings
 from relaybook.reachability.decisions import BouncePolicy
 from relaybook.reachability.policy import Policy
 from relaybook.tooling.embedded import EmbeddedBroker, EmbeddedPostgres
+from schemas import CONTRACTS, TOPICS
 
 PEOPLE = 20_000
 BAD = 400
@@ -130,6 +131,7 @@ async def policy_consume(
         ["delivery-events"],
         "bench-policy",
         dead_letters=DeadLetters(pool, producer, settings.topic("dead-letters")),
+        contracts=CONTRACTS,
         max_batch=5000,
         gather_ms=100,
     )
@@ -170,7 +172,7 @@ async def run(count: int) -> None:
     )
     try:
         await database.migrate(database_url)
-        await ensure_topics(settings)
+        await ensure_topics(settings, TOPICS)
         pool = await database.create_pool(database_url, max_size=4)
         await pool.execute(
             "INSERT INTO recipients (id, email, phone) SELECT 'owner-' || i, "
@@ -188,7 +190,7 @@ async def run(count: int) -> None:
         await producer.stop()
 
         raw_s = await raw_consume(settings, count)
-        ours = Producer(settings)
+        ours = Producer(settings, CONTRACTS)
         await ours.start()
         try:
             policy_s = await policy_consume(settings, pool, ours, count)

@@ -15,6 +15,7 @@ from relaybook.platform.logs import get_logger
 from relaybook.platform.runtime import Infrastructure
 from relaybook.reachability.decisions import BouncePolicy
 from relaybook.reachability.policy import Policy
+from schemas import CONTRACTS
 
 GROUP = "relaybook-bounce-policy"
 EXPIRY_SWEEP_S = 60.0
@@ -29,6 +30,7 @@ def build(infra: Infrastructure) -> Deployable:
         ["delivery-events"],
         GROUP,
         dead_letters=infra.dead_letters(),
+        contracts=CONTRACTS,
         max_batch=5000,
         gather_ms=100,
     )

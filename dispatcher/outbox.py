@@ -30,7 +30,7 @@ from prometheus_client import Counter, Gauge, Histogram
 import schemas
 from dispatcher.store import OUTBOX_CHANNEL, Q
 from relaybook.platform import faults, sql
-from relaybook.platform.kafka import Headers, Producer, UnacknowledgedError, headers_for
+from relaybook.platform.kafka import Headers, Producer, UnacknowledgedError
 from relaybook.platform.logs import get_logger
 from relaybook.platform.timestamps import now_iso
 
@@ -157,7 +157,12 @@ class Relay:
             return
         schemas.validate(orjson.loads(rows[0]["job"]))
         records: Sequence[tuple[str | None, bytes, Headers]] = [
-            (row["key"], row["job"].encode(), headers_for("send-jobs", row)) for row in rows
+            (
+                row["key"],
+                row["job"].encode(),
+                self._producer.contracts.headers_for("send-jobs", row),
+            )
+            for row in rows
         ]
         deadline = time.monotonic() + PATIENCE_S
         while True:

@@ -17,6 +17,7 @@ import asyncpg
 import msgspec
 from starlette.responses import Response
 
+import schemas
 from dispatcher.answers import (
     ChangedBy,
     ChannelPreference,
@@ -369,7 +370,9 @@ async def _apply(
         reason=change.reason,
         kind=kind,
     )
-    await outbox.add(connection, "recipient-events", [(recipient_id, event)])
+    await outbox.add(
+        connection, "recipient-events", [(recipient_id, event)], contracts=schemas.CONTRACTS
+    )
 
 
 @dataclasses.dataclass(frozen=True)

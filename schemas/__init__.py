@@ -14,7 +14,29 @@ from typing import Any
 
 import jsonschema_rs
 
-__all__ = ["SCHEMAS", "MessageError", "example", "schema", "validate"]
+from relaybook.platform.kafka.contracts import Contracts
+
+__all__ = [
+    "CONTRACTS",
+    "HEADER_FIELDS",
+    "SCHEMAS",
+    "TOPICS",
+    "MessageError",
+    "example",
+    "schema",
+    "validate",
+]
+
+#: relaybook's topics, without the configured prefix
+TOPICS = ("send-jobs", "delivery-events", "recipient-events", "dead-letters")
+#: the top-level fields also sent as headers, per topic, so that a consumer can pass over
+#: messages that are not its own without decoding them (each send-worker lane its
+#: channel), and route by agency without a lookup
+HEADER_FIELDS: dict[str, tuple[str, ...]] = {
+    "send-jobs": ("channel", "agency"),
+    "delivery-events": ("agency",),
+    "recipient-events": ("agency",),
+}
 
 #: contract name -> file, for every message relaybook publishes
 SCHEMAS = {
@@ -74,3 +96,7 @@ def example(filename: str) -> dict[str, Any]:
         resources.files(__name__).joinpath("examples", filename).read_text()
     )
     return loaded
+
+
+#: what Kafka's producers, consumers and the outbox check and route messages by
+CONTRACTS = Contracts(topics=TOPICS, header_fields=HEADER_FIELDS, validate=validate)

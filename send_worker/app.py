@@ -10,6 +10,7 @@ import asyncio
 from relaybook.platform.deployable import Deployable
 from relaybook.platform.kafka import Consumer
 from relaybook.platform.runtime import Infrastructure
+from schemas import CONTRACTS
 from send_worker.providers import SendGrid, Twilio
 from send_worker.worker import SendWorker
 
@@ -41,6 +42,7 @@ def build(infra: Infrastructure) -> Deployable:
             ["send-jobs"],
             GROUP.format(channel=channel),
             dead_letters=infra.dead_letters(),
+            contracts=CONTRACTS,
             only={"channel": channel},
             **LANE_FETCH[channel],
         )

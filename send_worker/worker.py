@@ -35,6 +35,7 @@ from typing import Any
 import asyncpg
 from prometheus_client import Counter
 
+import schemas
 from relaybook.platform import faults, outbox, sql
 from relaybook.platform.kafka import STOP_TIMEOUT_S, BrokerError, Producer, Record
 from relaybook.platform.logs import get_logger
@@ -270,7 +271,7 @@ class SendWorker:
             ]
             async with self._pool.acquire() as connection, connection.transaction():
                 await connection.execute(Q["skip"], list(reasons), list(reasons.values()))
-                await outbox.add(connection, "delivery-events", events)
+                await outbox.add(connection, "delivery-events", events, contracts=schemas.CONTRACTS)
             for row in skipped:
                 OUTCOMES.labels(row["channel"], f"skipped_{reasons[row['id']]}").inc()
             try:

@@ -30,6 +30,7 @@ from relaybook.platform.settings import Settings
 from relaybook.tooling.embedded import EmbeddedBroker, EmbeddedPostgres, free_port_settings
 from relaybook.tooling.kafka_cluster import EmbeddedKafka
 from relaybook.tooling.system import System
+from schemas import CONTRACTS, TOPICS
 from tests.support import ADMIN, embedded_kafka
 
 
@@ -179,7 +180,7 @@ async def settings(
         # the embedded broker hands a departed member's partitions over only after this
         kafka_session_timeout_ms=1000,
     )
-    await ensure_topics(test_settings)
+    await ensure_topics(test_settings, TOPICS)
     return test_settings
 
 
@@ -239,7 +240,7 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 
 @pytest.fixture
 async def producer(settings: Settings) -> AsyncIterator[Producer]:
-    started = Producer(settings)
+    started = Producer(settings, CONTRACTS)
     await started.start()
     yield started
     await started.stop()

@@ -8,6 +8,7 @@ from __future__ import annotations
 from relaybook.platform.deployable import Deployable
 from relaybook.platform.kafka import Consumer
 from relaybook.platform.runtime import Infrastructure
+from schemas import CONTRACTS
 from tracker.journal import Journal
 
 GROUP = "relaybook-tracker"
@@ -28,6 +29,7 @@ def build(infra: Infrastructure) -> Deployable:
         ["delivery-events"],
         GROUP,
         dead_letters=infra.dead_letters(),
+        contracts=CONTRACTS,
         max_batch=5000,
         gather_ms=100,
         lanes=infra.settings.tracker_lanes,

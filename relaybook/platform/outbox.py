@@ -21,10 +21,9 @@ from typing import Any
 import asyncpg
 import orjson
 
-import schemas
 from relaybook.platform import faults
 from relaybook.platform.database import Connection
-from relaybook.platform.kafka import Producer, headers_for
+from relaybook.platform.kafka import Contracts, Producer
 from relaybook.platform.logs import get_logger
 
 log = get_logger(__name__)
@@ -65,12 +64,16 @@ SELECT $1, key, payload::jsonb FROM unnest($2::text[], $3::text[]) AS m (key, pa
 
 
 async def add(
-    connection: Connection, topic: str, messages: Sequence[tuple[str | None, dict[str, Any]]]
+    connection: Connection,
+    topic: str,
+    messages: Sequence[tuple[str | None, dict[str, Any]]],
+    *,
+    contracts: Contracts,
 ) -> None:
     """Adds messages for ``topic`` (unprefixed) inside the caller's transaction; raises
-    :class:`schemas.MessageError` for one that breaks its contract."""
+    the contracts' ``ValueError`` for one that breaks its contract."""
     for _, message in messages:
-        schemas.validate(message)
+        contracts.validate(message)
     if messages:
         await connection.execute(
             _INSERT,
@@ -106,7 +109,11 @@ class Outbox:
                 by_topic: dict[str, list[tuple[str | None, bytes, list[tuple[str, bytes]]]]] = {}
                 for row in rows:
                     by_topic.setdefault(row["topic"], []).append(
-                        (row["key"], row["payload"].encode(), headers_for(row["topic"], row))
+                        (
+                            row["key"],
+                            row["payload"].encode(),
+                            self._producer.contracts.headers_for(row["topic"], row),
+                        )
                     )
                 for topic, records in by_topic.items():
                     await self._producer.send_encoded(topic, records)

@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 from prometheus_client import Counter
 
+import schemas
 from relaybook.platform import outbox, sql
 from relaybook.platform.database import Connection
 from relaybook.platform.kafka import Record
@@ -270,7 +271,7 @@ async def _announce(
         )
         for agency, recipient in recipients
     ]
-    await outbox.add(connection, "recipient-events", messages)
+    await outbox.add(connection, "recipient-events", messages, contracts=schemas.CONTRACTS)
 
 
 def event_id(key: str, agency: str, recipient: str) -> str:

@@ -36,6 +36,7 @@ from relaybook.platform.settings import Settings, SettingsError, env_name
 from relaybook.tooling import ownership
 from relaybook.tooling.embedded import EmbeddedError, EmbeddedPostgres
 from relaybook.tooling.infrastructure import require_configured
+from schemas import CONTRACTS
 
 if TYPE_CHECKING:
     from dispatcher.auth import Token
@@ -479,7 +480,7 @@ async def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
             print(_letters_table(found))
             return 0
         producer = Producer(
-            dataclasses.replace(settings, kafka_bootstrap_servers=_broker(settings))
+            dataclasses.replace(settings, kafka_bootstrap_servers=_broker(settings)), CONTRACTS
         )
         await producer.start()
         try:

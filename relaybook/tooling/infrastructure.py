@@ -17,6 +17,7 @@ from relaybook.platform.runtime import Infrastructure
 from relaybook.platform.settings import Settings, SettingsError, env_name
 from relaybook.tooling import kafka_cluster, kafka_release, ownership
 from relaybook.tooling.embedded import EmbeddedBroker, EmbeddedPostgres
+from schemas import CONTRACTS, TOPICS
 
 
 @dataclasses.dataclass
@@ -149,10 +150,10 @@ async def infrastructure(settings: Settings, *, pool_size: int = 10) -> AsyncIte
             settings.database_url, default_agency=settings.default_agency, newer_ok=True
         )
         await check_reachable(settings)  # a refusal's reason, in one line, before any client
-        await ensure_topics(settings)
+        await ensure_topics(settings, TOPICS)
         pool = await database.create_pool(settings.database_url, max_size=pool_size)
         stack.push_async_callback(pool.close)
-        producer = Producer(settings)
+        producer = Producer(settings, CONTRACTS)
         await producer.start()
         stack.push_async_callback(producer.stop)
         if claim is not None:  # for `dead-letters replay` beside it

@@ -13,6 +13,7 @@ import asyncpg
 from relaybook.platform import sql
 from relaybook.platform.kafka import Producer
 from relaybook.platform.settings import Settings
+from schemas import CONTRACTS
 from tests.support import Deployable, until
 
 ADDRESSES = 1500
@@ -44,7 +45,7 @@ async def test_a_policy_killed_mid_stream_counts_nothing_twice(
         for i in range(1, ADDRESSES + 1)
     ]
     events += events[::10]  # the provider's duplicates
-    producer = Producer(settings)
+    producer = Producer(settings, CONTRACTS)
     await producer.start()
     try:
         await producer.send_many("delivery-events", [(e["address"], e) for e in events])

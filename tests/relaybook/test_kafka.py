@@ -20,8 +20,10 @@ from prometheus_client import REGISTRY
 
 import schemas
 from relaybook.platform.deadletters import DeadLetters
-from relaybook.platform.kafka import LAG, Consumer, Producer, Record, _Rebalance, murmur2
+from relaybook.platform.kafka import Consumer, Producer, Record, murmur2
+from relaybook.platform.kafka.consumer import LAG, _Rebalance
 from relaybook.platform.settings import Settings
+from schemas import CONTRACTS
 
 
 def send_job(**changes: Any) -> dict[str, Any]:
@@ -51,7 +53,9 @@ async def consume(
     **options: Any,
 ) -> None:
     """Runs a consumer in the group until ``done()``, then stops it."""
-    consumer = Consumer(settings, ["send-jobs"], group, dead_letters=letters, **options)
+    consumer = Consumer(
+        settings, ["send-jobs"], group, dead_letters=letters, contracts=CONTRACTS, **options
+    )
     await consumer.start()
     task = asyncio.create_task(consumer.run(handler))
     try:
@@ -308,7 +312,9 @@ async def test_a_message_that_fails_for_good_is_set_aside_and_its_batch_goes_on(
         return {row["job_id"] for row in await db.fetch("SELECT job_id FROM seen")}
 
     async def run_until(job_ids: set[str]) -> None:
-        consumer = Consumer(settings, ["send-jobs"], "poisoned", dead_letters=letters)
+        consumer = Consumer(
+            settings, ["send-jobs"], "poisoned", dead_letters=letters, contracts=CONTRACTS
+        )
         await consumer.start_running(store, "poisoned")
         try:
             deadline = time.monotonic() + 20
@@ -364,8 +370,8 @@ async def test_members_joining_and_leaving_a_group_lose_no_message(
     def handled() -> set[str]:
         return set(seen["a"]) | set(seen["b"])
 
-    a = Consumer(settings, ["send-jobs"], "shared", dead_letters=letters)
-    b = Consumer(settings, ["send-jobs"], "shared", dead_letters=letters)
+    a = Consumer(settings, ["send-jobs"], "shared", dead_letters=letters, contracts=CONTRACTS)
+    b = Consumer(settings, ["send-jobs"], "shared", dead_letters=letters, contracts=CONTRACTS)
     await a.start()
     task_a = asyncio.create_task(a.run(handler_for("a")))
     await publish(30)
@@ -488,7 +494,9 @@ async def test_two_members_of_a_group_in_one_process_stop_together_without_waiti
         await asyncio.sleep(0.01)
 
     members = [
-        Consumer(settings, ["send-jobs"], "pair", dead_letters=letters, max_batch=20)
+        Consumer(
+            settings, ["send-jobs"], "pair", dead_letters=letters, contracts=CONTRACTS, max_batch=20
+        )
         for _ in range(2)
     ]
     for number, member in enumerate(members):
@@ -514,7 +522,7 @@ async def test_a_batch_stuck_at_stop_is_cancelled_uncommitted_and_consumed_again
         started.set()
         await asyncio.Event().wait()
 
-    member = Consumer(settings, ["send-jobs"], "stuck", dead_letters=letters)
+    member = Consumer(settings, ["send-jobs"], "stuck", dead_letters=letters, contracts=CONTRACTS)
     await member.start_running(stuck, "stuck")
     await asyncio.wait_for(started.wait(), 20)
     began = time.monotonic()
@@ -540,7 +548,9 @@ async def test_a_stop_cancelled_by_its_caller_is_cancelled(
         started.set()
         await asyncio.sleep(3)
 
-    member = Consumer(settings, ["send-jobs"], "cancelled-stop", dead_letters=letters)
+    member = Consumer(
+        settings, ["send-jobs"], "cancelled-stop", dead_letters=letters, contracts=CONTRACTS
+    )
     await member.start_running(slow, "cancelled-stop")
     await asyncio.wait_for(started.wait(), 20)
     stopping = asyncio.create_task(member.stop())

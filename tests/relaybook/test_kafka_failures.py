@@ -30,6 +30,7 @@ from relaybook.platform.kafka import client_options, ensure_topics
 from relaybook.platform.settings import Settings
 from relaybook.tooling.kafka_cluster import EmbeddedKafka
 from relaybook.tooling.system import System
+from schemas import TOPICS
 from tests.relaybook.test_outages import configured, stored, webhook_load
 from tests.send_worker.test_unknown_outcomes import delivery_of
 from tests.support import ADMIN, embedded_kafka, notice, until
@@ -57,7 +58,7 @@ async def on_cluster(settings: Settings, cluster: EmbeddedKafka) -> AsyncIterato
         kafka_replication_factor=3,
         kafka_enable_idempotence=True,
     )
-    await ensure_topics(own)
+    await ensure_topics(own, TOPICS)
     yield own
     for node in range(1, 4):
         if cluster._processes[node - 1].poll() is not None:

@@ -22,7 +22,6 @@ from aiokafka.errors import KafkaError
 from aiokafka.protocol.admin import CreateAclsRequest
 
 from relaybook.platform.kafka import (
-    TOPICS,
     BrokerError,
     check_reachable,
     client_options,
@@ -32,6 +31,7 @@ from relaybook.platform.settings import Settings, load
 from relaybook.tooling.embedded import free_port_settings
 from relaybook.tooling.kafka_cluster import EmbeddedKafka, ListenerSecurity
 from relaybook.tooling.system import System
+from schemas import TOPICS
 from tests.relaybook.certificates import Authority
 from tests.support import ADMIN, PROVIDER_SETTINGS, Deployable, notice, until
 
@@ -211,7 +211,7 @@ async def test_without_the_create_acl_start_up_stops_naming_the_topics_refused(
 ) -> None:
     settings = secured.settings("SASL_SSL", database_url, tmp_path)
     with pytest.raises(BrokerError) as refused:
-        await ensure_topics(settings)
+        await ensure_topics(settings, TOPICS)
     topics = ", ".join(sorted(settings.topic(name) for name in TOPICS))
     assert str(refused.value) == (
         f"Kafka did not create {topics} (TopicAuthorizationFailedError: Authorization failed.)"
@@ -225,7 +225,7 @@ async def test_more_replicas_than_brokers_stops_start_up_naming_the_topics(
         secured.settings("SSL", database_url, tmp_path), kafka_replication_factor=3
     )
     with pytest.raises(BrokerError, match=r"^Kafka did not create .*send-jobs.* \(InvalidRepl"):
-        await ensure_topics(settings)
+        await ensure_topics(settings, TOPICS)
 
 
 @pytest.mark.parametrize("protocol", ["SASL_SSL", "SSL"])

@@ -28,6 +28,7 @@ from relaybook.platform.kafka import ensure_topics
 from relaybook.platform.settings import Settings
 from relaybook.tooling.embedded import EmbeddedBroker, EmbeddedPostgres, free_port_settings
 from relaybook.tooling.system import System
+from schemas import TOPICS
 from tests.support import (
     ADMIN,
     PROVIDER_SETTINGS,
@@ -229,7 +230,7 @@ async def test_the_broker_stopped_under_webhook_load_gives_503s_and_nothing_is_r
     broker = EmbeddedBroker()
     own = configured(settings, **own_tansu(broker.start()))
     url = own.database_url or ""
-    await ensure_topics(own)
+    await ensure_topics(own, TOPICS)
     try:
         async with webhook_load(own, {"ingest", "tracker"}) as load:
             load.start()
@@ -242,7 +243,7 @@ async def test_the_broker_stopped_under_webhook_load_gives_503s_and_nothing_is_r
             refused = load.of("webhook").get(503, 0)
             broker = EmbeddedBroker(broker.port)
             broker.start()
-            await ensure_topics(own)
+            await ensure_topics(own, TOPICS)
             await asyncio.sleep(3)
             await load.stop()
             await load.drain()
@@ -270,7 +271,7 @@ async def test_while_the_broker_is_away_the_api_accepts_notices_and_they_go_out_
     them all the same, and the topics created after would not show them."""
     broker = EmbeddedBroker()
     own = configured(settings, **own_tansu(broker.start()))
-    await ensure_topics(own)
+    await ensure_topics(own, TOPICS)
     try:
         async with (
             System(own, only={"dispatcher"}) as system,

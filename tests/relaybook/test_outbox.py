@@ -13,6 +13,7 @@ import schemas
 from relaybook.platform import outbox
 from relaybook.platform.kafka import BrokerError, Producer
 from relaybook.platform.settings import Settings
+from schemas import CONTRACTS
 from tests.support import read_topic
 
 
@@ -32,7 +33,10 @@ async def test_a_message_that_breaks_its_contract_is_refused_when_written(
     with pytest.raises(schemas.MessageError, match="type"):
         async with pool.acquire() as connection, connection.transaction():
             await outbox.add(
-                connection, "delivery-events", [("a", event(1)), ("b", event(2, type=7))]
+                connection,
+                "delivery-events",
+                [("a", event(1)), ("b", event(2, type=7))],
+                contracts=CONTRACTS,
             )
     assert await pool.fetchval("SELECT count(*) FROM outbox") == 0
 
@@ -42,7 +46,7 @@ async def test_messages_are_published_once_as_written_then_stamped(
 ) -> None:
     written = [(f"d{n}", event(n)) for n in range(30)]
     async with pool.acquire() as connection, connection.transaction():
-        await outbox.add(connection, "delivery-events", written)
+        await outbox.add(connection, "delivery-events", written, contracts=CONTRACTS)
     events = outbox.Outbox(pool, producer, page=7)
     assert await events.flush() == 30
     assert await events.flush() == 0
@@ -57,7 +61,9 @@ async def test_what_the_broker_did_not_take_stays_for_the_next_flush(
     pool: asyncpg.Pool, producer: Producer, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with pool.acquire() as connection, connection.transaction():
-        await outbox.add(connection, "delivery-events", [("a", event(1)), ("b", event(2))])
+        await outbox.add(
+            connection, "delivery-events", [("a", event(1)), ("b", event(2))], contracts=CONTRACTS
+        )
 
     async def refuse(*_args: Any) -> None:
         raise BrokerError("Kafka did not acknowledge")
@@ -75,7 +81,12 @@ async def test_published_rows_older_than_the_retention_are_pruned(
     pool: asyncpg.Pool, producer: Producer
 ) -> None:
     async with pool.acquire() as connection, connection.transaction():
-        await outbox.add(connection, "delivery-events", [(f"d{n}", event(n)) for n in range(6)])
+        await outbox.add(
+            connection,
+            "delivery-events",
+            [(f"d{n}", event(n)) for n in range(6)],
+            contracts=CONTRACTS,
+        )
     events = outbox.Outbox(pool, producer, page=4, retention=dt.timedelta(days=7))
     assert await events.flush() == 6
     await pool.execute(  # four published long ago, two just now
@@ -83,7 +94,8 @@ async def test_published_rows_older_than_the_retention_are_pruned(
         " (SELECT id FROM outbox ORDER BY id LIMIT 4)"
     )
     async with pool.acquire() as connection, connection.transaction():
-        await outbox.add(connection, "delivery-events", [("late", event(7))])  # not published
+        # not published
+        await outbox.add(connection, "delivery-events", [("late", event(7))], contracts=CONTRACTS)
     assert await events.prune() == 4
     assert await pool.fetchval("SELECT count(*) FROM outbox") == 3
     assert await pending(pool) == 1

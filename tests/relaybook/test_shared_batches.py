@@ -13,6 +13,7 @@ import pytest
 import schemas
 from relaybook.platform.kafka import OverloadedError, Producer, SharedBatches
 from relaybook.platform.settings import Settings
+from schemas import CONTRACTS
 from tests.support import read_topic
 
 
@@ -34,7 +35,7 @@ class CountingProducer(Producer):
 
 @pytest.fixture
 async def counting(settings: Settings) -> Any:
-    producer = CountingProducer(settings)
+    producer = CountingProducer(settings, CONTRACTS)
     await producer.start()
     CountingProducer.batches = 0
     yield producer

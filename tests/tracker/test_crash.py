@@ -14,6 +14,7 @@ from dispatcher.store import NoticeStore
 from dispatcher.validation import parse_notice
 from relaybook.platform.kafka import Producer
 from relaybook.platform.settings import Settings
+from schemas import CONTRACTS
 from tests.support import Deployable, notice, until
 
 OWNERS = 1500
@@ -51,7 +52,7 @@ async def test_a_tracker_killed_mid_stream_loses_nothing_and_counts_nothing_twic
             for delivery in deliveries
         ]
     events += events[::10]  # the provider's duplicates
-    producer = Producer(settings)
+    producer = Producer(settings, CONTRACTS)
     await producer.start()
     try:
         await producer.send_many("delivery-events", [(e["delivery_id"], e) for e in events])

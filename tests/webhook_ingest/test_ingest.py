@@ -27,6 +27,7 @@ from relaybook.platform.kafka import Producer, ensure_topics
 from relaybook.platform.settings import Settings
 from relaybook.tooling.embedded import EmbeddedBroker
 from relaybook.tooling.system import System
+from schemas import CONTRACTS, TOPICS
 from tests.support import own_tansu, read_topic, storable_everywhere, until
 from webhook_ingest.app import routes
 
@@ -361,9 +362,9 @@ async def test_while_the_broker_is_away_batches_get_503_and_are_recorded_once_it
         sendgrid_webhook_public_keys=(SIGNER.public_key,),
         ingest_publish_timeout_s=1.0,
     )
-    producer = Producer(own)
+    producer = Producer(own, CONTRACTS)
     try:
-        await ensure_topics(own)
+        await ensure_topics(own, TOPICS)
         await producer.start()
         app = create_app("ingest", routes=routes(own, producer), checks={})
         async with httpx.AsyncClient(
@@ -385,7 +386,7 @@ async def test_while_the_broker_is_away_batches_get_503_and_are_recorded_once_it
 
             broker = EmbeddedBroker(broker.port)  # back, empty (the broker keeps no data)
             broker.start()
-            await ensure_topics(own)
+            await ensure_topics(own, TOPICS)
 
             async def accepted() -> bool:
                 retry = await client.post(
