@@ -3,28 +3,16 @@ them, and ``/openapi.json`` describes each answer from them."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
-import msgspec
+from relaybook.platform.answers import Timestamp, Uuid
 
-#: a date-time as the API writes it (RFC 3339, UTC, ``Z``)
-Timestamp = Annotated[str, msgspec.Meta(extra_json_schema={"format": "date-time"})]
-Uuid = Annotated[str, msgspec.Meta(extra_json_schema={"format": "uuid"})]
 Channel = Literal["email", "sms"]
 DeliveryStatus = Literal["queued", "sent", "delivered", "opened", "clicked", "failed", "skipped"]
 NoticeStatus = Literal["draft", "scheduled", "sending", "sent", "partially_failed", "failed"]
 Wants = Literal["yes", "no", "not_applicable"]
 ChangedBy = Literal["default", "owner", "manager", "support", "automatic"]
 ResendScope = Literal["failed", "undelivered", "selected"]
-
-
-class ErrorAnswer(TypedDict):
-    """Every refusal: a snake_case ``error`` code, a ``detail`` for people, and for a 422
-    about one field, that ``field`` (``recipients[3].email``)."""
-
-    error: str
-    detail: str
-    field: NotRequired[str]
 
 
 class SourceAnswer(TypedDict):

@@ -18,7 +18,8 @@ from starlette.routing import Route
 
 from dispatcher import scope
 from dispatcher.auth import Authenticator, Caller, ForbiddenError, UnauthorizedError
-from dispatcher.validation import (
+from relaybook.platform.answers import RefusedError
+from relaybook.platform.decoding import (
     InvalidRequestError,
     decode_body,
     decode_path,
@@ -28,14 +29,10 @@ from relaybook.platform.http import PayloadTooLargeError, error, read_body
 from relaybook.platform.storable import has_unstorable
 
 
-class ApiError(Exception):
-    """A request refused for a reason of its own: ``status`` and ``code`` make the
-    contract's error answer (409 ``already_sent``, 404 ``not_found``...)."""
-
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.code = code
+class ApiError(RefusedError):
+    """A request refused by the API's own routes (409 ``already_sent``, 404 for a path
+    naming nothing that can exist...): answered as every :class:`RefusedError` is, the
+    domain services' included."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,7 +145,7 @@ def _serve(op: Operation, auth: Authenticator) -> Callable[[Request], Awaitable[
             return JSONResponse(
                 {"error": "invalid_request", "detail": str(problem), "field": problem.field}, 422
             )
-        except ApiError as problem:
+        except RefusedError as problem:
             return error(problem.status, problem.code, str(problem))
 
     return serve
@@ -186,10 +183,6 @@ def _path(request: Request, op: Operation) -> Any:
             raise
         # no row can have such an id
         raise ApiError(404, "not_found", f"no such {op.missing}") from None
-
-
-def not_found(what: str) -> ApiError:
-    return ApiError(404, "not_found", f"no such {what}")
 
 
 class NoticePath(msgspec.Struct):

@@ -23,9 +23,14 @@ from dispatcher.answers import (
     NoticeRecipient,
     NoticeRecipients,
 )
-from dispatcher.api import Answer, Call, NoticePath, Operation, answer, not_found
+from dispatcher.api import Answer, Call, NoticePath, Operation, answer
 from dispatcher.notices import LIST_FILTERS
-from dispatcher.paging import (
+from dispatcher.scope import ScopedPool
+from dispatcher.store import iso
+from relaybook.platform import sql, timestamps
+from relaybook.platform.answers import not_found
+from relaybook.platform.decoding import Id, InvalidRequestError, Moment, decode_query, in_utc
+from relaybook.platform.paging import (
     DEFAULT_LIMIT,
     Cursor,
     Limit,
@@ -33,10 +38,6 @@ from dispatcher.paging import (
     decode_cursor,
     encode_cursor,
 )
-from dispatcher.scope import ScopedPool
-from dispatcher.store import iso
-from dispatcher.validation import Id, InvalidRequestError, Moment, decode_query, in_utc
-from relaybook.platform import sql, timestamps
 
 Q = sql.load("dispatcher")
 

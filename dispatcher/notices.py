@@ -11,8 +11,12 @@ import msgspec
 from starlette.responses import Response
 
 from dispatcher.answers import Notice, NoticesPage, NoticeStatus
-from dispatcher.api import Answer, ApiError, Call, NoticePath, Operation, answer, not_found
-from dispatcher.paging import (
+from dispatcher.api import Answer, ApiError, Call, NoticePath, Operation, answer
+from dispatcher.store import IdempotencyConflictError, NoticeStore, Q, request_hash, summarize
+from dispatcher.validation import NoticeBody, parse_notice
+from relaybook.platform.answers import not_found
+from relaybook.platform.decoding import Id, InvalidRequestError, Moment, in_utc
+from relaybook.platform.paging import (
     DEFAULT_LIMIT,
     Cursor,
     Limit,
@@ -20,8 +24,6 @@ from dispatcher.paging import (
     decode_cursor,
     encode_cursor,
 )
-from dispatcher.store import IdempotencyConflictError, NoticeStore, Q, request_hash, summarize
-from dispatcher.validation import Id, InvalidRequestError, Moment, NoticeBody, in_utc, parse_notice
 
 #: a 100,000-recipient notice with long names and addresses stays well under this
 MAX_BODY_BYTES = 32 * 1024 * 1024

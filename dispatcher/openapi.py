@@ -13,8 +13,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from dispatcher.answers import ErrorAnswer
 from dispatcher.api import Answer, Operation
+from relaybook.platform.answers import ErrorAnswer
 from relaybook.platform.http import RETRY_AFTER_S
 
 REF = "#/components/schemas/{name}"

@@ -26,14 +26,16 @@ from dispatcher.answers import (
     RecipientPreferences,
     Wants,
 )
-from dispatcher.api import Answer, ApiError, Call, Operation, answer, not_found
+from dispatcher.api import Answer, Call, Operation, answer
 from dispatcher.auth import SUPPORT, Caller
-from dispatcher.paging import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, encode_cursor
 from dispatcher.scope import ScopedPool
 from dispatcher.store import iso
-from dispatcher.validation import UNSET, ContactChange, Id, InvalidRequestError
+from dispatcher.validation import ContactChange
 from relaybook.platform import outbox, sql
+from relaybook.platform.answers import RefusedError, not_found
 from relaybook.platform.database import Connection
+from relaybook.platform.decoding import UNSET, Id, InvalidRequestError
+from relaybook.platform.paging import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, encode_cursor
 from relaybook.platform.timestamps import now_iso
 from relaybook.reachability import address_key
 from relaybook.reachability.authority import Causes, author, refusal, unchanged
@@ -193,7 +195,7 @@ class Preferences:
         self, agency: str, recipient_id: str, change: Change, caller: Caller
     ) -> RecipientPreferences | None:
         """Applies a change, all of it or nothing: bringing back a channel the owner opted
-        out of is the owner's alone (:class:`ApiError` 409 ``owner_opted_out`` unless made
+        out of is the owner's alone (:class:`RefusedError` 409 ``owner_opted_out`` unless made
         on their behalf), one the bounce policy turned off is support's (403
         ``support_only``)."""
         async with self._pool.acquire() as connection, connection.transaction():
@@ -216,7 +218,9 @@ class Preferences:
                     causes, wants, for_owner=change.for_owner, support=SUPPORT in caller.scopes
                 )
                 if refused is not None:
-                    raise ApiError(refused.status, refused.code, _REFUSALS[refused.code](channel))
+                    raise RefusedError(
+                        refused.status, refused.code, _REFUSALS[refused.code](channel)
+                    )
                 if not unchanged(causes, wants, for_owner=change.for_owner):
                     steps.append(_Step(channel, wants, causes, found["address"]))
             for step in steps:

@@ -33,11 +33,13 @@ from dispatcher.answers import (
     ResendScope,
     ScopeCount,
 )
-from dispatcher.api import Answer, ApiError, Call, NoticePath, Operation, answer, not_found
+from dispatcher.api import Answer, Call, NoticePath, Operation, answer
 from dispatcher.scope import ScopedPool
 from dispatcher.store import OUTBOX_CHANNEL, add_job_pages
-from dispatcher.validation import MAX_RECIPIENTS, Id, InvalidRequestError
+from dispatcher.validation import MAX_RECIPIENTS
 from relaybook.platform import sql, timestamps
+from relaybook.platform.answers import RefusedError, not_found
+from relaybook.platform.decoding import Id, InvalidRequestError
 
 Q = sql.load("dispatcher")
 SCOPES = ("failed", "undelivered", "selected")
@@ -52,7 +54,7 @@ MAX_BODY_BYTES = 8 * 1024 * 1024
 DEADLOCK_TRIES = 3
 
 
-class ResendError(ApiError):
+class ResendError(RefusedError):
     """A resend refused (409 ``no_failed_recipients``...)."""
 
 

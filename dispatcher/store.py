@@ -14,9 +14,10 @@ import asyncpg
 
 from dispatcher.answers import Channel, ChannelStats, Notice, NoticeSummary, Stats
 from dispatcher.scope import ScopedPool
-from dispatcher.validation import UNSET, NoticeRequest
+from dispatcher.validation import NoticeRequest
 from relaybook.platform import sql, timestamps
 from relaybook.platform.database import Connection
+from relaybook.platform.decoding import UNSET
 
 Q = sql.load("dispatcher")
 OUTBOX_CHANNEL = "relaybook_outbox"

@@ -30,10 +30,10 @@ from dispatcher.auth import Caller
 from dispatcher.console import i18n
 from dispatcher.console.web import Console, PageError, View, not_found
 from dispatcher.journal import CHANNELS, STATUSES, JournalQuery, JournalReader
-from dispatcher.paging import MAX_LIMIT
 from dispatcher.scope import ScopedPool
-from dispatcher.validation import InvalidRequestError, decode_query
 from relaybook.platform import spreadsheet, sql
+from relaybook.platform.decoding import InvalidRequestError, decode_query
+from relaybook.platform.paging import MAX_LIMIT
 
 Q = sql.load("dispatcher", "console_journal.sql")
 T = TypeVar("T")

@@ -31,7 +31,6 @@ from dispatcher.console.live import response as live_response
 from dispatcher.console.web import Console, PageError, View, not_found
 from dispatcher.journal import STATUSES, JournalReader, RecipientsQuery
 from dispatcher.notices import NoticesQuery, list_statement
-from dispatcher.paging import Limit, decode_cursor, encode_cursor
 from dispatcher.resends import (
     SCOPES,
     UNSENT,
@@ -47,8 +46,9 @@ from dispatcher.resends import (
 )
 from dispatcher.scope import ScopedPool
 from dispatcher.store import NoticeStore, summarize
-from dispatcher.validation import InvalidRequestError, convert, decode_query
 from relaybook.platform import sql
+from relaybook.platform.decoding import InvalidRequestError, convert, decode_query
+from relaybook.platform.paging import Limit, decode_cursor, encode_cursor
 
 Q = sql.load("dispatcher", "console_notices.sql")
 T = TypeVar("T")

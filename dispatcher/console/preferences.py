@@ -24,11 +24,9 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute
 
 from dispatcher.answers import ChannelPreference, RecipientPreferences
-from dispatcher.api import ApiError
 from dispatcher.auth import SUPPORT, Caller
 from dispatcher.console import i18n
 from dispatcher.console.web import Console, PageError, View, not_found
-from dispatcher.paging import Cursor, decode_cursor, encode_cursor
 from dispatcher.preferences import (
     CHANNELS,
     Change,
@@ -39,8 +37,10 @@ from dispatcher.preferences import (
     parse_change,
 )
 from dispatcher.scope import ScopedPool
-from dispatcher.validation import Id, InvalidRequestError, convert, decode_query
 from relaybook.platform import sql
+from relaybook.platform.answers import RefusedError
+from relaybook.platform.decoding import Id, InvalidRequestError, convert, decode_query
+from relaybook.platform.paging import Cursor, decode_cursor, encode_cursor
 
 Q = sql.load("dispatcher", "console_preferences.sql")
 PROPERTIES_PAGE = 50
@@ -346,7 +346,7 @@ class Pages:
                 await self._prefs.change(
                     asked.agency, asked.recipient_id, Change(changes, change.reason), view.caller
                 )
-            except ApiError as refused:
+            except RefusedError as refused:
                 if refused.code not in REFUSED:
                     raise
                 error = REFUSED[refused.code]
@@ -422,7 +422,7 @@ async def _whose(prefs: Preferences, recipient_id: str, given: str | None, calle
     the person's agencies has them."""
     try:
         return await prefs.agency_of(recipient_id, given, caller)
-    except ApiError:
+    except RefusedError:
         raise not_found() from None
     except InvalidRequestError:
         raise PageError(

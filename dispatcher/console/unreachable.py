@@ -38,14 +38,14 @@ from dispatcher.console.journal import (
 from dispatcher.console.web import Console, View
 from dispatcher.journal import CHANNELS
 from dispatcher.notices import LIST_FILTERS, NoticeFilters
-from dispatcher.paging import (
+from dispatcher.scope import ScopedPool
+from relaybook.platform.decoding import InvalidRequestError, in_utc
+from relaybook.platform.paging import (
     MAX_LIMIT,
     cursor_moment,
     decode_cursor,
     encode_cursor,
 )
-from dispatcher.scope import ScopedPool
-from dispatcher.validation import InvalidRequestError, in_utc
 
 #: the CSV's columns: the notice's date, these (field -> header), and per channel its own
 TEXTS = {

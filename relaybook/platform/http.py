@@ -381,7 +381,7 @@ class _RequestContext:
 class _RefuseUnstorable:
     """Answers 422 to a request whose path, query string, cookies or headers hold a NUL,
     before any route reads them (pure ASGI). Bodies are their decoders' to check: the API's
-    JSON (dispatcher.validation), the console's forms (:func:`read_form`); a provider's
+    JSON (relaybook.platform.decoding), the console's forms (:func:`read_form`); a provider's
     webhook is kept, made storable (relaybook.platform.storable)."""
 
     def __init__(self, app: ASGIApp) -> None:

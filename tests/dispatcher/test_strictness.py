@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from dispatcher.paging import encode_cursor
+from relaybook.platform.paging import encode_cursor
 from tests.support import notice
 
 NOTICE = "6f1c1c8e-0a39-4d8a-9a53-4b7f3c1d2e10"

@@ -23,12 +23,12 @@ import asyncpg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dispatcher.api import ApiError
 from dispatcher.auth import Caller
 from dispatcher.preferences import Change, Preferences
 from dispatcher.resends import Resends
 from dispatcher.validation import ContactChange
 from relaybook.platform import sql
+from relaybook.platform.answers import RefusedError
 from relaybook.platform.settings import Settings
 from relaybook.reachability.decisions import BouncePolicy
 from relaybook.reachability.policy import Policy
@@ -235,7 +235,7 @@ async def _change(run: Run, who: str, channel: str, wants: str) -> None:
     refused = None
     try:
         await run.preferences.change(run.agency, run.recipient, change, caller)
-    except ApiError as problem:
+    except RefusedError as problem:
         refused = problem.code
     assert refused == expected, (who, channel, wants)
     if refused is not None:

@@ -10,8 +10,7 @@ import structlog
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dispatcher import validation
-from relaybook.platform import logs
+from relaybook.platform import decoding, logs
 
 
 @pytest.mark.parametrize(
@@ -261,19 +260,19 @@ def test_text_without_secrets_is_left_alone(text: str) -> None:
     assert logs.mask_text(text) == text
 
 
-# What the API accepts as an address (dispatcher.validation, the Email type of every body)
+# What the API accepts as an address (relaybook.platform.decoding, the Email type of every body)
 def _accepted_email(address: str) -> bool:
     try:
-        validation.convert(address, validation.Email)
-    except validation.InvalidRequestError:
+        decoding.convert(address, decoding.Email)
+    except decoding.InvalidRequestError:
         return False
     return True
 
 
 def _accepted_phone(number: str) -> bool:
     try:
-        validation.convert(number, validation.Phone)
-    except validation.InvalidRequestError:
+        decoding.convert(number, decoding.Phone)
+    except decoding.InvalidRequestError:
         return False
     return True
 
@@ -284,7 +283,7 @@ _AROUND = st.text(max_size=30)
 
 
 @given(
-    address=st.one_of(st.emails(), st.from_regex(validation.EMAIL, fullmatch=True)).filter(
+    address=st.one_of(st.emails(), st.from_regex(decoding.EMAIL, fullmatch=True)).filter(
         _accepted_email
     ),
     before=_AROUND,
@@ -302,7 +301,7 @@ def test_no_address_the_api_accepts_survives_the_masker(
 
 
 @given(
-    number=st.from_regex(validation.E164, fullmatch=True).filter(_accepted_phone),
+    number=st.from_regex(decoding.E164, fullmatch=True).filter(_accepted_phone),
     before=_AROUND,
     after=_AROUND,
     left=_SEPARATORS,

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import msgspec
 
-from dispatcher.validation import InvalidRequestError, Moment, convert, in_utc
+from relaybook.platform.decoding import InvalidRequestError, Moment, convert, in_utc
 from relaybook.platform.storable import has_unstorable
 
 DEFAULT_LIMIT, MAX_LIMIT = 100, 500
