@@ -31,7 +31,7 @@ import asyncpg
 import httpx
 import temporary
 
-from dispatcher.people import People
+from relaybook.access.people import People
 from relaybook.platform import logs
 from relaybook.platform.runtime import settle_garbage_collector
 from relaybook.platform.settings import Settings

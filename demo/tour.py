@@ -22,8 +22,8 @@ import httpx
 
 from demo import owners as sample
 from demo.output import DemoStepError, Tour
-from dispatcher.auth import create_token
-from dispatcher.people import People
+from relaybook.access.auth import create_token
+from relaybook.access.people import People
 from relaybook.platform.runtime import admin_token
 from relaybook.platform.settings import Settings
 from relaybook.tooling.embedded import free_port_settings, running_postgres_pid

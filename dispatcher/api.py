@@ -16,8 +16,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from dispatcher import scope
-from dispatcher.auth import Authenticator, Caller, ForbiddenError, UnauthorizedError
+from relaybook.access import scope
+from relaybook.access.auth import Authenticator, Caller, ForbiddenError, UnauthorizedError
 from relaybook.platform.answers import RefusedError
 from relaybook.platform.decoding import (
     InvalidRequestError,

@@ -8,13 +8,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dispatcher import journal, notices, openapi, preferences, resends
 from dispatcher.api import Operation, mount
-from dispatcher.auth import OPS, Authenticator
 from dispatcher.console import app as console
 from dispatcher.console.live import Announcements
 from dispatcher.outbox import Relay
-from dispatcher.people import People
-from dispatcher.scope import ScopedPool
 from dispatcher.store import NoticeStore
+from relaybook.access.auth import OPS, Authenticator
+from relaybook.access.people import People
+from relaybook.access.scope import ScopedPool
 from relaybook.platform.deployable import Deployable
 from relaybook.platform.http import create_app
 from relaybook.platform.runtime import Infrastructure, admin_token

@@ -25,8 +25,8 @@ from dispatcher.answers import (
 )
 from dispatcher.api import Answer, Call, NoticePath, Operation, answer
 from dispatcher.notices import LIST_FILTERS
-from dispatcher.scope import ScopedPool
 from dispatcher.store import iso
+from relaybook.access.scope import ScopedPool
 from relaybook.platform import sql, timestamps
 from relaybook.platform.answers import not_found
 from relaybook.platform.decoding import Id, InvalidRequestError, Moment, decode_query, in_utc

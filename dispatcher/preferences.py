@@ -27,10 +27,10 @@ from dispatcher.answers import (
     Wants,
 )
 from dispatcher.api import Answer, Call, Operation, answer
-from dispatcher.auth import SUPPORT, Caller
-from dispatcher.scope import ScopedPool
 from dispatcher.store import iso
 from dispatcher.validation import ContactChange
+from relaybook.access.auth import SUPPORT, Caller
+from relaybook.access.scope import ScopedPool
 from relaybook.platform import outbox, sql
 from relaybook.platform.answers import RefusedError, not_found
 from relaybook.platform.database import Connection

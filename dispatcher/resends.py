@@ -34,9 +34,9 @@ from dispatcher.answers import (
     ScopeCount,
 )
 from dispatcher.api import Answer, Call, NoticePath, Operation, answer
-from dispatcher.scope import ScopedPool
 from dispatcher.store import OUTBOX_CHANNEL, add_job_pages
 from dispatcher.validation import MAX_RECIPIENTS
+from relaybook.access.scope import ScopedPool
 from relaybook.platform import sql, timestamps
 from relaybook.platform.answers import RefusedError, not_found
 from relaybook.platform.decoding import Id, InvalidRequestError

@@ -13,8 +13,8 @@ from typing import Any
 import asyncpg
 
 from dispatcher.answers import Channel, ChannelStats, Notice, NoticeSummary, Stats
-from dispatcher.scope import ScopedPool
 from dispatcher.validation import NoticeRequest
+from relaybook.access.scope import ScopedPool
 from relaybook.platform import sql, timestamps
 from relaybook.platform.database import Connection
 from relaybook.platform.decoding import UNSET

@@ -10,15 +10,15 @@ from starlette.staticfiles import StaticFiles
 
 from dispatcher.console import journal, notices, preferences, signin, unreachable
 from dispatcher.console.live import Announcements
-from dispatcher.console.sessions import Sessions
-from dispatcher.console.throttle import Throttle
 from dispatcher.console.web import Console
 from dispatcher.journal import JournalReader
-from dispatcher.people import People
 from dispatcher.preferences import Preferences
 from dispatcher.resends import Resends
-from dispatcher.scope import ScopedPool
 from dispatcher.store import NoticeStore
+from relaybook.access.people import People
+from relaybook.access.scope import ScopedPool
+from relaybook.access.sessions import Sessions
+from relaybook.access.throttle import Throttle
 
 
 def routes(  # noqa: PLR0917 - the dispatcher's stores, each once

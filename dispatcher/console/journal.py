@@ -25,12 +25,12 @@ import msgspec
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute
 
-from dispatcher import scope
-from dispatcher.auth import Caller
 from dispatcher.console import i18n
 from dispatcher.console.web import Console, PageError, View, not_found
 from dispatcher.journal import CHANNELS, STATUSES, JournalQuery, JournalReader
-from dispatcher.scope import ScopedPool
+from relaybook.access import scope
+from relaybook.access.auth import Caller
+from relaybook.access.scope import ScopedPool
 from relaybook.platform import spreadsheet, sql
 from relaybook.platform.decoding import InvalidRequestError, decode_query
 from relaybook.platform.paging import MAX_LIMIT

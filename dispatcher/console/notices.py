@@ -44,8 +44,8 @@ from dispatcher.resends import (
     refusal,
     selection,
 )
-from dispatcher.scope import ScopedPool
 from dispatcher.store import NoticeStore, summarize
+from relaybook.access.scope import ScopedPool
 from relaybook.platform import sql
 from relaybook.platform.decoding import InvalidRequestError, convert, decode_query
 from relaybook.platform.paging import Limit, decode_cursor, encode_cursor

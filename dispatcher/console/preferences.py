@@ -24,7 +24,6 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute
 
 from dispatcher.answers import ChannelPreference, RecipientPreferences
-from dispatcher.auth import SUPPORT, Caller
 from dispatcher.console import i18n
 from dispatcher.console.web import Console, PageError, View, not_found
 from dispatcher.preferences import (
@@ -36,7 +35,8 @@ from dispatcher.preferences import (
     RecipientQuery,
     parse_change,
 )
-from dispatcher.scope import ScopedPool
+from relaybook.access.auth import SUPPORT, Caller
+from relaybook.access.scope import ScopedPool
 from relaybook.platform import sql
 from relaybook.platform.answers import RefusedError
 from relaybook.platform.decoding import Id, InvalidRequestError, convert, decode_query

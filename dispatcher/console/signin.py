@@ -12,7 +12,6 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from dispatcher.console import i18n
-from dispatcher.console.throttle import Attempt, Throttle
 from dispatcher.console.web import (
     CANNOT_KEEP,
     HEADERS,
@@ -24,7 +23,8 @@ from dispatcher.console.web import (
     request_language,
     safe_next,
 )
-from dispatcher.people import People
+from relaybook.access.people import People
+from relaybook.access.throttle import Attempt, Throttle
 from relaybook.platform.http import UnstorableInputError, read_form
 
 i18n.french(
@@ -67,7 +67,7 @@ def routes(console: Console, people: People, throttle: Throttle) -> list[BaseRou
         sent = str(form.get("csrf", "")).encode()
         if not token or not secrets.compare_digest(token.encode(), sent):
             return _login_page(console, request, target, "Your session has ended: sign in again.")
-        # counted before the password is checked: see dispatcher.console.throttle
+        # counted before the password is checked: see relaybook.access.throttle
         attempt = Attempt.of(email, request.client.host if request.client else None)
         wait = await throttle.admit(attempt)
         if wait is not None:

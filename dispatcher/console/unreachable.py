@@ -38,7 +38,7 @@ from dispatcher.console.journal import (
 from dispatcher.console.web import Console, View
 from dispatcher.journal import CHANNELS
 from dispatcher.notices import LIST_FILTERS, NoticeFilters
-from dispatcher.scope import ScopedPool
+from relaybook.access.scope import ScopedPool
 from relaybook.platform.decoding import InvalidRequestError, in_utc
 from relaybook.platform.paging import (
     MAX_LIMIT,

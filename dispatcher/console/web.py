@@ -24,10 +24,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from dispatcher import scope
-from dispatcher.auth import Caller
 from dispatcher.console import i18n
-from dispatcher.console.sessions import Session, Sessions
+from relaybook.access import scope
+from relaybook.access.auth import Caller
+from relaybook.access.sessions import Session, Sessions
 from relaybook.platform.faults import UnavailableError, is_transient
 from relaybook.platform.http import UnstorableInputError, read_form
 from relaybook.platform.logs import get_logger

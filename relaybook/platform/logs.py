@@ -33,7 +33,7 @@ _LOCAL = frozenset(string.ascii_letters + string.digits + ".!#$%&'*+/=?^_`{|}~-"
 # ("?email=jane@", "'jane@'"): see _cut().
 _BEFORE_ADDRESS = "=?/&'`{|}#"
 # Secrets written in free text: an Authorization header's credentials, SendGrid API keys
-# ("SG.<id>.<secret>"), relaybook's API tokens ("rb_" and 43 characters, dispatcher.auth),
+# ("SG.<id>.<secret>"), relaybook's API tokens ("rb_" and 43 characters, relaybook.access.auth),
 # and a value given to a key that names a secret ("password=", "AuthToken=", "'token': ").
 _CREDENTIAL = r"[\w.~+/=-]"
 _SECRET = re.compile(

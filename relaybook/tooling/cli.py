@@ -39,8 +39,8 @@ from relaybook.tooling.infrastructure import require_configured
 from schemas import CONTRACTS
 
 if TYPE_CHECKING:
-    from dispatcher.auth import Token
-    from dispatcher.people import Person
+    from relaybook.access.auth import Token
+    from relaybook.access.people import Person
 
 EXIT_BAD_SETTING = 2
 EXIT_FAILED = 1
@@ -309,7 +309,7 @@ async def _pool(settings: Settings, command: str) -> AsyncIterator[asyncpg.Pool]
 
 async def _token(settings: Settings, args: argparse.Namespace) -> int:
     """``token create``, ``token list`` and ``token revoke``."""
-    from dispatcher import auth  # noqa: PLC0415
+    from relaybook.access import auth  # noqa: PLC0415
 
     action = args.token_command
     command = f"relaybook token {action}"
@@ -413,7 +413,7 @@ def _table(rows: Sequence[Sequence[str]]) -> str:
 
 async def _user(settings: Settings, args: argparse.Namespace) -> int:
     """``user create``, ``user list`` and ``user disable``."""
-    from dispatcher.people import People, PersonError, check_password, check_person  # noqa: PLC0415
+    from relaybook.access.people import People, PersonError, check_password, check_person  # noqa: PLC0415
 
     command = f"relaybook user {args.user_command}"
     try:

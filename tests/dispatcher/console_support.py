@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import argon2
 import httpx
 
-from dispatcher.people import People
+from relaybook.access.people import People
 from relaybook.tooling.system import System
 
 PASSWORD = "correct horse battery staple"

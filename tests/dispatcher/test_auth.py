@@ -13,7 +13,7 @@ import httpx
 import pytest
 from starlette.requests import Request
 
-from dispatcher.auth import (
+from relaybook.access.auth import (
     ADMIN,
     SCOPES,
     Authenticator,

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from dispatcher.people import People
+from relaybook.access.people import People
 from relaybook.tooling.system import System
 from tests.dispatcher.console_support import CHEAP, csrf_of, signed_in
 from tests.support import notice

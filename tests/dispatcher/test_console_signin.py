@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from dispatcher.people import People
+from relaybook.access.people import People
 from relaybook.tooling.system import System
 from tests.dispatcher.console_support import (
     CHEAP,

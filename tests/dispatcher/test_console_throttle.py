@@ -1,4 +1,4 @@
-"""The sign-in throttle's policy (dispatcher.console.throttle.wait): which limit holds an
+"""The sign-in throttle's policy (relaybook.access.throttle.wait): which limit holds an
 attempt back, and for how long, from the counters the attempt found."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import datetime as dt
 
 import pytest
 
-from dispatcher.console.throttle import LIMITS, Attempt, Counter, Counters, wait
+from relaybook.access.throttle import LIMITS, Attempt, Counter, Counters, wait
 
 NOW = dt.datetime(2026, 12, 7, 9, 0, tzinfo=dt.UTC)
 S = dt.timedelta(seconds=1)

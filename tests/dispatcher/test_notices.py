@@ -12,7 +12,7 @@ import asyncpg
 import httpx
 import pytest
 
-from dispatcher.auth import create_token
+from relaybook.access.auth import create_token
 from relaybook.tooling.system import System
 from tests.support import ADMIN, notice, until
 

@@ -11,8 +11,8 @@ import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
-from dispatcher.auth import SCOPES, Caller
-from dispatcher.people import ROLES, People, PersonError, check_person
+from relaybook.access.auth import SCOPES, Caller
+from relaybook.access.people import ROLES, People, PersonError, check_person
 
 PASSWORD = "correct horse battery staple"
 #: cheap parameters, so tests run fast; the production ones are argon2-cffi's defaults

@@ -10,7 +10,7 @@ import asyncpg
 import httpx
 import pytest
 
-from dispatcher.auth import create_token
+from relaybook.access.auth import create_token
 from relaybook.platform.kafka import Record
 from relaybook.platform.settings import Settings
 from relaybook.reachability.decisions import BouncePolicy

@@ -15,7 +15,7 @@ import asyncpg
 import httpx
 import pytest
 
-from dispatcher.auth import create_token
+from relaybook.access.auth import create_token
 from relaybook.tooling.system import System
 from tests.support import notice
 
@@ -245,8 +245,8 @@ def test_each_role_may_call_what_the_contract_says_and_no_more(role: str) -> Non
     """Every route's scopes against each role's: reads, writes and the support override
     allowed or refused (403) as the contract's table of roles says."""
     from dispatcher.app import operations  # noqa: PLC0415 - the registry of every route
-    from dispatcher.auth import SUPPORT  # noqa: PLC0415
-    from dispatcher.people import ROLES  # noqa: PLC0415
+    from relaybook.access.auth import SUPPORT  # noqa: PLC0415
+    from relaybook.access.people import ROLES  # noqa: PLC0415
 
     granted = ROLES[role]
     for op in operations(*([None] * 4)):  # type: ignore[arg-type]

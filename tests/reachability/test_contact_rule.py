@@ -23,10 +23,10 @@ import asyncpg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dispatcher.auth import Caller
 from dispatcher.preferences import Change, Preferences
 from dispatcher.resends import Resends
 from dispatcher.validation import ContactChange
+from relaybook.access.auth import Caller
 from relaybook.platform import sql
 from relaybook.platform.answers import RefusedError
 from relaybook.platform.settings import Settings

@@ -15,7 +15,7 @@ import asyncpg
 import httpx
 import pytest
 
-from dispatcher.people import People
+from relaybook.access.people import People
 from relaybook.platform.settings import Settings
 from relaybook.tooling.embedded import running_postgres_pid
 from relaybook.tooling.system import System

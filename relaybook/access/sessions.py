@@ -4,7 +4,7 @@ disabling them, or changing their role or agencies, applies from their next clic
 
 A session ends when its person signs out or is disabled, after :data:`IDLE` without a
 request, or :data:`LIFETIME` after signing in whatever happens. Wrong passwords are
-throttled by :mod:`dispatcher.console.throttle`.
+throttled by :mod:`relaybook.access.throttle`.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ import uuid
 
 import asyncpg
 
-from dispatcher.auth import Caller
-from dispatcher.people import ROLES
+from relaybook.access.auth import Caller
+from relaybook.access.people import ROLES
 from relaybook.platform import sql
 
-Q = sql.load("dispatcher", "console.sql")
+Q = sql.load("relaybook.access", "sessions.sql")
 
 IDLE = dt.timedelta(minutes=30)
 LIFETIME = dt.timedelta(hours=12)

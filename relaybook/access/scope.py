@@ -17,10 +17,10 @@ from typing import Any
 
 import asyncpg
 
-from dispatcher.auth import Caller
+from relaybook.access.auth import Caller
 from relaybook.platform.database import Connection
 
-#: the caller of the request being served (set by dispatcher.api once it is known)
+#: the caller of the request being served (set by the API and the console once it is known)
 CURRENT: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("caller", default=None)
 
 _ENTER = """

@@ -1,6 +1,6 @@
 """People of the console: each with one role, on some agencies (support and ops: every
 agency), a password kept only as an argon2id hash, and a sign-in that answers a
-:class:`~dispatcher.auth.Caller` the way a token does.
+:class:`~relaybook.access.auth.Caller` the way a token does.
 
 Roles, as the contract names them, and what each may do (as scopes):
 
@@ -30,10 +30,10 @@ from typing import TypeVar
 import argon2
 import asyncpg
 
-from dispatcher.auth import PEOPLE, SCOPES, Caller, agency_ids
+from relaybook.access.auth import PEOPLE, SCOPES, Caller, agency_ids
 from relaybook.platform import logs, sql
 
-Q = sql.load("dispatcher", "callers.sql")
+Q = sql.load("relaybook.access")
 log = logs.get_logger(__name__)
 
 _VIEWER = frozenset({"journal:read"})

@@ -1,5 +1,5 @@
--- The console's sessions (dispatcher.console.sessions) and sign-in throttle
--- (dispatcher.console.throttle).
+-- The console's sessions (relaybook.access.sessions) and sign-in throttle
+-- (relaybook.access.throttle).
 
 -- name: open_session
 INSERT INTO console_sessions (token_hash, person_id, csrf, time_zone, expires_at)

@@ -25,7 +25,7 @@ PEOPLE = "people:write"
 OPS = "ops"
 SCOPES = ("notices:write", "journal:read", "preferences:write", SUPPORT, PEOPLE, OPS)
 ADMIN = "admin"
-Q = sql.load("dispatcher", "callers.sql")
+Q = sql.load("relaybook.access")
 
 #: the longest agency id (the platform's own ids, like recipient ids)
 AGENCY_MAX = 200

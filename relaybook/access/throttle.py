@@ -35,7 +35,7 @@ import asyncpg
 
 from relaybook.platform import sql
 
-Q = sql.load("dispatcher", "console.sql")
+Q = sql.load("relaybook.access", "sessions.sql")
 
 
 @dataclasses.dataclass(frozen=True)

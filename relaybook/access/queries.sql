@@ -1,5 +1,5 @@
--- Who may call the dispatcher: API tokens (dispatcher.auth) and the console's people
--- (dispatcher.people), by name.
+-- Who may call the dispatcher: API tokens (relaybook.access.auth) and the console's people
+-- (relaybook.access.people), by name.
 
 -- name: token_by_hash
 -- Every request: revocation and expiry are read here each time, so they apply at once.
