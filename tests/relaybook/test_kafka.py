@@ -5,11 +5,13 @@ at the committed offset, and dead letters for messages that break their contract
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import json
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -20,7 +22,7 @@ from prometheus_client import REGISTRY
 
 import schemas
 from relaybook.platform.deadletters import DeadLetters
-from relaybook.platform.kafka import Consumer, Producer, Record, murmur2
+from relaybook.platform.kafka import Consumer, Producer, Record, client_options, murmur2
 from relaybook.platform.kafka.consumer import LAG, _Rebalance
 from relaybook.platform.settings import Settings
 from schemas import CONTRACTS
@@ -31,12 +33,42 @@ def send_job(**changes: Any) -> dict[str, Any]:
     return job | changes
 
 
-async def until(condition: Callable[[], bool], within: float = 20) -> None:
+async def until(condition: Callable[[], bool | Awaitable[bool]], within: float = 20) -> None:
+    """Polls ``condition`` (a function, or a coroutine function) until it holds; fails
+    past ``within`` seconds."""
     deadline = time.monotonic() + within
-    while not condition():
+    while True:
+        met = condition()
+        if inspect.isawaitable(met):
+            met = await met
+        if met:
+            return
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def commits(settings: Settings, group: str) -> AsyncIterator[Callable[[], Awaitable[bool]]]:
+    """A probe, read from outside consumer group ``group`` (it does not join it): has the
+    group committed every message of send-jobs? Then it has been handed all there is, and
+    a message it has not handled by then will never come."""
+    reader = AIOKafkaConsumer(**client_options(settings), group_id=group, enable_auto_commit=False)
+    await reader.start()
+    try:
+        topic = settings.topic("send-jobs")
+        await reader.topics()  # the metadata, for the partitions
+        partitions = [TopicPartition(topic, p) for p in reader.partitions_for_topic(topic) or ()]
+        assert partitions, topic
+
+        async def at_the_end() -> bool:
+            ends = await reader.end_offsets(partitions)
+            committed = {tp: await reader.committed(tp) or 0 for tp in partitions}
+            return all(committed[tp] >= ends[tp] for tp in partitions)
+
+        yield at_the_end
+    finally:
+        await reader.stop()
 
 
 @pytest.fixture
@@ -50,18 +82,34 @@ async def consume(
     handler: Callable[[list[Record]], Awaitable[None]],
     done: Callable[[], bool],
     group: str = "test-group",
+    *,
+    to_the_end: bool = False,
     **options: Any,
 ) -> None:
-    """Runs a consumer in the group until ``done()``, then stops it."""
+    """Runs a consumer in the group until ``done()`` holds, then stops it. Fails when it
+    does not hold in time, or when the consumer's loop ends first.
+
+    ``to_the_end``: and, the consumer still running, until the group has committed every
+    message of the topic: a test that checks what did *not* arrive checks it then, when
+    anything still to come would have come (after the stop, nothing can)."""
     consumer = Consumer(
         settings, ["send-jobs"], group, dead_letters=letters, contracts=CONTRACTS, **options
     )
     await consumer.start()
     task = asyncio.create_task(consumer.run(handler))
     try:
-        await until(lambda: done() or task.done())
-        if task.done():
-            task.result()
+        async with contextlib.AsyncExitStack() as probes:
+            at_the_end = (
+                await probes.enter_async_context(commits(settings, group)) if to_the_end else None
+            )
+
+            async def holds() -> bool:
+                if task.done():
+                    task.result()  # what it raised, if it did
+                    raise AssertionError("the consumer's loop ended before the test's condition")
+                return done() and (at_the_end is None or await at_the_end())
+
+            await until(holds)
     finally:
         await consumer.stop()
         await asyncio.gather(task, return_exceptions=True)
@@ -88,8 +136,11 @@ async def test_messages_round_trip_through_a_group_and_a_restart_resumes_at_the_
     async def handler_after_restart(records: list[Record]) -> None:
         resumed.extend(records)
 
-    await consume(settings, letters, handler_after_restart, lambda: len(resumed) >= 5)
-    await asyncio.sleep(1)  # anything already committed would have arrived by now
+    # the restarted member is handed everything the group did not commit before it stops:
+    # had it gone back before the commit, the first ten would be among what it handled
+    await consume(
+        settings, letters, handler_after_restart, lambda: len(resumed) >= 5, to_the_end=True
+    )
     assert sorted(r.value["job_id"] for r in resumed) == sorted(j["job_id"] for j in second)
 
 
@@ -463,8 +514,16 @@ async def test_a_consumer_for_one_channel_passes_over_the_others_jobs_undecoded(
     async def handler(records: list[Record]) -> None:
         seen.extend(records)
 
-    await consume(settings, letters, handler, lambda: len(seen) >= 10, only={"channel": "sms"})
-    await asyncio.sleep(1)  # an email job would have arrived by now
+    # until the group has committed all 20 jobs, email ones included: an email job
+    # handed to the handler would be among what it saw by then
+    await consume(
+        settings,
+        letters,
+        handler,
+        lambda: len(seen) >= 10,
+        only={"channel": "sms"},
+        to_the_end=True,
+    )
     assert sorted(r.value["recipient_id"] for r in seen) == sorted(
         job["recipient_id"] for job in jobs if job["channel"] == "sms"
     )
@@ -476,8 +535,7 @@ async def test_a_consumer_for_one_channel_passes_over_the_others_jobs_undecoded(
     async def after_restart(records: list[Record]) -> None:
         resumed.extend(records)
 
-    await consume(settings, letters, after_restart, lambda: len(resumed) >= 1)
-    await asyncio.sleep(1)
+    await consume(settings, letters, after_restart, lambda: len(resumed) >= 1, to_the_end=True)
     assert [r.value["recipient_id"] for r in resumed] == ["last"]
 
 
@@ -504,7 +562,9 @@ async def test_two_members_of_a_group_in_one_process_stop_together_without_waiti
     await until(lambda: len(seen) >= 200)
     first, second = members
     await asyncio.wait_for(first.stop(), 20)
-    # the second stops while the first's departure makes it rejoin (revoking first)
+    # the second stops while the first's departure makes it rejoin (revoking first): the
+    # moment the scenario picks, about one heartbeat (100 ms) after the departure, not a
+    # wait for an outcome (whenever it stops, it must stop within the 20 s)
     await asyncio.sleep(0.1)
     await asyncio.wait_for(second.stop(), 20)
 
@@ -554,7 +614,9 @@ async def test_a_stop_cancelled_by_its_caller_is_cancelled(
     await member.start_running(slow, "cancelled-stop")
     await asyncio.wait_for(started.wait(), 20)
     stopping = asyncio.create_task(member.stop())
-    await asyncio.sleep(0.1)
+    # once the loop is told to stop, stop() waits on the batch in hand (3 s): cancelled
+    # before it began, the task would raise CancelledError whatever stop() does with one
+    await until(member._stopping.is_set)  # (no public sign of a stop begun)
     stopping.cancel()
     with pytest.raises(asyncio.CancelledError):
         await stopping
