@@ -319,6 +319,7 @@ async def test_twilio_callbacks_are_verified_against_the_public_url_behind_a_pro
         ("query changed", 403, "invalid_signature"),
         ("json body", 415, "unsupported_media_type"),
         ("no MessageSid", 400, "malformed"),
+        ("event id past the contract", 400, "malformed"),
     ],
 )
 async def test_a_bad_twilio_callback_is_refused(
@@ -335,6 +336,9 @@ async def test_a_bad_twilio_callback_is_refused(
         path = f"/webhooks/twilio?delivery_id={uuid.uuid4()}"
     elif change == "json body":
         headers["Content-Type"] = "application/json"
+    elif change == "event id past the contract":  # twilio:<sid>:delivered, 200 at most
+        form["MessageSid"] = "SM" + "0" * 200
+        headers = twilio_headers(PUBLIC + path, form)
     else:
         del form["MessageSid"]
         headers = twilio_headers(PUBLIC + path, form)
@@ -343,6 +347,8 @@ async def test_a_bad_twilio_callback_is_refused(
 
     assert response.status_code == status
     assert response.json()["error"] == code
+    if change == "event id past the contract":
+        assert "event_id" in response.json()["detail"]
     await _nothing_published(system)
 
 
