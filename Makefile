@@ -33,11 +33,17 @@ typecheck: $(BIN)/relaybook
 
 # The whole suite on the embedded PostgreSQL; set RELAYBOOK_DATABASE_URL to run it on
 # another server too (CI also runs it on the machine's PostgreSQL 15: `make test-pg15`).
+# It mostly waits on its servers, so it runs on TEST_WORKERS processes at once (each with
+# its own PostgreSQL and broker; a file's tests stay on one), then the tests judged by the
+# clock (marked `timing`) alone. One test: `.venv/bin/python -m pytest tests/x.py -k name`.
+TEST_WORKERS ?= 3
+PYTEST_PASSES = $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not timing" \
+	&& $(BIN)/python -m pytest -m timing
 test: $(BIN)/relaybook
-	$(BIN)/python -m pytest
+	$(PYTEST_PASSES)
 
 test-pg15: $(BIN)/relaybook
-	RELAYBOOK_DATABASE_URL=$(PG15_URL) $(BIN)/python -m pytest
+	export RELAYBOOK_DATABASE_URL=$(PG15_URL) && $(PYTEST_PASSES)
 
 # Apache Kafka for RELAYBOOK_EMBEDDED_BROKER=kafka and test-kafka: the pinned release's
 # jars, fetched once per machine by Maven into ~/.cache/relaybook (needs Java 17+).

@@ -131,6 +131,7 @@ def data_dir() -> Iterator[Path]:
     shutil.rmtree(scratch, ignore_errors=True)
 
 
+@pytest.mark.timing
 def test_up_is_ready_serves_health_and_stops_on_sigterm_leaving_nothing_behind(
     data_dir: Path, tmp_path: Path
 ) -> None:

@@ -476,6 +476,7 @@ RUNNING_LOOKS = (
 )
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize("system_options", [{"only": {"sandbox"}}])
 async def test_closing_waits_for_a_look_the_database_holds_up_its_grace_then_cuts_it_off(
     system: System, pool: asyncpg.Pool, producer: Producer, monkeypatch: pytest.MonkeyPatch

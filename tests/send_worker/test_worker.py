@@ -439,6 +439,7 @@ async def test_texts_that_waited_for_the_emails_are_checked_again_after_the_wait
     assert len(await sandbox_messages(sandbox, "twilio")) == 3
 
 
+@pytest.mark.timing
 async def test_texts_go_on_when_emails_never_stop() -> None:
     """The wait is bounded: texts are slowed by a stream of emails, not starved; once the
     emails stop, they wait for the gap between two batches only."""

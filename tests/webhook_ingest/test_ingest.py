@@ -544,6 +544,7 @@ def _large_form(size: int) -> bytes:
     return (b"a=1&" * (size // 4 + 1))[:size]
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize("system_options", [DEFAULT_LIMITS])
 async def test_four_large_forms_with_a_bogus_signature_never_hold_up_healthz(
     ingest: httpx.AsyncClient, system: System
