@@ -11,13 +11,16 @@ from dispatcher.api import Operation, mount
 from dispatcher.console import app as console
 from dispatcher.console.live import Announcements
 from dispatcher.outbox import Relay
-from dispatcher.store import NoticeStore
 from relaybook.access.auth import OPS, Authenticator
 from relaybook.access.people import People
 from relaybook.access.scope import ScopedPool
+from relaybook.journal.reader import JournalReader
+from relaybook.notices.resends import Resends
+from relaybook.notices.store import NoticeStore
 from relaybook.platform.deployable import Deployable
 from relaybook.platform.http import create_app
 from relaybook.platform.runtime import Infrastructure, admin_token
+from relaybook.reachability.preferences import Preferences
 
 
 def build(infra: Infrastructure) -> Deployable:
@@ -29,9 +32,9 @@ def build(infra: Infrastructure) -> Deployable:
     store = NoticeStore(scoped, settings.default_agency)
     auth = Authenticator(infra.pool, admin_token(settings))
     relay = Relay(infra.pool, infra.producer, settings.database_url)
-    reader = journal.JournalReader(scoped)
-    prefs = preferences.Preferences(scoped, settings.default_agency)
-    resender = resends.Resends(scoped)
+    reader = JournalReader(scoped)
+    prefs = Preferences(scoped, settings.default_agency)
+    resender = Resends(scoped)
     ops = operations(store, reader, prefs, resender)
     announcements = Announcements(settings.database_url)
     pages = console.routes(
@@ -84,9 +87,9 @@ class _StrictTransport:
 
 def operations(
     store: NoticeStore,
-    reader: journal.JournalReader,
-    prefs: preferences.Preferences,
-    resender: resends.Resends,
+    reader: JournalReader,
+    prefs: Preferences,
+    resender: Resends,
 ) -> list[Operation]:
     """Every ``/v1`` call: what is mounted is what ``/openapi.json`` describes."""
     return [

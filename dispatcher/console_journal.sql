@@ -1,6 +1,6 @@
 -- The console's journal pages' own queries (dispatcher.console.journal), run on the API's
 -- scoped pool: row-level security keeps the person's agencies. The journal's rows
--- themselves are dispatcher/queries.sql's (JournalReader), as the API reads them.
+-- themselves are relaybook/journal/queries.sql's (JournalReader), as the API reads them.
 
 -- name: journal_labels
 -- What a page of journal rows shows beside them: each message's notice (title, source)
@@ -17,7 +17,7 @@ WHERE d.id = ANY($1::uuid[]);
 -- retries) failed or was skipped. A message still queued, or sent without an outcome
 -- yet, is not unreachable yet; drafts and scheduled notices were not sent. Notices
 -- newest first, each one's owners in id order. {where}: fixed conditions on the notices
--- (dispatcher.notices.LIST_FILTERS, the notice's id, the cursor's notice); {after}: the
+-- (relaybook.notices.listing.LIST_FILTERS, the notice's id, the cursor's notice); {after}: the
 -- cursor's recipient id within the cursor's notice, '' elsewhere (ids are never empty).
 -- The candidates come from the failed and skipped attempts (deliveries_notice_status_idx),
 -- so a notice delivered to everyone costs one index probe, whatever its size.

@@ -1,29 +1,23 @@
-"""The notice routes: thin endpoints that call the store and answer."""
+"""The notice routes: thin endpoints that call the store (:mod:`relaybook.notices`) and
+answer."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
 from starlette.responses import Response
 
-from dispatcher.answers import Notice, NoticesPage, NoticeStatus
 from dispatcher.api import Answer, ApiError, Call, NoticePath, Operation, answer
-from dispatcher.store import IdempotencyConflictError, NoticeStore, Q, request_hash, summarize
-from dispatcher.validation import NoticeBody, parse_notice
+from relaybook.notices.answers import Notice, NoticesPage
+from relaybook.notices.listing import NoticesQuery, list_statement
+from relaybook.notices.request import NoticeBody, parse_notice
+from relaybook.notices.store import IdempotencyConflictError, NoticeStore, request_hash, summarize
 from relaybook.platform.answers import not_found
-from relaybook.platform.decoding import Id, InvalidRequestError, Moment, in_utc
-from relaybook.platform.paging import (
-    DEFAULT_LIMIT,
-    Cursor,
-    Limit,
-    cursor_moment,
-    decode_cursor,
-    encode_cursor,
-)
+from relaybook.platform.decoding import InvalidRequestError
+from relaybook.platform.paging import encode_cursor
 
 #: a 100,000-recipient notice with long names and addresses stays well under this
 MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -35,60 +29,6 @@ class NoticeHeaders(msgspec.Struct, forbid_unknown_fields=True):
     idempotency_key: (
         Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"\S")] | None
     ) = msgspec.field(default=None, name="Idempotency-Key")
-
-
-class NoticeFilters(msgspec.Struct, forbid_unknown_fields=True):
-    """What picks notices (LIST_FILTERS), and a page of them: every filter given must
-    hold; ``since`` and ``until`` are on when the notice was created."""
-
-    source_service: Id | None = None
-    source_kind: Id | None = None
-    source_reference: Id | None = None
-    agency: Id | None = None
-    property: Id | None = None
-    since: Moment | None = None
-    until: Moment | None = None
-    cursor: Cursor | None = None
-    limit: Limit = DEFAULT_LIMIT
-
-
-class NoticesQuery(NoticeFilters, forbid_unknown_fields=True):
-    """``GET /v1/notices``: the filters, and ``status`` (may repeat: any of them)."""
-
-    status: list[NoticeStatus] | None = None
-
-
-#: filter -> its SQL condition on the notices list
-LIST_FILTERS = {
-    "status": "n.status = ANY(${}::text[])",
-    "source_service": "n.source_service = ${}",
-    "source_kind": "n.source_kind = ${}",
-    "source_reference": "n.source_reference = ${}",
-    "agency": "n.agency_id = ${}",
-    "property": "n.property_id = ${}",
-    "since": "n.created_at >= ${}",
-    "until": "n.created_at < ${}",
-}
-
-
-def list_statement(query: NoticesQuery) -> tuple[str, list[Any]]:
-    """The statement of one page of the notices list (one row more than the page, to
-    tell whether another follows) and its values."""
-    conditions, values = ["true"], []
-    for name, condition in LIST_FILTERS.items():
-        value = getattr(query, name)
-        if value is None:
-            continue
-        values.append(in_utc(name, value) if isinstance(value, dt.datetime) else value)
-        conditions.append(condition.format(len(values)))
-    if query.cursor is not None:
-        created, notice_id = decode_cursor(query.cursor, 2)
-        try:
-            values += [cursor_moment(created), uuid.UUID(notice_id)]
-        except ValueError:
-            raise InvalidRequestError("cursor", "is not a cursor this API gave out") from None
-        conditions.append(f"(n.created_at, n.id) < (${len(values) - 1}, ${len(values)})")
-    return Q["notices"].format(where=" AND ".join(conditions), limit=query.limit + 1), values
 
 
 def operations(store: NoticeStore) -> list[Operation]:

@@ -1,7 +1,7 @@
 """The outbox relay and the scheduler, background tasks of every dispatcher replica.
 
 A fan-out (a notice's, or a resend's) is written with its job pages, each a range of its
-recipients (:func:`dispatcher.store.add_job_pages`). The relay claims a due page
+recipients (:func:`relaybook.notices.store.add_job_pages`). The relay claims a due page
 (``FOR UPDATE SKIP LOCKED``, so replicas share the work), produces the send jobs of its
 queued deliveries with ``acks=all``, stamps the page and commits: no row is written per
 job. When no page is
@@ -28,7 +28,7 @@ import orjson
 from prometheus_client import Counter, Gauge, Histogram
 
 import schemas
-from dispatcher.store import OUTBOX_CHANNEL, Q
+from relaybook.notices.store import OUTBOX_CHANNEL
 from relaybook.platform import faults, sql
 from relaybook.platform.kafka import Headers, Producer, UnacknowledgedError
 from relaybook.platform.logs import get_logger
@@ -36,7 +36,7 @@ from relaybook.platform.timestamps import now_iso
 
 log = get_logger(__name__)
 
-#: send jobs per page of retries (a fan-out's pages: dispatcher.store.PAGE_RECIPIENTS)
+#: send jobs per page of retries (a fan-out's pages: relaybook.notices.store.PAGE_RECIPIENTS)
 PAGE = 5000
 POLL_S = 1.0
 #: pages in flight at once per replica (SKIP LOCKED gives each its own rows): one claims
@@ -68,6 +68,9 @@ QUEUED_AGE = Gauge(
     "relaybook_oldest_queued_delivery_age_seconds",
     "Age of the oldest delivery still queued of a notice being sent (0: none)",
 )
+Q = sql.load("dispatcher")
+#: what the scheduler does to a notice: release it, settle it (the notices' own statements)
+NOTICES = sql.load("relaybook.notices")
 _BACKLOG = sql.load("dispatcher", "backlog.sql")["backlog"]
 
 
@@ -209,8 +212,8 @@ class Relay:
         async with self._pool.acquire() as connection, connection.transaction():
             due = await connection.fetch(Q["due_scheduled_notices"])
             for row in due:
-                await connection.execute(Q["release_notice"], row["id"])
-                await connection.execute(Q["settle_notice"], row["id"])
+                await connection.execute(NOTICES["release_notice"], row["id"])
+                await connection.execute(NOTICES["settle_notice"], row["id"])
             if due:
                 await connection.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
         if due:

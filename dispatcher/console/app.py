@@ -11,14 +11,14 @@ from starlette.staticfiles import StaticFiles
 from dispatcher.console import journal, notices, preferences, signin, unreachable
 from dispatcher.console.live import Announcements
 from dispatcher.console.web import Console
-from dispatcher.journal import JournalReader
-from dispatcher.preferences import Preferences
-from dispatcher.resends import Resends
-from dispatcher.store import NoticeStore
 from relaybook.access.people import People
 from relaybook.access.scope import ScopedPool
 from relaybook.access.sessions import Sessions
 from relaybook.access.throttle import Throttle
+from relaybook.journal.reader import JournalReader
+from relaybook.notices.resends import Resends
+from relaybook.notices.store import NoticeStore
+from relaybook.reachability.preferences import Preferences
 
 
 def routes(  # noqa: PLR0917 - the dispatcher's stores, each once

@@ -27,10 +27,10 @@ from starlette.routing import BaseRoute
 
 from dispatcher.console import i18n
 from dispatcher.console.web import Console, PageError, View, not_found
-from dispatcher.journal import CHANNELS, STATUSES, JournalQuery, JournalReader
 from relaybook.access import scope
 from relaybook.access.auth import Caller
 from relaybook.access.scope import ScopedPool
+from relaybook.journal.reader import CHANNELS, STATUSES, JournalQuery, JournalReader
 from relaybook.platform import spreadsheet, sql
 from relaybook.platform.decoding import InvalidRequestError, decode_query
 from relaybook.platform.paging import MAX_LIMIT
@@ -57,7 +57,7 @@ FILTERS = {
 #: the filters chosen from a list
 CHOICES = {"channel": CHANNELS, "status": STATUSES}
 SOURCE = ("source_service", "source_kind", "source_reference")
-#: why a message was never sent (dispatcher/queries.sql: insert_deliveries)
+#: why a message was never sent (relaybook/notices/queries.sql: insert_deliveries)
 SKIPPED = {
     "no_address": "No address",
     "opted_out": "Unsubscribed",

@@ -24,14 +24,15 @@ from babel.numbers import format_decimal, format_percent
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute
 
-from dispatcher.answers import ScopeCount, Stats
 from dispatcher.console import i18n
 from dispatcher.console.live import Announcements
 from dispatcher.console.live import response as live_response
 from dispatcher.console.web import Console, PageError, View, not_found
-from dispatcher.journal import STATUSES, JournalReader, RecipientsQuery
-from dispatcher.notices import NoticesQuery, list_statement
-from dispatcher.resends import (
+from relaybook.access.scope import ScopedPool
+from relaybook.journal.reader import STATUSES, JournalReader, RecipientsQuery
+from relaybook.notices.answers import ScopeCount, Stats
+from relaybook.notices.listing import NoticesQuery, list_statement
+from relaybook.notices.resends import (
     SCOPES,
     UNSENT,
     Message,
@@ -44,8 +45,7 @@ from dispatcher.resends import (
     refusal,
     selection,
 )
-from dispatcher.store import NoticeStore, summarize
-from relaybook.access.scope import ScopedPool
+from relaybook.notices.store import NoticeStore, summarize
 from relaybook.platform import sql
 from relaybook.platform.decoding import InvalidRequestError, convert, decode_query
 from relaybook.platform.paging import Limit, decode_cursor, encode_cursor

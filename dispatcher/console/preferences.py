@@ -23,10 +23,16 @@ import msgspec
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute
 
-from dispatcher.answers import ChannelPreference, RecipientPreferences
 from dispatcher.console import i18n
 from dispatcher.console.web import Console, PageError, View, not_found
-from dispatcher.preferences import (
+from relaybook.access.auth import SUPPORT, Caller
+from relaybook.access.scope import ScopedPool
+from relaybook.platform import sql
+from relaybook.platform.answers import RefusedError
+from relaybook.platform.decoding import Id, InvalidRequestError, convert, decode_query
+from relaybook.platform.paging import Cursor, decode_cursor, encode_cursor
+from relaybook.reachability.answers import ChannelPreference, RecipientPreferences
+from relaybook.reachability.preferences import (
     CHANNELS,
     Change,
     OverviewQuery,
@@ -35,12 +41,6 @@ from dispatcher.preferences import (
     RecipientQuery,
     parse_change,
 )
-from relaybook.access.auth import SUPPORT, Caller
-from relaybook.access.scope import ScopedPool
-from relaybook.platform import sql
-from relaybook.platform.answers import RefusedError
-from relaybook.platform.decoding import Id, InvalidRequestError, convert, decode_query
-from relaybook.platform.paging import Cursor, decode_cursor, encode_cursor
 
 Q = sql.load("dispatcher", "console_preferences.sql")
 PROPERTIES_PAGE = 50

@@ -6,7 +6,7 @@ recipient's latest attempt per channel (``is_latest``: a resend's attempt replac
 one it retried). Unreachable means every one of them failed or was skipped; a message
 still queued, or sent with no outcome yet, may still arrive. The query is
 ``console_journal.sql``'s, on the API's scoped pool; its notice filters are the notices
-list's own (:data:`dispatcher.notices.LIST_FILTERS`).
+list's own (:data:`relaybook.notices.listing.LIST_FILTERS`).
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ from dispatcher.console.journal import (
     why,
 )
 from dispatcher.console.web import Console, View
-from dispatcher.journal import CHANNELS
-from dispatcher.notices import LIST_FILTERS, NoticeFilters
 from relaybook.access.scope import ScopedPool
+from relaybook.journal.reader import CHANNELS
+from relaybook.notices.listing import LIST_FILTERS, NoticeFilters
 from relaybook.platform.decoding import InvalidRequestError, in_utc
 from relaybook.platform.paging import (
     MAX_LIMIT,

@@ -11,5 +11,10 @@ def iso(moment: dt.datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
+def iso_or_none(value: dt.datetime | None) -> str | None:
+    """A timestamp column as the API shows it (None stays None)."""
+    return iso(value) if value is not None else None
+
+
 def now_iso() -> str:
     return iso(dt.datetime.now(dt.UTC))

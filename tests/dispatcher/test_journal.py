@@ -11,7 +11,8 @@ import asyncpg
 import httpx
 import pytest
 
-from dispatcher.journal import encode_cursor, journal_statement
+from relaybook.journal.reader import journal_statement
+from relaybook.platform.paging import encode_cursor
 from relaybook.tooling.system import System
 from tests.support import notice, until
 

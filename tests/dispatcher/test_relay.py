@@ -17,8 +17,8 @@ from structlog.testing import capture_logs
 
 import schemas
 from dispatcher.outbox import RELAY_LANES, Relay
-from dispatcher.store import PAGE_RECIPIENTS, NoticeStore
-from dispatcher.validation import parse_notice
+from relaybook.notices.request import parse_notice
+from relaybook.notices.store import PAGE_RECIPIENTS, NoticeStore
 from relaybook.platform.kafka import Producer
 from relaybook.platform.settings import Settings
 from tests.support import notice, read_topic

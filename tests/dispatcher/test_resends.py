@@ -14,7 +14,7 @@ import asyncpg
 import httpx
 import pytest
 
-from dispatcher.resends import Message, Q, plan
+from relaybook.notices.resends import Message, Q, plan
 from tests.support import notice, until, waiting_on_locks
 
 # --- the plan, pure ------------------------------------------------------------------

@@ -23,18 +23,17 @@ import asyncpg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dispatcher.preferences import Change, Preferences
-from dispatcher.resends import Resends
-from dispatcher.validation import ContactChange
 from relaybook.access.auth import Caller
+from relaybook.notices.resends import Resends
 from relaybook.platform import sql
 from relaybook.platform.answers import RefusedError
 from relaybook.platform.settings import Settings
 from relaybook.reachability.decisions import BouncePolicy
 from relaybook.reachability.policy import Policy
+from relaybook.reachability.preferences import Change, ContactChange, Preferences
 from tests.support import delivery_event
 
-DISPATCHER = sql.load("dispatcher")
+NOTICES = sql.load("relaybook.notices")
 WORKER = sql.load("send_worker")
 CHANNELS = ("email", "sms")
 #: two addresses per channel to move between (one is shared by the whole run's owners)
@@ -178,7 +177,7 @@ async def _start(pool: asyncpg.Pool) -> Run:
         phone,
     )
     earlier = await _notice(pool, agency)
-    await pool.execute(DISPATCHER["insert_deliveries"], earlier, [recipient], CHANNELS, agency)
+    await pool.execute(NOTICES["insert_deliveries"], earlier, [recipient], CHANNELS, agency)
     await pool.execute(
         "UPDATE deliveries SET status = 'failed', reason = 'test' WHERE notice_id = $1", earlier
     )
@@ -278,7 +277,7 @@ async def _readers_agree(run: Run, steps: list[Any]) -> None:
     # the fan-out of a new notice, and the worker's check of its messages
     notice_id = await _notice(run.pool, run.agency)
     await run.pool.execute(
-        DISPATCHER["insert_deliveries"], notice_id, [run.recipient], CHANNELS, run.agency
+        NOTICES["insert_deliveries"], notice_id, [run.recipient], CHANNELS, run.agency
     )
     fanned = {
         row["channel"]: row

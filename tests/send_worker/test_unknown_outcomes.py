@@ -20,8 +20,8 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from dispatcher.store import NoticeStore
-from dispatcher.validation import parse_notice
+from relaybook.notices.request import parse_notice
+from relaybook.notices.store import NoticeStore
 from relaybook.platform.kafka import Producer, Record
 from relaybook.platform.settings import Settings
 from relaybook.tooling.system import System

@@ -21,8 +21,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from prometheus_client import REGISTRY
 
-from dispatcher.store import NoticeStore
-from dispatcher.validation import parse_notice
+from relaybook.notices.request import parse_notice
+from relaybook.notices.store import NoticeStore
 from relaybook.platform.kafka import BrokerError, Producer, Record
 from relaybook.platform.outbox import Outbox
 from relaybook.platform.settings import Settings

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import asyncpg
 
-from dispatcher.store import NoticeStore
-from dispatcher.validation import parse_notice
+from relaybook.notices.request import parse_notice
+from relaybook.notices.store import NoticeStore
 from relaybook.platform.kafka import Producer
 from relaybook.platform.settings import Settings
 from schemas import CONTRACTS

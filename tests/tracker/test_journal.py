@@ -12,8 +12,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from dispatcher.store import NoticeStore
-from dispatcher.validation import parse_notice
+from relaybook.notices.request import parse_notice
+from relaybook.notices.store import NoticeStore
 from relaybook.platform.kafka import Record
 from tests.support import notice, until, waiting_on_locks
 from tracker import journal as journal_module

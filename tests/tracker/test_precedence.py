@@ -12,8 +12,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from dispatcher.store import NoticeStore
-from dispatcher.validation import parse_notice
+from relaybook.notices.request import parse_notice
+from relaybook.notices.store import NoticeStore
 from tests.support import notice
 from tracker.journal import _project
 

@@ -1,5 +1,5 @@
-"""What a valid notice is: the body of ``POST /v1/notices`` (and the recipients and
-contact details it names), decoded strictly (:mod:`relaybook.platform.decoding`), then
+"""What a valid notice is: the body of ``POST /v1/notices`` (and the recipients it
+names), decoded strictly (:mod:`relaybook.platform.decoding`), then
 checked beyond its type (:func:`parse_notice`)."""
 
 from __future__ import annotations
@@ -82,15 +82,6 @@ class NoticeBody(msgspec.Struct, forbid_unknown_fields=True):
     sms: SmsContent | None = None
     send_at: Moment | None = None
     send: bool = False
-
-
-class ContactChange(msgspec.Struct, forbid_unknown_fields=True):
-    """``PATCH /v1/recipients/{id}``: the contact details to correct (null removes an
-    address; a field left out is kept)."""
-
-    name: Id | None = None
-    email: Email | UnsetType | None = UNSET
-    phone: Phone | UnsetType | None = UNSET
 
 
 @dataclasses.dataclass(frozen=True)

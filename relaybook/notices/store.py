@@ -4,7 +4,6 @@ a handful of statements, not 100,000."""
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import uuid
@@ -12,14 +11,15 @@ from typing import Any
 
 import asyncpg
 
-from dispatcher.answers import Channel, ChannelStats, Notice, NoticeSummary, Stats
-from dispatcher.validation import NoticeRequest
 from relaybook.access.scope import ScopedPool
+from relaybook.deliveries.answers import Channel
+from relaybook.notices.answers import ChannelStats, Notice, NoticeSummary, Stats
+from relaybook.notices.request import NoticeRequest
 from relaybook.platform import sql, timestamps
 from relaybook.platform.database import Connection
 from relaybook.platform.decoding import UNSET
 
-Q = sql.load("dispatcher")
+Q = sql.load("relaybook.notices")
 OUTBOX_CHANNEL = "relaybook_outbox"
 #: recipients per job page: up to 5,000 send jobs on two channels
 PAGE_RECIPIENTS = 2500
@@ -179,8 +179,8 @@ def summarize(row: asyncpg.Record) -> NoticeSummary:
         "title": row["title"],
         "channels": channels,
         "status": row["status"],
-        "send_at": iso(row["send_at"]),
-        "released_at": iso(row["released_at"]),
+        "send_at": timestamps.iso_or_none(row["send_at"]),
+        "released_at": timestamps.iso_or_none(row["released_at"]),
         "created_at": timestamps.iso(row["created_at"]),
         "created_by": row["created_by"],
     }
@@ -224,8 +224,3 @@ async def add_job_pages(
     await connection.execute(
         Q["insert_job_pages"], notice_id, resend_id, released, PAGE_RECIPIENTS, recipient_ids
     )
-
-
-def iso(value: dt.datetime | None) -> str | None:
-    """A timestamp column as the API shows it (None stays None)."""
-    return timestamps.iso(value) if value is not None else None
