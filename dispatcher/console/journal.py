@@ -35,7 +35,7 @@ from relaybook.platform import spreadsheet, sql
 from relaybook.platform.decoding import InvalidRequestError, decode_query
 from relaybook.platform.paging import MAX_LIMIT
 
-Q = sql.load("dispatcher", "console_journal.sql")
+Q = sql.load("dispatcher.console", "journal.sql")
 T = TypeVar("T")
 
 #: every filter of the log book's lists, as their forms label them

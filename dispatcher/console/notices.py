@@ -50,7 +50,7 @@ from relaybook.platform import sql
 from relaybook.platform.decoding import InvalidRequestError, convert, decode_query
 from relaybook.platform.paging import Limit, decode_cursor, encode_cursor
 
-Q = sql.load("dispatcher", "console_notices.sql")
+Q = sql.load("dispatcher.console", "notices.sql")
 T = TypeVar("T")
 
 #: notices a page of the list shows (each with its counts per channel)

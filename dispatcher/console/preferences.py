@@ -42,7 +42,7 @@ from relaybook.reachability.preferences import (
     parse_change,
 )
 
-Q = sql.load("dispatcher", "console_preferences.sql")
+Q = sql.load("dispatcher.console", "preferences.sql")
 PROPERTIES_PAGE = 50
 HISTORY_PAGE = 20
 T = TypeVar("T")

@@ -5,7 +5,7 @@ notice by post, from this list or its CSV.
 recipient's latest attempt per channel (``is_latest``: a resend's attempt replaces the
 one it retried). Unreachable means every one of them failed or was skipped; a message
 still queued, or sent with no outcome yet, may still arrive. The query is
-``console_journal.sql``'s, on the API's scoped pool; its notice filters are the notices
+``console/journal.sql``'s, on the API's scoped pool; its notice filters are the notices
 list's own (:data:`relaybook.notices.listing.LIST_FILTERS`).
 """
 
