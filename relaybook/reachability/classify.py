@@ -30,9 +30,12 @@ class Kind(enum.StrEnum):
 
 #: SMS error codes (Twilio) by what they say about the number. Twilio advises keeping
 #: such tables as configuration: RELAYBOOK_BOUNCE_SMS_PERMANENT_CODES and
-#: RELAYBOOK_BOUNCE_SMS_TRANSIENT_CODES replace the first two.
-SMS_PERMANENT = frozenset({"30005", "30006", "21211", "21614"})
-SMS_TRANSIENT = frozenset({"30003", "30008", "30004"})
+#: RELAYBOOK_BOUNCE_SMS_TRANSIENT_CODES (relaybook.reachability.settings) replace the
+#: first two, these their defaults.
+SMS_PERMANENT_CODES = ("30005", "30006", "21211", "21614")
+SMS_TRANSIENT_CODES = ("30003", "30008", "30004")
+SMS_PERMANENT = frozenset(SMS_PERMANENT_CODES)
+SMS_TRANSIENT = frozenset(SMS_TRANSIENT_CODES)
 SMS_SENDER_SIDE = frozenset({"30007", "30034", "30002", "30001"})
 SMS_OPT_OUT = frozenset({"21610"})
 
