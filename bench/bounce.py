@@ -38,10 +38,10 @@ from relaybook.platform.kafka import (
     encode,
     ensure_topics,
 )
-from relaybook.platform.settings import Settings
 from relaybook.reachability.decisions import BouncePolicy
 from relaybook.reachability.policy import Policy
 from relaybook.tooling.embedded import EmbeddedBroker, EmbeddedPostgres
+from relaybook.tooling.settings import Settings
 from schemas import CONTRACTS, TOPICS
 
 PEOPLE = 20_000

@@ -34,8 +34,8 @@ import temporary
 from relaybook.access.people import People
 from relaybook.platform import logs
 from relaybook.platform.runtime import settle_garbage_collector
-from relaybook.platform.settings import Settings
 from relaybook.tooling.embedded import EmbeddedBroker, EmbeddedPostgres, free_ports
+from relaybook.tooling.settings import Settings
 from relaybook.tooling.system import System
 
 ADMIN = "bench-admin"

@@ -54,8 +54,8 @@ from floors import floor_producer, floor_topic, produce_in_batches, until_led
 from relaybook.platform import logs
 from relaybook.platform.kafka import encode
 from relaybook.platform.runtime import settle_garbage_collector
-from relaybook.platform.settings import Settings
 from relaybook.tooling.embedded import EmbeddedPostgres, free_ports
+from relaybook.tooling.settings import Settings
 from relaybook.tooling.system import System
 
 ADMIN = "bench-admin"
@@ -225,7 +225,7 @@ async def run(
                     break
                 except httpx.HTTPError:
                     await asyncio.sleep(0.1)
-        creds, signer = sandbox_credentials.resolve(base)
+        creds, signer = sandbox_credentials.resolve(base, base.data_dir)
         settings = sandbox_credentials.stand_in(
             base, creds, signer, f"http://127.0.0.1:{sandbox_port}"
         )

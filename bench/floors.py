@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
 from relaybook.platform.kafka import MAX_BATCH_BYTES, client_options, ensure_topics
-from relaybook.platform.settings import Settings
+from relaybook.tooling.settings import Settings
 
 
 def floor_producer(settings: Settings) -> AIOKafkaProducer:

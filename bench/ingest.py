@@ -56,9 +56,9 @@ from provider_sandbox.signing import SENDGRID_SIGNATURE, SENDGRID_TIMESTAMP, Sen
 from relaybook.platform import logs
 from relaybook.platform.http import HttpServer, bind, create_app
 from relaybook.platform.kafka import client_options, encode
-from relaybook.platform.settings import Settings
 from relaybook.platform.timestamps import now_iso
 from relaybook.tooling.embedded import EmbeddedPostgres, free_ports
+from relaybook.tooling.settings import Settings
 from relaybook.tooling.system import System
 from webhook_ingest.events import sendgrid_event
 from webhook_ingest.signatures import SendGridVerifier

@@ -21,7 +21,7 @@ import temporary
 from brokers import Broker, add_option
 from floors import floor_producer, floor_topic, until_led
 
-from relaybook.platform.settings import Settings
+from relaybook.tooling.settings import Settings
 
 RECORDS = 100
 

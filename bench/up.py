@@ -67,9 +67,10 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from prometheus_client.parser import text_string_to_metric_families
 
 from provider_sandbox.signing import SendGridSigner
-from relaybook.platform.settings import Settings, env_name
+from relaybook.platform.settings import env_name
 from relaybook.tooling import ownership
 from relaybook.tooling.embedded import free_port_settings
+from relaybook.tooling.settings import Settings
 
 # bench/ingest.py's load generator, events and deliveries (bench/ is no package)
 _spec = importlib.util.spec_from_file_location("ingest", Path(__file__).with_name("ingest.py"))

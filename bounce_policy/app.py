@@ -13,8 +13,10 @@ from relaybook.platform.deployable import Deployable
 from relaybook.platform.kafka import BrokerError, Consumer, Record
 from relaybook.platform.logs import get_logger
 from relaybook.platform.runtime import Infrastructure
+from relaybook.platform.settings import section
 from relaybook.reachability.decisions import BouncePolicy
 from relaybook.reachability.policy import Policy
+from relaybook.reachability.settings import BounceSettings
 from schemas import CONTRACTS
 
 GROUP = "relaybook-bounce-policy"
@@ -23,7 +25,7 @@ log = get_logger(__name__)
 
 
 def build(infra: Infrastructure) -> Deployable:
-    policy = BouncePolicy(infra.pool, Policy.from_settings(infra.settings))
+    policy = BouncePolicy(infra.pool, Policy.from_settings(section(infra.settings, BounceSettings)))
     events = infra.events_outbox()
     consumer = Consumer(
         infra.settings,

@@ -25,8 +25,8 @@ from demo.output import DemoStepError, Tour
 from relaybook.access.auth import create_token
 from relaybook.access.people import People
 from relaybook.platform.runtime import admin_token
-from relaybook.platform.settings import Settings
 from relaybook.tooling.embedded import free_port_settings, running_postgres_pid
+from relaybook.tooling.settings import Settings
 from relaybook.tooling.system import System
 
 #: how long any one step may wait for messages to move before it fails

@@ -24,10 +24,10 @@ from starlette.routing import Route
 from provider_sandbox import sendgrid, twilio
 from provider_sandbox.credentials import Credentials
 from provider_sandbox.scenarios import Rates
+from provider_sandbox.settings import SandboxSettings
 from provider_sandbox.signing import SendGridSigner
 from provider_sandbox.webhooks import Disorder, Poster
 from relaybook.platform.http import create_app, error
-from relaybook.platform.settings import Settings
 
 PROVIDERS = ("sendgrid", "twilio")
 
@@ -44,7 +44,7 @@ class Sandbox:
     """A local SendGrid and Twilio: state, scenarios and the webhooks they post."""
 
     def __init__(
-        self, settings: Settings, credentials: Credentials, signer: SendGridSigner
+        self, settings: SandboxSettings, credentials: Credentials, signer: SendGridSigner
     ) -> None:
         self.credentials = credentials
         self.signer = signer

@@ -8,9 +8,12 @@ import dataclasses
 import json
 import os
 import secrets
+from pathlib import Path
+from typing import TypeVar
 
+from provider_sandbox.settings import SandboxSettings
 from provider_sandbox.signing import SendGridSigner
-from relaybook.platform.settings import Settings
+from relaybook.sending.settings import SendingSettings
 
 #: the sender number the sandbox hands out; Twilio's magic "valid From" test number
 SANDBOX_FROM = "+15005550006"
@@ -23,9 +26,10 @@ class Credentials:
     twilio_auth_token: str
 
 
-def resolve(settings: Settings) -> tuple[Credentials, SendGridSigner]:
-    """The credentials the sandbox accepts and the key it signs SendGrid webhooks with."""
-    folder = settings.data_dir / "sandbox"
+def resolve(settings: SandboxSettings, data_dir: Path) -> tuple[Credentials, SendGridSigner]:
+    """The credentials the sandbox accepts and the key it signs SendGrid webhooks with,
+    kept in ``data_dir``'s ``sandbox`` folder (``RELAYBOOK_DATA_DIR``)."""
+    folder = data_dir / "sandbox"
     folder.mkdir(parents=True, exist_ok=True)
     stored_path = folder / "credentials.json"
     if stored_path.exists():
@@ -52,9 +56,12 @@ def resolve(settings: Settings) -> tuple[Credentials, SendGridSigner]:
     return credentials, signer
 
 
+Sending = TypeVar("Sending", bound=SendingSettings)
+
+
 def stand_in(
-    settings: Settings, credentials: Credentials, signer: SendGridSigner, url: str
-) -> Settings:
+    settings: Sending, credentials: Credentials, signer: SendGridSigner, url: str
+) -> Sending:
     """``settings`` with the sandbox standing in for each provider that is not configured:
     its URL and credentials, and its public key added to those the ingest accepts."""
     changes: dict[str, object] = {}

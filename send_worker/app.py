@@ -10,8 +10,10 @@ import asyncio
 from relaybook.platform.deployable import Deployable
 from relaybook.platform.kafka import Consumer
 from relaybook.platform.runtime import Infrastructure
+from relaybook.platform.settings import section
 from schemas import CONTRACTS
 from send_worker.providers import SendGrid, Twilio
+from send_worker.settings import WorkerSettings
 from send_worker.worker import SendWorker
 
 GROUP = "relaybook-workers-{channel}"
@@ -25,7 +27,7 @@ LANE_FETCH: dict[str, dict[str, int]] = {
 
 
 def build(infra: Infrastructure) -> Deployable:
-    settings = infra.settings
+    settings = section(infra.settings, WorkerSettings)
     events = infra.events_outbox()
     sendgrid, twilio = SendGrid(settings), Twilio(settings)
     worker = SendWorker(
@@ -38,7 +40,7 @@ def build(infra: Infrastructure) -> Deployable:
     )
     lanes = {
         channel: Consumer(
-            settings,
+            infra.settings,
             ["send-jobs"],
             GROUP.format(channel=channel),
             dead_letters=infra.dead_letters(),

@@ -24,8 +24,8 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
-from relaybook.platform.settings import Settings
 from send_worker.retry import Outcome, http_outcome
+from send_worker.settings import WorkerSettings
 
 MAX_PERSONALIZATIONS = 1000
 _JSON = {"Content-Type": "application/json"}
@@ -89,7 +89,7 @@ class Throttle:
 
 
 class SendGrid:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: WorkerSettings) -> None:
         self._client = httpx.AsyncClient(
             base_url=settings.sendgrid_base_url or "https://api.sendgrid.com",
             headers={"Authorization": f"Bearer {settings.sendgrid_api_key}"},
@@ -198,7 +198,7 @@ def form(data: dict[str, object]) -> bytes:
 
 
 class Twilio:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: WorkerSettings) -> None:
         self._http = _TwilioHttp(timeout=settings.provider_timeout_s)
         self._client = Client(
             settings.twilio_account_sid, settings.twilio_auth_token, http_client=self._http

@@ -39,10 +39,10 @@ import schemas
 from relaybook.platform import faults, outbox, sql
 from relaybook.platform.kafka import STOP_TIMEOUT_S, BrokerError, Producer, Record
 from relaybook.platform.logs import get_logger
-from relaybook.platform.settings import Settings
 from relaybook.platform.timestamps import iso
 from send_worker.providers import MAX_PERSONALIZATIONS, Email, EmailContent, SendGrid, Twilio
 from send_worker.retry import Outcome, next_attempt
+from send_worker.settings import WorkerSettings
 from send_worker.unknown_outcomes import HELD, UnknownOutcomes, Verdict
 
 log = get_logger(__name__)
@@ -71,7 +71,7 @@ OUTCOMES = Counter("relaybook_sends_total", "Sends by channel and outcome", ["ch
 class SendWorker:
     def __init__(
         self,
-        settings: Settings,
+        settings: WorkerSettings,
         pool: asyncpg.Pool,
         *,
         events: outbox.Outbox,

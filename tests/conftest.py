@@ -26,9 +26,9 @@ import pytest
 
 from relaybook.platform import database
 from relaybook.platform.kafka import Producer, ensure_topics
-from relaybook.platform.settings import Settings
 from relaybook.tooling.embedded import EmbeddedBroker, EmbeddedPostgres, free_port_settings
 from relaybook.tooling.kafka_cluster import EmbeddedKafka
+from relaybook.tooling.settings import Settings
 from relaybook.tooling.system import System
 from schemas import CONTRACTS, TOPICS
 from tests.support import ADMIN, embedded_kafka

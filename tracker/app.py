@@ -8,8 +8,10 @@ from __future__ import annotations
 from relaybook.platform.deployable import Deployable
 from relaybook.platform.kafka import Consumer
 from relaybook.platform.runtime import Infrastructure
+from relaybook.platform.settings import section
 from schemas import CONTRACTS
 from tracker.journal import Journal
+from tracker.settings import TrackerSettings
 
 GROUP = "relaybook-tracker"
 
@@ -32,7 +34,7 @@ def build(infra: Infrastructure) -> Deployable:
         contracts=CONTRACTS,
         max_batch=5000,
         gather_ms=100,
-        lanes=infra.settings.tracker_lanes,
+        lanes=section(infra.settings, TrackerSettings).tracker_lanes,
     )
 
     async def start() -> None:

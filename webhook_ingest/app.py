@@ -33,7 +33,7 @@ from relaybook.platform.http import PayloadTooLargeError, create_app, error, rea
 from relaybook.platform.kafka import BrokerError, OverloadedError, Producer, SharedBatches
 from relaybook.platform.logs import get_logger
 from relaybook.platform.runtime import Infrastructure
-from relaybook.platform.settings import Settings
+from relaybook.platform.settings import section
 from relaybook.platform.timestamps import now_iso
 from webhook_ingest import WebhookError
 from webhook_ingest.events import (
@@ -43,6 +43,7 @@ from webhook_ingest.events import (
     twilio_inbound,
     twilio_status,
 )
+from webhook_ingest.settings import IngestSettings
 from webhook_ingest.signatures import (
     SENDGRID_SIGNATURE,
     SENDGRID_TIMESTAMP,
@@ -80,7 +81,7 @@ Message = tuple[str | None, dict[str, Any]]
 
 
 class Ingest:
-    def __init__(self, settings: Settings, producer: Producer) -> None:
+    def __init__(self, settings: IngestSettings, producer: Producer) -> None:
         self._settings = settings
         # the events of concurrent posts share record batches; past the bound, a post is
         # refused whole at once (503 and Retry-After: the provider posts it again)
@@ -194,7 +195,7 @@ def _answers(provider: str, handler: Callable[[Request], Awaitable[Response]]) -
     return endpoint
 
 
-def routes(settings: Settings, producer: Producer) -> list[Route]:
+def routes(settings: IngestSettings, producer: Producer) -> list[Route]:
     ingest = Ingest(settings, producer)
     return [
         Route("/webhooks/sendgrid", _answers("sendgrid", ingest.sendgrid), methods=["POST"]),
@@ -211,7 +212,7 @@ def build(infra: Infrastructure) -> Deployable:
     """Webhook ingest needs only the broker: it is ready without the database."""
     app = create_app(
         "ingest",
-        routes=routes(infra.settings, infra.producer),
+        routes=routes(section(infra.settings, IngestSettings), infra.producer),
         checks={"broker": infra.check_broker},
     )
     return Deployable(app=app)

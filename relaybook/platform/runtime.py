@@ -25,7 +25,7 @@ from relaybook.platform.http import Check, create_app
 from relaybook.platform.kafka import Consumer, Producer
 from relaybook.platform.logs import get_logger
 from relaybook.platform.outbox import Outbox
-from relaybook.platform.settings import Settings
+from relaybook.platform.settings import PlatformSettings
 
 log = get_logger(__name__)
 
@@ -36,9 +36,11 @@ GC_THRESHOLDS = (20_000, 20, 20)
 @dataclasses.dataclass
 class Infrastructure:
     """What the services of one process share. ``settings`` has the embedded servers' URLs
-    filled in, so services never need to know whether they are embedded."""
+    filled in, so services never need to know whether they are embedded. It holds every
+    setting (the composition root's ``Settings``); an app reads its own fragment through
+    :func:`relaybook.platform.settings.section`."""
 
-    settings: Settings
+    settings: PlatformSettings
     pool: asyncpg.Pool
     producer: Producer
     embedded: list[str]
@@ -77,12 +79,12 @@ class Infrastructure:
         return Outbox(self.pool, self.producer, retention=dt.timedelta(days=days) if days else None)
 
 
-def admin_token_path(settings: Settings) -> Path:
+def admin_token_path(settings: PlatformSettings) -> Path:
     """Where the generated admin token is kept (when RELAYBOOK_ADMIN_TOKEN is unset)."""
     return Path(settings.data_dir) / "admin-token"
 
 
-def admin_token(settings: Settings) -> str:
+def admin_token(settings: PlatformSettings) -> str:
     """The configured admin token, else the one generated on first start and kept in the
     data dir (readable by its owner only)."""
     if settings.admin_token:

@@ -1,4 +1,11 @@
-"""One typed settings object per process, read from ``RELAYBOOK_*`` environment variables.
+"""The settings machinery, and the platform's own settings (:class:`PlatformSettings`).
+
+Each owner (a domain package, an app, the tooling) declares the settings it reads in a
+frozen, ``kw_only`` dataclass of its own, its *fragment*, each field made by
+:func:`_setting`. The composition root (:mod:`relaybook.tooling.settings`) makes one
+``Settings`` class inheriting every fragment, read from ``RELAYBOOK_*`` environment
+variables by :func:`load`. Code below it annotates with the fragment it reads, and an app
+handed the whole object narrows it with :func:`section`.
 
 Every value is validated when :func:`load` runs, so a bad setting stops start-up with a
 single line naming the variable (:class:`SettingsError`), never later with a traceback.
@@ -6,8 +13,6 @@ single line naming the variable (:class:`SettingsError`), never later with a tra
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import difflib
 import ipaddress
@@ -15,14 +20,11 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import (
-    load_der_private_key,
-    load_der_public_key,
-)
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 PREFIX = "RELAYBOOK_"
 
@@ -129,13 +131,6 @@ def _choice(*allowed: str) -> Callable[[str], str]:
     return parse
 
 
-def _kafka_nodes(raw: str) -> int:
-    value = _int(raw)
-    if value not in {1, 3}:
-        raise ValueError("must be 1 or 3")
-    return value
-
-
 def _existing_file(raw: str) -> Path:
     path = Path(raw.strip()).expanduser()
     if not path.is_file():
@@ -195,19 +190,6 @@ def _log_level(raw: str) -> str:
     return value
 
 
-def _public_keys(raw: str) -> tuple[str, ...]:
-    """Base64 DER SubjectPublicKeyInfo keys, as SendGrid shows them; each must be P-256."""
-    keys = tuple(part.strip() for part in raw.split(",") if part.strip())
-    for index, key in enumerate(keys, start=1):
-        try:
-            loaded = load_der_public_key(base64.b64decode(key, validate=True))
-        except (binascii.Error, ValueError):
-            raise ValueError(f"key {index} is not a base64 DER public key") from None
-        if not isinstance(loaded, ec.EllipticCurvePublicKey) or loaded.curve.name != "secp256r1":
-            raise ValueError(f"key {index} is not an ECDSA P-256 public key")
-    return keys
-
-
 def _number(raw: str, low: float, high: float, meaning: str) -> float:
     try:
         value = float(raw.strip())
@@ -233,40 +215,34 @@ def _float_seconds(raw: str) -> float:
     return value
 
 
-def _private_key(raw: str) -> str:
-    try:
-        loaded = load_der_private_key(base64.b64decode(raw.strip(), validate=True), password=None)
-    except (binascii.Error, ValueError, TypeError):
-        raise ValueError("is not a base64 DER private key") from None
-    if not isinstance(loaded, ec.EllipticCurvePrivateKey) or loaded.curve.name != "secp256r1":
-        raise ValueError("is not an ECDSA P-256 private key")
-    return raw.strip()
-
-
 def _float_days(raw: str) -> float:
     return _number(raw, 0.001, 3650, "a number of days between 0.001 and 3650")
 
 
-def _codes(raw: str) -> tuple[str, ...]:
-    codes = tuple(part.strip() for part in raw.split(",") if part.strip())
-    if not codes or not all(code.isdigit() for code in codes):
-        raise ValueError("must be comma-separated numeric error codes")
-    return codes
-
-
 def _setting(
-    parse: Callable[[str], Any], default: Any = None, *, secret: bool = False, doc: str = ""
+    parse: Callable[[str], Any],
+    default: Any = None,
+    *,
+    secret: bool = False,
+    doc: str = "",
+    shown: Callable[[Any], str] | None = None,
 ) -> Any:
+    """One setting of a fragment: ``parse`` turns its variable's text into its value (a
+    ValueError's message says what is wrong); ``shown`` how :func:`describe` shows a set
+    value (default: as text, a tuple comma-separated)."""
     # secrets are left out of the repr too, so a logged or printed Settings never shows one
     return dataclasses.field(
-        default=default, repr=not secret, metadata={"parse": parse, "secret": secret, "doc": doc}
+        default=default,
+        repr=not secret,
+        metadata={"parse": parse, "secret": secret, "doc": doc, "shown": shown},
     )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class Settings:
-    """Everything a relaybook process is configured with. ``None`` means "not configured":
-    for the database, the broker and the providers that selects the embedded defaults."""
+class PlatformSettings:
+    """What every relaybook process stands on: the database, the Kafka client, HTTP,
+    logging, the outbox. ``None`` means "not configured": for the database and the broker
+    that selects the embedded defaults."""
 
     database_url: str | None = _setting(
         _postgres_url, secret=True, doc="PostgreSQL URL; unset: embedded PostgreSQL"
@@ -275,14 +251,6 @@ class Settings:
         _bootstrap_servers, doc="host:port,...; unset: embedded broker"
     )
     data_dir: Path = _setting(Path, Path(".relaybook"), doc="embedded data, keys, admin token")
-    api_port: int = _setting(_port, 8000, doc="dispatcher API and dashboard")
-    ingest_port: int = _setting(_port, 8001, doc="webhook ingest")
-    sandbox_port: int = _setting(_port, 8025, doc="provider sandbox")
-    worker_port: int = _setting(_port, 8002, doc="send workers' health, readiness and metrics")
-    tracker_port: int = _setting(_port, 8003, doc="journal tracker's health, readiness and metrics")
-    bounce_policy_port: int = _setting(
-        _port, 8004, doc="bounce policy's health, readiness and metrics"
-    )
     listen_address: str = _setting(
         _ipv4,
         "127.0.0.1",
@@ -299,7 +267,6 @@ class Settings:
         doc="proxies whose X-Forwarded-For and -Proto are believed: addresses or networks,"
         " comma-separated, * for any",
     )
-    broker_port: int = _setting(_port_or_zero, 0, doc="embedded broker port; 0 picks a free one")
     admin_token: str | None = _setting(
         _text, secret=True, doc="API admin token; unset: generated and kept in the data dir"
     )
@@ -341,119 +308,9 @@ class Settings:
     kafka_ssl_key_file: Path | None = _setting(
         _existing_file, doc="PEM private key of the client certificate"
     )
-    embedded_broker: str = _setting(
-        _choice("tansu", "kafka"),
-        "tansu",
-        doc="embedded broker of `up`: tansu (in memory) or kafka (Apache Kafka, needs Java"
-        " 17+ and Maven)",
-    )
-    embedded_kafka_nodes: int = _setting(
-        _kafka_nodes, 1, doc="nodes of the embedded Apache Kafka: 1, or 3 (replication 3)"
-    )
     kafka_session_timeout_ms: int | None = _setting(
         _positive_int,
         doc="consumer group session timeout; default 10000, 2000 on the embedded broker",
-    )
-    tracker_lanes: int = _setting(
-        _positive_int,
-        3,
-        doc="transactions a journal tracker runs at once on its batch, each on a database "
-        "connection of its own: more of PostgreSQL's cores for a backlog",
-    )
-    sendgrid_api_key: str | None = _setting(_text, secret=True, doc="SendGrid API key")
-    sendgrid_base_url: str | None = _setting(_http_url, doc="SendGrid API base URL")
-    sendgrid_webhook_public_keys: tuple[str, ...] = _setting(
-        _public_keys, (), doc="base64 DER ECDSA keys, comma-separated (rotation)"
-    )
-    sendgrid_webhook_tolerance_s: float = _setting(
-        _float_seconds, 300.0, doc="max age of a signed SendGrid webhook"
-    )
-    twilio_account_sid: str | None = _setting(_text, doc="Twilio account SID")
-    twilio_auth_token: str | None = _setting(
-        _text, secret=True, doc="Twilio auth token (signs webhooks too)"
-    )
-    twilio_base_url: str | None = _setting(_http_url, doc="Twilio API base URL")
-    twilio_from: str | None = _setting(_text, doc="sender number or messaging service SID")
-    public_webhook_base_url: str | None = _setting(
-        _http_url, doc="URL providers call; default http://127.0.0.1:<INGEST_PORT>"
-    )
-    ingest_max_body_bytes: int = _setting(
-        _positive_int, 4 * 1024 * 1024, doc="largest webhook body accepted (SendGrid: 768 KB)"
-    )
-    ingest_publish_timeout_s: float = _setting(
-        _float_seconds, 5.0, doc="how long a webhook waits for the broker before a 503"
-    )
-    ingest_max_events_in_flight: int = _setting(
-        _positive_int, 20_000, doc="events an ingest waits on the broker for; past it, 503"
-    )
-    email_from: str = _setting(_text, "notices@relaybook.test", doc="sender address of emails")
-    email_from_name: str | None = _setting(_text, doc="sender name of emails")
-    provider_timeout_s: float = _setting(
-        _float_seconds, 10.0, doc="timeout of every call to SendGrid or Twilio"
-    )
-    sendgrid_concurrency: int = _setting(
-        _positive_int, 4, doc="mail-send requests in flight per worker (1000 emails each)"
-    )
-    twilio_concurrency: int = _setting(_positive_int, 20, doc="SMS requests in flight per worker")
-    sendgrid_rate_limit: float = _setting(
-        _non_negative, 0.0, doc="mail-send requests per second per worker; 0: no limit"
-    )
-    twilio_rate_limit: float = _setting(
-        _non_negative, 0.0, doc="SMS per second per worker; 0: no limit"
-    )
-    sms_yield_s: float = _setting(
-        _non_negative,
-        5.0,
-        doc="texts wait up to this long while the same worker sends emails (1000 to a"
-        " request, they are done sooner); 0: side by side",
-    )
-    send_max_attempts: int = _setting(
-        _positive_int, 8, doc="tries of a send that meets transient errors before it fails"
-    )
-    unknown_outcome_grace_s: float = _setting(
-        _float_seconds,
-        180.0,
-        doc="how long a send a crash left without an answer waits for the provider's word"
-        " (SendGrid's events, Twilio's list) before it goes again",
-    )
-    bounce_email_hard_threshold: int = _setting(
-        _positive_int, 3, doc="hard bounces of an email address that unsubscribe it"
-    )
-    bounce_email_hard_window_days: float = _setting(
-        _float_days, 30.0, doc="...counted over this many days"
-    )
-    bounce_email_soft_threshold: int = _setting(
-        _positive_int,
-        5,
-        doc="soft bounces of an email address since its last success that unsubscribe it",
-    )
-    bounce_email_soft_window_days: float = _setting(
-        _float_days, 30.0, doc="...counted over at most this many days"
-    )
-    bounce_sms_hard_threshold: int = _setting(
-        _positive_int, 2, doc="permanent SMS errors of a number that unsubscribe it"
-    )
-    bounce_sms_hard_window_days: float = _setting(
-        _float_days, 30.0, doc="...counted over this many days"
-    )
-    bounce_sms_soft_threshold: int = _setting(
-        _positive_int,
-        5,
-        doc="transient SMS errors of a number since its last success that unsubscribe it",
-    )
-    bounce_sms_soft_window_days: float = _setting(
-        _float_days, 30.0, doc="...counted over at most this many days"
-    )
-    bounce_soft_suppression_days: float = _setting(
-        _non_negative,
-        30.0,
-        doc="days an unsubscribe for soft failures lasts; 0: until lifted",
-    )
-    bounce_sms_permanent_codes: tuple[str, ...] = _setting(
-        _codes, ("30005", "30006", "21211", "21614"), doc="Twilio error codes counted as permanent"
-    )
-    bounce_sms_transient_codes: tuple[str, ...] = _setting(
-        _codes, ("30003", "30008", "30004"), doc="Twilio error codes counted as transient (soft)"
     )
     outbox_retention_days: int = _setting(
         _count,
@@ -461,49 +318,10 @@ class Settings:
         doc="days a published event stays in the outbox table (Kafka and the journal keep "
         "it); 0: kept for ever",
     )
-    sandbox_seed: int = _setting(
-        _int, 1, doc="sandbox: seed of its random choices (same seed, same choices)"
-    )
-    sandbox_duplicate_rate: float = _setting(
-        _rate, 0.05, doc="sandbox: share of webhook events posted twice"
-    )
-    sandbox_reorder_rate: float = _setting(
-        _rate, 0.1, doc="sandbox: share of webhook events held back behind later ones"
-    )
-    sandbox_open_rate: float = _setting(_rate, 0.6, doc="sandbox: share of delivered emails opened")
-    sandbox_click_rate: float = _setting(_rate, 0.3, doc="sandbox: share of opened emails clicked")
-    sandbox_machine_open_rate: float = _setting(
-        _rate, 0.1, doc="sandbox: share of delivered emails opened by a machine (Apple MPP)"
-    )
-    sandbox_async_bounce_rate: float = _setting(
-        _rate, 0.3, doc="sandbox: share of bounces without sg_message_id and custom args"
-    )
-    sandbox_webhooks: bool = _setting(
-        _bool,
-        True,
-        doc="sandbox: post webhooks (SendGrid events, Twilio status callbacks); off: sends "
-        "are only accepted (load tests)",
-    )
-    sandbox_batch_interval_s: float = _setting(
-        _float_seconds, 0.25, doc="sandbox: how often event batches are posted (SendGrid: ~30 s)"
-    )
-    sandbox_rate_limit: int = _setting(
-        _count, 0, doc="sandbox: mail-send requests per second before 429; 0: no limit"
-    )
-    sandbox_signing_key: str | None = _setting(
-        _private_key,
-        secret=True,
-        doc="sandbox: base64 DER P-256 private key; unset: generated, kept in the data dir",
-    )
     log_level: str = _setting(_log_level, "INFO", doc="DEBUG, INFO, WARNING or ERROR")
     log_format: str = _setting(
         _log_format, "auto", doc="json, console, or auto (console on a terminal)"
     )
-
-    @property
-    def webhook_base_url(self) -> str:
-        """The URL the providers call; Twilio signatures are computed over it."""
-        return self.public_webhook_base_url or f"http://127.0.0.1:{self.ingest_port}"
 
     @property
     def https(self) -> bool:
@@ -531,33 +349,59 @@ class Settings:
         return f"{self.topic_prefix}{name}"
 
     def describe(self) -> dict[str, str]:
-        """The settings as text, secrets masked: safe to print or log."""
-        shown: dict[str, str] = {}
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if value is None or value == ():
-                text = "(unset)"
-            elif field.metadata["secret"]:
-                text = "(set)"
-            elif field.name == "sendgrid_webhook_public_keys":
-                text = f"{len(value)} key(s)"
-            elif isinstance(value, tuple):
-                text = ",".join(value)
-            else:
-                text = str(value)
-            shown[env_name(field.name)] = text
-        return shown
+        """These settings (every fragment of them) as text, secrets masked: :func:`describe`."""
+        return describe(self)
+
+    def check(self) -> None:
+        """Kafka's security settings make sense together (:func:`load` runs each
+        fragment's own ``check``)."""
+        _check_kafka_security(self)
+
+
+Fragment = TypeVar("Fragment")
+
+
+def section(settings: object, fragment: type[Fragment]) -> Fragment:
+    """``settings`` seen as the fragment ``fragment`` (an owner's settings class): what an
+    app handed the whole settings (``Infrastructure.settings``) reads its own through.
+    A TypeError when ``settings`` do not include that fragment: they were not built by the
+    composition root (``relaybook.tooling.settings``)."""
+    if not isinstance(settings, fragment):
+        raise TypeError(
+            f"{type(settings).__qualname__} has no {fragment.__module__}."
+            f"{fragment.__qualname__}: build the settings with relaybook.tooling.settings"
+        )
+    return settings
 
 
 def env_name(field_name: str) -> str:
     return PREFIX + field_name.upper()
 
 
-def environment(settings: Settings) -> dict[str, str]:
+def describe(settings: DataclassInstance) -> dict[str, str]:
+    """``settings`` as text by variable, secrets masked (``(set)``): safe to print or log."""
+    shown: dict[str, str] = {}
+    for field in dataclasses.fields(settings):
+        value = getattr(settings, field.name)
+        if value is None or value == ():
+            text = "(unset)"
+        elif field.metadata["secret"]:
+            text = "(set)"
+        elif field.metadata["shown"] is not None:
+            text = field.metadata["shown"](value)
+        elif isinstance(value, tuple):
+            text = ",".join(value)
+        else:
+            text = str(value)
+        shown[env_name(field.name)] = text
+    return shown
+
+
+def environment(settings: DataclassInstance) -> dict[str, str]:
     """``settings`` as the variables that :func:`load` reads back into the same settings
     (what `up` hands the process of each deployable); unset ones are left out."""
     variables = {}
-    for field in dataclasses.fields(Settings):
+    for field in dataclasses.fields(settings):
         value = getattr(settings, field.name)
         if value is None:
             continue
@@ -571,10 +415,21 @@ def environment(settings: Settings) -> dict[str, str]:
     return variables
 
 
-def documented() -> list[tuple[str, str, str]]:
-    """(variable, default, meaning) for every setting, for the README and ``--help``."""
+class Documented(NamedTuple):
+    """One setting as ``relaybook settings`` and the README show it."""
+
+    variable: str
+    default: str
+    meaning: str
+    #: the package whose fragment declares it (``relaybook.reachability``, ``send_worker``)
+    owner: str
+
+
+def documented(settings_class: type[DataclassInstance]) -> list[Documented]:
+    """Every setting of ``settings_class`` (a fragment, or the composed settings), in
+    field order."""
     rows = []
-    for field in dataclasses.fields(Settings):
+    for field in dataclasses.fields(settings_class):
         default = field.default
         if default is None or default == ():
             shown = ""
@@ -582,18 +437,34 @@ def documented() -> list[tuple[str, str, str]]:
             shown = ",".join(default)
         else:
             shown = str(default)
-        rows.append((env_name(field.name), shown, field.metadata["doc"]))
+        owner = _declared_by(settings_class, field.name).__module__.rpartition(".")[0]
+        rows.append(Documented(env_name(field.name), shown, field.metadata["doc"], owner))
     return rows
 
 
-def load(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-    """Build the settings from ``environ`` (default: the process environment).
+def _declared_by(settings_class: type, name: str) -> type:
+    """The class that declares the field ``name``: the first, from ``object`` up, to have it."""
+    for klass in reversed(settings_class.__mro__):
+        if name in getattr(klass, "__dataclass_fields__", {}):
+            return klass
+    raise LookupError(name)
+
+
+Loaded = TypeVar("Loaded", bound="DataclassInstance")
+
+
+def load(
+    settings_class: type[Loaded], environ: Mapping[str, str] | None = None, **overrides: Any
+) -> Loaded:
+    """Build ``settings_class`` (the composed settings: every setting of relaybook) from
+    ``environ`` (default: the process environment), then run the ``check`` of each class
+    it is made of, the platform's first.
 
     An empty variable counts as unset. A variable with our prefix that names no setting is
     an error too: a typo must not silently fall back to a default.
     """
     environ = os.environ if environ is None else environ
-    fields = {field.name: field for field in dataclasses.fields(Settings)}
+    fields = {field.name: field for field in dataclasses.fields(settings_class)}
     known = {env_name(name) for name in fields}
     for variable in sorted(environ):
         if variable.startswith(PREFIX) and variable not in known:
@@ -612,27 +483,15 @@ def load(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings
             shown = "(hidden)" if field.metadata["secret"] else repr(raw)
             raise SettingsError(f"{env_name(name)}={shown}: {error}") from None
     values.update(overrides)
-    settings = Settings(**values)
-    _check_together(settings)
+    settings = settings_class(**values)
+    for klass in reversed(settings_class.__mro__):
+        own_check = vars(klass).get("check")
+        if own_check is not None:
+            own_check(settings)
     return settings
 
 
-#: the settings of the ports the deployables serve on
-PORTS = ("api_port", "ingest_port", "sandbox_port", "worker_port", "tracker_port",
-         "bounce_policy_port")  # fmt: skip
-
-
-def _check_together(settings: Settings) -> None:
-    _check_kafka_security(settings)
-    ports = {env_name(name): getattr(settings, name) for name in PORTS}
-    seen: dict[int, str] = {}
-    for variable, port in ports.items():
-        if port in seen:
-            raise SettingsError(f"{variable}={port}: the same port as {seen[port]}")
-        seen[port] = variable
-
-
-def _check_kafka_security(settings: Settings) -> None:
+def _check_kafka_security(settings: PlatformSettings) -> None:
     """Security settings that only make sense together: one left out, or one the chosen
     protocol would silently ignore, is refused rather than guessed."""
     protocol = settings.kafka_security_protocol

@@ -9,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-from relaybook.platform.settings import Settings
 from relaybook.reachability.classify import Kind, SmsCodes
+from relaybook.reachability.settings import BounceSettings
 
 #: verdicts acted on at once, and the rule they are recorded under
 IMMEDIATE = {
@@ -45,7 +45,7 @@ class Policy:
     soft_suppression: dt.timedelta | None = dt.timedelta(days=30)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Policy:
+    def from_settings(cls, settings: BounceSettings) -> Policy:
         def channel(prefix: str) -> ChannelPolicy:
             def limit(kind: str) -> Limit:
                 return Limit(

@@ -27,15 +27,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from relaybook.platform import database, faults, logs
-from relaybook.platform import settings as settings_module
 from relaybook.platform.deadletters import DeadLetters, Letter
 from relaybook.platform.http import HttpServer, PortInUseError, bind, create_app
 from relaybook.platform.kafka import BrokerError, Producer, check_reachable
 from relaybook.platform.runtime import settle_garbage_collector
-from relaybook.platform.settings import Settings, SettingsError, env_name
+from relaybook.platform.settings import SettingsError, env_name
 from relaybook.tooling import ownership
 from relaybook.tooling.embedded import EmbeddedError, EmbeddedPostgres
 from relaybook.tooling.infrastructure import require_configured
+from relaybook.tooling.settings import Settings, documented, load
 from schemas import CONTRACTS
 
 if TYPE_CHECKING:
@@ -79,7 +79,11 @@ def _parser() -> argparse.ArgumentParser:
         help="a database a newer release migrated is left as it is (exit 0), not refused: "
         "what a rollback's migration step runs",
     )
-    commands.add_parser("settings", help="list the settings, their defaults and current values")
+    commands.add_parser(
+        "settings",
+        help="list every setting: its value now (secrets masked), default, meaning, and the "
+        "package declaring it",
+    )
     commands.add_parser("dispatcher", help="the dispatcher API alone (configured servers)")
     commands.add_parser("ingest", help="webhook ingest alone (configured servers)")
     commands.add_parser("sandbox", help="the provider sandbox alone (a local SendGrid and Twilio)")
@@ -155,7 +159,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        settings = settings_module.load()
+        settings = load()
     except SettingsError as problem:
         print(f"relaybook: {problem}", file=sys.stderr)
         return EXIT_BAD_SETTING
@@ -543,9 +547,15 @@ def _letters_table(letters: list[Letter]) -> str:
 
 
 async def _settings(settings: Settings, _args: argparse.Namespace) -> int:
+    """Every setting: its variable, its value now (secrets only said to be set), its
+    default, the package whose settings.py declares it, and what it is for."""
     current = settings.describe()
-    for variable, default, meaning in settings_module.documented():
-        print(f"{variable:40} {current[variable]:24} default {default or '-':12} {meaning}")
+    rows = [("VARIABLE", "VALUE", "DEFAULT", "PACKAGE", "MEANING")]
+    rows += [
+        (row.variable, current[row.variable], row.default or "-", row.owner, row.meaning)
+        for row in documented()
+    ]
+    print(_table(rows))
     return 0
 
 

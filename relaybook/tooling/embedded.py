@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from relaybook.platform.logs import get_logger
-from relaybook.platform.settings import PORTS
+from relaybook.tooling.settings import PORTS
 
 log = get_logger(__name__)
 

@@ -14,15 +14,19 @@ from collections.abc import AsyncIterator
 from relaybook.platform import database
 from relaybook.platform.kafka import Producer, check_reachable, ensure_topics
 from relaybook.platform.runtime import Infrastructure
-from relaybook.platform.settings import Settings, SettingsError, env_name
+from relaybook.platform.settings import SettingsError, env_name
 from relaybook.tooling import kafka_cluster, kafka_release, ownership
 from relaybook.tooling.embedded import EmbeddedBroker, EmbeddedPostgres
+from relaybook.tooling.settings import Settings
 from schemas import CONTRACTS, TOPICS
 
 
 @dataclasses.dataclass
 class Started(Infrastructure):
     """The infrastructure as the composition root started it."""
+
+    #: every setting (the deployables' services see the platform's: ``Infrastructure``)
+    settings: Settings
 
     #: this process's hold on the data dir whose embedded database it serves (None with a
     #: configured database): what it publishes there, brief commands beside it read

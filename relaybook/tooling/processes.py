@@ -33,9 +33,9 @@ import httpx
 from relaybook.platform import settings as configuration
 from relaybook.platform.http import bind, connectable
 from relaybook.platform.logs import get_logger
-from relaybook.platform.settings import Settings
 from relaybook.tooling.embedded import die_with_parent
 from relaybook.tooling.infrastructure import infrastructure, prepare_embedded_kafka
+from relaybook.tooling.settings import Settings
 from relaybook.tooling.system import DEPLOYABLES, System, banner, needs_sandbox
 
 log = get_logger(__name__)

@@ -23,8 +23,8 @@ from relaybook.platform.deployable import Deployable
 from relaybook.platform.http import HttpServer, bind
 from relaybook.platform.logs import get_logger
 from relaybook.platform.runtime import Infrastructure, admin_token, admin_token_path
-from relaybook.platform.settings import Settings
 from relaybook.tooling.infrastructure import Started, infrastructure, prepare_embedded_kafka
+from relaybook.tooling.settings import Settings
 
 log = get_logger(__name__)
 
@@ -122,7 +122,7 @@ class System:
         log.info("relaybook ready", services=self._selected)
 
     async def _start_sandbox(self, sock: socket.socket) -> None:
-        credentials, signer = sandbox_credentials.resolve(self.settings)
+        credentials, signer = sandbox_credentials.resolve(self.settings, self.settings.data_dir)
         self.sandbox = Sandbox(self.settings, credentials, signer)
         await self.sandbox.start()
         self._stack.push_async_callback(self.sandbox.stop)

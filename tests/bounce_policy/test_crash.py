@@ -12,7 +12,7 @@ import asyncpg
 
 from relaybook.platform import sql
 from relaybook.platform.kafka import Producer
-from relaybook.platform.settings import Settings
+from relaybook.tooling.settings import Settings
 from schemas import CONTRACTS
 from tests.support import Deployable, until
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 import demo.tour
-from relaybook.platform.settings import Settings
+from relaybook.tooling.settings import Settings
 from relaybook.tooling.system import System
 
 

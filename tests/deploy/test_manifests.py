@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from relaybook.platform.settings import Settings
 from relaybook.tooling.cli import _parser
+from relaybook.tooling.settings import Settings
 from relaybook.tooling.system import DEPLOYABLES
 from tests.deploy.manifests import (
     DASHBOARD,

@@ -12,9 +12,10 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from relaybook.platform.settings import Settings, SettingsError, load
+from relaybook.platform.settings import SettingsError
 from relaybook.tooling.embedded import free_port_settings
 from relaybook.tooling.processes import Processes
+from relaybook.tooling.settings import Settings, load
 from tests.deploy.manifests import DASHBOARD, SYNTHETIC, metric_names, rule_groups
 from tests.support import ADMIN
 

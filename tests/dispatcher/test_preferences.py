@@ -12,9 +12,9 @@ import pytest
 
 from relaybook.access.auth import create_token
 from relaybook.platform.kafka import Record
-from relaybook.platform.settings import Settings
 from relaybook.reachability.decisions import BouncePolicy
 from relaybook.reachability.policy import Policy
+from relaybook.tooling.settings import Settings
 from relaybook.tooling.system import System
 from tests.support import delivery_event, notice
 

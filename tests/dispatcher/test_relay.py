@@ -20,7 +20,7 @@ from dispatcher.outbox import RELAY_LANES, Relay
 from relaybook.notices.request import parse_notice
 from relaybook.notices.store import PAGE_RECIPIENTS, NoticeStore
 from relaybook.platform.kafka import Producer
-from relaybook.platform.settings import Settings
+from relaybook.tooling.settings import Settings
 from tests.support import notice, read_topic
 
 #: a fan-out of three pages; the last one's recipients have no phone (skipped texts)

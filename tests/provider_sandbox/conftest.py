@@ -23,7 +23,7 @@ from twilio.rest import Client
 from provider_sandbox import credentials as sandbox_credentials
 from provider_sandbox.app import Sandbox, build
 from relaybook.platform.http import HttpServer, bind
-from relaybook.platform.settings import Settings
+from relaybook.tooling.settings import Settings
 
 
 @dataclasses.dataclass
@@ -111,7 +111,7 @@ async def harness(tmp_path: Path, sandbox_options: dict[str, Any]) -> AsyncItera
         sandbox_batch_interval_s=0.05,
         **sandbox_options,
     )
-    credentials, signer = sandbox_credentials.resolve(settings)
+    credentials, signer = sandbox_credentials.resolve(settings, settings.data_dir)
     sandbox = Sandbox(settings, credentials, signer)
     await sandbox.start()
     server = HttpServer("sandbox", build(sandbox), bind(0, "sandbox"))

@@ -27,10 +27,10 @@ from relaybook.access.auth import Caller
 from relaybook.notices.resends import Resends
 from relaybook.platform import sql
 from relaybook.platform.answers import RefusedError
-from relaybook.platform.settings import Settings
 from relaybook.reachability.decisions import BouncePolicy
 from relaybook.reachability.policy import Policy
 from relaybook.reachability.preferences import Change, ContactChange, Preferences
+from relaybook.tooling.settings import Settings
 from tests.support import delivery_event
 
 NOTICES = sql.load("relaybook.notices")

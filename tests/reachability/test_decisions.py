@@ -16,10 +16,10 @@ import pytest
 
 from relaybook.platform import database
 from relaybook.platform.kafka import Record
-from relaybook.platform.settings import Settings
 from relaybook.reachability import decisions
 from relaybook.reachability.decisions import BouncePolicy
 from relaybook.reachability.policy import Policy
+from relaybook.tooling.settings import Settings
 from tests.support import SHOWN, shown
 
 _ids = itertools.count()

@@ -13,7 +13,7 @@ import asyncpg
 
 from relaybook.platform.deadletters import DeadLetters
 from relaybook.platform.kafka import Producer
-from relaybook.platform.settings import Settings
+from relaybook.tooling.settings import Settings
 from tests.relaybook.test_cli import environment
 from tests.support import read_topic
 

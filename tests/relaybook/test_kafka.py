@@ -24,7 +24,7 @@ import schemas
 from relaybook.platform.deadletters import DeadLetters
 from relaybook.platform.kafka import Consumer, Producer, Record, client_options, murmur2
 from relaybook.platform.kafka.consumer import LAG, _Rebalance
-from relaybook.platform.settings import Settings
+from relaybook.tooling.settings import Settings
 from schemas import CONTRACTS
 
 

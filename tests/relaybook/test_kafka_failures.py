@@ -27,8 +27,8 @@ from aiokafka import AIOKafkaClient, AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from relaybook.platform.kafka import client_options, ensure_topics
-from relaybook.platform.settings import Settings
 from relaybook.tooling.kafka_cluster import EmbeddedKafka
+from relaybook.tooling.settings import Settings
 from relaybook.tooling.system import System
 from schemas import TOPICS
 from tests.relaybook.test_outages import configured, stored, webhook_load

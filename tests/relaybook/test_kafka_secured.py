@@ -27,9 +27,9 @@ from relaybook.platform.kafka import (
     client_options,
     ensure_topics,
 )
-from relaybook.platform.settings import Settings, load
 from relaybook.tooling.embedded import free_port_settings
 from relaybook.tooling.kafka_cluster import EmbeddedKafka, ListenerSecurity
+from relaybook.tooling.settings import Settings, load
 from relaybook.tooling.system import System
 from schemas import TOPICS
 from tests.relaybook.certificates import Authority

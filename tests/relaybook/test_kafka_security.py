@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from relaybook.platform.kafka import client_options
-from relaybook.platform.settings import SettingsError, load
+from relaybook.platform.settings import SettingsError
+from relaybook.tooling.settings import load
 from tests.relaybook.certificates import Authority
 
 SERVERS = {"RELAYBOOK_KAFKA_BOOTSTRAP_SERVERS": "k1:9093"}

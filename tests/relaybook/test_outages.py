@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from provider_sandbox.signing import SendGridSigner
 from relaybook.platform import database
 from relaybook.platform.kafka import ensure_topics
-from relaybook.platform.settings import Settings
 from relaybook.tooling.embedded import EmbeddedBroker, EmbeddedPostgres, free_port_settings
+from relaybook.tooling.settings import Settings
 from relaybook.tooling.system import System
 from schemas import TOPICS
 from tests.support import (

@@ -12,7 +12,7 @@ import pytest
 import schemas
 from relaybook.platform import outbox
 from relaybook.platform.kafka import BrokerError, Producer
-from relaybook.platform.settings import Settings
+from relaybook.tooling.settings import Settings
 from schemas import CONTRACTS
 from tests.support import read_topic
 

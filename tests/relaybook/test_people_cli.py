@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from relaybook.access.people import People
-from relaybook.platform.settings import Settings
 from relaybook.tooling.embedded import running_postgres_pid
+from relaybook.tooling.settings import Settings
 from relaybook.tooling.system import System
 from tests.relaybook.test_cli import Up, data_dir, environment  # noqa: F401 - a fixture
 

@@ -12,8 +12,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from relaybook.platform import database
-from relaybook.platform.settings import Settings, SettingsError, load
+from relaybook.platform.settings import SettingsError
 from relaybook.tooling.infrastructure import infrastructure, require_configured
+from relaybook.tooling.settings import Settings, load
 from tests.support import PROVIDER_SETTINGS
 
 SERVERS = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
 import subprocess
 import sys
@@ -12,8 +13,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from relaybook.platform import settings as settings_module
-from relaybook.platform.settings import Settings, SettingsError, load
+from provider_sandbox.settings import SandboxSettings
+from relaybook.platform.settings import PlatformSettings, SettingsError, environment, section
+from relaybook.reachability.classify import SMS_PERMANENT, SMS_TRANSIENT
+from relaybook.reachability.policy import Policy
+from relaybook.reachability.settings import BounceSettings
+from relaybook.tooling.settings import Settings, documented, load
 
 
 def p256_public_key() -> str:
@@ -210,9 +215,81 @@ def test_describe_masks_secrets() -> None:
 
 
 def test_every_setting_is_documented() -> None:
-    rows = settings_module.documented()
-    assert {row[0] for row in rows} == set(Settings().describe())
-    assert all(meaning for _, _, meaning in rows)
+    rows = documented()
+    assert {row.variable for row in rows} == set(Settings().describe())
+    assert all(row.meaning for row in rows)
+
+
+def test_each_setting_is_declared_beside_the_package_that_reads_it() -> None:
+    owners = {row.variable: row.owner for row in documented()}
+    assert owners["RELAYBOOK_DATABASE_URL"] == "relaybook.platform"
+    assert owners["RELAYBOOK_BOUNCE_SMS_PERMANENT_CODES"] == "relaybook.reachability"
+    assert owners["RELAYBOOK_TWILIO_AUTH_TOKEN"] == "relaybook.sending"
+    assert owners["RELAYBOOK_SEND_MAX_ATTEMPTS"] == "send_worker"
+    assert owners["RELAYBOOK_INGEST_MAX_BODY_BYTES"] == "webhook_ingest"
+    assert owners["RELAYBOOK_SANDBOX_SEED"] == "provider_sandbox"
+    assert owners["RELAYBOOK_TRACKER_LANES"] == "tracker"
+    assert owners["RELAYBOOK_BOUNCE_POLICY_PORT"] == "bounce_policy"
+    assert owners["RELAYBOOK_EMBEDDED_BROKER"] == "relaybook.tooling"
+    platform = {field.name for field in dataclasses.fields(PlatformSettings)}
+    assert not {name for name in platform if name.startswith(("bounce_", "sandbox_", "twilio_"))}
+
+
+def test_the_twilio_codes_have_one_default_which_the_classification_uses() -> None:
+    assert frozenset(BounceSettings().bounce_sms_permanent_codes) == SMS_PERMANENT
+    assert frozenset(BounceSettings().bounce_sms_transient_codes) == SMS_TRANSIENT
+    assert Policy.from_settings(load({})) == Policy.from_settings(BounceSettings())
+
+
+def test_an_app_sees_its_own_settings_in_the_whole_and_is_told_when_they_are_missing() -> None:
+    settings: PlatformSettings = load({"RELAYBOOK_SANDBOX_SEED": "7"})
+    assert section(settings, SandboxSettings).sandbox_seed == 7
+    with pytest.raises(TypeError, match=r"PlatformSettings has no .*SandboxSettings"):
+        section(PlatformSettings(), SandboxSettings)
+
+
+def test_relaybook_settings_lists_every_setting_its_value_default_meaning_and_owner(
+    tmp_path: Path,
+) -> None:
+    """The listing runs as an operator runs it, in the environment it describes."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("RELAYBOOK_")}
+    env |= {
+        "RELAYBOOK_DATA_DIR": str(tmp_path),
+        "RELAYBOOK_TRACKER_LANES": "5",
+        "RELAYBOOK_TWILIO_AUTH_TOKEN": "tw-secret-token",
+        "RELAYBOOK_DATABASE_URL": "postgresql://relay:hunter2@db:5432/relaybook",
+        "RELAYBOOK_BOUNCE_SMS_PERMANENT_CODES": "30005,21211",
+    }
+    result = subprocess.run(
+        [Path(sys.executable).parent / "relaybook", "settings"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "tw-secret-token" not in result.stdout
+    assert "hunter2" not in result.stdout
+    lines = {line.split()[0]: line.split(maxsplit=4) for line in result.stdout.splitlines()}
+    assert lines.pop("VARIABLE") == ["VARIABLE", "VALUE", "DEFAULT", "PACKAGE", "MEANING"]
+    assert set(lines) == {row.variable for row in documented()}
+    assert lines["RELAYBOOK_TRACKER_LANES"] == [
+        "RELAYBOOK_TRACKER_LANES",
+        "5",
+        "3",
+        "tracker",
+        "transactions a journal tracker runs at once on its batch, each on a database "
+        "connection of its own: more of PostgreSQL's cores for a backlog",
+    ]
+    assert lines["RELAYBOOK_TWILIO_AUTH_TOKEN"][1:4] == ["(set)", "-", "relaybook.sending"]
+    assert lines["RELAYBOOK_DATABASE_URL"][1:4] == ["(set)", "-", "relaybook.platform"]
+    assert lines["RELAYBOOK_BOUNCE_SMS_PERMANENT_CODES"][1:4] == [
+        "30005,21211",
+        "30005,30006,21211,21614",
+        "relaybook.reachability",
+    ]
+    assert lines["RELAYBOOK_SANDBOX_SIGNING_KEY"][1:4] == ["(unset)", "-", "provider_sandbox"]
 
 
 def test_the_cli_stops_on_a_bad_setting_with_one_line_and_exit_2(tmp_path: Path) -> None:
@@ -233,14 +310,12 @@ def test_the_cli_stops_on_a_bad_setting_with_one_line_and_exit_2(tmp_path: Path)
 
 def test_the_readmes_settings_table_lists_every_setting_with_its_default() -> None:
     readme = (Path(__file__).parents[2] / "README.md").read_text()
-    for variable, default, _meaning in settings_module.documented():
-        shown = f"`{default}`" if default else ""
-        assert f"| `{variable}` | {shown} |" in readme, variable
+    for row in documented():
+        shown = f"`{row.default}`" if row.default else ""
+        assert f"| `{row.variable}` | {shown} |" in readme, row.variable
 
 
 def test_settings_as_variables_read_back_into_the_same_settings() -> None:
-    from relaybook.platform.settings import environment, load  # noqa: PLC0415
-
     configured = load(
         {
             "RELAYBOOK_DATABASE_URL": "postgresql://u:p@db:5432/relaybook",
@@ -253,3 +328,16 @@ def test_settings_as_variables_read_back_into_the_same_settings() -> None:
     )
     assert load(environment(configured)) == configured
     assert load(environment(load({}))) == load({})
+
+
+def test_relaybook_help_names_the_settings_command() -> None:
+    result = subprocess.run(
+        [Path(sys.executable).parent / "relaybook", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    shown = " ".join(result.stdout.split())  # as wrapped for any terminal's width
+    assert "settings list every setting: its value now (secrets masked)" in shown
+    assert "`relaybook settings` lists them" in shown

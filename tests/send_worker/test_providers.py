@@ -10,7 +10,7 @@ import pytest
 from aiohttp import FormData
 from sendgrid.helpers.mail import Category, Content, CustomArg, From, Mail, Personalization, To
 
-from relaybook.platform.settings import Settings
+from relaybook.tooling.settings import Settings
 from send_worker.providers import Email, EmailContent, SendGrid, form
 from send_worker.retry import Outcome, http_outcome, next_attempt
 

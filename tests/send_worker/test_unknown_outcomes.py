@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer
 from relaybook.notices.request import parse_notice
 from relaybook.notices.store import NoticeStore
 from relaybook.platform.kafka import Producer, Record
-from relaybook.platform.settings import Settings
+from relaybook.tooling.settings import Settings
 from relaybook.tooling.system import System
 from send_worker import worker as worker_module
 from send_worker.providers import Listed, Twilio

@@ -25,7 +25,7 @@ from relaybook.notices.request import parse_notice
 from relaybook.notices.store import NoticeStore
 from relaybook.platform.kafka import BrokerError, Producer, Record
 from relaybook.platform.outbox import Outbox
-from relaybook.platform.settings import Settings
+from relaybook.tooling.settings import Settings
 from relaybook.tooling.system import System
 from send_worker.providers import SendGrid, Twilio
 from send_worker.worker import Precedence, Q, SendWorker

@@ -13,7 +13,7 @@ import asyncpg
 from relaybook.notices.request import parse_notice
 from relaybook.notices.store import NoticeStore
 from relaybook.platform.kafka import Producer
-from relaybook.platform.settings import Settings
+from relaybook.tooling.settings import Settings
 from schemas import CONTRACTS
 from tests.support import Deployable, notice, until
 

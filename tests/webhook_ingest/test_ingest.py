@@ -24,8 +24,8 @@ import schemas
 from provider_sandbox.signing import SendGridSigner, twilio_signature
 from relaybook.platform.http import create_app
 from relaybook.platform.kafka import Producer, ensure_topics
-from relaybook.platform.settings import Settings
 from relaybook.tooling.embedded import EmbeddedBroker
+from relaybook.tooling.settings import Settings
 from relaybook.tooling.system import System
 from schemas import CONTRACTS, TOPICS
 from tests.support import own_tansu, read_topic, storable_everywhere, until

@@ -17,7 +17,7 @@ from aiokafka.protocol.metadata import MetadataRequest
 
 from relaybook.platform import faults
 from relaybook.platform.kafka.contracts import Headers
-from relaybook.platform.settings import Settings, SettingsError
+from relaybook.platform.settings import PlatformSettings, SettingsError
 
 
 class BrokerError(faults.UnavailableError):
@@ -36,7 +36,7 @@ class UnacknowledgedError(BrokerError):
 #: a record's headers (aiokafka's record builder takes a list only; never changed once made)
 
 
-def client_options(settings: Settings) -> dict[str, Any]:
+def client_options(settings: PlatformSettings) -> dict[str, Any]:
     """Where the cluster is and how to reach it: the keyword arguments every aiokafka
     producer, consumer and admin client of relaybook is built with, so that a secured
     cluster is reached by all of them or by none.
@@ -82,7 +82,7 @@ def _no_passphrase() -> str:
     return ""
 
 
-async def check_reachable(settings: Settings) -> None:
+async def check_reachable(settings: PlatformSettings) -> None:
     """Returns once a bootstrap server answers a metadata request over relaybook's
     security settings; else raises :class:`BrokerError` saying why, in one line: the SASL
     credentials refused, the broker's certificate not trusted, or the server away.
@@ -111,7 +111,7 @@ async def check_reachable(settings: Settings) -> None:
     raise BrokerError("; ".join(problems) or "no bootstrap server")
 
 
-def _refusal(settings: Settings, server: str, error: BaseException) -> str:
+def _refusal(settings: PlatformSettings, server: str, error: BaseException) -> str:
     """What an operator needs to hear of a failed connection to ``server``."""
     if isinstance(error, SaslAuthenticationFailed):
         return (

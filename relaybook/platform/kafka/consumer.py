@@ -21,7 +21,7 @@ from relaybook.platform.deadletters import DeadLetters
 from relaybook.platform.kafka.connection import BrokerError, client_options
 from relaybook.platform.kafka.contracts import Contracts
 from relaybook.platform.logs import get_logger
-from relaybook.platform.settings import Settings
+from relaybook.platform.settings import PlatformSettings
 
 log = get_logger(__name__)
 
@@ -97,7 +97,7 @@ class Consumer:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: PlatformSettings,
         topics: Sequence[str],
         group: str,
         *,

@@ -20,7 +20,7 @@ from relaybook.platform.kafka.connection import (
     client_options,
 )
 from relaybook.platform.kafka.contracts import Contracts, Headers
-from relaybook.platform.settings import Settings
+from relaybook.platform.settings import PlatformSettings
 
 PRODUCED = Counter(
     "relaybook_kafka_messages_produced_total", "Messages acknowledged by the broker", ["topic"]
@@ -73,7 +73,7 @@ class Producer:
     """JSON producer: every message is validated, then sent with ``acks=all``."""
 
     def __init__(
-        self, settings: Settings, contracts: Contracts, *, client_id: str = "relaybook"
+        self, settings: PlatformSettings, contracts: Contracts, *, client_id: str = "relaybook"
     ) -> None:
         self._settings = settings
         #: the topics and messages it carries, and how each is checked

@@ -11,12 +11,12 @@ from aiokafka.errors import KafkaError, RequestTimedOutError, TopicAlreadyExists
 
 from relaybook.platform.kafka.connection import BrokerError, client_options
 from relaybook.platform.logs import get_logger
-from relaybook.platform.settings import Settings
+from relaybook.platform.settings import PlatformSettings
 
 log = get_logger(__name__)
 
 
-async def ensure_topics(settings: Settings, names: Iterable[str]) -> None:
+async def ensure_topics(settings: PlatformSettings, names: Iterable[str]) -> None:
     """Creates the topics ``names`` (unprefixed) with the configured partition count when
     they are missing.
 
@@ -36,7 +36,7 @@ async def ensure_topics(settings: Settings, names: Iterable[str]) -> None:
 
 
 async def _create_missing(
-    admin: AIOKafkaAdminClient, settings: Settings, names: Iterable[str]
+    admin: AIOKafkaAdminClient, settings: PlatformSettings, names: Iterable[str]
 ) -> None:
     existing = set(await admin.list_topics())
     missing = [topic for name in names if (topic := settings.topic(name)) not in existing]
