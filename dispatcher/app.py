@@ -1,18 +1,23 @@
 """The dispatcher deployable (port ``RELAYBOOK_API_PORT``): the API, plus the outbox relay
 and the scheduler running beside it in every replica, and the event outbox's catch-up
-loop (preference changes are announced through it)."""
+loop (preference changes are announced through it).
+
+The console's pages are served beside the API, on its port; the composition root
+(:mod:`relaybook.tooling.dispatcher_console`) mounts them through ``pages``: the
+dispatcher knows no page of the console."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable, Sequence
+
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dispatcher import journal, notices, openapi, preferences, resends
 from dispatcher.api import Operation, mount
-from dispatcher.console import app as console
-from dispatcher.console.live import Announcements
 from dispatcher.outbox import Relay
 from relaybook.access.auth import OPS, Authenticator
-from relaybook.access.people import People
 from relaybook.access.scope import ScopedPool
 from relaybook.journal.reader import JournalReader
 from relaybook.notices.resends import Resends
@@ -23,27 +28,47 @@ from relaybook.platform.runtime import Infrastructure, admin_token
 from relaybook.reachability.preferences import Preferences
 
 
-def build(infra: Infrastructure) -> Deployable:
-    settings = infra.settings
-    assert settings.database_url is not None
+@dataclasses.dataclass(frozen=True)
+class Stores:
+    """The API's stores, scoped to each request's caller: what the routes served beside
+    ``/v1`` (the console's pages) share with it."""
+
+    scoped: ScopedPool
+    notices: NoticeStore
+    journal: JournalReader
+    preferences: Preferences
+    resends: Resends
+
+
+def stores(infra: Infrastructure) -> Stores:
     # the routes' queries see only their caller's agencies; the relay and the scheduler
     # work across agencies
     scoped = ScopedPool(infra.pool)
-    store = NoticeStore(scoped, settings.default_agency)
+    agency = infra.settings.default_agency
+    return Stores(
+        scoped=scoped,
+        notices=NoticeStore(scoped, agency),
+        journal=JournalReader(scoped),
+        preferences=Preferences(scoped, agency),
+        resends=Resends(scoped),
+    )
+
+
+def build(
+    infra: Infrastructure,
+    *,
+    pages: Callable[[Stores], Sequence[BaseRoute]] = lambda stores: (),
+) -> Deployable:
+    """``pages``: routes served beside the API's, given its stores (the console's)."""
+    settings = infra.settings
+    assert settings.database_url is not None
+    shared = stores(infra)
     auth = Authenticator(infra.pool, admin_token(settings))
     relay = Relay(infra.pool, infra.producer, settings.database_url)
-    reader = JournalReader(scoped)
-    prefs = Preferences(scoped, settings.default_agency)
-    resender = Resends(scoped)
-    ops = operations(store, reader, prefs, resender)
-    announcements = Announcements(settings.database_url)
-    pages = console.routes(
-        infra.pool, scoped, announcements, store, reader, prefs, resender, People(infra.pool),
-        https=settings.https,
-    )  # fmt: skip
+    ops = operations(shared.notices, shared.journal, shared.preferences, shared.resends)
     app: ASGIApp = create_app(
         "dispatcher",
-        routes=[*mount(ops, auth), openapi.route(ops), *pages],
+        routes=[*mount(ops, auth), openapi.route(ops), *pages(shared)],
         checks={"database": infra.check_database, "broker": infra.check_broker},
         details=lambda request: auth.holds(request, OPS),
     )
@@ -56,7 +81,6 @@ def build(infra: Infrastructure) -> Deployable:
         await events.start()
 
     async def stop() -> None:
-        await announcements.close()
         await events.stop()
         await relay.stop()
 

@@ -12,7 +12,6 @@ from typing import Self
 from starlette.types import ASGIApp
 
 import bounce_policy.app
-import dispatcher.app
 import send_worker.app
 import tracker.app
 import webhook_ingest.app
@@ -23,6 +22,7 @@ from relaybook.platform.deployable import Deployable
 from relaybook.platform.http import HttpServer, bind
 from relaybook.platform.logs import get_logger
 from relaybook.platform.runtime import Infrastructure, admin_token, admin_token_path
+from relaybook.tooling import dispatcher_console
 from relaybook.tooling.infrastructure import Started, infrastructure, prepare_embedded_kafka
 from relaybook.tooling.settings import Settings
 
@@ -41,7 +41,7 @@ _BUILDERS: dict[str, Callable[[Infrastructure], Deployable]] = {
     "worker": send_worker.app.build,
     "tracker": tracker.app.build,
     "bounce-policy": bounce_policy.app.build,
-    "dispatcher": dispatcher.app.build,
+    "dispatcher": dispatcher_console.build,
     "ingest": webhook_ingest.app.build,
 }
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from relaybook.tooling.system import System
-from tests.dispatcher.console_support import PASSWORD, browser, csrf_of, person
+from tests.console.console_support import PASSWORD, browser, csrf_of, person
 
 HSTS = "max-age=31536000; includeSubDomains"
 HTTPS = {"only": {"dispatcher"}, "public_url": "https://relaybook.example.org"}

@@ -24,10 +24,10 @@ from babel.numbers import format_decimal, format_percent
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute
 
-from dispatcher.console import i18n
-from dispatcher.console.live import Announcements
-from dispatcher.console.live import response as live_response
-from dispatcher.console.web import Console, PageError, View, not_found
+from console import i18n
+from console.live import Announcements
+from console.live import response as live_response
+from console.web import Console, PageError, View, not_found
 from relaybook.access.scope import ScopedPool
 from relaybook.journal.reader import STATUSES, JournalReader, RecipientsQuery
 from relaybook.notices.answers import ScopeCount, Stats
@@ -50,7 +50,7 @@ from relaybook.platform import sql
 from relaybook.platform.decoding import InvalidRequestError, convert, decode_query
 from relaybook.platform.paging import Limit, decode_cursor, encode_cursor
 
-Q = sql.load("dispatcher.console", "notices.sql")
+Q = sql.load("console", "notices.sql")
 T = TypeVar("T")
 
 #: notices a page of the list shows (each with its counts per channel)
@@ -61,7 +61,7 @@ TABLE_SIZE = 50
 LEFT_OUT_SHOWN = 10
 
 BAD_FILTER = "The filter “{field}” is not valid."
-#: the statuses, in their order (their words are shared: dispatcher.console.i18n)
+#: the statuses, in their order (their words are shared: console.i18n)
 NOTICE_STATUSES = ("draft", "scheduled", "sending", "sent", "partially_failed", "failed")
 SCOPE_LABELS = {
     "failed": "Failed only",

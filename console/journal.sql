@@ -1,4 +1,4 @@
--- The console's journal pages' own queries (dispatcher.console.journal), run on the API's
+-- The console's journal pages' own queries (console.journal), run on the API's
 -- scoped pool: row-level security keeps the person's agencies. The journal's rows
 -- themselves are relaybook/journal/queries.sql's (JournalReader), as the API reads them.
 

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from dispatcher.console import i18n
+from console import i18n
 from relaybook.access import scope
 from relaybook.access.auth import Caller
 from relaybook.access.sessions import Session, Sessions

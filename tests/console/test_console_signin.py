@@ -15,7 +15,7 @@ import pytest
 
 from relaybook.access.people import People
 from relaybook.tooling.system import System
-from tests.dispatcher.console_support import (
+from tests.console.console_support import (
     CHEAP,
     PASSWORD,
     browser,

@@ -1,4 +1,5 @@
-"""The console's routes, mounted by the dispatcher beside ``/v1``."""
+"""The console's routes: served by the dispatcher deployable beside ``/v1``, on its port
+(the composition root, :mod:`relaybook.tooling.dispatcher_console`, mounts them)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import asyncpg
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
-from dispatcher.console import journal, notices, preferences, signin, unreachable
-from dispatcher.console.live import Announcements
-from dispatcher.console.web import Console
+from console import journal, notices, preferences, signin, unreachable
+from console.live import Announcements
+from console.web import Console
 from relaybook.access.people import People
 from relaybook.access.scope import ScopedPool
 from relaybook.access.sessions import Sessions
@@ -21,7 +22,7 @@ from relaybook.notices.store import NoticeStore
 from relaybook.reachability.preferences import Preferences
 
 
-def routes(  # noqa: PLR0917 - the dispatcher's stores, each once
+def routes(  # noqa: PLR0917 - the API's stores, each once
     pool: asyncpg.Pool,
     scoped: ScopedPool,
     announcements: Announcements,

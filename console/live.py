@@ -25,8 +25,8 @@ import asyncpg
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from dispatcher.console import i18n
-from dispatcher.console.web import View
+from console import i18n
+from console.web import View
 from relaybook.platform.faults import is_transient
 from relaybook.platform.logs import get_logger
 

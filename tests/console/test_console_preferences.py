@@ -19,7 +19,7 @@ from relaybook.platform.kafka import Record
 from relaybook.reachability.decisions import BouncePolicy
 from relaybook.reachability.policy import Policy
 from relaybook.tooling.system import System
-from tests.dispatcher.console_support import csrf_of, signed_in
+from tests.console.console_support import csrf_of, signed_in
 from tests.support import delivery_event, notice, shown
 
 A, B = "agency-a", "agency-b"

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from relaybook.tooling.system import System
-from tests.dispatcher.console_support import csrf_of, signed_in
+from tests.console.console_support import csrf_of, signed_in
 from tests.support import notice
 
 A, B = "agency-a", "agency-b"

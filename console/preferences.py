@@ -23,8 +23,8 @@ import msgspec
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute
 
-from dispatcher.console import i18n
-from dispatcher.console.web import Console, PageError, View, not_found
+from console import i18n
+from console.web import Console, PageError, View, not_found
 from relaybook.access.auth import SUPPORT, Caller
 from relaybook.access.scope import ScopedPool
 from relaybook.platform import sql
@@ -42,7 +42,7 @@ from relaybook.reachability.preferences import (
     parse_change,
 )
 
-Q = sql.load("dispatcher.console", "preferences.sql")
+Q = sql.load("console", "preferences.sql")
 PROPERTIES_PAGE = 50
 HISTORY_PAGE = 20
 T = TypeVar("T")

@@ -21,8 +21,8 @@ import msgspec
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from dispatcher.console import i18n
-from dispatcher.console.journal import (
+from console import i18n
+from console.journal import (
     CHOICES,
     FILTERS,
     Q,
@@ -35,7 +35,7 @@ from dispatcher.console.journal import (
     local_time,
     why,
 )
-from dispatcher.console.web import Console, View
+from console.web import Console, View
 from relaybook.access.scope import ScopedPool
 from relaybook.journal.reader import CHANNELS
 from relaybook.notices.listing import LIST_FILTERS, NoticeFilters

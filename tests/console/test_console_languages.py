@@ -1,15 +1,15 @@
 """Everything the console shows in English has its French: every literal text its
-templates and pages translate is registered (dispatcher.console.i18n)."""
+templates and pages translate is registered (console.i18n)."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-import dispatcher.console.app
-from dispatcher.console import i18n
+import console.app
+from console import i18n
 
-CONSOLE = Path(dispatcher.console.__file__).parent
+CONSOLE = Path(console.__file__).parent
 _LITERAL = re.compile(r"""\bt\(\s*(['"])(.+?)\1\s*[,)]""", re.DOTALL)
 
 

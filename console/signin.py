@@ -11,8 +11,8 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from dispatcher.console import i18n
-from dispatcher.console.web import (
+from console import i18n
+from console.web import (
     CANNOT_KEEP,
     HEADERS,
     LOGIN_PATH,

@@ -19,7 +19,7 @@ import pytest
 
 from relaybook.platform.kafka import Record
 from relaybook.tooling.system import System
-from tests.dispatcher.console_support import browser, signed_in
+from tests.console.console_support import browser, signed_in
 from tests.support import notice
 from tracker.journal import Journal
 

@@ -1,4 +1,4 @@
--- The console's notices pages (dispatcher.console.notices), run on the API's scoped pool:
+-- The console's notices pages (console.notices), run on the API's scoped pool:
 -- row-level security keeps the person's agencies.
 
 -- name: notices_counts

@@ -1,4 +1,4 @@
--- The console's preferences pages (dispatcher/console/preferences.py): what the API's
+-- The console's preferences pages (console/preferences.py): what the API's
 -- Preferences store does not answer. Every query runs on the scoped pool: row-level
 -- security keeps it to the agencies of the person signed in.
 

@@ -25,8 +25,8 @@ import msgspec
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute
 
-from dispatcher.console import i18n
-from dispatcher.console.web import Console, PageError, View, not_found
+from console import i18n
+from console.web import Console, PageError, View, not_found
 from relaybook.access import scope
 from relaybook.access.auth import Caller
 from relaybook.access.scope import ScopedPool
@@ -35,7 +35,7 @@ from relaybook.platform import spreadsheet, sql
 from relaybook.platform.decoding import InvalidRequestError, decode_query
 from relaybook.platform.paging import MAX_LIMIT
 
-Q = sql.load("dispatcher.console", "journal.sql")
+Q = sql.load("console", "journal.sql")
 T = TypeVar("T")
 
 #: every filter of the log book's lists, as their forms label them

@@ -14,7 +14,7 @@ import pytest
 
 from relaybook.access.people import People
 from relaybook.tooling.system import System
-from tests.dispatcher.console_support import CHEAP, csrf_of, signed_in
+from tests.console.console_support import CHEAP, csrf_of, signed_in
 from tests.support import notice
 
 A = "agency-a"
