@@ -25,7 +25,7 @@ import msgspec
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute
 
-from console import i18n
+from console.i18n import N_
 from console.web import Console, PageError, View, not_found
 from relaybook.access import scope
 from relaybook.access.auth import Caller
@@ -40,30 +40,28 @@ T = TypeVar("T")
 
 #: every filter of the log book's lists, as their forms label them
 FILTERS = {
-    "source_service": "Source service",
+    "source_service": N_("Source service"),
     "source_kind": "Kind",
     "source_reference": "Reference",
     "property": "Property",
-    "recipient_id": "Recipient id",
-    "notice_id": "Notice id",
+    "recipient_id": N_("Recipient id"),
+    "notice_id": N_("Notice id"),
     "channel": "Channel",
     "status": "Status",
     "since": "Since",
     "until": "Until",
     "agency": "Agency",
     "cursor": "Page",
-    "limit": "Rows per page",
+    "limit": N_("Rows per page"),
 }
 #: the filters chosen from a list
 CHOICES = {"channel": CHANNELS, "status": STATUSES}
+#: the providers' events a message's timeline names (message.html shows each by its type)
+EVENTS = (
+    N_("accepted"), N_("processed"), N_("deferred"), N_("bounced"), N_("dropped"),
+    N_("spam_reported"), N_("unsubscribed"), N_("undelivered"),
+)  # fmt: skip
 SOURCE = ("source_service", "source_kind", "source_reference")
-#: why a message was never sent (relaybook/notices/queries.sql: insert_deliveries)
-SKIPPED = {
-    "no_address": "No address",
-    "opted_out": "Unsubscribed",
-    "auto_unsubscribed": "Unsubscribed automatically",
-    "suppressed": "Suppressed address",
-}
 #: the journal's CSV columns (field -> header): its times, in the person's time zone...
 TIMES = {
     "created_at": "Date",
@@ -75,97 +73,23 @@ TIMES = {
 }
 #: ...then the rest
 TEXTS = {
-    "recipient_id": "Recipient id",
-    "name": "Recipient name",
+    "recipient_id": N_("Recipient id"),
+    "name": N_("Recipient name"),
     "channel": "Channel",
     "status": "Status",
     "reason": "Reason",
     "provider_code": "Provider code",
-    "source_service": "Source service",
+    "source_service": N_("Source service"),
     "source_kind": "Kind",
     "source_reference": "Reference",
-    "notice_id": "Notice id",
-    "title": "Notice title",
+    "notice_id": N_("Notice id"),
+    "title": N_("Notice title"),
     "attempt": "Attempt",
     "delivery_id": "Message",
 }
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 _SOURCES = "/ui/journal/sources/"
 _UNLABELLED = dict.fromkeys(("title", "source_service", "source_kind", "source_reference", "name"))
-
-i18n.french(
-    {
-        "Journal of {source}": "Journal de bord de {source}",
-        "Every message sent, newest first.":
-            "Tous les messages envoyés, du plus récent au plus ancien.",
-        "Source service": "Service source",
-        "Kind": "Type",
-        "Reference": "Référence",
-        "Property": "Copropriété",
-        "Recipient id": "Identifiant du destinataire",
-        "Notice id": "Identifiant de l'avis",
-        "Channel": "Canal",
-        "Status": "Statut",
-        "Since": "Depuis le",
-        "Until": "Jusqu'au",
-        "Page": "Page",
-        "Rows per page": "Lignes par page",
-        "Any": "Tous",
-        "Filter": "Filtrer",
-        "Clear the filters": "Effacer les filtres",
-        "Export CSV": "Exporter en CSV",
-        "Next page": "Page suivante",
-        "First page": "Première page",
-        "Date": "Date",
-        "Recipient": "Destinataire",
-        "Recipient name": "Nom du destinataire",
-        "Source": "Source",
-        "Notice": "Avis",
-        "Notice title": "Titre de l'avis",
-        "Reason": "Motif",
-        "Provider code": "Code du fournisseur",
-        "Sent at": "Envoyé le",
-        "Delivered at": "Livré le",
-        "Opened at": "Ouvert le",
-        "Clicked at": "Cliqué le",
-        "Failed at": "Échec le",
-        "Message": "Message",
-        "Messages": "Messages",
-        "No message matches these filters.": "Aucun message ne correspond à ces filtres.",
-        "The filter “{field}” is not valid: {detail}.":
-            "Le filtre « {field} » n'est pas valide : {detail}.",
-        "is not a date": "n'est pas une date",
-        "Message to {recipient}": "Message à {recipient}",
-        "Address": "Adresse",
-        "Attempt": "Tentative",
-        "Created": "Créé",
-        "Provider": "Fournisseur",
-        "Previous attempt": "Tentative précédente",
-        "This attempt was resent: a newer one replaces it in the statistics.":
-            "Cette tentative a été renvoyée : une plus récente la remplace dans les statistiques.",
-        "Timeline": "Chronologie",
-        "No event from the provider yet.": "Aucun événement du fournisseur pour l'instant.",
-        "Event": "Événement",
-        "Details": "Détails",
-        "by a machine (privacy protection), not a person":
-            "par une machine (protection de la vie privée), pas une personne",
-        "link": "lien",
-        "Every message to this recipient": "Tous les messages à ce destinataire",
-        "No address": "Pas d'adresse",
-        "Unsubscribed": "Désabonné",
-        "Unsubscribed automatically": "Désabonné automatiquement",
-        "Suppressed address": "Adresse bloquée",
-        "code {code}": "code {code}",
-        "accepted": "accepté",
-        "processed": "traité",
-        "deferred": "différé",
-        "bounced": "rejeté",
-        "dropped": "abandonné",
-        "spam_reported": "signalé comme spam",
-        "unsubscribed": "désabonné",
-        "undelivered": "non livré",
-    }
-)  # fmt: skip
 
 
 async def labels(pool: ScopedPool, items: list[Any]) -> list[dict[str, Any]]:
@@ -294,7 +218,7 @@ def _day(name: str, text: str, zone: str) -> str:
     try:
         day = dt.date.fromisoformat(text) + dt.timedelta(days=name == "until")
     except (ValueError, OverflowError):
-        raise InvalidRequestError(name, "is not a date") from None
+        raise InvalidRequestError(name, N_("is not a date")) from None
     return dt.datetime.combine(day, dt.time(), ZoneInfo(zone)).isoformat()
 
 
@@ -306,7 +230,7 @@ def checked(view: View) -> Iterator[None]:
     except InvalidRequestError as problem:
         field = view.t(FILTERS.get(problem.field, problem.field))
         raise PageError(
-            400, "The filter “{field}” is not valid: {detail}.", field=field,
+            400, N_("The filter “{field}” is not valid: {detail}."), field=field,
             detail=view.t(problem.detail).rstrip("."),
         ) from None  # fmt: skip
 
@@ -329,7 +253,7 @@ def why(view: View, item: Mapping[str, Any]) -> str:
 
 def _reason(view: View, item: Mapping[str, Any]) -> str:
     reason = item.get("reason") or ""
-    return view.t(SKIPPED[reason]) if reason in SKIPPED else reason
+    return view.reason(reason)
 
 
 def cell_text(view: View, name: str, item: Mapping[str, Any]) -> object:

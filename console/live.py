@@ -25,20 +25,12 @@ import asyncpg
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from console import i18n
+from console.i18n import N_
 from console.web import View
 from relaybook.platform.faults import is_transient
 from relaybook.platform.logs import get_logger
 
 log = get_logger(__name__)
-
-i18n.french(
-    {
-        "This notice is open in too many tabs: close one to see live updates here.":
-            "Cet avis est ouvert dans trop d'onglets : fermez-en un pour voir les mises à "
-            "jour en direct ici.",
-    }
-)  # fmt: skip
 
 CHANNEL = "relaybook_notice"
 #: a comment line this often keeps proxies from closing a quiet stream, and tells us the
@@ -138,7 +130,7 @@ def response(announcements: Announcements, view: View, notice_id: uuid.UUID) -> 
     if give_back is None:
         refused = view.console.error_page(
             view.request, view, 429,
-            "This notice is open in too many tabs: close one to see live updates here.",
+            N_("This notice is open in too many tabs: close one to see live updates here."),
         )  # fmt: skip
         refused.headers["Retry-After"] = str(REFUSED_RETRY_S)
         return refused

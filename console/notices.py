@@ -24,7 +24,7 @@ from babel.numbers import format_decimal, format_percent
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute
 
-from console import i18n
+from console.i18n import N_
 from console.live import Announcements
 from console.live import response as live_response
 from console.web import Console, PageError, View, not_found
@@ -60,156 +60,38 @@ TABLE_SIZE = 50
 #: the people named under a scope of the dialog as left out (the count says the rest)
 LEFT_OUT_SHOWN = 10
 
-BAD_FILTER = "The filter “{field}” is not valid."
+BAD_FILTER = N_("The filter “{field}” is not valid.")
 #: the statuses, in their order (their words are shared: console.i18n)
 NOTICE_STATUSES = ("draft", "scheduled", "sending", "sent", "partially_failed", "failed")
 SCOPE_LABELS = {
-    "failed": "Failed only",
-    "undelivered": "All undelivered",
-    "selected": "Selected recipients",
+    "failed": N_("Failed only"),
+    "undelivered": N_("All undelivered"),
+    "selected": N_("Selected recipients"),
 }
 SCOPE_HELP = {
-    "failed": "Recommended: only the failed channels are retried.",
-    "undelivered": "Recipients who received the notice on no channel.",
-    "selected": "The failed channels of the recipients ticked in the table.",
-}
-#: why a resend leaves a message out (the fan-out's skip reasons, as they stand now)
-LEFT_OUT_REASONS = {
-    "no_address": "no address",
-    "opted_out": "unsubscribed since it was sent",
-    "auto_unsubscribed": "unsubscribed automatically since it was sent",
-    "suppressed": "suppressed address",
-}
-#: why a message was skipped when the notice went out (a failure's reason is the
-#: provider's own words, shown as they are)
-SKIP_REASONS = {
-    "no_address": "No address",
-    "opted_out": "Opted out",
-    "auto_unsubscribed": "Unsubscribed automatically",
-    "suppressed": "Address suppressed",
+    "failed": N_("Recommended: only the failed channels are retried."),
+    "undelivered": N_("Recipients who received the notice on no channel."),
+    "selected": N_("The failed channels of the recipients ticked in the table."),
 }
 #: a refused resend, as the page tells it (the API's error codes)
 PROBLEMS = {
-    "no_failed_recipients": "Nothing to resend in this scope: its messages were delivered "
-    "meanwhile, or their recipients cannot be contacted any more.",
-    "notice_not_sent": "This notice has not been sent yet: there is nothing to resend.",
-    "notice_sending": "This notice is still being sent: resend once it is done.",
-    "no_selection": "Tick at least one recipient in the table to resend to the selected "
-    "recipients.",
-    "unknown_recipients": "Some ticked recipients are not recipients of this notice: reload "
-    "the page and try again.",
+    "no_failed_recipients": N_(
+        "Nothing to resend in this scope: its messages were delivered "
+        "meanwhile, or their recipients cannot be contacted any more."
+    ),
+    "notice_not_sent": N_("This notice has not been sent yet: there is nothing to resend."),
+    "notice_sending": N_("This notice is still being sent: resend once it is done."),
+    "no_selection": N_(
+        "Tick at least one recipient in the table to resend to the selected recipients."
+    ),
+    "unknown_recipients": N_(
+        "Some ticked recipients are not recipients of this notice: reload the page and try again."
+    ),
 }
 Problem = Literal[
     "no_failed_recipients", "notice_not_sent", "notice_sending", "no_selection",
     "unknown_recipients",
 ]  # fmt: skip
-
-i18n.french(
-    {
-        "Notices": "Avis",
-        BAD_FILTER: "Le filtre « {field} » n'est pas valide.",
-        "Queued": "En attente",
-        "Sent": "Envoyé",
-        "Delivered": "Livré",
-        "Opened": "Ouvert",
-        "Clicked": "Cliqué",
-        "Failed": "Échec",
-        "Skipped": "Non envoyé",
-        "Email": "E-mail",
-        "SMS": "SMS",
-        "Title": "Titre",
-        "Status": "Statut",
-        "Source": "Source",
-        "Service": "Service",
-        "Kind": "Type",
-        "Reference": "Référence",
-        "Property": "Copropriété",
-        "Agency": "Agence",
-        "Date": "Date",
-        "Since": "Depuis le",
-        "Until": "Jusqu'au",
-        "Filter": "Filtrer",
-        "Clear the filters": "Effacer les filtres",
-        "Next page": "Page suivante",
-        "First page": "Première page",
-        "No notice matches.": "Aucun avis ne correspond.",
-        "Created {when}": "Créé le {when}",
-        "Sent {when}": "Envoyé le {when}",
-        "Scheduled for {when}": "Programmé pour le {when}",
-        "by {who}": "par {who}",
-        "Filters": "Filtres",
-        "Any": "Tous",
-        "Statistics": "Statistiques",
-        "{share} of sent": "{share} des envoyés",
-        "Apart from the funnel": "Hors entonnoir",
-        "Recipients": "Destinataires",
-        "Recipient": "Destinataire",
-        "Reason": "Motif",
-        "Provider code": "Code du fournisseur",
-        "No recipient matches.": "Aucun destinataire ne correspond.",
-        "Select every recipient of this page": "Sélectionner tous les destinataires de la page",
-        "Resend failures": "Renvoyer les échecs",
-        "Resend": "Renvoyer",
-        "Cancel": "Annuler",
-        "What to resend": "Quoi renvoyer",
-        "Counting…": "Décompte…",
-        "The counts could not be loaded: close this dialog and try again.":
-            "Les décomptes n'ont pas pu être chargés : fermez cette fenêtre et réessayez.",
-        "Failed only": "Échecs uniquement",
-        "All undelivered": "Tous les non-livrés",
-        "Selected recipients": "Destinataires sélectionnés",
-        SCOPE_HELP["failed"]: "Recommandé : seuls les canaux en échec sont renvoyés.",
-        SCOPE_HELP["undelivered"]: "Les destinataires qui n'ont reçu l'avis sur aucun canal.",
-        SCOPE_HELP["selected"]:
-            "Les canaux en échec des destinataires cochés dans le tableau.",
-        "Tick recipients in the table first.": "Cochez d'abord des destinataires dans le tableau.",
-        "Resends {emails} and {texts}.": "Renvoie {emails} et {texts}.",
-        "Left out: {recipients}.": "Laissés de côté : {recipients}.",
-        "and {count} more": "et {count} de plus",
-        "{who}, {channel}: {reason}": "{who}, {channel} : {reason}",
-        "no address": "pas d'adresse",
-        "unsubscribed since it was sent": "désabonné depuis l'envoi",
-        "unsubscribed automatically since it was sent":
-            "désabonné automatiquement depuis l'envoi",
-        "suppressed address": "adresse bloquée",
-        "No address": "Pas d'adresse",
-        "Opted out": "Ne souhaite pas recevoir",
-        "Unsubscribed automatically": "Désabonné automatiquement",
-        "Address suppressed": "Adresse bloquée",
-        "{n} recipient": "{n} destinataire",
-        "{n} recipients": "{n} destinataires",
-        "{n} email": "{n} e-mail",
-        "{n} emails": "{n} e-mails",
-        "{n} text": "{n} SMS",
-        "{n} texts": "{n} SMS",
-        "Resent to {recipients}: {emails}, {texts}.": "Renvoyé à {recipients} : {emails}, {texts}.",
-        "Choose what to resend.": "Choisissez quoi renvoyer.",
-        PROBLEMS["no_failed_recipients"]:
-            "Rien à renvoyer dans ce périmètre : ses messages ont été livrés entre-temps, "
-            "ou ses destinataires ne peuvent plus être contactés.",
-        PROBLEMS["notice_not_sent"]:
-            "Cet avis n'a pas encore été envoyé : il n'y a rien à renvoyer.",
-        PROBLEMS["notice_sending"]:
-            "Cet avis est encore en cours d'envoi : renvoyez une fois l'envoi terminé.",
-        PROBLEMS["no_selection"]:
-            "Cochez au moins un destinataire dans le tableau pour renvoyer aux destinataires "
-            "sélectionnés.",
-        PROBLEMS["unknown_recipients"]:
-            "Certains destinataires cochés ne sont pas destinataires de cet avis : rechargez "
-            "la page et réessayez.",
-        "Resend history": "Historique des renvois",
-        "No resend yet.": "Aucun renvoi pour l'instant.",
-        "Scope": "Périmètre",
-        "Emails": "E-mails",
-        "Texts": "SMS",
-        "Full or partial": "Complet ou partiel",
-        "full": "complet",
-        "partial": "partiel",
-        "Requested by": "Demandé par",
-        "Unreachable owners of this notice": "Propriétaires injoignables pour cet avis",
-        "This notice's messages in the journal": "Les messages de cet avis dans le journal",
-    }
-)  # fmt: skip
 
 
 class NoticePageQuery(RecipientsQuery, forbid_unknown_fields=True):
@@ -345,7 +227,7 @@ class _Pages:
             raise not_found()
         scope = view.field("scope")
         if scope not in SCOPES:
-            raise PageError(400, "Choose what to resend.")
+            raise PageError(400, N_("Choose what to resend."))
         assert view.form is not None
         # ticked boxes go with any scope (one form, no script): only "selected" takes them
         ticked = [v for v in view.form.getlist("recipient_id") if isinstance(v, str)]
@@ -486,21 +368,21 @@ def _funnel(view: View, channel: str, stats: Stats) -> dict[str, list[tuple[str,
 
     return {
         "steps": [
-            ("Sent", sent, ""),
-            ("Delivered", stats["delivered"], share(stats["delivered"])),
+            (N_("Sent"), sent, ""),
+            (N_("Delivered"), stats["delivered"], share(stats["delivered"])),
             *(
                 [
-                    ("Opened", stats["opened"], share(stats["opened"])),
-                    ("Clicked", stats["clicked"], share(stats["clicked"])),
+                    (N_("Opened"), stats["opened"], share(stats["opened"])),
+                    (N_("Clicked"), stats["clicked"], share(stats["clicked"])),
                 ]
                 if channel == "email"
                 else []
             ),
         ],
         "apart": [
-            ("Failed", stats["failed"], ""),
-            ("Skipped", stats["skipped"], ""),
-            ("Queued", stats["queued"], ""),
+            (N_("Failed"), stats["failed"], ""),
+            (N_("Skipped"), stats["skipped"], ""),
+            (N_("Queued"), stats["queued"], ""),
         ],
     }
 
@@ -510,7 +392,8 @@ def _helpers(view: View) -> dict[str, Any]:
 
     def counted(n: int, one: str, other: str) -> str:
         form = Locale.parse(view.language).plural_form(n)
-        return view.t(one if form == "one" else other, n=format_decimal(n, locale=view.language))
+        text = one if form == "one" else other
+        return view.t(text, n=format_decimal(n, locale=view.language))
 
     def when(value: str | dt.datetime | None, *, short: bool = True) -> str:
         if isinstance(value, str):
@@ -527,8 +410,6 @@ def _helpers(view: View) -> dict[str, Any]:
         "delivery_statuses": STATUSES,
         "scope_labels": SCOPE_LABELS,
         "scope_help": SCOPE_HELP,
-        "left_out_reasons": LEFT_OUT_REASONS,
-        "skip_reasons": SKIP_REASONS,
         "left_out_shown": LEFT_OUT_SHOWN,
         "channel_names": {"email": "Email", "sms": "SMS"},
     }

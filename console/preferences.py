@@ -23,7 +23,7 @@ import msgspec
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute
 
-from console import i18n
+from console.i18n import N_
 from console.web import Console, PageError, View, not_found
 from relaybook.access.auth import SUPPORT, Caller
 from relaybook.access.scope import ScopedPool
@@ -31,6 +31,7 @@ from relaybook.platform import sql
 from relaybook.platform.answers import RefusedError
 from relaybook.platform.decoding import Id, InvalidRequestError, convert, decode_query
 from relaybook.platform.paging import Cursor, decode_cursor, encode_cursor
+from relaybook.reachability import authority
 from relaybook.reachability.answers import ChannelPreference, RecipientPreferences
 from relaybook.reachability.preferences import (
     CHANNELS,
@@ -47,155 +48,60 @@ PROPERTIES_PAGE = 50
 HISTORY_PAGE = 20
 T = TypeVar("T")
 
-WANTS = {"yes": "Yes", "no": "No", "not_applicable": "Not applicable"}
+WANTS = {"yes": N_("Yes"), "no": N_("No"), "not_applicable": N_("Not applicable")}
 CHANNEL_NAMES = {"email": "Email", "sms": "SMS"}
 AUTHORS = {
-    "default": "Nobody (default)",
-    "owner": "The owner",
-    "manager": "A manager",
-    "support": "Platform support",
-    "automatic": "Automatic (bounce policy)",
+    "default": N_("Nobody (default)"),
+    "owner": N_("The owner"),
+    "manager": N_("A manager"),
+    "support": N_("Platform support"),
+    "automatic": N_("Automatic (bounce policy)"),
 }
 #: the failures the bounce policy counts, and its rules, as the evidence shows them
 FAILURES = {
-    "hard": "Hard failure",
-    "soft": "Temporary failure",
-    "complaint": "Spam complaint",
-    "provider_suppressed": "Blocked by the provider",
+    "hard": N_("Hard failure"),
+    "soft": N_("Temporary failure"),
+    "complaint": N_("Spam complaint"),
+    "provider_suppressed": N_("Blocked by the provider"),
 }
 RULES = {
-    "hard_bounces": "Repeated hard failures",
-    "soft_bounces": "Repeated temporary failures",
-    "complaint": "Spam complaint",
-    "provider_suppressed": "Blocked by the provider",
+    "hard_bounces": N_("Repeated hard failures"),
+    "soft_bounces": N_("Repeated temporary failures"),
+    "complaint": N_("Spam complaint"),
+    "provider_suppressed": N_("Blocked by the provider"),
 }
 #: an owner's audit trail, entry by entry (an ``unsubscribe_<rule>`` is the policy's)
 ACTIONS = {
-    "preference_changed": "Preference changed",
-    "support_override": "Automatic unsubscribe reversed by support",
-    "never_auto_unsubscribe": "Never to be unsubscribed automatically",
-    "auto_unsubscribe_allowed": "May be unsubscribed automatically again",
-    "contact_corrected": "Contact details corrected",
-    "owner_request": "The owner's own request",
-    "unsubscribe_complaint": "The owner marked a message as spam",
-    "unsubscribe_opt_out": "The owner opted out (STOP)",
-    "resubscribe_opt_in": "The owner opted in again (START)",
-    "resubscribe_expired": "Subscribed again: the automatic unsubscribe expired",
+    "preference_changed": N_("Preference changed"),
+    "support_override": N_("Automatic unsubscribe reversed by support"),
+    "never_auto_unsubscribe": N_("Never to be unsubscribed automatically"),
+    "auto_unsubscribe_allowed": N_("May be unsubscribed automatically again"),
+    "contact_corrected": N_("Contact details corrected"),
+    "owner_request": N_("The owner's own request"),
+    "unsubscribe_complaint": N_("The owner marked a message as spam"),
+    "unsubscribe_opt_out": N_("The owner opted out (STOP)"),
+    "resubscribe_opt_in": N_("The owner opted in again (START)"),
+    "resubscribe_expired": N_("Subscribed again: the automatic unsubscribe expired"),
 }
 UNSUBSCRIBED = "Unsubscribed automatically"
-SUPPORT_ONLY = (
+SUPPORT_ONLY = N_(
     "Only support can bring back a channel that was unsubscribed automatically. "
     "Contact support to change this."
 )
-OWNER_OPTED_OUT = (
+OWNER_OPTED_OUT = N_(
     "The owner opted out of this channel themselves (STOP, unsubscribe link or spam "
     "complaint): only the owner can bring it back, by replying START or by a request of "
     "theirs recorded with its evidence."
 )
 OWNER_NOTE = "The owner opted out themselves: only the owner can bring it back."
 #: the refusals of the preferences store, by code, as the page says them
-REFUSED = {"support_only": SUPPORT_ONLY, "owner_opted_out": OWNER_OPTED_OUT}
-NO_REASON = "Say why you change these preferences (500 characters at most)."
-BAD_FILTER = "The filter “{field}” is not valid."
+REFUSED = {authority.SUPPORT_ONLY: SUPPORT_ONLY, authority.OWNER_OPTED_OUT: OWNER_OPTED_OUT}
+NO_REASON = N_("Say why you change these preferences (500 characters at most).")
+BAD_FILTER = N_("The filter “{field}” is not valid.")
 DONE = {
-    "saved": "The preferences were saved.",
-    "unchanged": "Nothing changed: the preferences were already so.",
+    "saved": N_("The preferences were saved."),
+    "unchanged": N_("Nothing changed: the preferences were already so."),
 }
-
-i18n.french(
-    {
-        "Communication preferences": "Préférences de communication",
-        "Yes": "Oui",
-        "No": "Non",
-        "Not applicable": "Non applicable",
-        "Email": "E-mail",
-        "SMS": "SMS",
-        "Nobody (default)": "Personne (par défaut)",
-        "The owner": "Le propriétaire",
-        "A manager": "Un gestionnaire",
-        "Platform support": "Le support de la plateforme",
-        "Automatic (bounce policy)": "Automatique (règle des rebonds)",
-        "Hard failure": "Échec définitif",
-        "Temporary failure": "Échec temporaire",
-        "Spam complaint": "Signalement comme spam",
-        "Blocked by the provider": "Bloqué par le fournisseur",
-        "Repeated hard failures": "Échecs définitifs répétés",
-        "Repeated temporary failures": "Échecs temporaires répétés",
-        "Preference changed": "Préférence modifiée",
-        "Automatic unsubscribe reversed by support":
-            "Désabonnement automatique annulé par le support",
-        "Never to be unsubscribed automatically": "Jamais désabonné automatiquement",
-        "May be unsubscribed automatically again":
-            "Peut de nouveau être désabonné automatiquement",
-        "Contact details corrected": "Coordonnées corrigées",
-        "The owner opted out (STOP)": "Le propriétaire s'est désabonné (STOP)",
-        "The owner opted in again (START)": "Le propriétaire s'est réabonné (START)",
-        "Subscribed again: the automatic unsubscribe expired":
-            "Réabonné : le désabonnement automatique a expiré",
-        "Unsubscribed automatically": "Désabonné automatiquement",
-        SUPPORT_ONLY:
-            "Seul le support peut réactiver un canal désabonné automatiquement. "
-            "Contactez le support si vous souhaitez modifier cela.",
-        "Contact support to change this": "Contactez le support si vous souhaitez modifier cela",
-        OWNER_OPTED_OUT:
-            "Le propriétaire s'est lui-même désabonné de ce canal (STOP, lien de "
-            "désabonnement ou signalement comme spam) : lui seul peut le réactiver, en "
-            "répondant START ou par une demande de sa part enregistrée avec sa preuve.",
-        OWNER_NOTE: "Le propriétaire s'est désabonné lui-même : lui seul peut le réactiver.",
-        "The owner's own request": "Demande du propriétaire",
-        "The owner marked a message as spam": "Le propriétaire a signalé un message comme spam",
-        BAD_FILTER: "Le filtre « {field} » n'est pas valide.",
-        DONE["saved"]: "Les préférences ont été enregistrées.",
-        DONE["unchanged"]: "Rien n'a changé : les préférences étaient déjà ainsi.",
-        "Several of your agencies have an owner of this id: choose the agency.":
-            "Plusieurs de vos agences ont un propriétaire de cet identifiant : "
-            "choisissez l'agence.",
-        NO_REASON: "Indiquez pourquoi vous modifiez ces préférences (500 caractères au plus).",
-        "Choose Yes or No.": "Choisissez Oui ou Non.",
-        "Co-ownerships": "Copropriétés",
-        "Co-ownership": "Copropriété",
-        "Name": "Nom",
-        "Owners": "Propriétaires",
-        "Owner": "Propriétaire",
-        "No co-ownership yet.": "Aucune copropriété pour l'instant.",
-        "No owner matches.": "Aucun propriétaire ne correspond.",
-        "Owners of every co-ownership": "Propriétaires de toutes les copropriétés",
-        "Owners of {property}": "Propriétaires de {property}",
-        "Wants emails?": "Souhaite des e-mails ?",
-        "Wants SMS?": "Souhaite des SMS ?",
-        "Last changed by": "Dernière modification par",
-        "Any preference": "Toutes les préférences",
-        "Anyone": "N'importe qui",
-        "Next page": "Page suivante",
-        "First page": "Première page",
-        "All co-ownerships": "Toutes les copropriétés",
-        "Channel": "Canal",
-        "Preference": "Préférence",
-        "Pages": "Pages",
-        "Changed by": "Modifié par",
-        "When": "Quand",
-        "Why": "Pourquoi",
-        "Evidence": "Preuves",
-        "Never unsubscribed automatically (set by a manager).":
-            "Jamais désabonné automatiquement (choix d'un gestionnaire).",
-        "No address: not applicable.": "Pas d'adresse : non applicable.",
-        "Change the preferences": "Modifier les préférences",
-        "Reason (required)": "Motif (obligatoire)",
-        "Save": "Enregistrer",
-        "Setting Yes reverses the automatic unsubscribe; it is recorded with your reason.":
-            "Choisir Oui annule le désabonnement automatique ; c'est enregistré avec "
-            "votre motif.",
-        "History": "Historique",
-        "What": "Quoi",
-        "Nothing recorded yet.": "Rien d'enregistré pour l'instant.",
-        "Older changes": "Modifications plus anciennes",
-        "Newest changes": "Modifications les plus récentes",
-        "Back to the owners": "Retour aux propriétaires",
-        "Show the owners": "Afficher les propriétaires",
-        "Read only: your role does not allow changing preferences.":
-            "Lecture seule : votre rôle ne permet pas de modifier les préférences.",
-    }
-)  # fmt: skip
 
 
 class PropertiesQuery(msgspec.Struct, forbid_unknown_fields=True):
@@ -338,7 +244,7 @@ class Pages:
             body = convert({**chosen, "reason": view.field("reason")}, PreferenceChange)
             change = parse_change(body)
         except InvalidRequestError as problem:
-            error = NO_REASON if problem.field == "reason" else "Choose Yes or No."
+            error = NO_REASON if problem.field == "reason" else N_("Choose Yes or No.")
             return await self._owner_page(view, asked, status=400, error=error)
         changes = {c: w for c, w in change.wanted.items() if w != _of(current, c)["wants"]}
         if changes:
@@ -426,7 +332,7 @@ async def _whose(prefs: Preferences, recipient_id: str, given: str | None, calle
         raise not_found() from None
     except InvalidRequestError:
         raise PageError(
-            400, "Several of your agencies have an owner of this id: choose the agency."
+            400, N_("Several of your agencies have an owner of this id: choose the agency.")
         ) from None
 
 

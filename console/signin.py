@@ -12,6 +12,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from console import i18n
+from console.i18n import N_
 from console.web import (
     CANNOT_KEEP,
     HEADERS,
@@ -26,25 +27,6 @@ from console.web import (
 from relaybook.access.people import People
 from relaybook.access.throttle import Attempt, Throttle
 from relaybook.platform.http import UnstorableInputError, read_form
-
-i18n.french(
-    {
-        "Sign in": "Se connecter",
-        "Sign out": "Se déconnecter",
-        "Email": "E-mail",
-        "Password": "Mot de passe",
-        "Wrong email or password.": "E-mail ou mot de passe incorrect.",
-        "Too many attempts: try again in {minutes} min.":
-            "Trop de tentatives : réessayez dans {minutes} min.",
-        "Too many attempts: try again in {seconds} s.":
-            "Trop de tentatives : réessayez dans {seconds} s.",
-        "Your session has ended: sign in again.": "Votre session a pris fin : reconnectez-vous.",
-        "All my agencies": "Toutes mes agences",
-        "Agency": "Agence",
-        "Show": "Afficher",
-        "This agency is not one of yours.": "Cette agence n'est pas l'une des vôtres.",
-    }
-)  # fmt: skip
 
 LOGIN_COOKIE = "rb_login"
 DEFAULT_TIME_ZONE = "Europe/Paris"
@@ -66,7 +48,9 @@ def routes(console: Console, people: People, throttle: Throttle) -> list[BaseRou
         token = request.cookies.get(LOGIN_COOKIE, "")
         sent = str(form.get("csrf", "")).encode()
         if not token or not secrets.compare_digest(token.encode(), sent):
-            return _login_page(console, request, target, "Your session has ended: sign in again.")
+            return _login_page(
+                console, request, target, N_("Your session has ended: sign in again.")
+            )
         # counted before the password is checked: see relaybook.access.throttle
         attempt = Attempt.of(email, request.client.host if request.client else None)
         wait = await throttle.admit(attempt)
@@ -74,7 +58,7 @@ def routes(console: Console, people: People, throttle: Throttle) -> list[BaseRou
             return _throttled(console, request, target, wait)
         person = await people.sign_in(email, password)
         if person is None or person.person is None:
-            return _login_page(console, request, target, "Wrong email or password.", status=401)
+            return _login_page(console, request, target, N_("Wrong email or password."), status=401)
         await throttle.succeeded(attempt)
         zone = str(form.get("time_zone", ""))
         cookie = await console.sessions.open(
@@ -97,7 +81,7 @@ def routes(console: Console, people: People, throttle: Throttle) -> list[BaseRou
     async def pick_agency(view: View) -> Response:
         agency = view.field("agency") or None
         if agency is not None and not view.session.person.sees(agency):
-            raise PageError(403, "This agency is not one of yours.")
+            raise PageError(403, N_("This agency is not one of yours."))
         await console.sessions.pick_agency(view.session, agency)
         return RedirectResponse(safe_next(view.field("back")), 303)
 
@@ -127,10 +111,10 @@ def routes(console: Console, people: People, throttle: Throttle) -> list[BaseRou
 def _throttled(console: Console, request: Request, target: str, wait: dt.timedelta) -> Response:
     seconds = math.ceil(wait.total_seconds())
     if seconds < 60:
-        message, values = "Too many attempts: try again in {seconds} s.", {"seconds": seconds}
+        message, values = N_("Too many attempts: try again in {seconds} s."), {"seconds": seconds}
     else:
         message, values = (
-            "Too many attempts: try again in {minutes} min.",
+            N_("Too many attempts: try again in {minutes} min."),
             {"minutes": math.ceil(seconds / 60)},
         )
     response = _login_page(console, request, target, message, status=429, **values)

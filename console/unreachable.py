@@ -21,7 +21,7 @@ import msgspec
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from console import i18n
+from console.i18n import N_
 from console.journal import (
     CHOICES,
     FILTERS,
@@ -49,36 +49,21 @@ from relaybook.platform.paging import (
 
 #: the CSV's columns: the notice's date, these (field -> header), and per channel its own
 TEXTS = {
-    "notice_id": "Notice id",
-    "title": "Notice title",
-    "source_service": "Source service",
+    "notice_id": N_("Notice id"),
+    "title": N_("Notice title"),
+    "source_service": N_("Source service"),
     "source_kind": "Kind",
     "source_reference": "Reference",
     "property_id": "Property",
-    "recipient_id": "Recipient id",
-    "name": "Recipient name",
+    "recipient_id": N_("Recipient id"),
+    "name": N_("Recipient name"),
     "properties": "Properties",
 }
 PER_CHANNEL = {
-    "status": "{channel} status",
-    "reason": "{channel} reason",
-    "provider_code": "{channel} provider code",
+    "status": N_("{channel} status"),
+    "reason": N_("{channel} reason"),
+    "provider_code": N_("{channel} provider code"),
 }
-
-i18n.french(
-    {
-        "Owners whom a notice reached on no channel, and why: send it to them by post.":
-            "Les propriétaires qu'un avis n'a atteints sur aucun canal, et pourquoi : "
-            "envoyez-le-leur par courrier.",
-        "Nobody is unreachable for these filters.":
-            "Personne n'est injoignable pour ces filtres.",
-        "Properties": "Copropriétés",
-        "Notice date": "Date de l'avis",
-        "{channel} status": "Statut {channel}",
-        "{channel} reason": "Motif {channel}",
-        "{channel} provider code": "Code du fournisseur {channel}",
-    }
-)  # fmt: skip
 
 
 class UnreachableQuery(NoticeFilters, forbid_unknown_fields=True):
@@ -159,7 +144,8 @@ def routes(console: Console, scoped: ScopedPool) -> list[BaseRoute]:
         query = decode_filters(view, given(view), UnreachableQuery)
         query = msgspec.structs.replace(query, cursor=None, limit=MAX_LIMIT)
         zone = view.session.time_zone
-        header = [f"{view.t('Notice date')} ({zone})"]
+        date = view.t("Notice date")
+        header = [f"{date} ({zone})"]
         header += [view.t(label) for label in TEXTS.values()]
         for channel in map(view.t, CHANNELS):
             header += [view.t(label, channel=channel) for label in PER_CHANNEL.values()]

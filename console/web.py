@@ -25,6 +25,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from console import i18n
+from console.i18n import N_
 from relaybook.access import scope
 from relaybook.access.auth import Caller
 from relaybook.access.sessions import Session, Sessions
@@ -64,6 +65,8 @@ _templates = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+#: marks a text a template passes on to be translated where it is shown (Babel finds it)
+_templates.globals["N_"] = i18n.N_
 
 
 class PageError(Exception):
@@ -79,7 +82,7 @@ class PageError(Exception):
 
 def not_found() -> PageError:
     # another agency's notice answers exactly what a notice that never existed does
-    return PageError(404, "This page does not exist, or is not yours to see.")
+    return PageError(404, N_("This page does not exist, or is not yours to see."))
 
 
 @dataclasses.dataclass
@@ -101,6 +104,10 @@ class View:
 
     def t(self, text: str, **values: object) -> str:
         return i18n.translate(self.language, text, **values)
+
+    def reason(self, code: str) -> str:
+        """Why a message is not sent (a code of relaybook.reachability.reasons), labelled."""
+        return i18n.reason(self.language, code)
 
     def when(self, value: dt.datetime | None, *, short: bool = False) -> str:
         return i18n.when(value, self.language, self.session.time_zone, short=short)
@@ -150,6 +157,7 @@ class Console:
         language = view.language if view else request_language(request)
         body = _templates.get_template(template).render(
             t=lambda text, **values: i18n.translate(language, text, **values),
+            reason=lambda code: i18n.reason(language, code),
             language=language,
             path=request.url.path,
             # where this page is, as it was asked for (raw path and query): to come back to
@@ -209,14 +217,10 @@ class Console:
         return Route(path, serve, methods=list(methods), name=f"console {path}")
 
 
-_BUSY = "The service is busy or restarting: try again in a moment."
+_BUSY = N_("The service is busy or restarting: try again in a moment.")
 #: a form holding a NUL, which PostgreSQL cannot store (what a browser never sends)
-CANNOT_KEEP = "This form holds a character that cannot be kept (a NUL): remove it and try again."
-i18n.french(
-    {
-        CANNOT_KEEP: "Ce formulaire contient un caractère qui ne peut être enregistré (un NUL) : "
-        "retirez-le et réessayez.",
-    }
+CANNOT_KEEP = N_(
+    "This form holds a character that cannot be kept (a NUL): remove it and try again."
 )
 
 
@@ -225,7 +229,7 @@ async def _admit(view: View, needed: frozenset[str]) -> None:
     the session's CSRF token (its form is read into ``view.form``)."""
     session = view.session
     if needed and not needed & session.caller.scopes:
-        raise PageError(403, "Your role does not allow this.")
+        raise PageError(403, N_("Your role does not allow this."))
     if view.request.method != "POST":
         return
     try:
@@ -234,7 +238,7 @@ async def _admit(view: View, needed: frozenset[str]) -> None:
         raise PageError(400, CANNOT_KEEP) from None
     sent = view.form.get(CSRF_FIELD) or view.request.headers.get(CSRF_HEADER, "")
     if not isinstance(sent, str) or not hmac.compare_digest(sent.encode(), session.csrf.encode()):
-        raise PageError(403, "This form has expired: reload the page and try again.")
+        raise PageError(403, N_("This form has expired: reload the page and try again."))
 
 
 def _here(request: Request) -> str:

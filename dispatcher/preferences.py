@@ -9,6 +9,7 @@ from starlette.responses import Response
 from dispatcher.api import Answer, Call, Operation, answer
 from relaybook.platform.answers import not_found
 from relaybook.platform.decoding import Id
+from relaybook.reachability import authority
 from relaybook.reachability.answers import Contact, PreferencesPage, RecipientPreferences
 from relaybook.reachability.preferences import (
     ContactChange,
@@ -82,13 +83,13 @@ def operations(preferences: Preferences) -> list[Operation]:
                 Answer(
                     403,
                     "bringing back a channel the bounce policy turned off is for support",
-                    codes=("support_only",),
+                    codes=(authority.SUPPORT_ONLY,),
                 ),
                 Answer(
                     409,
                     "the owner opted out of this channel: only the owner brings it back "
                     "(START, or changed_by: owner with their evidence)",
-                    codes=("owner_opted_out",),
+                    codes=(authority.OWNER_OPTED_OUT,),
                 ),
             ),
             path_params=RecipientPath,

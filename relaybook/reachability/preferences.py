@@ -35,7 +35,14 @@ from relaybook.reachability.answers import (
     RecipientPreferences,
     Wants,
 )
-from relaybook.reachability.authority import Causes, author, refusal, unchanged
+from relaybook.reachability.authority import (
+    OWNER_OPTED_OUT,
+    SUPPORT_ONLY,
+    Causes,
+    author,
+    refusal,
+    unchanged,
+)
 
 Q = sql.load("relaybook.reachability", "preferences.sql")
 CHANNELS = ("email", "sms")
@@ -392,11 +399,11 @@ class _Step:
 
 #: the words of a refusal, by its code, for one channel
 _REFUSALS = {
-    "owner_opted_out": lambda channel: (
+    OWNER_OPTED_OUT: lambda channel: (
         f"the owner opted out of this {channel} themselves: only the owner brings it back "
         "(START from their number, or changed_by: owner with the evidence of their request)"
     ),
-    "support_only": lambda channel: (
+    SUPPORT_ONLY: lambda channel: (
         f"the bounce policy unsubscribed this {channel}: only support may bring it back "
         "(contact support)"
     ),

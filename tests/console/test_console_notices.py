@@ -377,9 +377,10 @@ async def test_the_dialog_counts_each_scope_and_says_who_is_left_out_and_why(
         failed = help_of(options.text, "failed")
         assert "Resends 2 emails and 1 text." in failed
         assert "Left out: 3 recipients." in failed
-        assert "Owner 3, Email: unsubscribed since" in failed
-        assert "Owner 4, Email: unsubscribed automatically since it was sent" in failed
-        assert "Owner 5, Email: no address" in failed
+        # the reasons' labels are the one catalogue's (relaybook.reachability.reasons)
+        assert "Owner 3, Email: Unsubscribed" in failed
+        assert "Owner 4, Email: Unsubscribed automatically" in failed
+        assert "Owner 5, Email: No address" in failed
         undelivered = help_of(options.text, "undelivered")
         assert "Resends 1 email and 2 texts." in undelivered
         assert "Left out: 1 recipient." in undelivered
