@@ -15,6 +15,7 @@ from console.web import Console
 from relaybook.access.people import People
 from relaybook.access.scope import ScopedPool
 from relaybook.access.sessions import Sessions
+from relaybook.access.settings import AccessSettings
 from relaybook.access.throttle import Throttle
 from relaybook.journal.reader import JournalReader
 from relaybook.notices.resends import Resends
@@ -32,13 +33,14 @@ def routes(  # noqa: PLR0917 - the API's stores, each once
     resender: Resends,
     people: People,
     *,
+    sessions: AccessSettings,
     https: bool = False,
 ) -> list[BaseRoute]:
     """``pool``: the tables' owner's (sessions and people are no agency's data);
     ``scoped`` and the stores: the API's, scoped to each request's caller (a page's own
-    queries of agency data go through ``scoped``); ``https``: the console's public URL
-    is https."""
-    console = Console(Sessions(pool), pool, https=https)
+    queries of agency data go through ``scoped``); ``sessions``: how long a session lasts;
+    ``https``: the console's public URL is https."""
+    console = Console(Sessions(pool, sessions), pool, https=https)
     return [
         *signin.routes(console, people, Throttle(pool)),
         *notices.routes(console, scoped, store, reader, resender, announcements),

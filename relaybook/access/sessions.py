@@ -2,9 +2,11 @@
 the database only its SHA-256 (migration 0017). Each request reads the person again, so
 disabling them, or changing their role or agencies, applies from their next click.
 
-A session ends when its person signs out or is disabled, after :data:`IDLE` without a
-request, or :data:`LIFETIME` after signing in whatever happens. Wrong passwords are
-throttled by :mod:`relaybook.access.throttle`.
+A session ends when its person signs out or is disabled, after ``idle`` without a
+request, or ``lifetime`` after signing in whatever happens: settings of
+:mod:`relaybook.access.settings` (``RELAYBOOK_CONSOLE_SESSION_IDLE_MINUTES``, 30, and
+``RELAYBOOK_CONSOLE_SESSION_LIFETIME_HOURS``, 12). Wrong passwords are throttled by
+:mod:`relaybook.access.throttle`.
 """
 
 from __future__ import annotations
@@ -19,12 +21,10 @@ import asyncpg
 
 from relaybook.access.auth import Caller
 from relaybook.access.people import ROLES
+from relaybook.access.settings import AccessSettings
 from relaybook.platform import sql
 
 Q = sql.load("relaybook.access", "sessions.sql")
-
-IDLE = dt.timedelta(minutes=30)
-LIFETIME = dt.timedelta(hours=12)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,22 +53,26 @@ def _hash(token: str) -> bytes:
 
 
 class Sessions:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, settings: AccessSettings | None = None) -> None:
+        """``settings``: the sessions' lengths (default: the settings' defaults)."""
+        settings = settings or AccessSettings()
         self._pool = pool
+        self.idle: dt.timedelta = settings.session_idle
+        self.lifetime: dt.timedelta = settings.session_lifetime
 
     async def open(self, person_id: uuid.UUID, time_zone: str) -> str:
         """A new session for that person; returns its cookie (shown only now). Also
         forgets expired sessions."""
         token = secrets.token_urlsafe(32)
         async with self._pool.acquire() as connection, connection.transaction():
-            await connection.execute(Q["forget_expired_sessions"], IDLE)
+            await connection.execute(Q["forget_expired_sessions"], self.idle)
             await connection.execute(
                 Q["open_session"],
                 _hash(token),
                 person_id,
                 secrets.token_urlsafe(32),
                 time_zone,
-                LIFETIME,
+                self.lifetime,
             )
         return token
 
@@ -76,7 +80,7 @@ class Sessions:
         """The live session of that cookie (and marks it seen), or None."""
         if not token or len(token) > 100:
             return None
-        row = await self._pool.fetchrow(Q["find_session"], _hash(token), IDLE)
+        row = await self._pool.fetchrow(Q["find_session"], _hash(token), self.idle)
         if row is None:
             return None
         agencies = row["agencies"]
@@ -96,7 +100,7 @@ class Sessions:
         """Whether the session of that hash still holds (as :meth:`find` would find it),
         without marking it seen: what a live stream asks, which is no request of its
         person's."""
-        held: bool = await self._pool.fetchval(Q["session_alive"], token_hash, IDLE)
+        held: bool = await self._pool.fetchval(Q["session_alive"], token_hash, self.idle)
         return held
 
     async def pick_agency(self, session: Session, agency: str | None) -> None:

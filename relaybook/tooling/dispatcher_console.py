@@ -10,8 +10,10 @@ import console.app
 import dispatcher.app
 from console.live import Announcements
 from relaybook.access.people import People
+from relaybook.access.settings import AccessSettings
 from relaybook.platform.deployable import Deployable
 from relaybook.platform.runtime import Infrastructure
+from relaybook.platform.settings import section
 
 
 def build(infra: Infrastructure) -> Deployable:
@@ -29,6 +31,7 @@ def build(infra: Infrastructure) -> Deployable:
             stores.preferences,
             stores.resends,
             People(infra.pool),
+            sessions=section(settings, AccessSettings),
             https=settings.https,
         )
 

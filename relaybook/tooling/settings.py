@@ -14,7 +14,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from bounce_policy.settings import BouncePolicySettings
+from dispatcher.settings import DispatcherSettings
 from provider_sandbox.settings import SandboxSettings
+from relaybook.access.settings import AccessSettings
 from relaybook.platform import settings as machinery
 from relaybook.platform.settings import (
     Documented,
@@ -22,7 +24,6 @@ from relaybook.platform.settings import (
     SettingsError,
     _choice,
     _int,
-    _port,
     _port_or_zero,
     _setting,
     env_name,
@@ -56,15 +57,6 @@ class EmbeddedSettings:
     )
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class DispatcherSettings:
-    """The dispatcher's port. It belongs in dispatcher/settings.py: declared here while
-    dispatcher/ is being reorganised (issue 34); the dispatcher itself reads only
-    platform settings, the port is bound by the tooling."""
-
-    api_port: int = _setting(_port, 8000, doc="dispatcher API and dashboard")
-
-
 #: the settings of the ports the deployables serve on
 PORTS = ("api_port", "ingest_port", "sandbox_port", "worker_port", "tracker_port",
          "bounce_policy_port")  # fmt: skip
@@ -81,6 +73,7 @@ class Settings(
     SandboxSettings,
     IngestSettings,
     WorkerSettings,
+    AccessSettings,
     BounceSettings,
     PlatformSettings,
 ):

@@ -231,6 +231,9 @@ def test_each_setting_is_declared_beside_the_package_that_reads_it() -> None:
     assert owners["RELAYBOOK_TRACKER_LANES"] == "tracker"
     assert owners["RELAYBOOK_BOUNCE_POLICY_PORT"] == "bounce_policy"
     assert owners["RELAYBOOK_EMBEDDED_BROKER"] == "relaybook.tooling"
+    assert owners["RELAYBOOK_API_PORT"] == "dispatcher"
+    assert owners["RELAYBOOK_CONSOLE_SESSION_IDLE_MINUTES"] == "relaybook.access"
+    assert owners["RELAYBOOK_CONSOLE_SESSION_LIFETIME_HOURS"] == "relaybook.access"
     platform = {field.name for field in dataclasses.fields(PlatformSettings)}
     assert not {name for name in platform if name.startswith(("bounce_", "sandbox_", "twilio_"))}
 
