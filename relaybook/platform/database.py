@@ -9,6 +9,19 @@ Migrations only add (expand, then contract a release later: deploy/README.md), s
 release before a migration runs on the schema after it: a rolling deploy migrates first
 while the old pods still serve, and a rollback runs the old code on the newer schema.
 Only ``relaybook migrate`` itself refuses a database newer than its code.
+
+Definitions (``defined_<name>.sql`` in the same folder): functions whose text belongs to
+a package's SQL rather than to history. Such a file holds ``-- include:
+<package>.<name>`` lines (:func:`relaybook.platform.sql.expand`), expanded when
+migrating; after the numbered migrations, each definition whose expanded text changed
+since it was last applied (``schema_definitions``, by checksum) is applied again, in
+its own transaction. So a rule is written once, in its owner's SQL, and a numbered
+migration never changes meaning: the definitions' statements must be repeatable
+(``CREATE OR REPLACE``). They are applied after every numbered migration: a numbered
+migration must not depend on a definition (a fresh database has none yet). A database
+newer than the code is left as it is, definitions too; a release that changes a
+definition should add a numbered migration as well (an empty one will do), so that the
+release before it, starting on the newer database, leaves the new text be.
 """
 
 from __future__ import annotations
@@ -27,6 +40,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from relaybook.platform import sql
 from relaybook.platform.logs import get_logger
 
 log = get_logger(__name__)
@@ -34,12 +48,19 @@ log = get_logger(__name__)
 # pg_advisory_lock key: "relaybook" in ASCII, truncated to fit a bigint
 MIGRATION_LOCK_KEY = 0x72656C6179626F6F
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_DEFINED = re.compile(r"^defined_([a-z0-9_]+)\.sql$")
 
 _BOOKKEEPING = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
     version     integer PRIMARY KEY,
     name        text NOT NULL,
     checksum    text NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS schema_definitions (
+    name        text PRIMARY KEY,
+    checksum    text NOT NULL,
+    migration   integer NOT NULL,
     applied_at  timestamptz NOT NULL DEFAULT now()
 )
 """
@@ -62,6 +83,29 @@ class Migration:
     @property
     def checksum(self) -> str:
         return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class Definition:
+    """A repeatable definition (``defined_<name>.sql``), its includes expanded."""
+
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+@functools.cache
+def definitions() -> list[Definition]:
+    """Every definition shipped with this code, by name (read once per process)."""
+    found = []
+    for entry in resources.files("relaybook.migrations").iterdir():
+        match = _DEFINED.match(entry.name)
+        if match:
+            found.append(Definition(match[1], sql.expand(entry.read_text(encoding="utf-8"))))
+    return sorted(found, key=lambda definition: definition.name)
 
 
 @functools.cache
@@ -139,7 +183,38 @@ async def _apply_missing(connection: asyncpg.Connection, *, newer_ok: bool) -> l
             )
         log.info("migration applied", version=migration.version, name=migration.name)
         done.append(migration)
+    if not (applied and max(applied) > newest_known):  # a newer release's: left as it is
+        await _apply_definitions(connection, newest_known)
     return done
+
+
+async def _apply_definitions(connection: asyncpg.Connection, newest_known: int) -> None:
+    """Applies the definitions whose text changed since they were last applied (or never
+    were). One recorded by a newer release (a higher migration) is left be."""
+    recorded = {
+        row["name"]: (row["checksum"], row["migration"])
+        for row in await connection.fetch(
+            "SELECT name, checksum, migration FROM schema_definitions"
+        )
+    }
+    for definition in definitions():
+        checksum, migration = recorded.get(definition.name, (None, 0))
+        if checksum == definition.checksum or migration > newest_known:
+            continue
+        async with connection.transaction():
+            await connection.execute(definition.sql)
+            await connection.execute(
+                """
+                INSERT INTO schema_definitions (name, checksum, migration) VALUES ($1, $2, $3)
+                ON CONFLICT (name) DO UPDATE
+                SET checksum = excluded.checksum, migration = excluded.migration,
+                    applied_at = now()
+                """,
+                definition.name,
+                definition.checksum,
+                newest_known,
+            )
+        log.info("definition applied", name=definition.name)
 
 
 #: the newer schema versions this process has warned about: once each, not at every probe

@@ -36,3 +36,10 @@ def load(package: str, filename: str = "queries.sql") -> dict[str, str]:
         return (written if own else load(owner))[name]
 
     return {name: _INCLUDE.sub(included, body) for name, body in written.items()}
+
+
+def expand(text: str) -> str:
+    """``text`` with each ``-- include: <package>.<name>`` line replaced by that block of
+    the package's ``queries.sql`` (SQL written outside a package's queries, such as the
+    definitions the migrations apply from their owners' SQL)."""
+    return _INCLUDE.sub(lambda match: load(match[1])[match[2]], text)
