@@ -71,6 +71,7 @@ QUEUED_AGE = Gauge(
 Q = sql.load("dispatcher")
 #: what the scheduler does to a notice: release it, settle it (the notices' own statements)
 NOTICES = sql.load("relaybook.notices")
+DELIVERIES = sql.load("relaybook.deliveries")
 _BACKLOG = sql.load("dispatcher", "backlog.sql")["backlog"]
 
 
@@ -145,7 +146,9 @@ class Relay:
                 if not rows:
                     return False
                 await self._publish(rows)
-                await connection.execute(Q["mark_retries_published"], [row["id"] for row in rows])
+                await connection.execute(
+                    DELIVERIES["clear_retries_due"], [row["id"] for row in rows]
+                )
         return len(rows) == PAGE
 
     async def _publish(self, rows: list[asyncpg.Record]) -> None:

@@ -50,6 +50,3 @@ WHERE d.status = 'queued' AND d.next_attempt_at <= now()
 ORDER BY d.next_attempt_at
 LIMIT $2
 FOR UPDATE SKIP LOCKED;
-
--- name: mark_retries_published
-UPDATE deliveries SET next_attempt_at = NULL WHERE id = ANY($1::uuid[]);

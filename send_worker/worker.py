@@ -47,6 +47,8 @@ from send_worker.unknown_outcomes import HELD, UnknownOutcomes, Verdict
 
 log = get_logger(__name__)
 Q = sql.load("send_worker")
+#: the outcomes the worker records: the deliveries' transitions (relaybook/deliveries)
+DELIVERIES = sql.load("relaybook.deliveries")
 
 #: texts sent concurrently and recorded together
 SMS_WAVE = 50
@@ -168,7 +170,7 @@ class SendWorker:
         if verdict.held:
             async with self._pool.acquire() as connection:
                 await connection.execute(
-                    Q["hold"], list(verdict.held), list(verdict.held.values()), HELD
+                    DELIVERIES["hold"], list(verdict.held), list(verdict.held.values()), HELD
                 )
         log.info(
             "sends whose outcome a crash left unknown",
@@ -226,7 +228,7 @@ class SendWorker:
         texts whose number's list could not be read, and on all of them while a server
         is away: they are looked at again once it runs out."""
         async with self._pool.acquire() as connection:
-            claimed = await connection.fetch(Q["claim_moved_on"], LEASE_S, LOOK_AGAIN_PAGE)
+            claimed = await connection.fetch(DELIVERIES["claim_moved_on"], LEASE_S, LOOK_AGAIN_PAGE)
             ids = [row["id"] for row in claimed]
             rows = await connection.fetch(Q["load_deliveries"], ids) if ids else []
         in_doubt = _in_doubt(rows)
@@ -245,7 +247,9 @@ class SendWorker:
             log.exception("held sends looked at in vain", deliveries=len(ids))
         if ids:
             async with self._pool.acquire() as connection:
-                await connection.execute(Q["release_moved_on"], [i for i in ids if i not in unread])
+                await connection.execute(
+                    DELIVERIES["release_moved_on"], [i for i in ids if i not in unread]
+                )
         return len(ids)
 
     async def _skip_unwanted(self, rows: list[asyncpg.Record]) -> list[asyncpg.Record]:
@@ -270,7 +274,7 @@ class SendWorker:
                 for row in skipped
             ]
             async with self._pool.acquire() as connection, connection.transaction():
-                await connection.execute(Q["skip"], list(reasons), list(reasons.values()))
+                await connection.execute(DELIVERIES["skip"], list(reasons), list(reasons.values()))
                 await outbox.add(connection, "delivery-events", events, contracts=schemas.CONTRACTS)
             for row in skipped:
                 OUTCOMES.labels(row["channel"], f"skipped_{reasons[row['id']]}").inc()
@@ -341,7 +345,7 @@ class SendWorker:
             target[provider].append((row, outcome))
         statements: list[tuple[str, tuple[Any, ...]]] = [
             (
-                Q["record_accepted"],
+                DELIVERIES["record_accepted"],
                 (
                     *_attempted([row for row, _ in items], attempts),
                     [o.message_id for _, o in items],
@@ -352,7 +356,7 @@ class SendWorker:
         ]
         statements += [
             (
-                Q["record_failed"],
+                DELIVERIES["record_failed"],
                 (
                     *_attempted([row for row, _ in items], attempts),
                     [o.reason for _, o in items],
@@ -365,7 +369,7 @@ class SendWorker:
         if retry:
             statements.append(
                 (
-                    Q["schedule_retry"],
+                    DELIVERIES["schedule_retry"],
                     (
                         *_attempted([row for row, _, _ in retry], attempts),
                         [due for _, due, _ in retry],

@@ -1,6 +1,12 @@
 """A batch of delivery events, recorded: correlated, stored once, projected onto the
 journal rows, and the notices they belong to settled, all in one transaction.
 
+Every event is stored (``delivery_events``), but only the providers' outcomes are
+projected onto the deliveries: a worker's own outcome (accepted, failed, skipped: its
+event id starts ``relaybook:``) was recorded by the worker, in the transaction that sent
+it, and is not written a second time here; it only has its notice settled
+(relaybook/deliveries/__init__.py).
+
 The consumer commits the batch's offsets only after that transaction: a crash anywhere
 means the batch comes again, and since only events that were new to ``delivery_events``
 are projected, nothing is lost or counted twice.
@@ -16,13 +22,15 @@ import asyncpg
 import orjson
 from prometheus_client import Counter
 
-from relaybook.deliveries.precedence import BY_RANK, from_worker, proves
+from relaybook.deliveries.precedence import from_worker, proves
 from relaybook.platform import sql
 from relaybook.platform.database import Connection
 from relaybook.platform.kafka import Record
 from relaybook.platform.metrics import count_each
 
 Q = sql.load("tracker")
+DELIVERIES = sql.load("relaybook.deliveries")
+NOTICES = sql.load("relaybook.notices")
 
 STORED = Counter(
     "relaybook_tracker_events_total", "Delivery events stored, by type", ["channel", "type"]
@@ -61,7 +69,7 @@ class Journal:
             )
             settle = await _project(connection, fresh, deliveries)
             if settle:
-                await connection.execute(Q["settle_notices"], settle)
+                await connection.execute(NOTICES["settle_notices"], settle)
 
 
 async def _correlate(connection: Connection, events: list[dict[str, Any]]) -> dict[str, str]:
@@ -110,12 +118,15 @@ async def _store(
 async def _project(
     connection: Connection, fresh: list[dict[str, Any]], deliveries: dict[str, str]
 ) -> list[uuid.UUID]:
-    """Applies the new events to their journal rows (tracker/queries.sql, ``project``);
-    returns the notices to settle."""
+    """Applies the providers' new events to their journal rows
+    (relaybook/deliveries/queries.sql, ``project_events``); returns the notices to settle.
+    A worker's outcome goes with no status and no time: recorded by the worker already, it
+    only settles its notice."""
     moving = []
     for position, event in enumerate(fresh):
         delivery = deliveries.get(event["event_id"])
-        status, worker = proves(event), from_worker(event)
+        worker = from_worker(event)
+        status = None if worker else proves(event)
         if delivery is None or (status is None and not worker):
             continue  # about no delivery of ours, or changing nothing and settling nothing
         moving.append(
@@ -123,7 +134,7 @@ async def _project(
                 "position": position,
                 "delivery_id": delivery,
                 "status": status,
-                "at": event["occurred_at"],
+                "at": None if worker else event["occurred_at"],
                 "worker": worker,
                 "reason": event.get("reason") or event["type"],
                 "code": event.get("provider_code"),
@@ -132,6 +143,6 @@ async def _project(
     if not moving:
         return []
     settle: list[uuid.UUID] = await connection.fetchval(
-        Q["project"], orjson.dumps(moving).decode(), BY_RANK
+        DELIVERIES["project_events"], orjson.dumps(moving).decode()
     )
     return settle

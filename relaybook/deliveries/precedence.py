@@ -1,6 +1,9 @@
 """How delivery events change a journal row: a policy that does not depend on their order.
 
-The status only climbs: ``queued`` < ``sent`` < ``delivered`` < ``opened`` < ``clicked``,
+The order itself is written once, in SQL, where the writers meet: ``delivery_statuses()``
+and ``delivery_status_after(was, proven)`` (relaybook/deliveries/queries.sql,
+``status_rule``); this module only says which status each event proves. The status only
+climbs: ``queued`` < ``sent`` < ``delivered`` < ``opened`` < ``clicked``,
 and ``failed`` outranks them all, so events can arrive in any order, twice, or late, and
 the row ends the same: a late ``delivered`` or ``deferred`` never hides a bounce, an open
 that arrives before its ``delivered`` still counts as delivered. A status implies the
@@ -13,7 +16,8 @@ Opens by a machine (Apple Mail Privacy Protection) prove delivery, not reading: 
 count as delivered, never as opened.
 
 Which status each event proves is decided here, per event; a batch's events are then
-applied to their rows at once, in PostgreSQL (tracker/queries.sql, ``project``): one
+applied to their rows at once, in PostgreSQL (relaybook/deliveries/queries.sql,
+``project_events``): one
 statement, instead of reading the rows, applying the events in Python and writing the
 rows back (the tracker's largest cost after storing the events).
 """
@@ -21,9 +25,6 @@ rows back (the tracker's largest cost after storing the events).
 from __future__ import annotations
 
 from typing import Any
-
-#: the statuses an event may prove, lowest first (``queued`` below them all)
-BY_RANK = ("sent", "delivered", "opened", "clicked", "failed")
 
 #: canonical event type -> the status it proves. Types not listed (deferred,
 #: unsubscribed, opted_out, ones nobody knows yet...) are kept in the timeline only.
@@ -48,7 +49,8 @@ PROVES = {
 
 def from_worker(event: dict[str, Any]) -> bool:
     """A send outcome the worker reported (ids ``relaybook:<delivery>:<attempt>:<type>``),
-    not a provider's webhook: its ``failed`` is a refusal before anything was sent."""
+    not a provider's webhook: the worker recorded it on the delivery itself, so the
+    tracker stores it in the journal but does not project it again."""
     return str(event["event_id"]).startswith("relaybook:")
 
 

@@ -1,6 +1,9 @@
--- Notices, by name: creation with its fan-out, release, the notice with its statistics
--- and the notices list (relaybook.notices.store, relaybook.notices.listing); resends
--- (relaybook.notices.resends).
+-- Notices, by name: creation, release, settling, the notice with its statistics and the
+-- notices list (relaybook.notices.store, relaybook.notices.listing); resends
+-- (relaybook.notices.resends). Every statement that writes a notice is here
+-- (tests/relaybook/test_one_writer.py); the deliveries a notice fans out to are written
+-- by the deliveries' transitions (relaybook/deliveries/queries.sql: fan_out,
+-- add_resend_attempts, retire_attempts).
 
 -- name: claim_idempotency_key
 -- Claims (caller, key) for this request; a concurrent claim waits here until ours commits.
@@ -62,32 +65,6 @@ SELECT $7, id, name, email, phone FROM given
 WHERE NOT EXISTS (SELECT 1 FROM updated u WHERE u.id = given.id)
 ON CONFLICT (agency_id, id) DO NOTHING;
 
--- name: insert_deliveries
--- One delivery per recipient and channel, queued or skipped with the reason. The relay
--- finds the queued ones through the fan-out's job pages (insert_job_pages). The ids are
--- one uuid_v7() numbered in the order the rows are written (migration 0008), and the rows
--- are written in recipient order: each index entry goes after the one before, in
--- deliveries_latest_idx and the recipient's journal too, not at random places in them.
--- The recipients are found first, each once: joined after the channels, the planner
--- could work out the reason of every recipient in the table before matching the list.
--- The reason is the contact rule's (relaybook/reachability/queries.sql), as everywhere it is shown.
-WITH first AS MATERIALIZED (SELECT uuid_v7() AS id)
-INSERT INTO deliveries (id, notice_id, recipient_id, channel, address, status, reason,
-                        agency_id)
-SELECT uuid_v7_step(first.id, (r.position - 1) * cardinality($3::text[]) + ch.position),
-       $1, r.id, ch.channel, consent.address,
-       CASE WHEN consent.skip_reason IS NULL THEN 'queued' ELSE 'skipped' END,
-       consent.skip_reason, $4
-FROM first
-CROSS JOIN (SELECT n.position, r.*
-            FROM (SELECT id, row_number() OVER (ORDER BY id) AS position
-                  FROM unnest($2::text[]) AS given (id)) AS n
-            JOIN recipients r ON r.agency_id = $4 AND r.id = n.id
-            OFFSET 0) AS r
-CROSS JOIN unnest($3::text[]) WITH ORDINALITY AS ch (channel, position)
--- include: relaybook.reachability.contact
-ORDER BY r.position, ch.position;
-
 -- name: insert_job_pages
 -- The pages of a fan-out ($2: the resend, or null for the notice's own): its recipients
 -- in order, $4 to a page; due now if the notice is released ($3), else once it is.
@@ -148,6 +125,58 @@ SELECT count(*) AS released FROM released;
 -- A notice released with nothing to send (every delivery skipped) is settled at once.
 SELECT settle_notices(ARRAY[$1::uuid]);
 
+-- name: settle_notices
+-- The notices a batch of delivery events touched (the tracker).
+SELECT settle_notices($1::uuid[]);
+
+-- name: settle_notices_function
+-- A notice's final status, its one writer once it is sending: sent when no latest attempt
+-- failed, failed when none got anywhere (all failed or skipped), else partially_failed;
+-- not while any is queued. Applied by the migrations from here
+-- (relaybook/migrations/defined_settle_notices.sql; its history: 0003, then 0018).
+-- Settling a notice is serialised per notice. Two trackers (or a tracker and the
+-- dispatcher) that each record the last outcome of a different message of one notice,
+-- in overlapping transactions, each saw the other's message still queued and left the
+-- notice 'sending' for good. Now each settler first locks the notices (in id order: no
+-- waiting in a circle), and only then reads their deliveries, in a statement of its own
+-- (a fresh snapshot): the later one waits for the earlier to commit and sees its rows.
+-- FOR NO KEY UPDATE, the lock the status update takes anyway: new deliveries of a
+-- notice (their foreign key's KEY SHARE) are not held up.
+CREATE OR REPLACE FUNCTION settle_notices(ids uuid[]) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    settled integer;
+BEGIN
+    PERFORM 1 FROM notices WHERE id = ANY (ids) ORDER BY id FOR NO KEY UPDATE;
+    WITH candidates AS (
+        SELECT n.id, n.status
+        FROM notices n
+        WHERE n.id = ANY (ids)
+          AND n.status IN ('sending', 'sent', 'partially_failed', 'failed')
+          AND NOT EXISTS (SELECT 1 FROM deliveries d
+                          WHERE d.notice_id = n.id AND d.is_latest AND d.status = 'queued')
+    ), outcome AS (
+        SELECT c.id, c.status AS was,
+               CASE
+                   WHEN count(*) FILTER (WHERE d.status NOT IN ('failed', 'skipped')) = 0
+                       THEN 'failed'
+                   WHEN count(*) FILTER (WHERE d.status = 'failed') = 0 THEN 'sent'
+                   ELSE 'partially_failed'
+               END AS now
+        FROM candidates c
+        JOIN deliveries d ON d.notice_id = c.id AND d.is_latest
+        GROUP BY c.id, c.status
+    ), changed AS (
+        UPDATE notices n SET status = o.now, updated_at = now()
+        FROM outcome o
+        WHERE n.id = o.id AND o.now <> o.was
+        RETURNING n.id
+    )
+    SELECT count(*)::integer INTO settled FROM changed;
+    RETURN settled;
+END
+$$;
+
 -- name: notice_exists
 SELECT EXISTS (SELECT 1 FROM notices WHERE id = $1);
 
@@ -170,20 +199,6 @@ WHERE d.notice_id = $1 AND d.is_latest;
 INSERT INTO resends (id, notice_id, scope, requested_by, recipients, email, sms, "full",
                      agency_id)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9);
-
--- name: retire_attempts
-UPDATE deliveries SET is_latest = false, updated_at = now() WHERE id = ANY($1::uuid[]);
-
--- name: insert_attempts
--- The new attempts, linked to the ones they retry, queued for the relay like a first send.
-INSERT INTO deliveries (id, notice_id, recipient_id, channel, attempt, retry_of, resend_id,
-                        address, status, agency_id)
-SELECT uuid_v7(), d.notice_id, d.recipient_id, d.channel, d.attempt + 1, d.id, $2,
-       CASE d.channel WHEN 'email' THEN r.email ELSE r.phone END, 'queued', d.agency_id
-FROM deliveries d
-JOIN recipients r ON r.agency_id = d.agency_id AND r.id = d.recipient_id
-WHERE d.id = ANY($1::uuid[])
-ORDER BY d.recipient_id, d.channel;
 
 -- name: notice_sending_again
 UPDATE notices SET status = 'sending', updated_at = now() WHERE id = $1;

@@ -39,6 +39,8 @@ from relaybook.platform.answers import RefusedError
 from relaybook.platform.decoding import Id, InvalidRequestError
 
 Q = sql.load("relaybook.notices")
+#: the deliveries' transitions (their one writer: relaybook/deliveries/__init__.py)
+DELIVERIES = sql.load("relaybook.deliveries")
 SCOPES = ("failed", "undelivered", "selected")
 DELIVERED = frozenset({"delivered", "opened", "clicked"})
 #: never sent: nothing to resend
@@ -263,8 +265,8 @@ class Resends:
                 notice["agency_id"],
             )
             retried = [m.delivery_id for m in chosen.retry]
-            await connection.execute(Q["retire_attempts"], retried)
-            await connection.execute(Q["insert_attempts"], retried, resend_id)
+            await connection.execute(DELIVERIES["retire_attempts"], retried)
+            await connection.execute(DELIVERIES["add_resend_attempts"], retried, resend_id)
             await add_job_pages(
                 connection,
                 notice_id,

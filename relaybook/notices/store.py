@@ -20,6 +20,8 @@ from relaybook.platform.database import Connection
 from relaybook.platform.decoding import UNSET
 
 Q = sql.load("relaybook.notices")
+#: the deliveries' transitions (their one writer: relaybook/deliveries/__init__.py)
+DELIVERIES = sql.load("relaybook.deliveries")
 OUTBOX_CHANNEL = "relaybook_outbox"
 #: recipients per job page: up to 5,000 send jobs on two channels
 PAGE_RECIPIENTS = 2500
@@ -99,9 +101,7 @@ class NoticeStore:
                     [place for _, place in links],
                 )
             ids = [p.id for p in people]
-            await connection.execute(
-                Q["insert_deliveries"], notice_id, ids, notice.channels, agency
-            )
+            await connection.execute(DELIVERIES["fan_out"], notice_id, ids, notice.channels, agency)
             await add_job_pages(
                 connection, notice_id, None, ids, released=notice.status == "sending"
             )

@@ -14,7 +14,7 @@ import asyncpg
 import httpx
 import pytest
 
-from relaybook.notices.resends import Message, Q, plan
+from relaybook.notices.resends import DELIVERIES, Message, Q, plan
 from tests.support import notice, until, waiting_on_locks
 
 # --- the plan, pure ------------------------------------------------------------------
@@ -173,7 +173,7 @@ async def test_the_reasons_a_resend_leaves_out_are_the_fan_outs(db: asyncpg.Conn
         notice_id,
         agency,
     )
-    await db.execute(Q["insert_deliveries"], notice_id, list(REACH), ["email", "sms"], agency)
+    await db.execute(DELIVERIES["fan_out"], notice_id, list(REACH), ["email", "sms"], agency)
 
     fanned_out = {
         (row["recipient_id"], row["channel"]): row["reason"]

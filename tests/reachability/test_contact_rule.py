@@ -33,7 +33,7 @@ from relaybook.reachability.preferences import Change, ContactChange, Preference
 from relaybook.tooling.settings import Settings
 from tests.support import delivery_event
 
-NOTICES = sql.load("relaybook.notices")
+DELIVERIES = sql.load("relaybook.deliveries")
 WORKER = sql.load("send_worker")
 CHANNELS = ("email", "sms")
 #: two addresses per channel to move between (one is shared by the whole run's owners)
@@ -177,7 +177,7 @@ async def _start(pool: asyncpg.Pool) -> Run:
         phone,
     )
     earlier = await _notice(pool, agency)
-    await pool.execute(NOTICES["insert_deliveries"], earlier, [recipient], CHANNELS, agency)
+    await pool.execute(DELIVERIES["fan_out"], earlier, [recipient], CHANNELS, agency)
     await pool.execute(
         "UPDATE deliveries SET status = 'failed', reason = 'test' WHERE notice_id = $1", earlier
     )
@@ -276,9 +276,7 @@ async def _readers_agree(run: Run, steps: list[Any]) -> None:
     assert shown is not None
     # the fan-out of a new notice, and the worker's check of its messages
     notice_id = await _notice(run.pool, run.agency)
-    await run.pool.execute(
-        NOTICES["insert_deliveries"], notice_id, [run.recipient], CHANNELS, run.agency
-    )
+    await run.pool.execute(DELIVERIES["fan_out"], notice_id, [run.recipient], CHANNELS, run.agency)
     fanned = {
         row["channel"]: row
         for row in await run.pool.fetch(

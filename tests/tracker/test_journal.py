@@ -17,7 +17,7 @@ from relaybook.notices.store import NoticeStore
 from relaybook.platform.kafka import Record
 from tests.support import notice, until, waiting_on_locks
 from tracker import journal as journal_module
-from tracker.journal import Journal
+from tracker.journal import DELIVERIES, Journal
 
 NOW = dt.datetime.now(dt.UTC)
 
@@ -160,6 +160,17 @@ async def test_the_notice_settles_once_nothing_is_queued(
     status = "SELECT status FROM notices WHERE id = $1"
     assert await pool.fetchval(status, notice_id) == "sending"  # owner-0 still queued
 
+    # the worker records its outcome (relaybook.deliveries: record_accepted), then
+    # announces it: the tracker settles the notice
+    await pool.execute(
+        DELIVERIES["record_accepted"],
+        [sent["owner-0"]],
+        [1],
+        [NOW],
+        ["owner0@example.org"],
+        ["m0"],
+        "sendgrid",
+    )
     accepted = event("accepted", sent["owner-0"])
     accepted.value["event_id"] = f"relaybook:{sent['owner-0']}:1:accepted"
     await tracker.handle([accepted])

@@ -1,6 +1,8 @@
-"""The status precedence, table-driven, as the tracker applies it (tracker/queries.sql,
-``project``, one statement a batch): whatever order events come in, in one batch or
-several, and however often, a journal row ends the same, and never climbs down."""
+"""The status precedence, table-driven, as the tracker applies it
+(relaybook/deliveries/queries.sql, ``project_events``, one statement a batch) after the
+worker recorded its own outcomes (``record_accepted``, ``record_failed``, ``skip``):
+whatever order events come in, in one batch or several, and however often, a journal
+row ends the same, and never climbs down."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import pytest
 from relaybook.notices.request import parse_notice
 from relaybook.notices.store import NoticeStore
 from tests.support import notice
-from tracker.journal import _project
+from tracker.journal import DELIVERIES, _project
 
 T0 = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
 FIELDS = (
@@ -85,8 +87,39 @@ class JournalRow:
             *(start[name] for name in FIELDS),
         )
 
+    async def recorded_by_the_worker(self, outcome: dict[str, Any], when: dt.datetime) -> None:
+        """A worker's outcome, recorded as the worker does before announcing it (its
+        transition), at ``when`` instead of the clock's now."""
+        one = [uuid.UUID(self.delivery)]
+        started = [[1], [when], ["a@example.org"]]
+        if outcome["type"] == "accepted":
+            await self.pool.execute(DELIVERIES["record_accepted"], one, *started, ["m"], "sendgrid")
+        elif outcome["type"] == "failed":
+            await self.pool.execute(
+                DELIVERIES["record_failed"],
+                one,
+                *started,
+                [outcome["reason"] or outcome["type"]],
+                [outcome["provider_code"]],
+                "twilio",
+            )
+        else:
+            await self.pool.execute(DELIVERIES["skip"], one, ["opted_out"])
+        await self.pool.execute(
+            "UPDATE deliveries"
+            " SET sent_at = CASE WHEN sent_at IS NOT NULL THEN $2::timestamptz END,"
+            " failed_at = CASE WHEN failed_at IS NOT NULL THEN $2::timestamptz END"
+            " WHERE id = $1",
+            one[0],
+            when,
+        )
+
     async def apply(self, *batch: tuple[dict[str, Any], dt.datetime]) -> dict[str, Any]:
-        """The row after one batch of ``(event, when)``."""
+        """The row after one batch of ``(event, when)``; a worker's outcome is recorded
+        first, by the worker."""
+        for incoming, when in batch:
+            if incoming["provider"] == "relaybook":
+                await self.recorded_by_the_worker(incoming, when)
         fresh = [incoming | {"occurred_at": when.isoformat()} for incoming, when in batch]
         async with self.pool.acquire() as connection, connection.transaction():
             self.settled = await _project(
@@ -228,7 +261,7 @@ async def test_a_bounce_keeps_its_reason_and_code_whatever_comes_after(
 
 
 async def test_leaving_the_queue_clears_a_retry_note(journal: JournalRow) -> None:
-    await journal.set(row("queued", reason="retrying: 503 from SendGrid", provider_code="503"))
+    await journal.set(row("queued", reason="retrying: 503 from SendGrid"))
     sent = await journal.apply((event("accepted", "relaybook"), at(0)))
     assert (sent["status"], sent["reason"], sent["provider_code"], sent["sent_at"]) == (
         "sent",
@@ -276,7 +309,7 @@ async def test_a_notice_is_settled_after_a_send_outcome_or_a_new_failure(
     ("start", "batch", "expected"),
     [
         pytest.param(
-            row("queued", reason="retrying: 503 from SendGrid", provider_code="503"),
+            row("queued", reason="retrying: 503 from SendGrid"),
             [(event("accepted", "relaybook"), at(0)), (BOUNCE, at(5))],
             {"status": "failed", "reason": "550 5.1.1 no such user", "sent_at": at(0)},
             id="out-of-the-queue-and-bounced-in-one-batch",

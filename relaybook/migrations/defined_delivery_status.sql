@@ -1,0 +1,4 @@
+-- "The status only climbs": delivery_statuses() and delivery_status_after(was, proven),
+-- defined by the deliveries' SQL, applied again whenever their text there changes
+-- (relaybook/platform/database.py: definitions).
+-- include: relaybook.deliveries.status_rule

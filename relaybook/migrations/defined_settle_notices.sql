@@ -1,0 +1,3 @@
+-- settle_notices(ids), a notice's final status: defined by the notices' SQL, applied
+-- again whenever its text there changes (relaybook/platform/database.py: definitions).
+-- include: relaybook.notices.settle_notices_function
