@@ -157,7 +157,7 @@ class Console:
         language = view.language if view else request_language(request)
         body = _templates.get_template(template).render(
             t=lambda text, **values: i18n.translate(language, text, **values),
-            reason=lambda code: i18n.reason(language, code),
+            reason_label=lambda code: i18n.reason(language, code),
             language=language,
             path=request.url.path,
             # where this page is, as it was asked for (raw path and query): to come back to

@@ -384,7 +384,7 @@ async def test_the_dialog_counts_each_scope_and_says_who_is_left_out_and_why(
         undelivered = help_of(options.text, "undelivered")
         assert "Resends 1 email and 2 texts." in undelivered
         assert "Left out: 1 recipient." in undelivered
-        assert "Owner 3, Email: unsubscribed since" in undelivered
+        assert "Owner 3, Email: Unsubscribed" in undelivered
         assert "Tick recipients in the table first." in help_of(options.text, "selected")
 
         ticked = await client.get(
@@ -394,7 +394,7 @@ async def test_the_dialog_counts_each_scope_and_says_who_is_left_out_and_why(
         assert scopes_of(ticked.text)["selected"] == "Selected recipients · 1 recipient"
         selected = help_of(ticked.text, "selected")
         assert "Resends 1 email and 0 texts." in selected
-        assert "Owner 3, Email: unsubscribed since" in selected
+        assert "Owner 3, Email: Unsubscribed" in selected
         assert "Owner 4" not in selected
 
         # the same numbers as the API's
@@ -552,7 +552,7 @@ async def test_the_pages_speak_french(system: System, world: dict[str, str]) -> 
             "undelivered": "Tous les non-livrés · 2 destinataires",
             "selected": "Destinataires sélectionnés · 0 destinataire",
         }
-        assert "Owner 3, E-mail : désabonné depuis" in help_of(options.text, "failed")
+        assert "Owner 3, E-mail : Désabonné" in help_of(options.text, "failed")
         opened = await client.get(f"/ui/notices/{notice_id}?resend=open")
         assert '<button type="submit">Renvoyer</button>' in opened.text
         answer = await client.post(
