@@ -48,6 +48,7 @@ async def stored(db: asyncpg.Connection, event_id: str) -> bool:
     return bool(await db.fetchval("SELECT 1 FROM delivery_events WHERE event_id = $1", event_id))
 
 
+@pytest.mark.timing
 async def test_a_poison_event_is_set_aside_and_the_next_good_one_is_stored_at_once(
     system: System, producer: Producer, db: asyncpg.Connection
 ) -> None:
