@@ -136,8 +136,9 @@ async def test_a_node_killed_during_a_fanout_and_its_sends_sends_every_email_onc
 ) -> None:
     """20,000 owners: a node (the leader of most send-job partitions, or the active
     controller) dies once a fifth of them have been sent to the provider; the rest go
-    out on the two nodes left, every job is published once and every owner gets exactly
-    one email."""
+    out on the two nodes left, every job is published once (once more only for a
+    delivery a worker put back, unsure of its send) and every owner gets exactly one
+    email."""
     async with (
         System(dataclasses.replace(on_cluster, admin_token=ADMIN)) as system,
         httpx.AsyncClient(
@@ -175,7 +176,18 @@ async def test_a_node_killed_during_a_fanout_and_its_sends_sends_every_email_onc
             cluster.kill(node)
             at_kill = await sent()
 
+            # a worker puts back a delivery whose send it cannot be sure of (its batch cut
+            # off by the rebalance a lost node causes), and the relay publishes its job
+            # again: seen here while it waits (a hold lasts the worker's grace, seconds)
+            put_back: set[str] = set()
+
             async def all_sent() -> bool:
+                rows = await db.fetch(
+                    "SELECT id FROM deliveries WHERE notice_id = $1::text::uuid "
+                    "AND next_attempt_at IS NOT NULL",
+                    notice_id,
+                )
+                put_back.update(str(row["id"]) for row in rows)
                 return await sent() == FANOUT
 
             # the relay, the workers and the tracker go on with the two nodes left
@@ -199,7 +211,9 @@ async def test_a_node_killed_during_a_fanout_and_its_sends_sends_every_email_onc
     assert set(per_delivery.values()) == {1}, "no email sent twice"
     jobs = await published(on_cluster, "send-jobs", FANOUT)
     assert len(jobs) == FANOUT
-    assert set(jobs.values()) == {1}, "every job published once"
+    again = {delivery for delivery, times in jobs.items() if times > 1}
+    assert again <= put_back, f"published again, never put back: {sorted(again - put_back)}"
+    assert set(jobs.values()) <= {1, 2}, "a job published at most once more, when put back"
 
 
 async def published(settings: Settings, topic: str, at_least: int) -> collections.Counter[str]:
