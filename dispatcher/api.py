@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from relaybook.access import scope
 from relaybook.access.auth import Authenticator, Caller, ForbiddenError, UnauthorizedError
-from relaybook.platform.answers import RefusedError
+from relaybook.platform.answers import RefusedError, not_found
 from relaybook.platform.decoding import (
     InvalidRequestError,
     decode_body,
@@ -27,12 +27,6 @@ from relaybook.platform.decoding import (
 )
 from relaybook.platform.http import PayloadTooLargeError, error, read_body
 from relaybook.platform.storable import has_unstorable
-
-
-class ApiError(RefusedError):
-    """A request refused by the API's own routes (409 ``already_sent``, 404 for a path
-    naming nothing that can exist...): answered as every :class:`RefusedError` is, the
-    domain services' included."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,7 +176,7 @@ def _path(request: Request, op: Operation) -> Any:
         if any(has_unstorable(value) for value in params.values()):
             raise
         # no row can have such an id
-        raise ApiError(404, "not_found", f"no such {op.missing}") from None
+        raise not_found(op.missing) from None
 
 
 class NoticePath(msgspec.Struct):

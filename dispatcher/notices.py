@@ -10,12 +10,12 @@ from typing import Annotated
 import msgspec
 from starlette.responses import Response
 
-from dispatcher.api import Answer, ApiError, Call, NoticePath, Operation, answer
+from dispatcher.api import Answer, Call, NoticePath, Operation, answer
 from relaybook.notices.answers import Notice, NoticesPage
 from relaybook.notices.listing import NoticesQuery, list_statement
 from relaybook.notices.request import NoticeBody, parse_notice
 from relaybook.notices.store import IdempotencyConflictError, NoticeStore, request_hash, summarize
-from relaybook.platform.answers import not_found
+from relaybook.platform.answers import RefusedError, not_found
 from relaybook.platform.decoding import InvalidRequestError
 from relaybook.platform.paging import encode_cursor
 
@@ -57,7 +57,7 @@ def operations(store: NoticeStore) -> list[Operation]:
                 notice, call.caller.name, (key, request_hash(call.raw)) if key else None
             )
         except IdempotencyConflictError:
-            raise ApiError(
+            raise RefusedError(
                 409,
                 "idempotency_key_reused",
                 "this Idempotency-Key was used with another request body",
@@ -76,7 +76,7 @@ def operations(store: NoticeStore) -> list[Operation]:
         if found is None:
             raise not_found("notice")
         if not await store.release(notice_id):
-            raise ApiError(409, "already_sent", f"the notice is {found['status']} already")
+            raise RefusedError(409, "already_sent", f"the notice is {found['status']} already")
         return answer(await store.get(notice_id), 202)
 
     missing = Answer(404, "no such notice", codes=("not_found",))

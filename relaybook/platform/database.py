@@ -74,6 +74,11 @@ class DatabaseError(RuntimeError):
     """The database cannot be reached or is not in the state this code expects."""
 
 
+def checksum(text: str) -> str:
+    """What the runner records of a migration's or a definition's text."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 @dataclasses.dataclass(frozen=True)
 class Migration:
     version: int
@@ -82,7 +87,7 @@ class Migration:
 
     @property
     def checksum(self) -> str:
-        return hashlib.sha256(self.sql.encode()).hexdigest()
+        return checksum(self.sql)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +99,7 @@ class Definition:
 
     @property
     def checksum(self) -> str:
-        return hashlib.sha256(self.sql.encode()).hexdigest()
+        return checksum(self.sql)
 
 
 @functools.cache
