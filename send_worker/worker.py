@@ -49,6 +49,8 @@ log = get_logger(__name__)
 Q = sql.load("send_worker")
 #: the outcomes the worker records: the deliveries' transitions (relaybook/deliveries)
 DELIVERIES = sql.load("relaybook.deliveries")
+#: its attempts, numbered before each call (relaybook/sending)
+ATTEMPTS = sql.load("relaybook.sending")
 
 #: texts sent concurrently and recorded together
 SMS_WAVE = 50
@@ -136,7 +138,7 @@ class SendWorker:
         due = await self._skip_unwanted(due)
         if due:
             async with self._pool.acquire() as connection:
-                started = await connection.fetch(Q["start_attempts"], [row["id"] for row in due])
+                started = await connection.fetch(ATTEMPTS["start_attempts"], [row["id"] for row in due])
                 content = await connection.fetch(
                     Q["load_notices"], list({row["notice_id"] for row in due})
                 )

@@ -31,6 +31,8 @@ from relaybook.platform.metrics import count_each
 Q = sql.load("tracker")
 DELIVERIES = sql.load("relaybook.deliveries")
 NOTICES = sql.load("relaybook.notices")
+#: the events stored, each once (relaybook/journal)
+JOURNAL = sql.load("relaybook.journal")
 
 STORED = Counter(
     "relaybook_tracker_events_total", "Delivery events stored, by type", ["channel", "type"]
@@ -108,7 +110,7 @@ async def _store(
 ) -> list[str]:
     """Inserts the events; returns the ids of those not stored before."""
     rows = await connection.fetch(
-        Q["insert_events"],
+        JOURNAL["insert_events"],
         orjson.dumps(events).decode(),
         [deliveries.get(e["event_id"]) for e in events],
     )

@@ -1,5 +1,5 @@
 -- The journal, by name: its pages, one message with its timeline, a notice's recipients
--- (relaybook.journal.reader).
+-- (relaybook.journal.reader); and the one statement that stores its events (insert_events).
 
 -- name: journal
 -- One page of the journal, newest first. {where} is built from fixed conditions
@@ -60,3 +60,22 @@ GROUP BY d.recipient_id, r.name
 HAVING $3::text IS NULL OR bool_or(d.status = $3)
 ORDER BY d.recipient_id
 LIMIT $4;
+
+-- name: insert_events
+-- The journal's events are written here only (tests/relaybook/test_one_writer.py): by the
+-- tracker (tracker.journal), for every event a provider or a worker announced.
+-- Each event once: a duplicate (same id) is dropped here, and only the new ones come back
+-- to be projected. $1 the events as one JSON array (each stored as its payload), $2 the
+-- delivery each is about (null: none), in the same order: one parameter of text instead
+-- of a dozen arrays, whose binding cost the tracker more than building them.
+INSERT INTO delivery_events (event_id, delivery_id, channel, provider, type, occurred_at,
+                             received_at, provider_message_id, address, reason,
+                             provider_code, payload, agency_id)
+SELECT e.event->>'event_id', e.delivery_id, e.event->>'channel', e.event->>'provider',
+       e.event->>'type', (e.event->>'occurred_at')::timestamptz,
+       (e.event->>'received_at')::timestamptz, e.event->>'provider_message_id',
+       e.event->>'address', e.event->>'reason', e.event->>'provider_code', e.event,
+       (SELECT d.agency_id FROM deliveries d WHERE d.id = e.delivery_id)
+FROM ROWS FROM (jsonb_array_elements($1::jsonb), unnest($2::uuid[])) AS e (event, delivery_id)
+ON CONFLICT (event_id) DO NOTHING
+RETURNING event_id;

@@ -1,6 +1,7 @@
 """One writer per state (issue 34): a delivery is written only by the deliveries'
 transitions (relaybook/deliveries), a notice only by the notices' SQL (relaybook/notices),
-so each rule about their state has one place to live."""
+an attempt only by sending's (relaybook/sending), an event only by the journal's
+(relaybook/journal), so each rule about their state has one place to live."""
 
 from __future__ import annotations
 
@@ -15,7 +16,12 @@ from relaybook.platform import sql
 ROOT = Path(__file__).resolve().parents[2]
 
 #: the tables, and the one package allowed to write each
-OWNERS = {"deliveries": "relaybook/deliveries", "notices": "relaybook/notices"}
+OWNERS = {
+    "deliveries": "relaybook/deliveries",
+    "notices": "relaybook/notices",
+    "send_attempts": "relaybook/sending",
+    "delivery_events": "relaybook/journal",
+}
 
 #: not scanned, and why
 EXCLUDED = {

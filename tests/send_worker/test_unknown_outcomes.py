@@ -28,7 +28,7 @@ from relaybook.tooling.system import System
 from send_worker import worker as worker_module
 from send_worker.providers import Listed, Twilio
 from send_worker.unknown_outcomes import HELD, SKEW, Doubt, held_until, match
-from send_worker.worker import Q
+from send_worker.worker import ATTEMPTS
 from tests.send_worker.test_worker import queued_jobs, sandbox_messages, send_worker
 from tests.support import Deployable, notice, read_topic, until
 
@@ -114,7 +114,7 @@ async def one_notice(pool: asyncpg.Pool, channel: str, **changes: Any) -> list[R
 async def crashed_in_flight(pool: asyncpg.Pool, jobs: list[Record]) -> dt.datetime:
     """As a worker killed during the provider call leaves it: the attempt started, no
     outcome. Returns when the attempt started."""
-    [started] = await pool.fetch(Q["start_attempts"], [job.value["delivery_id"] for job in jobs])
+    [started] = await pool.fetch(ATTEMPTS["start_attempts"], [job.value["delivery_id"] for job in jobs])
     assert started["attempt"] == 1
     return started["started_at"]  # type: ignore[no-any-return]
 

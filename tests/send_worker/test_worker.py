@@ -28,7 +28,7 @@ from relaybook.platform.outbox import Outbox
 from relaybook.tooling.settings import Settings
 from relaybook.tooling.system import System
 from send_worker.providers import SendGrid, Twilio
-from send_worker.worker import DELIVERIES, Precedence, Q, SendWorker
+from send_worker.worker import ATTEMPTS, DELIVERIES, Precedence, Q, SendWorker
 from tests.support import notice, read_topic, until
 
 SENT_OR_LATER = {"sent", "delivered", "opened", "clicked"}
@@ -343,8 +343,8 @@ async def test_a_batch_is_read_and_recorded_by_key_even_without_table_statistics
             "SELECT id FROM deliveries WHERE notice_id = $1 LIMIT 1000", uuid.UUID(answer["id"])
         )
     ]
-    starting = await pool.fetch("EXPLAIN " + Q["start_attempts"], ids)
-    await pool.execute(Q["start_attempts"], ids)
+    starting = await pool.fetch("EXPLAIN " + ATTEMPTS["start_attempts"], ids)
+    await pool.execute(ATTEMPTS["start_attempts"], ids)
     loading = await pool.fetch("EXPLAIN " + Q["load_deliveries"], ids)
     recording = await pool.fetch(
         "EXPLAIN " + DELIVERIES["record_accepted"],
