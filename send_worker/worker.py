@@ -138,7 +138,9 @@ class SendWorker:
         due = await self._skip_unwanted(due)
         if due:
             async with self._pool.acquire() as connection:
-                started = await connection.fetch(ATTEMPTS["start_attempts"], [row["id"] for row in due])
+                started = await connection.fetch(
+                    ATTEMPTS["start_attempts"], [row["id"] for row in due]
+                )
                 content = await connection.fetch(
                     Q["load_notices"], list({row["notice_id"] for row in due})
                 )

@@ -114,7 +114,9 @@ async def one_notice(pool: asyncpg.Pool, channel: str, **changes: Any) -> list[R
 async def crashed_in_flight(pool: asyncpg.Pool, jobs: list[Record]) -> dt.datetime:
     """As a worker killed during the provider call leaves it: the attempt started, no
     outcome. Returns when the attempt started."""
-    [started] = await pool.fetch(ATTEMPTS["start_attempts"], [job.value["delivery_id"] for job in jobs])
+    [started] = await pool.fetch(
+        ATTEMPTS["start_attempts"], [job.value["delivery_id"] for job in jobs]
+    )
     assert started["attempt"] == 1
     return started["started_at"]  # type: ignore[no-any-return]
 
