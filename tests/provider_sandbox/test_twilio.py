@@ -79,7 +79,7 @@ async def test_with_webhooks_off_messages_are_created_and_no_callback_is_posted(
     assert message.status == "queued"
     [record] = harness.sandbox.messages
     assert record["statuses"][-1] == "delivered"
-    await asyncio.sleep(0.3)  # the callbacks would have come 20 ms apart
+    await harness.drain()  # with webhooks on, this waits for the story's three callbacks
     assert harness.receiver.received == []
 
 
@@ -217,7 +217,7 @@ async def test_the_sdks_list_call_finds_messages_by_recipient_and_date_sent_page
     page by page through ``next_page_uri``."""
     created = [await create(harness, twilio, "+33612345678") for _ in range(5)]
     other = await create(harness, twilio, "+33687654321")
-    await asyncio.sleep(0.1)  # sent and delivered, 20 ms apart
+    await harness.drain()  # each story told: a status's callback is posted as it is reached
     today = dt.datetime.now(dt.UTC)
 
     listed = await twilio.messages.list_async(
@@ -259,8 +259,13 @@ async def test_a_text_never_sent_has_no_date_sent_and_no_date_sent_filter_finds_
     auth = (account, harness.sandbox.credentials.twilio_auth_token)
     form = {"To": "+15005553007", "From": "+15005550006", "Body": "Deposit call Q4"}
     created = (await http.post(path, data=form, auth=auth)).json()
-    await asyncio.sleep(0.1)  # queued, then failed
-    [listed] = (await http.get(path, params={"To": "+15005553007"}, auth=auth)).json()["messages"]
+    async with asyncio.timeout(5):  # queued, then failed
+        while True:
+            page = (await http.get(path, params={"To": "+15005553007"}, auth=auth)).json()
+            [listed] = page["messages"]
+            if listed["status"] != "queued":
+                break
+            await asyncio.sleep(0.02)
     assert listed.keys() == created.keys()
     story = {"status", "date_updated"}
     assert {k: v for k, v in listed.items() if k not in story} == {

@@ -98,7 +98,9 @@ async def test_a_node_killed_under_webhook_load_loses_nothing_and_stores_nothing
     url = on_cluster.database_url or ""
     async with webhook_load(on_cluster, {"ingest", "tracker"}) as load:
         load.start()
-        await asyncio.sleep(1.5)
+        await load.answered("webhook")
+        flowing = set(load.accepted)  # through ingest, Kafka and the tracker, before the kill
+        await until(lambda: all_stored(url, flowing), within=30)
         node = await victim(on_cluster, cluster, which, "delivery-events")
         cluster.kill(node)
         killed_at, before_kill = time.monotonic(), collections.Counter(load.statuses)
@@ -113,7 +115,7 @@ async def test_a_node_killed_under_webhook_load_loses_nothing_and_stores_nothing
         await until(lambda: all_stored(url, set(load.accepted)), within=30)
         cluster.restart(node)
         await asyncio.to_thread(cluster.wait_until_ready)
-        await asyncio.sleep(1)
+        await load.answered("webhook")
         await load.stop()
         await load.drain()
 
@@ -251,7 +253,7 @@ async def test_the_whole_cluster_stopped_and_started_keeps_offsets_and_unread_ev
     url = on_cluster.database_url or ""
     async with webhook_load(on_cluster, {"ingest", "tracker"}) as read:
         read.start()
-        await asyncio.sleep(1)
+        await read.answered("webhook")
         await read.stop()
         await read.drain()
         await until(lambda: all_stored(url, read.accepted), within=30)
@@ -261,7 +263,7 @@ async def test_the_whole_cluster_stopped_and_started_keeps_offsets_and_unread_ev
     # events accepted while no tracker runs: on the brokers' disks only
     async with webhook_load(on_cluster, {"ingest"}) as unread:
         unread.start()
-        await asyncio.sleep(1)
+        await unread.answered("webhook")
         await unread.stop()
         await unread.drain()
     assert unread.accepted

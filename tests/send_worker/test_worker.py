@@ -379,6 +379,22 @@ async def jobs_of_a_slow_email_request(
     return answer["id"], jobs
 
 
+async def emails_out(pool: asyncpg.Pool, notice_id: str) -> None:
+    """Returns once the notice's email request is out: the worker records each attempt,
+    and commits it, just before it calls the provider (start_attempts)."""
+
+    async def started() -> bool:
+        return bool(
+            await pool.fetchval(
+                "SELECT count(*) = 4 FROM send_attempts a JOIN deliveries d ON d.id = a.delivery_id"
+                " WHERE d.notice_id = $1::text::uuid AND d.channel = 'email'",
+                notice_id,
+            )
+        )
+
+    await until(started, within=10)
+
+
 @pytest.mark.parametrize("system_options", [{"only": {"sandbox"}}])
 @pytest.mark.parametrize("yield_s", [5.0, 0.0])
 async def test_texts_wait_while_the_same_worker_sends_emails(
@@ -391,7 +407,7 @@ async def test_texts_wait_while_the_same_worker_sends_emails(
     """Emails first: while the email lane's request is out (SendGrid slow to answer here),
     the text lane's texts wait for it, unless ``sms_yield_s`` is 0."""
     settings = dataclasses.replace(system.settings, sms_yield_s=yield_s)
-    _, jobs = await jobs_of_a_slow_email_request(pool, sandbox)
+    notice_id, jobs = await jobs_of_a_slow_email_request(pool, sandbox)
     async with send_worker(settings, pool, producer) as worker:
 
         async def email_lane() -> float:
@@ -399,7 +415,7 @@ async def test_texts_wait_while_the_same_worker_sends_emails(
             return time.time()
 
         emailing = asyncio.create_task(email_lane())
-        await asyncio.sleep(0.2)  # the email request is out
+        await emails_out(pool, notice_id)
         await worker.lane("sms")(jobs["sms"])
         texted = time.time()
         emailed = await emailing
@@ -425,10 +441,12 @@ async def test_texts_that_waited_for_the_emails_are_checked_again_after_the_wait
     notice_id, jobs = await jobs_of_a_slow_email_request(pool, sandbox)
     async with send_worker(system.settings, pool, producer) as worker:
         emailing = asyncio.create_task(worker.lane("email")(jobs["email"]))
-        await asyncio.sleep(0.2)  # the email request is out
+        await emails_out(pool, notice_id)
         texting = asyncio.create_task(worker.lane("sms")(jobs["sms"]))
-        await asyncio.sleep(0.2)  # the texts are waiting for it
+        await asyncio.sleep(0)  # the text lane runs up to its wait: it waits before any read
         await pool.execute("UPDATE recipients SET sms_wants = 'no' WHERE id = 'owner-0'")
+        assert not emailing.done(), "the opt-out came while the email request was out"
+        assert not texting.done()
         await asyncio.gather(emailing, texting)
     status, reason = await pool.fetchrow(
         "SELECT status, reason FROM deliveries WHERE notice_id = $1::text::uuid"
