@@ -33,7 +33,7 @@ EXCLUDED = {
     # benchmarks seed a database straight into the tables with states only the whole
     # pipeline reaches (a fan-out already "sent", a 60/15/10/10/5 mix of outcomes), at a
     # size and id layout their figures (BENCHMARKS.md) are measured against
-    "bench/console.py",
+    "bench/console_pages.py",
     "bench/ingest.py",
     # tools and environments, not relaybook's code
     ".venv",

@@ -11,7 +11,7 @@ skipped ones stay). Timings are measured by the client on the same machine, each
 asked 20 times in a row by a signed-in manager of the agency; median and 95th percentile,
 plus the API's own figure for the same journal page beside it.
 
-    .venv/bin/python bench/console.py [--notices 10] [--recipients 100000]
+    .venv/bin/python bench/console_pages.py [--notices 10] [--recipients 100000]
 """
 
 from __future__ import annotations
