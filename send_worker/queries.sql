@@ -21,6 +21,8 @@ SELECT d.id, d.notice_id, d.recipient_id, d.channel, d.agency_id, d.status,
        CASE WHEN d.provider_message_id IS NOT NULL THEN d.sent_at
             ELSE d.failed_at END AS outcome_at,
        d.address AS sent_to, d.provider, d.reason, d.provider_code, d.send_attempts, r.name,
+       -- what its templates say to this recipient: their language and their own data
+       r.language AS reads, nd.data,
        -- the contact rule (relaybook/reachability/queries.sql), as the preferences show it: the
        -- recipient's current address, and why they may not be contacted there (NULL: go)
        consent.address, consent.skip_reason
@@ -32,12 +34,15 @@ CROSS JOIN LATERAL (SELECT d.channel) AS ch
 -- include: relaybook.reachability.contact
 -- the latest attempt, as the max(attempt) this replaced: one backward step on the key
 LEFT JOIN LATERAL (SELECT attempt, started_at FROM send_attempts
-                   WHERE delivery_id = d.id ORDER BY attempt DESC LIMIT 1) a ON true;
+                   WHERE delivery_id = d.id ORDER BY attempt DESC LIMIT 1) a ON true
+LEFT JOIN LATERAL (SELECT data FROM notice_data
+                   WHERE notice_id = d.notice_id AND recipient_id = d.recipient_id) nd ON true;
 
 -- name: load_notices
 -- The content of the notices of a batch, once each: read with every delivery, a 20 KB
 -- HTML email came back 1000 times for each request of 1000 emails.
-SELECT id, email_subject, email_text, email_html, sms_text, source_kind
+SELECT id, email_subject, email_text, email_html, sms_text, source_kind, source_reference,
+       title, agency_id, default_language, content
 FROM notices WHERE id = ANY($1::uuid[]);
 
 -- The outcomes themselves (skipped, accepted, failed, a retry, held) are the deliveries'

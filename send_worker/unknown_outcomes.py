@@ -29,8 +29,10 @@ from typing import NamedTuple
 
 import asyncpg
 
+from relaybook.content.templates import RenderError
 from relaybook.platform import sql
 from send_worker.providers import Listed, Twilio
+from send_worker.rendering import Renderer
 
 Q = sql.load("send_worker")
 
@@ -99,10 +101,14 @@ def held_until(
 
 
 class UnknownOutcomes:
-    def __init__(self, pool: asyncpg.Pool, twilio: Twilio, grace_s: float) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, twilio: Twilio, grace_s: float, renderer: Renderer
+    ) -> None:
+        """``renderer``: the worker's, to render a text in doubt again as it was sent."""
         self._pool = pool
         self._twilio = twilio
         self._grace_s = grace_s
+        self._renderer = renderer
 
     async def settle(self, rows: list[asyncpg.Record]) -> Verdict:
         """Asks the providers about deliveries in doubt (rows of ``load_deliveries`` with
@@ -143,12 +149,17 @@ class UnknownOutcomes:
             notices = await connection.fetch(
                 Q["load_notices"], list({row["notice_id"] for row in rows})
             )
-        bodies = {notice["id"]: notice["sms_text"] for notice in notices}
-        doubts = [
-            Doubt(row["id"], row["address"], bodies[row["notice_id"]], row["unknown_since"])
-            for row in rows
-            if bodies.get(row["notice_id"])
-        ]
+        by_id = {notice["id"]: notice for notice in notices}
+        doubts = []
+        for row in rows:
+            notice = by_id.get(row["notice_id"])
+            if notice is None or not notice["sms_text"]:
+                continue
+            try:  # the text as it was sent: rendering gives the same text again
+                body = self._renderer.render(row, notice).parts["text"]
+            except RenderError:
+                continue  # it could not have been sent
+            doubts.append(Doubt(row["id"], row["address"], body, row["unknown_since"]))
         since: dict[str, dt.datetime] = {}
         for doubt in doubts:
             since[doubt.to] = min(since.get(doubt.to, doubt.since), doubt.since)

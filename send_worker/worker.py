@@ -36,11 +36,14 @@ import asyncpg
 from prometheus_client import Counter
 
 import schemas
+from relaybook.content.messages import Rendered
+from relaybook.content.templates import RenderError
 from relaybook.platform import faults, outbox, sql
 from relaybook.platform.kafka import STOP_TIMEOUT_S, BrokerError, Producer, Record
 from relaybook.platform.logs import get_logger
 from relaybook.platform.timestamps import iso
 from send_worker.providers import MAX_PERSONALIZATIONS, Email, EmailContent, SendGrid, Twilio
+from send_worker.rendering import Renderer
 from send_worker.retry import Outcome, next_attempt
 from send_worker.settings import WorkerSettings
 from send_worker.unknown_outcomes import HELD, UnknownOutcomes, Verdict
@@ -93,7 +96,10 @@ class SendWorker:
         self._twilio = twilio
         self._emails_first = Precedence(settings.sms_yield_s, EMAIL_GAP_S)
         self._draw = random.Random()  # noqa: S311 - retry jitter, not a secret
-        self._unknown = UnknownOutcomes(pool, twilio, settings.unknown_outcome_grace_s)
+        self._renderer = Renderer()
+        self._unknown = UnknownOutcomes(
+            pool, twilio, settings.unknown_outcome_grace_s, self._renderer
+        )
         self._closing = asyncio.Event()
         self._looking: asyncio.Task[None] | None = None
 
@@ -294,41 +300,68 @@ class SendWorker:
         attempts: dict[uuid.UUID, asyncpg.Record],
         notices: dict[uuid.UUID, asyncpg.Record],
     ) -> None:
-        """Sends one wave: one email request (one notice's), or texts side by side."""
-        first = rows[0]
-        if first["channel"] == "email":
-            notice = notices[first["notice_id"]]
-            content = EmailContent(
-                notice["email_subject"],
-                notice["email_text"],
-                notice["email_html"],
-                notice["source_kind"],
-            )
-            emails = [
-                Email(str(row["id"]), str(row["notice_id"]), row["address"], row["name"])
-                for row in rows
-            ]
-            outcome = await self._sendgrid.send(content, emails)
-            outcomes = dict.fromkeys((row["id"] for row in rows), outcome)
-        else:
+        """Sends one wave: one notice's emails, a request for each content they render to
+        (one, unless the content is personal), or texts side by side."""
+        rendered: dict[uuid.UUID, Rendered] = {}
+        outcomes: dict[uuid.UUID, Outcome] = {}
+        for row in rows:
+            try:
+                rendered[row["id"]] = self._renderer.render(row, notices[row["notice_id"]])
+            except RenderError as problem:  # a loop's item without a variable it names
+                outcomes[row["id"]] = Outcome.permanent("template_error", str(problem))
+        going = [row for row in rows if row["id"] in rendered]
+        if going and going[0]["channel"] == "email":
+            alike: dict[tuple[str, ...], list[asyncpg.Record]] = defaultdict(list)
+            for row in going:
+                alike[tuple(rendered[row["id"]].parts.values())].append(row)
             sent = await asyncio.gather(
+                *(self._send_emails(group, rendered, notices) for group in alike.values())
+            )
+            for group, outcome in zip(alike.values(), sent, strict=True):
+                outcomes.update(dict.fromkeys((row["id"] for row in group), outcome))
+        elif going:
+            texts = await asyncio.gather(
                 *(
                     self._twilio.send(
-                        str(row["id"]), row["address"], notices[row["notice_id"]]["sms_text"]
+                        str(row["id"]), row["address"], rendered[row["id"]].parts["text"]
                     )
-                    for row in rows
+                    for row in going
                 )
             )
-            outcomes = {row["id"]: outcome for row, outcome in zip(rows, sent, strict=True)}
-        await self._record(rows, outcomes, attempts)
+            outcomes.update({row["id"]: outcome for row, outcome in zip(going, texts, strict=True)})
+        await self._record(rows, outcomes, attempts, rendered)
+
+    async def _send_emails(
+        self,
+        rows: list[asyncpg.Record],
+        rendered: Mapping[uuid.UUID, Rendered],
+        notices: Mapping[uuid.UUID, asyncpg.Record],
+    ) -> Outcome:
+        """One request for emails of one notice that render to the same content."""
+        parts = rendered[rows[0]["id"]].parts
+        content = EmailContent(
+            parts["subject"],
+            parts["text"],
+            parts.get("html"),
+            notices[rows[0]["notice_id"]]["source_kind"],
+        )
+        emails = [
+            Email(str(row["id"]), str(row["notice_id"]), row["address"], row["name"])
+            for row in rows
+        ]
+        return await self._sendgrid.send(content, emails)
 
     async def _record(
         self,
         rows: list[asyncpg.Record],
         outcomes: dict[uuid.UUID, Outcome],
         attempts: Mapping[uuid.UUID, Started],
+        rendered: Mapping[uuid.UUID, Rendered] | None = None,
     ) -> None:
+        """Records each row's outcome with its attempt and, when it was rendered, what it
+        sent (``rendered``)."""
         now = dt.datetime.now(dt.UTC)
+        said = rendered or {}
         accepted: dict[str, list[Any]] = defaultdict(list)
         failed: dict[str, list[Any]] = defaultdict(list)
         retry: list[tuple[asyncpg.Record, dt.datetime, str]] = []
@@ -351,7 +384,7 @@ class SendWorker:
             (
                 DELIVERIES["record_accepted"],
                 (
-                    *_attempted([row for row, _ in items], attempts),
+                    *_attempted([row for row, _ in items], attempts, said),
                     [o.message_id for _, o in items],
                     provider,
                 ),
@@ -362,7 +395,7 @@ class SendWorker:
             (
                 DELIVERIES["record_failed"],
                 (
-                    *_attempted([row for row, _ in items], attempts),
+                    *_attempted([row for row, _ in items], attempts, said),
                     [o.reason for _, o in items],
                     [o.code for _, o in items],
                     provider,
@@ -375,7 +408,7 @@ class SendWorker:
                 (
                     DELIVERIES["schedule_retry"],
                     (
-                        *_attempted([row for row, _, _ in retry], attempts),
+                        *_attempted([row for row, _, _ in retry], attempts, said),
                         [due for _, due, _ in retry],
                         [reason for _, _, reason in retry],
                     ),
@@ -466,17 +499,24 @@ class Precedence:
 
 
 def _attempted(
-    rows: list[asyncpg.Record], attempts: Mapping[uuid.UUID, Started]
-) -> tuple[list[uuid.UUID], list[int], list[dt.datetime], list[str]]:
+    rows: list[asyncpg.Record],
+    attempts: Mapping[uuid.UUID, Started],
+    rendered: Mapping[uuid.UUID, Rendered],
+) -> tuple[list[Any], ...]:
     """The deliveries, their attempts (numbers and start times, as ``start_attempts``
-    returned them) and the addresses they went to: the first parameters of each statement
+    returned them), the addresses they went to and what they said (CONTENT: language,
+    hash, segments; None where not rendered): the first parameters of each statement
     recording an outcome."""
     started = [attempts[row["id"]] for row in rows]
+    said = [rendered.get(row["id"]) for row in rows]
     return (
         [row["id"] for row in rows],
         [attempt["attempt"] for attempt in started],
         [attempt["started_at"] for attempt in started],
         [row["address"] for row in rows],
+        [r.language if r else None for r in said],
+        [r.sha256 if r else None for r in said],
+        [r.segments if r else None for r in said],
     )
 
 

@@ -89,8 +89,10 @@ FROM unnest($1::uuid[], $2::text[]) AS u (id, reason)
 WHERE d.id = u.id AND d.status = 'queued';
 
 -- Each outcome also records the attempt on the delivery ($1 ids, $2 attempt numbers,
--- $3 when they started, as start_attempts (send_worker/queries.sql) returned it, $4 the
--- addresses they went to), in the same new row version. OUTCOME: what the outcome's event
+-- $3 when they started, as start_attempts (relaybook/sending/queries.sql) returned it, $4
+-- the addresses they went to) and what it sent, as rendered (CONTENT: its language, the
+-- SHA-256 of its content, a text's segments; null when it was not rendered, which keeps
+-- what an earlier attempt recorded), in the same new row version. OUTCOME: what the outcome's event
 -- is made of, as recorded; the worker's load_deliveries reads the same columns back when
 -- a job comes again before its event was published, so both announce the same event.
 
@@ -98,15 +100,18 @@ WHERE d.id = u.id AND d.status = 'queued';
 -- Never moves a delivery backwards: a webhook may have advanced it already.
 UPDATE deliveries d
 SET status = delivery_status_after(d.status, 'sent'),
-    provider = $6, provider_message_id = u.message_id, sent_at = COALESCE(d.sent_at, now()),
+    provider = $9, provider_message_id = u.message_id, sent_at = COALESCE(d.sent_at, now()),
     reason = CASE WHEN d.status = 'queued' THEN NULL ELSE d.reason END,
     -- one moved on keeps its claim (claim_moved_on) until its event is published too
     next_attempt_at = CASE WHEN d.status = 'queued' THEN NULL ELSE d.next_attempt_at END,
     updated_at = now(),
     send_attempts = greatest(d.send_attempts, u.attempt), attempt_started_at = u.started_at,
-    address = u.address
-FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[], $5::text[])
-         AS u (id, attempt, started_at, address, message_id)
+    address = u.address, language = COALESCE(u.language, d.language),
+    content_sha256 = COALESCE(u.content_sha256, d.content_sha256),
+    segments = COALESCE(u.segments, d.segments)
+FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[], $5::text[], $6::text[],
+            $7::smallint[], $8::text[])
+         AS u (id, attempt, started_at, address, language, content_sha256, segments, message_id)
 WHERE d.id = u.id
 RETURNING d.id, d.channel, d.agency_id, 'accepted' AS outcome, d.sent_at AS outcome_at, d.address AS sent_to,
           d.provider, d.provider_message_id, d.reason, d.provider_code, d.send_attempts;
@@ -114,12 +119,15 @@ RETURNING d.id, d.channel, d.agency_id, 'accepted' AS outcome, d.sent_at AS outc
 -- name: record_failed
 -- A refusal: only a delivery still queued (one the provider's events moved on keeps theirs).
 UPDATE deliveries d
-SET status = delivery_status_after(d.status, 'failed'), reason = u.reason, provider_code = u.code, provider = $7,
+SET status = delivery_status_after(d.status, 'failed'), reason = u.reason, provider_code = u.code, provider = $10,
     failed_at = now(), updated_at = now(), next_attempt_at = NULL,
     send_attempts = greatest(d.send_attempts, u.attempt), attempt_started_at = u.started_at,
-    address = u.address
-FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[], $5::text[], $6::text[])
-         AS u (id, attempt, started_at, address, reason, code)
+    address = u.address, language = COALESCE(u.language, d.language),
+    content_sha256 = COALESCE(u.content_sha256, d.content_sha256),
+    segments = COALESCE(u.segments, d.segments)
+FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[], $5::text[], $6::text[],
+            $7::smallint[], $8::text[], $9::text[])
+         AS u (id, attempt, started_at, address, language, content_sha256, segments, reason, code)
 WHERE d.id = u.id AND d.status = 'queued'
 RETURNING d.id, d.channel, d.agency_id, 'failed' AS outcome, d.failed_at AS outcome_at, d.address AS sent_to,
           d.provider, d.provider_message_id, d.reason, d.provider_code, d.send_attempts;
@@ -129,9 +137,12 @@ RETURNING d.id, d.channel, d.agency_id, 'failed' AS outcome, d.failed_at AS outc
 UPDATE deliveries d
 SET next_attempt_at = u.due, reason = u.reason, updated_at = now(),
     send_attempts = greatest(d.send_attempts, u.attempt), attempt_started_at = u.started_at,
-    address = u.address
-FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[], $5::timestamptz[], $6::text[])
-         AS u (id, attempt, started_at, address, due, reason)
+    address = u.address, language = COALESCE(u.language, d.language),
+    content_sha256 = COALESCE(u.content_sha256, d.content_sha256),
+    segments = COALESCE(u.segments, d.segments)
+FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[], $5::text[], $6::text[],
+            $7::smallint[], $8::timestamptz[], $9::text[])
+         AS u (id, attempt, started_at, address, language, content_sha256, segments, due, reason)
 WHERE d.id = u.id AND d.status = 'queued';
 
 -- name: hold

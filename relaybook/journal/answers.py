@@ -26,6 +26,11 @@ class JournalItem(TypedDict):
     failed_at: Timestamp | None
     reason: str | None
     provider_code: str | None
+    #: what the message went out as, once sent: the language it was rendered in, the
+    #: SHA-256 (hex) of its rendered content, and for a text its SMS segments
+    language: str | None
+    content_sha256: str | None
+    segments: int | None
 
 
 class JournalPage(TypedDict):

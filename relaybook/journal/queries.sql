@@ -6,7 +6,7 @@
 -- (relaybook/journal/reader.py: FILTERS), each on a column the journal indexes lead with.
 SELECT d.id, d.notice_id, d.recipient_id, d.channel, d.status, d.address, d.attempt,
        d.created_at, d.sent_at, d.delivered_at, d.opened_at, d.clicked_at, d.failed_at,
-       d.reason, d.provider_code
+       d.reason, d.provider_code, d.language, d.content_sha256, d.segments
 FROM deliveries d
 WHERE {where}
 ORDER BY d.created_at DESC, d.id DESC
@@ -21,7 +21,7 @@ FROM notices n
 CROSS JOIN LATERAL (
     SELECT d.id, d.notice_id, d.recipient_id, d.channel, d.status, d.address, d.attempt,
            d.created_at, d.sent_at, d.delivered_at, d.opened_at, d.clicked_at, d.failed_at,
-           d.reason, d.provider_code
+           d.reason, d.provider_code, d.language, d.content_sha256, d.segments
     FROM deliveries d
     WHERE d.notice_id = n.id AND {where}
     ORDER BY d.created_at DESC, d.id DESC
@@ -35,7 +35,7 @@ LIMIT {limit};
 SELECT d.id, d.notice_id, d.recipient_id, d.channel, d.status, d.address, d.attempt,
        d.retry_of, d.resend_id, d.is_latest, d.provider, d.provider_message_id,
        d.send_attempts, d.created_at, d.sent_at, d.delivered_at, d.opened_at, d.clicked_at,
-       d.failed_at, d.reason, d.provider_code,
+       d.failed_at, d.reason, d.provider_code, d.language, d.content_sha256, d.segments,
        n.title, n.source_service, n.source_kind, n.source_reference
 FROM deliveries d
 JOIN notices n ON n.id = d.notice_id

@@ -231,4 +231,7 @@ def _item(row: asyncpg.Record) -> JournalItem:
         "failed_at": timestamps.iso_or_none(row["failed_at"]),
         "reason": row["reason"],
         "provider_code": row["provider_code"],
+        "language": row["language"],
+        "content_sha256": row["content_sha256"],
+        "segments": row["segments"],
     }

@@ -36,34 +36,44 @@ ON CONFLICT DO NOTHING;
 -- name: insert_notice
 INSERT INTO notices (id, source_service, source_kind, source_reference, title, email_subject,
                      email_text, email_html, sms_text, status, send_at, released_at, created_by,
-                     agency_id, property_id)
+                     agency_id, property_id, default_language, content)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
-        CASE WHEN $10 = 'sending' THEN now() END, $12, $13, $14);
+        CASE WHEN $10 = 'sending' THEN now() END, $12, $13, $14, $15, $16);
 
 -- name: upsert_recipients
--- One statement for the whole list. An address left out of the request is kept; one given
--- as null is cleared (the recipient no longer has it). Unchanged rows are not rewritten.
+-- One statement for the whole list. An address (or a language) left out of the request is
+-- kept; one given as null is cleared (the recipient no longer has it). Unchanged rows are
+-- not rewritten.
 WITH given AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::bool[])
-        AS g (id, name, email, phone, email_given, phone_given)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::bool[],
+                         $8::text[], $9::bool[])
+        AS g (id, name, email, phone, email_given, phone_given, language, language_given)
 ), updated AS (
     UPDATE recipients r
     SET name = COALESCE(g.name, r.name),
         email = CASE WHEN g.email_given THEN g.email ELSE r.email END,
         phone = CASE WHEN g.phone_given THEN g.phone ELSE r.phone END,
+        language = CASE WHEN g.language_given THEN g.language ELSE r.language END,
         updated_at = now()
     FROM given g
     WHERE r.agency_id = $7 AND r.id = g.id
-      AND (r.name, r.email, r.phone) IS DISTINCT FROM (
+      AND (r.name, r.email, r.phone, r.language) IS DISTINCT FROM (
           COALESCE(g.name, r.name),
           CASE WHEN g.email_given THEN g.email ELSE r.email END,
-          CASE WHEN g.phone_given THEN g.phone ELSE r.phone END)
+          CASE WHEN g.phone_given THEN g.phone ELSE r.phone END,
+          CASE WHEN g.language_given THEN g.language ELSE r.language END)
     RETURNING r.id
 )
-INSERT INTO recipients (agency_id, id, name, email, phone)
-SELECT $7, id, name, email, phone FROM given
+INSERT INTO recipients (agency_id, id, name, email, phone, language)
+SELECT $7, id, name, email, phone, language FROM given
 WHERE NOT EXISTS (SELECT 1 FROM updated u WHERE u.id = given.id)
 ON CONFLICT (agency_id, id) DO NOTHING;
+
+-- name: insert_notice_data
+-- What the notice says to each recipient of their own ($3 the recipients, $4 their data,
+-- paired): once per recipient, whatever the channels.
+INSERT INTO notice_data (notice_id, agency_id, recipient_id, data)
+SELECT $1, $2, r, d FROM unnest($3::text[], $4::jsonb[]) AS u (r, d);
 
 -- name: insert_job_pages
 -- The pages of a fan-out ($2: the resend, or null for the notice's own): its recipients

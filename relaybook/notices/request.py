@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from relaybook.content.messages import DEFAULT_LANGUAGE, NoticeContent
 from relaybook.platform.decoding import (
     NOT_BLANK,
     UNSET,
@@ -32,6 +33,18 @@ Title = Annotated[str, msgspec.Meta(max_length=500, pattern=NOT_BLANK)]
 Subject = Annotated[str, msgspec.Meta(max_length=MAX_SUBJECT, pattern=NOT_BLANK)]
 Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT, pattern=NOT_BLANK)]
 SmsText = Annotated[str, msgspec.Meta(max_length=MAX_SMS, pattern=NOT_BLANK)]
+#: a language as BCP 47 writes it: fr, nl-BE, de-BE
+Language = Annotated[
+    str,
+    msgspec.Meta(
+        max_length=35, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$", examples=["fr", "nl-BE"]
+    ),
+]
+#: a recipient's data: its JSON at most this long, and nested at most this deep
+MAX_DATA_BYTES = 16_384
+MAX_DATA_DEPTH = 10
+#: languages a notice's content may come in, its default's included
+MAX_LANGUAGES = 10
 
 
 class Source(msgspec.Struct, forbid_unknown_fields=True):
@@ -64,6 +77,17 @@ class Recipient(msgspec.Struct, forbid_unknown_fields=True):
     properties: Annotated[list[Id], msgspec.Meta(max_length=100)] = msgspec.field(
         default_factory=list
     )
+    #: the language they read, kept like their addresses (null: none known)
+    language: Language | UnsetType | None = UNSET
+    #: what this notice says to them of their own, for its templates (``data.amount``)
+    data: dict[str, Any] | None = None
+
+
+class LanguageContent(msgspec.Struct, forbid_unknown_fields=True):
+    """A notice's content in one more language: a channel left out is the default's."""
+
+    email: EmailContent | None = None
+    sms: SmsContent | None = None
 
 
 class NoticeBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -80,6 +104,11 @@ class NoticeBody(msgspec.Struct, forbid_unknown_fields=True):
     property: Id | None = None
     email: EmailContent | None = None
     sms: SmsContent | None = None
+    #: the language of ``email`` and ``sms``: what a recipient gets when the notice has
+    #: no content in theirs
+    default_language: Language = DEFAULT_LANGUAGE
+    #: the content in other languages
+    content: dict[Language, LanguageContent] | None = None
     send_at: Moment | None = None
     send: bool = False
 
@@ -99,6 +128,24 @@ class NoticeRequest:
     send: bool
     agency: str | None = None
     property_id: str | None = None
+    default_language: str = DEFAULT_LANGUAGE
+    #: the content in other languages, as stored: {language: {"email": {...}, "sms": {...}}}
+    content: dict[str, dict[str, Any]] | None = None
+
+    @property
+    def texts(self) -> dict[str, dict[str, Any]]:
+        """The content by language, the default's first (what NoticeContent compiles)."""
+        default = {
+            "email": {
+                "subject": self.email_subject,
+                "text": self.email_text,
+                "html": self.email_html,
+            }
+            if self.email_subject
+            else None,
+            "sms": {"text": self.sms_text} if self.sms_text else None,
+        }
+        return {self.default_language: default, **(self.content or {})}
 
     @property
     def channels(self) -> list[str]:
@@ -132,8 +179,12 @@ def parse_notice(body: NoticeBody | Any, now: dt.datetime) -> NoticeRequest:
             raise InvalidRequestError(
                 f"recipients[{index}].id", f"duplicate of recipients[{first}]"
             )
+    for index, recipient in enumerate(body.recipients):
+        if recipient.data is not None:
+            _check_data(f"recipients[{index}].data", recipient.data)
+    content = _other_languages(body)
     email = body.email
-    return NoticeRequest(
+    request = NoticeRequest(
         body.source.service,
         body.source.kind,
         body.source.reference,
@@ -147,4 +198,58 @@ def parse_notice(body: NoticeBody | Any, now: dt.datetime) -> NoticeRequest:
         body.send,
         body.agency,
         body.property,
+        body.default_language,
+        content,
     )
+    compiled = NoticeContent(request.default_language, request.texts)
+    compiled.check([(r.id, r.data or {}) for r in body.recipients])
+    return request
+
+
+def _other_languages(body: NoticeBody) -> dict[str, dict[str, Any]] | None:
+    """``content`` as stored, checked: other languages than the default, channels the
+    notice has."""
+    if not body.content:
+        return None
+    if len(body.content) >= MAX_LANGUAGES:
+        raise InvalidRequestError("content", f"at most {MAX_LANGUAGES - 1} other languages")
+    stored: dict[str, dict[str, Any]] = {}
+    for language, given in body.content.items():
+        if language.lower() == body.default_language.lower():
+            raise InvalidRequestError(
+                f"content.{language}", "is the default language: give it as email and sms"
+            )
+        for channel in ("email", "sms"):
+            if getattr(given, channel) is not None and getattr(body, channel) is None:
+                raise InvalidRequestError(
+                    f"content.{language}.{channel}",
+                    f"the notice has no {channel} content in its default language",
+                )
+        stored[language] = {
+            "email": msgspec.to_builtins(given.email) if given.email else None,
+            "sms": msgspec.to_builtins(given.sms) if given.sms else None,
+        }
+    return stored
+
+
+def _check_data(field: str, data: dict[str, Any]) -> None:
+    if len(msgspec.json.encode(data)) > MAX_DATA_BYTES:
+        raise InvalidRequestError(field, f"is over {MAX_DATA_BYTES} bytes as JSON")
+    if _nested_over(data, MAX_DATA_DEPTH):
+        raise InvalidRequestError(field, f"is nested over {MAX_DATA_DEPTH} levels deep")
+
+
+def _nested_over(value: dict[str, Any], limit: int) -> bool:
+    """Whether objects and arrays nest over ``limit`` deep (``value`` itself is 1), level
+    by level: no recursion for a deep value to exhaust."""
+    level: list[Any] = [value]
+    for _ in range(limit):
+        level = [
+            child
+            for container in level
+            for child in (container.values() if isinstance(container, dict) else container)
+            if isinstance(child, dict | list)
+        ]
+        if not level:
+            return False
+    return True

@@ -81,6 +81,8 @@ class NoticeStore:
                 caller,
                 agency,
                 notice.property_id,
+                notice.default_language,
+                json.dumps(notice.content) if notice.content else None,
             )
             await connection.execute(
                 Q["upsert_recipients"],
@@ -91,7 +93,18 @@ class NoticeStore:
                 [p.email is not UNSET for p in people],
                 [p.phone is not UNSET for p in people],
                 agency,
+                [None if p.language is UNSET else p.language for p in people],
+                [p.language is not UNSET for p in people],
             )
+            personal = [p for p in people if p.data is not None]
+            if personal:
+                await connection.execute(
+                    Q["insert_notice_data"],
+                    notice_id,
+                    agency,
+                    [p.id for p in personal],
+                    [json.dumps(p.data) for p in personal],
+                )
             links = [(p.id, place) for p in people for place in p.properties]
             if links:
                 await connection.execute(

@@ -197,6 +197,34 @@ async def test_a_text_twilio_lists_is_recorded_as_accepted_not_sent_again(
 
 
 @pytest.mark.parametrize("system_options", [{"only": {"sandbox"}}])
+async def test_a_personal_text_in_doubt_is_found_by_the_text_its_recipient_got(
+    system: System, sandbox: httpx.AsyncClient, pool: asyncpg.Pool, producer: Producer
+) -> None:
+    """Twilio's list holds the text as rendered for its recipient, not the template: the
+    worker renders it again (the same text: rendering is deterministic) to find it."""
+    jobs = await one_notice(
+        pool,
+        "sms",
+        sms={"text": "Appel de fonds {{ data.amount | money }}"},
+        recipients=[{"id": "owner-0", "phone": OWNER_PHONE, "data": {"amount": "12.5"}}],
+    )
+    await crashed_in_flight(pool, jobs)
+    twilio = Twilio(system.settings)
+    try:
+        went = await twilio.send(
+            jobs[0].value["delivery_id"], OWNER_PHONE, "Appel de fonds 12,50\xa0€"
+        )
+    finally:
+        await twilio.close()
+    await listed_as_sent(system.settings, OWNER_PHONE)
+    async with send_worker(system.settings, pool, producer) as worker:
+        await worker.handle(jobs)
+    row = await delivery(pool, jobs)
+    assert (row["status"], row["provider_message_id"]) == ("sent", went.message_id)
+    assert len(await sandbox_messages(sandbox, "twilio")) == 1, "not sent again"
+
+
+@pytest.mark.parametrize("system_options", [{"only": {"sandbox"}}])
 async def test_a_text_not_listed_yet_is_held_and_found_when_it_comes_again_after_the_grace(
     system: System, sandbox: httpx.AsyncClient, pool: asyncpg.Pool, producer: Producer
 ) -> None:

@@ -352,6 +352,9 @@ async def test_a_batch_is_read_and_recorded_by_key_even_without_table_statistics
         [1] * len(ids),
         [dt.datetime.now(dt.UTC)] * len(ids),
         ["a@example.org"] * len(ids),
+        ["fr"] * len(ids),
+        ["0" * 64] * len(ids),
+        [None] * len(ids),
         ["m"] * len(ids),
         "sendgrid",
     )

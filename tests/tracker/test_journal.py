@@ -168,6 +168,9 @@ async def test_the_notice_settles_once_nothing_is_queued(
         [1],
         [NOW],
         ["owner0@example.org"],
+        [None],
+        [None],
+        [None],
         ["m0"],
         "sendgrid",
     )

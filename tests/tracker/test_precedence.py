@@ -91,7 +91,7 @@ class JournalRow:
         """A worker's outcome, recorded as the worker does before announcing it (its
         transition), at ``when`` instead of the clock's now."""
         one = [uuid.UUID(self.delivery)]
-        started = [[1], [when], ["a@example.org"]]
+        started = [[1], [when], ["a@example.org"], [None], [None], [None]]
         if outcome["type"] == "accepted":
             await self.pool.execute(DELIVERIES["record_accepted"], one, *started, ["m"], "sendgrid")
         elif outcome["type"] == "failed":
