@@ -136,7 +136,7 @@ async def _tour(tour: Tour, settings: Settings, *, stay: bool) -> None:
                     pool, "manager-bellevue", MANAGER_SCOPES, agencies=[OTHER_AGENCY]
                 ),
             )
-            deposit_call = await _deposit_call(tour, api)
+            deposit_call = await _deposit_call(tour, api, system.servers["sandbox"].url)
             await _journal(tour, api)
             await _bounce_policy(tour, api)
             await _resend(tour, api, deposit_call)
@@ -257,16 +257,56 @@ async def _check(
 # --- 1. the deposit call ----------------------------------------------------------------
 
 
-async def _deposit_call(tour: Tour, api: Api) -> dict[str, Any]:
-    tour.heading("1. A deposit call to the 120 owners of Résidence Les Tilleuls")
-    body = _notice(
-        "Deposit call Q4 2026",
-        "deposit_call",
-        DEPOSIT_CALL,
-        "Deposit call Q4 2026",
-        "Your deposit call for Q4 2026 is available.",
+def _personal(body: dict[str, Any]) -> dict[str, Any]:
+    """The deposit call as each owner gets it: their lots, share, amount, due date and
+    reference, in French or, for those who read it, Dutch."""
+    portal = "https://portal.tilleuls.example.org/"
+    return body | {
+        "default_language": "fr",
+        "email": {
+            "subject": "Appel de fonds T4 2026 : {{ data.amount | money }}",
+            "text": "Bonjour {{ recipient.name }},\n\nLots {{ data.lots | join: ', ' }}"
+            " ({{ data.share }} millièmes) : {{ data.amount | money }} à régler avant le"
+            " {{ data.due | date }}, référence {{ data.reference }}.\n" + portal,
+        },
+        "sms": {
+            "text": "Les Tilleuls : appel de fonds {{ data.amount | money }} avant le"
+            " {{ data.due | date }}, réf. {{ data.reference }}."
+        },
+        "content": {
+            "nl": {
+                "email": {
+                    "subject": "Provisie-oproep K4 2026: {{ data.amount | money }}",
+                    "text": "Beste {{ recipient.name }},\n\nKavels {{ data.lots | join: ', ' }}"
+                    " ({{ data.share }} duizendsten): {{ data.amount | money }} te betalen"
+                    " voor {{ data.due | date }}, referentie {{ data.reference }}.\n" + portal,
+                },
+                "sms": {
+                    "text": "Les Tilleuls: provisie {{ data.amount | money }} voor"
+                    " {{ data.due | date }}, ref. {{ data.reference }}."
+                },
+            }
+        },
+        "recipients": [
+            person | {"data": sample.data(int(person["id"].removeprefix("owner-")))}
+            for person in body["recipients"]
+        ],
+    }
+
+
+async def _deposit_call(tour: Tour, api: Api, sandbox: str) -> dict[str, Any]:
+    tour.heading("1. A deposit call to the 120 owners of Résidence Les Tilleuls, each their own")
+    body = _personal(
+        _notice(
+            "Deposit call Q4 2026",
+            "deposit_call",
+            DEPOSIT_CALL,
+            "Deposit call Q4 2026",
+            "Your deposit call for Q4 2026 is available.",
+        )
     )
     notice = await _send(tour, api, body, "publish the deposit call")
+    await _own_figures(tour, sandbox)
     email, sms = notice["stats"]["email"], notice["stats"]["sms"]
     failing_mail = len(sample.BOUNCING) + len(sample.FULL) + len(sample.BLOCKED)
     expected = {
@@ -290,6 +330,34 @@ async def _deposit_call(tour: Tour, api: Api) -> dict[str, Any]:
         time.monotonic(),
     )
     return notice
+
+
+async def _own_figures(tour: Tour, sandbox: str) -> None:
+    """What two owners' phones received: each their own amount, one in Dutch."""
+    started = time.monotonic()
+    async with httpx.AsyncClient(timeout=30) as client:
+        answer = await client.get(f"{sandbox}/_sandbox/messages", params={"provider": "twilio"})
+    texts = {m["to"]: m["body"] for m in answer.json()["messages"]}
+    french, dutch = 30, sample.DUTCH[0]
+    wanted = {
+        french: f"appel de fonds {_euros(sample.amount(french), 'fr')} avant le 15 janvier 2027",
+        dutch: f"provisie {_euros(sample.amount(dutch), 'nl')} voor 15 januari 2027",
+    }
+    got = {number: texts.get(sample.phone(number), "") for number in wanted}
+    ok = all(wanted[n] in got[n] for n in wanted) and got[french] != got[dutch]
+    tour.record(
+        "each owner got their own amount, in their language",
+        ok,
+        f"{sample.owner_id(french)}: {got[french]!r}; {sample.owner_id(dutch)}: {got[dutch]!r}",
+        started,
+    )
+
+
+def _euros(amount: Any, language: str) -> str:
+    """An amount under 1,000 as a text writes it in the owner's language (the check's own
+    formatting; texts have plain spaces)."""
+    whole, cents = f"{amount:.2f}".split(".")
+    return f"{whole},{cents} €" if language == "fr" else f"€ {whole},{cents}"
 
 
 # --- 2. the journal --------------------------------------------------------------------

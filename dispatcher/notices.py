@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 from starlette.responses import Response
 
 from dispatcher.api import Answer, Call, NoticePath, Operation, answer
-from relaybook.notices.answers import Notice, NoticesPage
+from relaybook.notices.answers import Notice, NoticesPage, Preview
 from relaybook.notices.listing import NoticesQuery, list_statement
 from relaybook.notices.request import NoticeBody, parse_notice
 from relaybook.notices.store import IdempotencyConflictError, NoticeStore, request_hash, summarize
 from relaybook.platform.answers import RefusedError, not_found
-from relaybook.platform.decoding import InvalidRequestError
+from relaybook.platform.decoding import Id, InvalidRequestError
 from relaybook.platform.paging import encode_cursor
 
 #: a 100,000-recipient notice with long names and addresses stays well under this
@@ -29,6 +29,13 @@ class NoticeHeaders(msgspec.Struct, forbid_unknown_fields=True):
     idempotency_key: (
         Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"\S")] | None
     ) = msgspec.field(default=None, name="Idempotency-Key")
+
+
+class PreviewQuery(msgspec.Struct, forbid_unknown_fields=True):
+    #: the recipient whose messages are shown
+    recipient: Id
+    #: one channel only; by default every channel the recipient has a message on
+    channel: Literal["email", "sms"] | None = None
 
 
 def operations(store: NoticeStore) -> list[Operation]:
@@ -79,6 +86,12 @@ def operations(store: NoticeStore) -> list[Operation]:
             raise RefusedError(409, "already_sent", f"the notice is {found['status']} already")
         return answer(await store.get(notice_id), 202)
 
+    async def preview(call: Call) -> Response:
+        shown = await store.preview(call.path.notice_id, call.query.recipient, call.query.channel)
+        if shown is None:
+            raise not_found("notice with a message for this recipient")
+        return answer(shown)
+
     missing = Answer(404, "no such notice", codes=("not_found",))
     return [
         Operation(
@@ -118,6 +131,28 @@ def operations(store: NoticeStore) -> list[Operation]:
             scopes=("journal:read", "notices:write"),
             answers=(Answer(200, "the notice", Notice), missing),
             path_params=NoticePath,
+            missing="notice",
+            tag="notices",
+        ),
+        Operation(
+            "GET",
+            "/v1/notices/{notice_id}/preview",
+            "One recipient's messages as they get them: rendered, in their language",
+            preview,
+            scopes=("journal:read", "notices:write"),
+            answers=(
+                Answer(200, "the recipient's message on each channel", Preview),
+                Answer(
+                    404, "no such notice, or none of its messages is theirs", codes=("not_found",)
+                ),
+                Answer(
+                    422,
+                    "the content cannot be rendered for this recipient",
+                    codes=("template_error",),
+                ),
+            ),
+            path_params=NoticePath,
+            query=PreviewQuery,
             missing="notice",
             tag="notices",
         ),

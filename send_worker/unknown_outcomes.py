@@ -30,9 +30,9 @@ from typing import NamedTuple
 import asyncpg
 
 from relaybook.content.templates import RenderError
+from relaybook.notices.rendering import Renderer
 from relaybook.platform import sql
 from send_worker.providers import Listed, Twilio
-from send_worker.rendering import Renderer
 
 Q = sql.load("send_worker")
 

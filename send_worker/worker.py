@@ -38,12 +38,12 @@ from prometheus_client import Counter
 import schemas
 from relaybook.content.messages import Rendered
 from relaybook.content.templates import RenderError
+from relaybook.notices.rendering import Renderer
 from relaybook.platform import faults, outbox, sql
 from relaybook.platform.kafka import STOP_TIMEOUT_S, BrokerError, Producer, Record
 from relaybook.platform.logs import get_logger
 from relaybook.platform.timestamps import iso
 from send_worker.providers import MAX_PERSONALIZATIONS, Email, EmailContent, SendGrid, Twilio
-from send_worker.rendering import Renderer
 from send_worker.retry import Outcome, next_attempt
 from send_worker.settings import WorkerSettings
 from send_worker.unknown_outcomes import HELD, UnknownOutcomes, Verdict

@@ -70,7 +70,9 @@ class NoticeContent:
                     continue
                 where = "" if language == default_language else f"content.{language}."
                 self._templates[language, channel] = {
-                    name: compile_template(f"{where}{channel}.{name}", content[name], html=html)
+                    name: compile_template(
+                        f"{where}{channel}.{name}", content[name], html=html, sms=channel == "sms"
+                    )
                     for name, html in FIELDS[channel]
                     if content.get(name) is not None
                 }

@@ -104,15 +104,30 @@ class _Compiled(BoundTemplate):
     context_class = _Context
 
 
-def _environment(*, html: bool) -> Environment:
+def _environment(*, html: bool = False, sms: bool = False) -> Environment:
     env = _Bounded(undefined=StrictUndefined, autoescape=html, strict_filters=True)
     env.template_class = _Compiled
     for tag in READS:
         del env.tags[tag]
-    env.filters["money"] = money
-    env.filters["number"] = number
-    env.filters["date"] = date
+    for name, write in (("money", money), ("number", number), ("date", date)):
+        env.filters[name] = _plain_spaces(write) if sms else write
     return env
+
+
+#: the no-break spaces CLDR writes in numbers and amounts (1 234,56 €): outside GSM-7, one
+#: of them makes a whole text UCS-2, 70 characters a segment instead of 160
+NO_BREAK = str.maketrans({"\u00a0": " ", "\u202f": " "})
+
+
+def _plain_spaces(write: Any) -> Any:
+    """``write`` with plain spaces in what it writes: for texts (relaybook.content.segments)."""
+
+    @with_context
+    @functools.wraps(write)
+    def plain(*args: Any, **kwargs: Any) -> str:
+        return str(write(*args, **kwargs)).translate(NO_BREAK)
+
+    return plain
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,9 +164,10 @@ class RenderError(ValueError):
         self.detail = detail
 
 
-def compile_template(field: str, source: str, *, html: bool = False) -> Template:
-    """``source`` compiled, or a 422 naming ``field`` and why not."""
-    env = _HTML if html else _TEXT
+def compile_template(field: str, source: str, *, html: bool = False, sms: bool = False) -> Template:
+    """``source`` compiled, or a 422 naming ``field`` and why not. ``html``: every value
+    escaped; ``sms``: the filters write plain spaces, not CLDR's no-break ones."""
+    env = _HTML if html else _SMS if sms else _TEXT
     try:
         compiled = env.from_string(source)
         analysis = compiled.analyze()
@@ -290,7 +306,8 @@ def date(value: Any, format: str = "long", *, context: Any) -> str:
     return str(format_date(day, format=format, locale=_locale(context)))
 
 
-# the environments, once their filters exist: one for text (subject, text, SMS), one for
-# HTML (every value escaped)
-_TEXT = _environment(html=False)
+# the environments, once their filters exist: text (an email's subject and text), HTML
+# (every value escaped) and SMS (plain spaces)
+_TEXT = _environment()
 _HTML = _environment(html=True)
+_SMS = _environment(sms=True)

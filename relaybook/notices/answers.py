@@ -103,3 +103,25 @@ class ResendRecord(TypedDict):
 
 class ResendHistory(TypedDict):
     items: list[ResendRecord]
+
+
+class PreviewMessage(TypedDict):
+    """One channel's message as its recipient would get it now."""
+
+    #: the language it is rendered in: the recipient's, or the notice's default
+    language: str
+    #: SHA-256 (hex) of its rendered parts as canonical JSON, as the journal records it
+    content_sha256: str
+    subject: NotRequired[str]
+    text: str
+    html: NotRequired[str | None]
+    #: a text's SMS segments, and the encoding that makes them (GSM-7 or UCS-2)
+    segments: NotRequired[int]
+    encoding: NotRequired[str]
+
+
+class Preview(TypedDict):
+    notice_id: Uuid
+    recipient_id: str
+    email: NotRequired[PreviewMessage]
+    sms: NotRequired[PreviewMessage]

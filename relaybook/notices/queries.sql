@@ -217,3 +217,20 @@ UPDATE notices SET status = 'sending', updated_at = now() WHERE id = $1;
 SELECT id, created_at, scope, requested_by, recipients, email, sms, "full"
 FROM resends WHERE notice_id = $1
 ORDER BY created_at DESC, id DESC;
+
+-- name: preview_notice
+-- A notice's content, as the send worker loads it (send_worker/queries.sql load_notices).
+SELECT id, email_subject, email_text, email_html, sms_text, source_kind, source_reference,
+       title, agency_id, default_language, content
+FROM notices WHERE id = $1;
+
+-- name: preview_recipient
+-- A recipient of the notice ($1) and what its templates read of them: null if the notice
+-- has no message for them.
+SELECT r.id AS recipient_id, r.name, r.language AS reads, nd.data,
+       array_agg(DISTINCT d.channel) AS channels
+FROM deliveries d
+JOIN recipients r ON r.agency_id = d.agency_id AND r.id = d.recipient_id
+LEFT JOIN notice_data nd ON nd.notice_id = d.notice_id AND nd.recipient_id = d.recipient_id
+WHERE d.notice_id = $1 AND d.recipient_id = $2
+GROUP BY r.id, r.name, r.language, nd.data;

@@ -12,10 +12,21 @@ from typing import Any
 import asyncpg
 
 from relaybook.access.scope import ScopedPool
+from relaybook.content import segments
+from relaybook.content.templates import RenderError
 from relaybook.deliveries.answers import Channel
-from relaybook.notices.answers import ChannelStats, Notice, NoticeSummary, Stats
+from relaybook.notices.answers import (
+    ChannelStats,
+    Notice,
+    NoticeSummary,
+    Preview,
+    PreviewMessage,
+    Stats,
+)
+from relaybook.notices.rendering import Renderer
 from relaybook.notices.request import NoticeRequest
 from relaybook.platform import sql, timestamps
+from relaybook.platform.answers import RefusedError
 from relaybook.platform.database import Connection
 from relaybook.platform.decoding import UNSET
 
@@ -143,6 +154,43 @@ class NoticeStore:
     async def get(self, notice_id: uuid.UUID) -> Notice | None:
         async with self.pool.acquire() as connection:
             return await self._describe(connection, notice_id)
+
+    async def preview(
+        self, notice_id: uuid.UUID, recipient_id: str, channel: str | None
+    ) -> Preview | None:
+        """The messages ``recipient_id`` gets from the notice (on ``channel``, or every
+        channel they have one on), rendered as the worker renders them; None if the notice
+        does not exist or has no message for them. A content that cannot be rendered for
+        them is a 422 ``template_error``."""
+        async with self.pool.acquire() as connection:
+            notice = await connection.fetchrow(Q["preview_notice"], notice_id)
+            person = await connection.fetchrow(Q["preview_recipient"], notice_id, recipient_id)
+        if notice is None or person is None:
+            return None
+        preview: Preview = {"notice_id": str(notice_id), "recipient_id": recipient_id}
+        renderer = Renderer()
+        for name in sorted(person["channels"]):
+            if channel is not None and name != channel:
+                continue
+            try:
+                rendered = renderer.render({**person, "channel": name}, notice)
+            except RenderError as problem:
+                raise RefusedError(422, "template_error", str(problem)) from None
+            parts = rendered.parts
+            message: PreviewMessage = {
+                "language": rendered.language,
+                "content_sha256": rendered.sha256,
+                "text": parts["text"],
+            }
+            if name == "email":
+                message["subject"] = parts["subject"]
+                message["html"] = parts.get("html")
+                preview["email"] = message
+            else:
+                counted = segments.count(parts["text"])
+                message["segments"], message["encoding"] = counted.count, counted.encoding
+                preview["sms"] = message
+        return preview
 
     async def release(self, notice_id: uuid.UUID) -> bool:
         """Sends a draft or scheduled notice now; False if it was released already."""

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from relaybook.content.segments import count
 from relaybook.content.templates import RenderError, compile_template, missing
 from relaybook.platform.decoding import InvalidRequestError
 
@@ -178,3 +179,11 @@ def test_line_ends_are_kept_as_written_in_values_and_captures() -> None:
         "email.text", "{{ data.note }}|{% capture c %}{{ data.note }}{% endcapture %}{{ c }}"
     )
     assert template.render(values(note="a\r\nb\rc")) == "a\r\nb\rc|a\r\nb\rc"
+
+
+def test_a_text_gets_plain_spaces_so_that_it_stays_in_the_gsm_alphabet() -> None:
+    email = compile_template("email.text", "{{ data.amount | money }}").render(values())
+    text = compile_template("sms.text", "{{ data.amount | money }}", sms=True).render(values())
+    assert email == "1\u202f234,56\xa0€"
+    assert text == "1 234,56 €"
+    assert count(text).encoding == "GSM-7"

@@ -212,7 +212,7 @@ async def test_a_personal_text_in_doubt_is_found_by_the_text_its_recipient_got(
     twilio = Twilio(system.settings)
     try:
         went = await twilio.send(
-            jobs[0].value["delivery_id"], OWNER_PHONE, "Appel de fonds 12,50\xa0€"
+            jobs[0].value["delivery_id"], OWNER_PHONE, "Appel de fonds 12,50 €"
         )
     finally:
         await twilio.close()

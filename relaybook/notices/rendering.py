@@ -1,17 +1,24 @@
-"""Each job's message as its recipient gets it: the notice's templates (compiled once per
-worker, for the last ``KEEP`` notices) rendered over the recipient's data in their
-language (relaybook.content). Rendering is deterministic, so the same job rendered again
-(a text in doubt after a crash, looked for in Twilio's list) gives the same text."""
+"""Each message as its recipient gets it: the notice's templates (compiled once, for the
+last ``KEEP`` notices) rendered over the recipient's data in their language
+(relaybook.content). The send worker renders what it sends, the API's preview what would
+be sent; rendering is deterministic, so the same message rendered again (a text in doubt
+after a crash, looked for in Twilio's list; a preview) gives the same text."""
 
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
-import asyncpg
 import orjson
 
 from relaybook.content.messages import DEFAULT_LANGUAGE, NoticeContent, Rendered
+
+
+class Row(Protocol):
+    """A database row (or a dict) read by column name."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
 
 #: notices whose compiled templates a worker keeps
 KEEP = 64
@@ -21,15 +28,18 @@ class Renderer:
     def __init__(self) -> None:
         self._contents: dict[uuid.UUID, NoticeContent] = {}
 
-    def render(self, row: asyncpg.Record, notice: asyncpg.Record) -> Rendered:
-        """The message of a row of ``load_deliveries`` (its notice a row of
-        ``load_notices``); raises :class:`relaybook.content.templates.RenderError`."""
+    def render(self, row: Row, notice: Row) -> Rendered:
+        """The message of a delivery ``row`` (``channel``, ``recipient_id``, ``name``,
+        ``reads``: the recipient's language, ``data``: the JSON of their notice_data) of
+        ``notice`` (a row of the notices table: its content columns, ``title``,
+        ``source_reference``, ``agency_id``); raises
+        :class:`relaybook.content.templates.RenderError`."""
         content = self._content(notice)
         # content that names no recipient is rendered once per language, for everyone
         values = _values(row, notice) if content.personal else _notice_values(notice)
         return content.render(row["channel"], row["reads"], values)
 
-    def _content(self, notice: asyncpg.Record) -> NoticeContent:
+    def _content(self, notice: Row) -> NoticeContent:
         content = self._contents.pop(notice["id"], None) or NoticeContent(
             notice["default_language"] or DEFAULT_LANGUAGE, _texts(notice)
         )
@@ -39,7 +49,7 @@ class Renderer:
         return content
 
 
-def _texts(notice: asyncpg.Record) -> dict[str, Any]:
+def _texts(notice: Row) -> dict[str, Any]:
     """A notice's content by language, its default's first, as NoticeContent takes it."""
     email = (
         {
@@ -56,7 +66,7 @@ def _texts(notice: asyncpg.Record) -> dict[str, Any]:
     return {language: {"email": email, "sms": sms}, **others}
 
 
-def _values(row: asyncpg.Record, notice: asyncpg.Record) -> dict[str, Any]:
+def _values(row: Row, notice: Row) -> dict[str, Any]:
     """What a recipient's templates read (relaybook.content.templates.ROOTS)."""
     return {
         "recipient": {"id": row["recipient_id"], "name": row["name"]},
@@ -65,7 +75,7 @@ def _values(row: asyncpg.Record, notice: asyncpg.Record) -> dict[str, Any]:
     }
 
 
-def _notice_values(notice: asyncpg.Record) -> dict[str, Any]:
+def _notice_values(notice: Row) -> dict[str, Any]:
     """What every recipient's templates read alike: the notice and its agency."""
     return {
         "notice": {
