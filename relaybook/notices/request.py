@@ -214,11 +214,15 @@ def _other_languages(body: NoticeBody) -> dict[str, dict[str, Any]] | None:
     if len(body.content) >= MAX_LANGUAGES:
         raise InvalidRequestError("content", f"at most {MAX_LANGUAGES - 1} other languages")
     stored: dict[str, dict[str, Any]] = {}
+    seen = {body.default_language.lower(): "default_language"}
     for language, given in body.content.items():
-        if language.lower() == body.default_language.lower():
+        earlier = seen.setdefault(language.lower(), f"content.{language}")
+        if earlier == "default_language":
             raise InvalidRequestError(
                 f"content.{language}", "is the default language: give it as email and sms"
             )
+        if earlier != f"content.{language}":
+            raise InvalidRequestError(f"content.{language}", f"is {earlier} again")
         for channel in ("email", "sms"):
             if getattr(given, channel) is not None and getattr(body, channel) is None:
                 raise InvalidRequestError(

@@ -154,6 +154,11 @@ async def test_emails_alike_share_one_request_and_personal_ones_one_per_content(
         ),
         ({"content": {"fr": {"sms": {"text": "x"}}}}, "content.fr", "is the default language"),
         (
+            {"content": {"nl": {"sms": {"text": "x"}}, "NL": {"sms": {"text": "y"}}}},
+            "content.NL",
+            "is content.nl again",
+        ),
+        (
             {"recipients": [{"id": "a", "email": "a@example.org", "data": {"x": "y" * 20_000}}]},
             "recipients[0].data",
             "is over 16384 bytes",
