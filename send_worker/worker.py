@@ -301,24 +301,33 @@ class SendWorker:
         notices: dict[uuid.UUID, asyncpg.Record],
     ) -> None:
         """Sends one wave: one notice's emails, a request for each content they render to
-        (one, unless the content is personal), or texts side by side."""
+        (one, unless the content is personal), each request's outcome recorded as soon as
+        it is known; or texts side by side, recorded together."""
         rendered: dict[uuid.UUID, Rendered] = {}
-        outcomes: dict[uuid.UUID, Outcome] = {}
+        unrendered: dict[uuid.UUID, Outcome] = {}
         for row in rows:
             try:
                 rendered[row["id"]] = self._renderer.render(row, notices[row["notice_id"]])
             except RenderError as problem:  # a loop's item without a variable it names
-                outcomes[row["id"]] = Outcome.permanent("template_error", str(problem))
+                unrendered[row["id"]] = Outcome.permanent("template_error", str(problem))
+        if unrendered:
+            failed = [row for row in rows if row["id"] in unrendered]
+            await self._record(failed, unrendered, attempts)
         going = [row for row in rows if row["id"] in rendered]
         if going and going[0]["channel"] == "email":
             alike: dict[tuple[str, ...], list[asyncpg.Record]] = defaultdict(list)
             for row in going:
                 alike[tuple(rendered[row["id"]].parts.values())].append(row)
-            sent = await asyncio.gather(
-                *(self._send_emails(group, rendered, notices) for group in alike.values())
-            )
-            for group, outcome in zip(alike.values(), sent, strict=True):
-                outcomes.update(dict.fromkeys((row["id"] for row in group), outcome))
+
+            # recorded at once, not when the wave's last request is back: a provider's
+            # event about an email (an asynchronous bounce, matched by its address) finds
+            # it only once it is recorded as sent
+            async def request(group: list[asyncpg.Record]) -> None:
+                outcome = await self._send_emails(group, rendered, notices)
+                outcomes = dict.fromkeys((row["id"] for row in group), outcome)
+                await self._record(group, outcomes, attempts, rendered)
+
+            await _all(request(group) for group in alike.values())
         elif going:
             texts = await asyncio.gather(
                 *(
@@ -328,8 +337,8 @@ class SendWorker:
                     for row in going
                 )
             )
-            outcomes.update({row["id"]: outcome for row, outcome in zip(going, texts, strict=True)})
-        await self._record(rows, outcomes, attempts, rendered)
+            outcomes = {row["id"]: outcome for row, outcome in zip(going, texts, strict=True)}
+            await self._record(going, outcomes, attempts, rendered)
 
     async def _send_emails(
         self,
