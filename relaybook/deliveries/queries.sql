@@ -96,6 +96,12 @@ WHERE d.id = u.id AND d.status = 'queued';
 -- is made of, as recorded; the worker's load_deliveries reads the same columns back when
 -- a job comes again before its event was published, so both announce the same event.
 
+-- name: content_recorded
+-- CONTENT, as each outcome records it: what the attempt sent, or what an earlier one did.
+language = COALESCE(u.language, d.language),
+content_sha256 = COALESCE(u.content_sha256, d.content_sha256),
+segments = COALESCE(u.segments, d.segments)
+
 -- name: record_accepted
 -- Never moves a delivery backwards: a webhook may have advanced it already.
 UPDATE deliveries d
@@ -106,9 +112,8 @@ SET status = delivery_status_after(d.status, 'sent'),
     next_attempt_at = CASE WHEN d.status = 'queued' THEN NULL ELSE d.next_attempt_at END,
     updated_at = now(),
     send_attempts = greatest(d.send_attempts, u.attempt), attempt_started_at = u.started_at,
-    address = u.address, language = COALESCE(u.language, d.language),
-    content_sha256 = COALESCE(u.content_sha256, d.content_sha256),
-    segments = COALESCE(u.segments, d.segments)
+    address = u.address,
+    -- include: relaybook.deliveries.content_recorded
 FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[], $5::text[], $6::text[],
             $7::smallint[], $8::text[])
          AS u (id, attempt, started_at, address, language, content_sha256, segments, message_id)
@@ -122,9 +127,8 @@ UPDATE deliveries d
 SET status = delivery_status_after(d.status, 'failed'), reason = u.reason, provider_code = u.code, provider = $10,
     failed_at = now(), updated_at = now(), next_attempt_at = NULL,
     send_attempts = greatest(d.send_attempts, u.attempt), attempt_started_at = u.started_at,
-    address = u.address, language = COALESCE(u.language, d.language),
-    content_sha256 = COALESCE(u.content_sha256, d.content_sha256),
-    segments = COALESCE(u.segments, d.segments)
+    address = u.address,
+    -- include: relaybook.deliveries.content_recorded
 FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[], $5::text[], $6::text[],
             $7::smallint[], $8::text[], $9::text[])
          AS u (id, attempt, started_at, address, language, content_sha256, segments, reason, code)
@@ -137,9 +141,8 @@ RETURNING d.id, d.channel, d.agency_id, 'failed' AS outcome, d.failed_at AS outc
 UPDATE deliveries d
 SET next_attempt_at = u.due, reason = u.reason, updated_at = now(),
     send_attempts = greatest(d.send_attempts, u.attempt), attempt_started_at = u.started_at,
-    address = u.address, language = COALESCE(u.language, d.language),
-    content_sha256 = COALESCE(u.content_sha256, d.content_sha256),
-    segments = COALESCE(u.segments, d.segments)
+    address = u.address,
+    -- include: relaybook.deliveries.content_recorded
 FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[], $5::text[], $6::text[],
             $7::smallint[], $8::timestamptz[], $9::text[])
          AS u (id, attempt, started_at, address, language, content_sha256, segments, due, reason)
