@@ -18,8 +18,9 @@ the field: it parses; it uses only the tags of :data:`TAGS` (no ``include`` or `
 a template reads no file) and known filters; it names no variable outside :data:`ROOTS`.
 When rendered: an undefined variable is an error (never an empty string), HTML escapes
 every value (a ``data`` value cannot add markup), and a loop, the output and the nesting
-are bounded (:class:`_Bounded`). Rendering is deterministic: the same template, values and
-language give the same text (:func:`render`).
+are bounded (:class:`_Bounded`). In a text, the filters write plain spaces (CLDR's
+no-break ones are outside GSM-7). Rendering is deterministic: the same template, values
+and language give the same text (:meth:`Template.render`).
 """
 
 from __future__ import annotations
