@@ -3,7 +3,7 @@
 -- name: load_deliveries
 -- What a worker needs to send a batch of jobs, read fresh: the delivery's state, the
 -- recipient's current address and whether the contact rule lets it be used (the notice's
--- content is read once per notice: load_notices).
+-- content is read once per notice: relaybook/notices/queries.sql load_contents).
 -- Each row by its key, whatever the statistics say: LATERAL (... LIMIT 1) cannot become a
 -- hash join. Right after a large fan-out the planner has no statistics on the new rows
 -- and scanned all deliveries and hashed all recipients for each batch of 1000 (62 ms
@@ -37,13 +37,6 @@ LEFT JOIN LATERAL (SELECT attempt, started_at FROM send_attempts
                    WHERE delivery_id = d.id ORDER BY attempt DESC LIMIT 1) a ON true
 LEFT JOIN LATERAL (SELECT data FROM notice_data
                    WHERE notice_id = d.notice_id AND recipient_id = d.recipient_id) nd ON true;
-
--- name: load_notices
--- The content of the notices of a batch, once each: read with every delivery, a 20 KB
--- HTML email came back 1000 times for each request of 1000 emails.
-SELECT id, email_subject, email_text, email_html, sms_text, source_kind, source_reference,
-       title, agency_id, default_language, content
-FROM notices WHERE id = ANY($1::uuid[]);
 
 -- The outcomes themselves (skipped, accepted, failed, a retry, held) are the deliveries'
 -- transitions: relaybook/deliveries/queries.sql. OUTCOME: what an outcome's event is made

@@ -35,6 +35,7 @@ from relaybook.platform import sql
 from send_worker.providers import Listed, Twilio
 
 Q = sql.load("send_worker")
+NOTICES = sql.load("relaybook.notices")
 
 #: SendGrid's events that prove it took an email
 TAKEN = ("processed", "dropped", "delivered", "bounced", "deferred", "opened", "clicked")
@@ -147,7 +148,7 @@ class UnknownOutcomes:
         one list call per number, side by side."""
         async with self._pool.acquire() as connection:
             notices = await connection.fetch(
-                Q["load_notices"], list({row["notice_id"] for row in rows})
+                NOTICES["load_contents"], list({row["notice_id"] for row in rows})
             )
         by_id = {notice["id"]: notice for notice in notices}
         doubts = []

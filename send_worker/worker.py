@@ -52,6 +52,8 @@ log = get_logger(__name__)
 Q = sql.load("send_worker")
 #: the outcomes the worker records: the deliveries' transitions (relaybook/deliveries)
 DELIVERIES = sql.load("relaybook.deliveries")
+#: the content of the notices it sends (relaybook/notices)
+NOTICES = sql.load("relaybook.notices")
 #: its attempts, numbered before each call (relaybook/sending)
 ATTEMPTS = sql.load("relaybook.sending")
 
@@ -148,7 +150,7 @@ class SendWorker:
                     ATTEMPTS["start_attempts"], [row["id"] for row in due]
                 )
                 content = await connection.fetch(
-                    Q["load_notices"], list({row["notice_id"] for row in due})
+                    NOTICES["load_contents"], list({row["notice_id"] for row in due})
                 )
             attempts = {row["id"]: row for row in started}
             notices = {row["id"]: row for row in content}
@@ -525,7 +527,7 @@ def _attempted(
         [row["address"] for row in rows],
         [r.language if r else None for r in said],
         [r.sha256 if r else None for r in said],
-        [r.segments if r else None for r in said],
+        [r.segments.count if r and r.segments else None for r in said],
     )
 
 

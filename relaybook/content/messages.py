@@ -27,6 +27,20 @@ DEFAULT_LANGUAGE = "fr"
 FIELDS = {"email": (("subject", False), ("text", False), ("html", True)), "sms": (("text", False),)}
 
 
+def by_language(
+    default_language: str,
+    email: Mapping[str, str | None] | None,
+    sms_text: str | None,
+    others: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """A notice's content by language, as :class:`NoticeContent` takes it: the default
+    language's ``email`` (subject, text, html) and text, then the other languages'."""
+    return {
+        default_language: {"email": email, "sms": {"text": sms_text} if sms_text else None},
+        **(others or {}),
+    }
+
+
 def choose_language(wanted: str | None, available: Sequence[str], default: str) -> str:
     """The language a recipient gets: theirs if the notice has it (``nl-BE``), else one
     of the same language (``nl``, then ``nl-NL``), else the notice's default. Tags
@@ -53,7 +67,7 @@ class Rendered:
     language: str
     parts: Mapping[str, str]  # subject, text, html for an email; text for a text
     sha256: str  # of the parts, canonical JSON (sorted keys, UTF-8)
-    segments: int | None  # for a text
+    segments: segments.Segments | None  # for a text
 
 
 class NoticeContent:
@@ -62,7 +76,6 @@ class NoticeContent:
 
     def __init__(self, default_language: str, texts: Mapping[str, Mapping[str, Any]]) -> None:
         self.default_language = default_language
-        self.languages = tuple(texts)
         self._templates: dict[tuple[str, str], dict[str, Template]] = {}
         for language, channels in texts.items():
             for channel, content in channels.items():
@@ -111,8 +124,8 @@ class NoticeContent:
         values = {**values, "language": language}
         parts = {name: template.render(values) for name, template in templates.items()}
         digest = hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()
-        count = segments.count(parts["text"]).count if channel == "sms" else None
-        rendered = Rendered(language, parts, digest, count)
+        counted = segments.count(parts["text"]) if channel == "sms" else None
+        rendered = Rendered(language, parts, digest, counted)
         if not self.personal:
             self._shared[channel, language] = rendered
         return rendered

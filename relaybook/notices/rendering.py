@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from relaybook.content.messages import DEFAULT_LANGUAGE, NoticeContent, Rendered
+from relaybook.content.messages import DEFAULT_LANGUAGE, NoticeContent, Rendered, by_language
 
 
 class Row(Protocol):
@@ -40,17 +40,18 @@ class Renderer:
         return content.render(row["channel"], row["reads"], values)
 
     def _content(self, notice: Row) -> NoticeContent:
-        content = self._contents.pop(notice["id"], None) or NoticeContent(
-            notice["default_language"] or DEFAULT_LANGUAGE, _texts(notice)
-        )
+        content = self._contents.pop(notice["id"], None)
+        if content is None:
+            language = notice["default_language"] or DEFAULT_LANGUAGE  # notices from before it
+            content = NoticeContent(language, _texts(notice, language))
         self._contents[notice["id"]] = content  # the most recent last
         while len(self._contents) > KEEP:
             del self._contents[next(iter(self._contents))]
         return content
 
 
-def _texts(notice: Row) -> dict[str, Any]:
-    """A notice's content by language, its default's first, as NoticeContent takes it."""
+def _texts(notice: Row, language: str) -> dict[str, Any]:
+    """A notice's content by language, from its row (load_contents)."""
     email = (
         {
             "subject": notice["email_subject"],
@@ -60,10 +61,8 @@ def _texts(notice: Row) -> dict[str, Any]:
         if notice["email_subject"]
         else None
     )
-    sms = {"text": notice["sms_text"]} if notice["sms_text"] else None
-    others = orjson.loads(notice["content"]) if notice["content"] else {}
-    language = notice["default_language"] or DEFAULT_LANGUAGE
-    return {language: {"email": email, "sms": sms}, **others}
+    others = orjson.loads(notice["content"]) if notice["content"] else None
+    return by_language(language, email, notice["sms_text"], others)
 
 
 def _values(row: Row, notice: Row) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from relaybook.content.messages import DEFAULT_LANGUAGE, NoticeContent
+from relaybook.content.messages import DEFAULT_LANGUAGE, NoticeContent, by_language
 from relaybook.platform.decoding import (
     NOT_BLANK,
     UNSET,
@@ -135,17 +135,12 @@ class NoticeRequest:
     @property
     def texts(self) -> dict[str, dict[str, Any]]:
         """The content by language, the default's first (what NoticeContent compiles)."""
-        default = {
-            "email": {
-                "subject": self.email_subject,
-                "text": self.email_text,
-                "html": self.email_html,
-            }
+        email = (
+            {"subject": self.email_subject, "text": self.email_text, "html": self.email_html}
             if self.email_subject
-            else None,
-            "sms": {"text": self.sms_text} if self.sms_text else None,
-        }
-        return {self.default_language: default, **(self.content or {})}
+            else None
+        )
+        return by_language(self.default_language, email, self.sms_text, self.content)
 
     @property
     def channels(self) -> list[str]:

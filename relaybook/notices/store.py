@@ -12,7 +12,6 @@ from typing import Any
 import asyncpg
 
 from relaybook.access.scope import ScopedPool
-from relaybook.content import segments
 from relaybook.content.templates import RenderError
 from relaybook.deliveries.answers import Channel
 from relaybook.notices.answers import (
@@ -163,7 +162,7 @@ class NoticeStore:
         does not exist or has no message for them. A content that cannot be rendered for
         them is a 422 ``template_error``."""
         async with self.pool.acquire() as connection:
-            notice = await connection.fetchrow(Q["preview_notice"], notice_id)
+            notice = await connection.fetchrow(Q["load_contents"], [notice_id])
             person = await connection.fetchrow(Q["preview_recipient"], notice_id, recipient_id)
         if notice is None or person is None:
             return None
@@ -186,9 +185,9 @@ class NoticeStore:
                 message["subject"] = parts["subject"]
                 message["html"] = parts.get("html")
                 preview["email"] = message
-            else:
-                counted = segments.count(parts["text"])
-                message["segments"], message["encoding"] = counted.count, counted.encoding
+            elif rendered.segments is not None:
+                message["segments"] = rendered.segments.count
+                message["encoding"] = rendered.segments.encoding
                 preview["sms"] = message
         return preview
 
